@@ -1,0 +1,2 @@
+//! kubeadm-compatible cluster PKI manager (filled by the PKI issue).
+#![forbid(unsafe_code)]
