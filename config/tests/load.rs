@@ -1,0 +1,77 @@
+//! Loading configuration files: the issue's example parses, mistakes name file and line.
+
+use kms_config::{BackendKind, ConfigError, PluginConfig, SocketAddress};
+use std::io::Write;
+
+fn write(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().expect("temp file");
+    file.write_all(text.as_bytes()).expect("write");
+    file
+}
+
+#[test]
+fn full_example_parses() {
+    let file = write(
+        "socket: /var/run/kms-plugin/kms.sock
+backend:
+  kind: pkcs11                 # local | pkcs11 | aws
+  local:  { state_dir: /var/lib/kms-plugin }
+  pkcs11: { module: /usr/lib/softhsm/libsofthsm2.so, token_label: kms, pin_file: /etc/kms-plugin/pin, key_label: kms-root }
+  aws:    { key_id: alias/k8s-secrets, region: us-east-1, endpoint: 'http://127.0.0.1:5000' }
+",
+    );
+    let config = PluginConfig::load(file.path()).expect("valid config");
+    assert_eq!(config.backend.kind, BackendKind::Pkcs11);
+    assert_eq!(config.socket, SocketAddress::Path("/var/run/kms-plugin/kms.sock".into()));
+    assert_eq!(config.socket_mode.0, 0o600);
+    let debug = format!("{:?}", config.backend.pkcs11);
+    assert!(debug.contains("pin_file"));
+}
+
+fn parse_error(text: &str) -> (usize, String) {
+    let file = write(text);
+    match PluginConfig::load(file.path()) {
+        Err(ConfigError::Parse { line, reason, path, .. }) => {
+            assert_eq!(path, file.path());
+            (line, reason)
+        }
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_key_names_line() {
+    let (line, reason) = parse_error("socket: /tmp/k.sock\nsokcet_mode: '0600'\nbackend: { kind: local, local: { state_dir: /tmp } }\n");
+    assert_eq!(line, 2);
+    assert!(reason.contains("sokcet_mode"), "{reason}");
+}
+
+#[test]
+fn bad_values_name_line_and_reason() {
+    let (line, reason) = parse_error(
+        "socket: /tmp/k.sock\nbackend:\n  kind: local\n  local: { state_dir: /tmp }\nhealth_probe_interval: 10 parsecs\n",
+    );
+    assert_eq!(line, 5);
+    assert!(reason.contains("unit"), "{reason}");
+    let (line, reason) = parse_error("socket: /tmp/k.sock\nsocket_mode: '0666'\nbackend: { kind: local, local: { state_dir: /tmp } }\n");
+    assert_eq!(line, 2);
+    assert!(reason.contains("world-writable"), "{reason}");
+    let (line, _) = parse_error("socket: /tmp/k.sock\nbackend:\n  kind: vault\n");
+    assert_eq!(line, 3);
+}
+
+#[test]
+fn cross_field_rules() {
+    let file = write("socket: /tmp/k.sock\nbackend:\n  kind: pkcs11\n  pkcs11: { module: /m.so, token_label: t, key_label: k }\n");
+    let error = PluginConfig::load(file.path()).expect_err("no PIN source");
+    assert!(error.to_string().contains("pin_file"), "{error}");
+    let file = write("socket: /tmp/k.sock\nbackend:\n  kind: aws\n");
+    let error = PluginConfig::load(file.path()).expect_err("no aws section");
+    assert!(error.to_string().contains("backend.aws"), "{error}");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let error = PluginConfig::load(std::path::Path::new("/nonexistent/kms.yaml")).expect_err("missing");
+    assert!(error.to_string().contains("/nonexistent/kms.yaml"));
+}

@@ -1,0 +1,100 @@
+//! Decrypt-side cache of unwrapped local KEKs, keyed by their wrapped form.
+
+use super::EnvelopeError;
+use crate::root_key::{KeyId, RootKey, RootKeyError};
+use aes_gcm::{Aes256Gcm, KeyInit};
+use moka::future::Cache;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Cache key: the root key id and the wrapped KEK bytes.
+type Entry = (KeyId, Arc<[u8]>);
+
+/// Bounded, expiring cache of unwrapped local KEKs with single-flight misses.
+pub struct UnwrapCache {
+    entries: Cache<Entry, Arc<Aes256Gcm>>,
+    timeout: Duration,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+impl UnwrapCache {
+    /// A cache holding at most `max_entries` KEKs for at most `ttl`; root key unwraps give up
+    /// after `timeout`.
+    pub fn new(max_entries: u64, ttl: Duration, timeout: Duration) -> Self {
+        Self {
+            entries: Cache::builder().max_capacity(max_entries).time_to_live(ttl).build(),
+            timeout,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    /// Remembers a KEK this process wrapped itself, so its own ciphertexts need no unwrap.
+    pub async fn insert(&self, key_id: KeyId, wrapped: Arc<[u8]>, cipher: Arc<Aes256Gcm>) {
+        self.entries.insert((key_id, wrapped), cipher).await;
+    }
+
+    /// The cipher of the KEK `wrapped` under `key_id`, unwrapping it through `root` on a miss.
+    /// Concurrent misses for the same entry wait on one unwrap; failures are not cached.
+    pub async fn get_or_unwrap(
+        &self,
+        root: &Arc<dyn RootKey>,
+        key_id: &KeyId,
+        wrapped: &[u8],
+    ) -> Result<Arc<Aes256Gcm>, EnvelopeError> {
+        let entry: Entry = (key_id.clone(), Arc::from(wrapped));
+        if let Some(cipher) = self.entries.get(&entry).await {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(cipher);
+        }
+        let timeout = self.timeout;
+        let result = self
+            .entries
+            .try_get_with(entry, async {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                let key = tokio::time::timeout(timeout, root.unwrap(key_id, wrapped))
+                    .await
+                    .map_err(|_| EnvelopeError::Timeout(timeout))??;
+                Ok::<_, EnvelopeError>(Arc::new(Aes256Gcm::new(key.expose().into())))
+            })
+            .await;
+        result.map_err(|shared| match Arc::try_unwrap(shared) {
+            Ok(error) => error,
+            Err(shared) => describe_shared(&shared),
+        })
+    }
+
+    /// KEKs currently cached.
+    pub fn len(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Lookups answered from the cache.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Lookups that needed a root key unwrap (shared misses count once).
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+}
+
+/// Rebuilds an owned error for a caller that shared someone else's failed unwrap.
+fn describe_shared(error: &EnvelopeError) -> EnvelopeError {
+    match error {
+        EnvelopeError::Timeout(after) => EnvelopeError::Timeout(*after),
+        EnvelopeError::RootKey(RootKeyError::UnknownKey(id)) => RootKeyError::UnknownKey(id.clone()).into(),
+        EnvelopeError::RootKey(RootKeyError::Integrity(id)) => RootKeyError::Integrity(id.clone()).into(),
+        EnvelopeError::RootKey(RootKeyError::Unavailable(why)) => RootKeyError::Unavailable(why.clone()).into(),
+        EnvelopeError::RootKey(RootKeyError::Denied(why)) => RootKeyError::Denied(why.clone()).into(),
+        other => RootKeyError::Backend(other.to_string()).into(),
+    }
+}

@@ -1,0 +1,326 @@
+//! The versioned root keys of the local backend, as stored in the state directory.
+
+use crate::fs_util::{ensure_private_dir, write_atomic};
+use crate::root_key::KeyId;
+use crate::secret::AesKey;
+use aes_gcm::Aes256Gcm;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+const PRIMARY_FILE: &str = "primary";
+const KEY_PREFIX: &str = "root-key-v";
+const KEY_SUFFIX: &str = ".key";
+const KEY_ID_LABEL: &[u8] = b"kms-plugin local root key id v1";
+
+/// A problem with the state directory or a command run against it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyringError {
+    /// Reading or writing the state directory failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The I/O failure.
+        source: io::Error,
+    },
+    /// A file in the state directory is not what it should be.
+    #[error("{path}: {reason}")]
+    Corrupt {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The command cannot run against the current state.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// One root key version as loaded in memory.
+pub struct LoadedVersion {
+    /// Version number.
+    pub version: u32,
+    /// Key id derived from the version number and a fingerprint of the key.
+    pub key_id: KeyId,
+    /// The cipher of this version (its key schedule is zeroized on drop).
+    pub cipher: Aes256Gcm,
+}
+
+/// What an operator sees of a version: never the key.
+#[derive(Clone, Debug)]
+pub struct VersionInfo {
+    /// Version number.
+    pub version: u32,
+    /// Key id reported to kube-apiserver while this version is primary.
+    pub key_id: KeyId,
+    /// Whether new data is wrapped under this version.
+    pub primary: bool,
+}
+
+/// All root key versions in the state directory, and which one is primary.
+pub struct Keyring {
+    versions: BTreeMap<u32, LoadedVersion>,
+    primary: u32,
+    fingerprint: DirFingerprint,
+}
+
+/// Cheap summary of the directory used to notice changes without re-reading every key.
+#[derive(Clone, PartialEq, Eq)]
+struct DirFingerprint {
+    primary_text: String,
+    key_files: Vec<(String, Option<SystemTime>)>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyringError + '_ {
+    move |source| KeyringError::Io { path: path.to_owned(), source }
+}
+
+fn key_path(dir: &Path, version: u32) -> PathBuf {
+    dir.join(format!("{KEY_PREFIX}{version}{KEY_SUFFIX}"))
+}
+
+/// Derives the key id of a version: `local:v<N>:<fingerprint>`. The fingerprint is an HMAC of a
+/// fixed label under the key, so it reveals nothing about the key yet differs for every key.
+pub fn derive_key_id(version: u32, key: &AesKey) -> KeyId {
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key.expose()) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC accepts keys of any length"),
+    };
+    mac.update(KEY_ID_LABEL);
+    let digest = mac.finalize().into_bytes();
+    let id = format!("local:v{version}:{}", hex::encode(&digest[..12]));
+    KeyId::new(&id).unwrap_or_else(|| unreachable!("a short, non-empty id"))
+}
+
+fn parse_version(name: &str) -> Option<u32> {
+    name.strip_prefix(KEY_PREFIX)?.strip_suffix(KEY_SUFFIX)?.parse().ok()
+}
+
+fn fingerprint(dir: &Path) -> Result<DirFingerprint, KeyringError> {
+    let primary_path = dir.join(PRIMARY_FILE);
+    let primary_text = match fs::read_to_string(&primary_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io_err(&primary_path)(e)),
+    };
+    let mut key_files = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if parse_version(&name).is_some() {
+            let modified = entry.metadata().ok().and_then(|m| m.modified().ok());
+            key_files.push((name, modified));
+        }
+    }
+    key_files.sort();
+    Ok(DirFingerprint { primary_text, key_files })
+}
+
+fn read_key(path: &Path) -> Result<AesKey, KeyringError> {
+    let metadata = fs::metadata(path).map_err(io_err(path))?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        return Err(KeyringError::Corrupt {
+            path: path.to_owned(),
+            reason: format!(
+                "root key file is readable by others (mode {:o}); expected 0600",
+                metadata.permissions().mode() & 0o777
+            ),
+        });
+    }
+    let bytes = zeroize::Zeroizing::new(fs::read(path).map_err(io_err(path))?);
+    AesKey::from_slice(&bytes).ok_or_else(|| KeyringError::Corrupt {
+        path: path.to_owned(),
+        reason: format!("expected 32 key bytes, found {}", bytes.len()),
+    })
+}
+
+fn write_key(dir: &Path, version: u32, key: &AesKey) -> Result<(), KeyringError> {
+    let path = key_path(dir, version);
+    if path.exists() {
+        return Err(KeyringError::Refused(format!("{} already exists", path.display())));
+    }
+    write_atomic(&path, key.expose(), 0o600).map_err(io_err(&path))
+}
+
+fn write_primary(dir: &Path, version: u32) -> Result<(), KeyringError> {
+    let path = dir.join(PRIMARY_FILE);
+    write_atomic(&path, format!("{version}\n").as_bytes(), 0o600).map_err(io_err(&path))
+}
+
+impl Keyring {
+    /// Loads the state directory, creating it and version 1 if it holds no key yet.
+    pub fn open_or_init(dir: &Path) -> Result<Self, KeyringError> {
+        ensure_private_dir(dir).map_err(io_err(dir))?;
+        if fingerprint(dir)?.key_files.is_empty() {
+            let key = AesKey::generate().map_err(|e| KeyringError::Refused(e.to_string()))?;
+            write_key(dir, 1, &key)?;
+            write_primary(dir, 1)?;
+            tracing::info!(state_dir = %dir.display(), key_id = %derive_key_id(1, &key), "created the first local root key");
+        }
+        Self::load(dir)
+    }
+
+    /// Loads every version and the primary pointer; refuses a directory that does not add up.
+    pub fn load(dir: &Path) -> Result<Self, KeyringError> {
+        let fingerprint = fingerprint(dir)?;
+        let mut versions = BTreeMap::new();
+        for (name, _) in &fingerprint.key_files {
+            let Some(version) = parse_version(name) else { continue };
+            let key = read_key(&dir.join(name))?;
+            let key_id = derive_key_id(version, &key);
+            let cipher = super::cipher_for(&key);
+            versions.insert(version, LoadedVersion { version, key_id, cipher });
+        }
+        let primary_path = dir.join(PRIMARY_FILE);
+        let primary: u32 = fingerprint.primary_text.trim().parse().map_err(|_| KeyringError::Corrupt {
+            path: primary_path.clone(),
+            reason: "expected the primary version number".into(),
+        })?;
+        if !versions.contains_key(&primary) {
+            return Err(KeyringError::Corrupt {
+                path: primary_path,
+                reason: format!("names version {primary}, but {} is missing", key_path(dir, primary).display()),
+            });
+        }
+        Ok(Self { versions, primary, fingerprint })
+    }
+
+    /// Reloads only if the directory changed since this keyring was loaded.
+    pub fn reloaded(&self, dir: &Path) -> Result<Option<Self>, KeyringError> {
+        if fingerprint(dir)? == self.fingerprint {
+            return Ok(None);
+        }
+        Self::load(dir).map(Some)
+    }
+
+    /// The version new data is wrapped under.
+    pub fn primary(&self) -> &LoadedVersion {
+        match self.versions.get(&self.primary) {
+            Some(version) => version,
+            None => unreachable!("load() checks that the primary version exists"),
+        }
+    }
+
+    /// The version a key id names, if it is held here (fingerprint included).
+    pub fn find(&self, key_id: &KeyId) -> Option<&LoadedVersion> {
+        let version: u32 = key_id.as_str().strip_prefix("local:v")?.split(':').next()?.parse().ok()?;
+        self.versions.get(&version).filter(|v| &v.key_id == key_id)
+    }
+
+    /// Every version, oldest first.
+    pub fn list(&self) -> Vec<VersionInfo> {
+        self.versions
+            .values()
+            .map(|v| VersionInfo {
+                version: v.version,
+                key_id: v.key_id.clone(),
+                primary: v.version == self.primary,
+            })
+            .collect()
+    }
+
+    /// Adds a new version that decrypts only (step one of a multi-node rotation).
+    pub fn add_version(dir: &Path) -> Result<VersionInfo, KeyringError> {
+        let keyring = Self::load(dir)?;
+        let version = keyring.versions.keys().next_back().copied().unwrap_or(0) + 1;
+        let key = AesKey::generate().map_err(|e| KeyringError::Refused(e.to_string()))?;
+        write_key(dir, version, &key)?;
+        Ok(VersionInfo { version, key_id: derive_key_id(version, &key), primary: false })
+    }
+
+    /// Makes an existing version primary (step two of a multi-node rotation).
+    pub fn promote(dir: &Path, version: u32) -> Result<VersionInfo, KeyringError> {
+        let keyring = Self::load(dir)?;
+        let loaded = keyring.versions.get(&version).ok_or_else(|| {
+            KeyringError::Refused(format!("version {version} is not in {}", dir.display()))
+        })?;
+        let info = VersionInfo { version, key_id: loaded.key_id.clone(), primary: true };
+        write_primary(dir, version)?;
+        Ok(info)
+    }
+
+    /// Adds a new version and makes it primary at once (single-node rotation).
+    pub fn rotate(dir: &Path) -> Result<VersionInfo, KeyringError> {
+        let added = Self::add_version(dir)?;
+        Self::promote(dir, added.version)
+    }
+
+    /// Deletes a version that is not primary. Data sealed under it no longer decrypts.
+    pub fn remove(dir: &Path, version: u32) -> Result<(), KeyringError> {
+        let keyring = Self::load(dir)?;
+        if version == keyring.primary {
+            return Err(KeyringError::Refused(format!(
+                "version {version} is primary; promote another version first"
+            )));
+        }
+        if !keyring.versions.contains_key(&version) {
+            return Err(KeyringError::Refused(format!("version {version} is not in {}", dir.display())));
+        }
+        let path = key_path(dir, version);
+        fs::remove_file(&path).map_err(io_err(&path))?;
+        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_rotate_promote_remove() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        let first = Keyring::open_or_init(&state).expect("init");
+        let v1 = first.primary().key_id.clone();
+        assert!(v1.as_str().starts_with("local:v1:"));
+        assert_eq!(fs::metadata(&state).expect("meta").permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(key_path(&state, 1)).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+        // Reopening keeps the same id: it never changes without a rotation.
+        assert_eq!(Keyring::open_or_init(&state).expect("reopen").primary().key_id, v1);
+
+        let added = Keyring::add_version(&state).expect("add");
+        assert_eq!(added.version, 2);
+        let reloaded = first.reloaded(&state).expect("reload").expect("changed");
+        assert_eq!(reloaded.primary().key_id, v1, "an added version is decrypt-only");
+        assert!(reloaded.find(&added.key_id).is_some());
+
+        Keyring::promote(&state, 2).expect("promote");
+        let promoted = Keyring::load(&state).expect("load");
+        assert_eq!(promoted.primary().key_id, added.key_id);
+        assert!(Keyring::remove(&state, 2).is_err(), "primary cannot be removed");
+        Keyring::remove(&state, 1).expect("remove old");
+        assert!(Keyring::load(&state).expect("load").find(&v1).is_none());
+    }
+
+    #[test]
+    fn key_ids_differ_per_key_and_hide_it() {
+        let a = AesKey::from_slice(&[1; 32]).expect("key");
+        let b = AesKey::from_slice(&[2; 32]).expect("key");
+        assert_ne!(derive_key_id(1, &a), derive_key_id(1, &b));
+        assert_ne!(derive_key_id(1, &a), derive_key_id(2, &a));
+        assert!(!derive_key_id(1, &a).as_str().contains("0101"));
+    }
+
+    #[test]
+    fn corrupt_state_is_refused_with_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("state");
+        Keyring::open_or_init(&state).expect("init");
+        write_atomic(&key_path(&state, 1), b"short", 0o600).expect("write");
+        let error = Keyring::load(&state).err().expect("corrupt");
+        assert!(error.to_string().contains("root-key-v1.key"), "{error}");
+        write_atomic(&key_path(&state, 1), &[0; 32], 0o644).expect("write");
+        let error = Keyring::load(&state).err().expect("loose mode");
+        assert!(error.to_string().contains("0600"), "{error}");
+    }
+}

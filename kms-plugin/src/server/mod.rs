@@ -1,0 +1,2 @@
+//! The gRPC server.
+pub mod authority;
