@@ -1,0 +1,89 @@
+//! The error type of the library.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while issuing, loading or checking the PKI.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read, written, synced or renamed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying operating-system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file exists but its content is not what it must be (wrong CA, missing SAN, not a CA ...).
+    #[error("{path}: {reason}")]
+    Invalid {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A file could not be parsed (not PEM, not a certificate, not a key, not YAML ...).
+    #[error("{path}: cannot parse: {reason}")]
+    Parse {
+        /// The offending file.
+        path: PathBuf,
+        /// What the parser said.
+        reason: String,
+    },
+    /// Key generation or certificate signing failed inside the crypto library.
+    #[error("crypto failure: {0}")]
+    Crypto(String),
+    /// A certificate cannot be issued because its CA's private key is absent (external CA mode).
+    #[error(
+        "{path}: missing, and cannot be issued because CA {ca} has no private key (external CA)"
+    )]
+    ExternalCa {
+        /// The file that would have been written.
+        path: PathBuf,
+        /// The CA certificate that lacks its key.
+        ca: PathBuf,
+    },
+    /// A configuration value (flag or kubeadm config field) is not acceptable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// A certificate signing request was refused.
+    #[error("CSR refused: {0}")]
+    CsrRefused(String),
+    /// An unknown certificate name was given to a command.
+    #[error("unknown certificate name {0:?}")]
+    UnknownName(String),
+}
+
+impl Error {
+    /// Builds an [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Builds an [`Error::Invalid`] for `path`.
+    pub fn invalid(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Builds an [`Error::Parse`] for `path`.
+    pub fn parse(path: impl Into<PathBuf>, reason: impl std::fmt::Display) -> Self {
+        Error::Parse {
+            path: path.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    pub(crate) fn crypto(e: impl std::fmt::Display) -> Self {
+        Error::Crypto(e.to_string())
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,262 @@
+//! kubeconfig files with embedded CA data and client credentials, in kubeadm's shape.
+
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::error::{Error, Result};
+use crate::inspect::{Cert, parse_bundle};
+use crate::key::PrivateKey;
+
+/// The cluster name kubeadm uses.
+pub const CLUSTER_NAME: &str = "kubernetes";
+
+#[derive(Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+struct Config {
+    #[serde(rename = "apiVersion", default)]
+    api_version: String,
+    #[serde(default)]
+    clusters: Vec<NamedCluster>,
+    #[serde(default)]
+    contexts: Vec<NamedContext>,
+    #[serde(default)]
+    current_context: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    preferences: serde_yaml_ng::Mapping,
+    #[serde(default)]
+    users: Vec<NamedUser>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct NamedCluster {
+    cluster: Cluster,
+    name: String,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Cluster {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate_authority_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    certificate_authority: Option<String>,
+    #[serde(default)]
+    server: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct NamedContext {
+    context: Context,
+    name: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Context {
+    cluster: String,
+    user: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct NamedUser {
+    name: String,
+    user: User,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct User {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_certificate_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_key_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_certificate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_key: Option<String>,
+}
+
+impl Drop for User {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        if let Some(k) = self.client_key_data.as_mut() {
+            k.zeroize();
+        }
+    }
+}
+
+/// Renders a kubeconfig like kubeadm's: one cluster `kubernetes`, one user named after the
+/// certificate CN, context `<user>@kubernetes`, everything embedded.
+pub fn render(
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    cert: &Cert,
+    key: &PrivateKey,
+) -> Result<Zeroizing<String>> {
+    let context = format!("{user}@{CLUSTER_NAME}");
+    let cfg = Config {
+        api_version: "v1".to_owned(),
+        clusters: vec![NamedCluster {
+            cluster: Cluster {
+                certificate_authority_data: Some(STANDARD.encode(ca_pem)),
+                certificate_authority: None,
+                server: server.to_owned(),
+            },
+            name: CLUSTER_NAME.to_owned(),
+        }],
+        contexts: vec![NamedContext {
+            context: Context {
+                cluster: CLUSTER_NAME.to_owned(),
+                user: user.to_owned(),
+            },
+            name: context.clone(),
+        }],
+        current_context: context,
+        kind: "Config".to_owned(),
+        preferences: serde_yaml_ng::Mapping::new(),
+        users: vec![NamedUser {
+            name: user.to_owned(),
+            user: User {
+                client_certificate_data: Some(STANDARD.encode(cert.pem())),
+                client_key_data: Some(STANDARD.encode(key.pem())),
+                client_certificate: None,
+                client_key: None,
+            },
+        }],
+    };
+    serde_yaml_ng::to_string(&cfg)
+        .map(Zeroizing::new)
+        .map_err(|e| Error::Crypto(format!("kubeconfig serialization: {e}")))
+}
+
+/// Renders a kubeconfig whose client certificate and key are read from `client_pem` (one file
+/// holding both, as the kubelet's `kubelet-client-current.pem`), so the kubelet can rotate them.
+pub fn render_with_files(
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    client_pem: &Path,
+) -> Result<Zeroizing<String>> {
+    let context = format!("{user}@{CLUSTER_NAME}");
+    let file = client_pem.to_string_lossy().into_owned();
+    let cfg = Config {
+        api_version: "v1".to_owned(),
+        clusters: vec![NamedCluster {
+            cluster: Cluster {
+                certificate_authority_data: Some(STANDARD.encode(ca_pem)),
+                certificate_authority: None,
+                server: server.to_owned(),
+            },
+            name: CLUSTER_NAME.to_owned(),
+        }],
+        contexts: vec![NamedContext {
+            context: Context {
+                cluster: CLUSTER_NAME.to_owned(),
+                user: "default-auth".to_owned(),
+            },
+            name: context.clone(),
+        }],
+        current_context: context,
+        kind: "Config".to_owned(),
+        preferences: serde_yaml_ng::Mapping::new(),
+        users: vec![NamedUser {
+            name: "default-auth".to_owned(),
+            user: User {
+                client_certificate_data: None,
+                client_key_data: None,
+                client_certificate: Some(file.clone()),
+                client_key: Some(file),
+            },
+        }],
+    };
+    serde_yaml_ng::to_string(&cfg)
+        .map(Zeroizing::new)
+        .map_err(|e| Error::Crypto(format!("kubeconfig serialization: {e}")))
+}
+
+/// The credentials found in a kubeconfig (of its current context).
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Kubeconfig {
+    /// API server URL.
+    pub server: String,
+    /// CA certificates (embedded data or referenced file), possibly a bundle.
+    pub ca: Vec<Cert>,
+    /// Client certificate, if any.
+    pub client_cert: Option<Cert>,
+    /// Client key, if embedded or referenced.
+    pub client_key: Option<PrivateKey>,
+}
+
+/// Parses a kubeconfig, resolving `client-certificate`/`client-key`/`certificate-authority`
+/// file references relative to the kubeconfig's directory.
+pub fn parse(text: &str, path: &Path) -> Result<Kubeconfig> {
+    let cfg: Config = serde_yaml_ng::from_str(text).map_err(|e| Error::parse(path, e))?;
+    let ctx = cfg
+        .contexts
+        .iter()
+        .find(|c| c.name == cfg.current_context)
+        .or_else(|| cfg.contexts.first())
+        .map(|c| &c.context);
+    let cluster = ctx
+        .and_then(|c| cfg.clusters.iter().find(|n| n.name == c.cluster))
+        .or_else(|| cfg.clusters.first())
+        .ok_or_else(|| Error::parse(path, "no cluster"))?;
+    let user = ctx
+        .and_then(|c| cfg.users.iter().find(|n| n.name == c.user))
+        .or_else(|| cfg.users.first());
+    let base = path.parent().unwrap_or(Path::new("."));
+    let ca = match (
+        &cluster.cluster.certificate_authority_data,
+        &cluster.cluster.certificate_authority,
+    ) {
+        (Some(data), _) => parse_bundle(&decode(data, path)?, path)?,
+        (None, Some(file)) => parse_bundle(&read_ref(base, file)?, &base.join(file))?,
+        (None, None) => Vec::new(),
+    };
+    let mut client_cert = None;
+    let mut client_key = None;
+    if let Some(u) = user {
+        let u = &u.user;
+        let cert_text = match (&u.client_certificate_data, &u.client_certificate) {
+            (Some(d), _) => Some(decode(d, path)?),
+            (None, Some(f)) => Some(read_ref(base, f)?),
+            _ => None,
+        };
+        if let Some(t) = cert_text {
+            client_cert = Some(Cert::from_pem(&t, path)?);
+        }
+        let key_text = match (&u.client_key_data, &u.client_key) {
+            (Some(d), _) => Some(Zeroizing::new(decode(d, path)?)),
+            (None, Some(f)) => Some(Zeroizing::new(read_ref(base, f)?)),
+            _ => None,
+        };
+        if let Some(t) = key_text {
+            client_key = Some(PrivateKey::from_pem(&t, path)?);
+        }
+    }
+    Ok(Kubeconfig {
+        server: cluster.cluster.server.clone(),
+        ca,
+        client_cert,
+        client_key,
+    })
+}
+
+fn decode(data: &str, path: &Path) -> Result<String> {
+    let bytes = STANDARD
+        .decode(data.trim())
+        .map_err(|e| Error::parse(path, format!("base64: {e}")))?;
+    String::from_utf8(bytes).map_err(|_| Error::parse(path, "embedded data is not PEM text"))
+}
+
+fn read_ref(base: &Path, file: &str) -> Result<String> {
+    let p = base.join(file);
+    std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))
+}

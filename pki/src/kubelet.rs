@@ -1,0 +1,129 @@
+//! Kubelet credentials: a client certificate (`system:node:<name>`, `system:nodes`), a serving
+//! certificate with DNS and IP SANs, and a kubelet.conf pointing at the client credentials.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::Result;
+use crate::issue::{self, Ca, CertSpec};
+use crate::key::{KeyAlgorithm, PrivateKey};
+use crate::kubeconfig;
+use crate::profile::{Sans, Usage};
+use crate::store::{self, MODE_PUBLIC, MODE_SECRET};
+
+/// Default directory of kubelet credentials.
+pub const DEFAULT_OUT_DIR: &str = "/var/lib/kubelet/pki";
+
+/// What to issue for one node.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct KubeletRequest {
+    /// Node name.
+    pub node_name: String,
+    /// Node IPs (serving certificate IP SANs).
+    pub node_ips: Vec<IpAddr>,
+    /// Host names (serving certificate DNS SANs); the node name when empty.
+    pub hostnames: Vec<String>,
+    /// Key algorithm.
+    pub key_algorithm: KeyAlgorithm,
+    /// Lifetime.
+    pub validity: Duration,
+    /// API server URL for kubelet.conf.
+    pub server: String,
+}
+
+impl KubeletRequest {
+    /// A request with defaults: no IPs, host name = node name, ECDSA-P256 (what the kubelet
+    /// itself generates), one year.
+    pub fn new(node_name: impl Into<String>, server: impl Into<String>) -> Self {
+        KubeletRequest {
+            node_name: node_name.into(),
+            node_ips: Vec::new(),
+            hostnames: Vec::new(),
+            key_algorithm: KeyAlgorithm::EcdsaP256,
+            validity: crate::spec::DEFAULT_LEAF_VALIDITY,
+            server: server.into(),
+        }
+    }
+}
+
+/// Files written for a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KubeletFiles {
+    /// `kubelet-client-current.pem`: client certificate followed by its key (the kubelet's own
+    /// rotation layout).
+    pub client_pem: PathBuf,
+    /// `kubelet.crt`: serving certificate.
+    pub serving_crt: PathBuf,
+    /// `kubelet.key`: serving key.
+    pub serving_key: PathBuf,
+    /// `kubelet.conf`.
+    pub kubeconfig: PathBuf,
+}
+
+/// Issues and writes a node's kubelet client and serving credentials and kubelet.conf.
+pub fn issue_kubelet(
+    req: &KubeletRequest,
+    ca: &Ca,
+    out_dir: &Path,
+    kubeconfig_path: &Path,
+) -> Result<KubeletFiles> {
+    let cn = format!("system:node:{}", req.node_name);
+    let client_key = PrivateKey::generate(req.key_algorithm)?;
+    let client = issue::issue_for_key(
+        &CertSpec::leaf(
+            cn.clone(),
+            &["system:nodes"],
+            Sans::default(),
+            Usage::Client,
+            req.validity,
+        ),
+        &client_key,
+        ca,
+    )?;
+    let mut sans = Sans::default();
+    if req.hostnames.is_empty() {
+        sans.add(&req.node_name);
+    }
+    for h in &req.hostnames {
+        sans.add(h);
+    }
+    for ip in &req.node_ips {
+        sans.add_ip(*ip);
+    }
+    let serving_key = PrivateKey::generate(req.key_algorithm)?;
+    let serving = issue::issue_for_key(
+        &CertSpec::leaf(
+            cn.clone(),
+            &["system:nodes"],
+            sans,
+            Usage::Server,
+            req.validity,
+        ),
+        &serving_key,
+        ca,
+    )?;
+    let files = KubeletFiles {
+        client_pem: out_dir.join("kubelet-client-current.pem"),
+        serving_crt: out_dir.join("kubelet.crt"),
+        serving_key: out_dir.join("kubelet.key"),
+        kubeconfig: kubeconfig_path.to_path_buf(),
+    };
+    let client_pem = zeroize::Zeroizing::new(format!("{}{}", client.pem(), client_key.pem()));
+    store::write_many_atomic(&[
+        (&files.client_pem, client_pem.as_bytes(), MODE_SECRET),
+        (
+            &files.serving_key,
+            serving_key.pem().as_bytes(),
+            MODE_SECRET,
+        ),
+        (&files.serving_crt, serving.pem().as_bytes(), MODE_PUBLIC),
+    ])?;
+    let absolute =
+        std::path::absolute(&files.client_pem).unwrap_or_else(|_| files.client_pem.clone());
+    let conf = kubeconfig::render_with_files(&req.server, &ca.cert.pem(), &cn, &absolute)?;
+    store::write_atomic(&files.kubeconfig, conf.as_bytes(), MODE_SECRET)?;
+    Ok(files)
+}

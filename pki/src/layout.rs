@@ -1,0 +1,136 @@
+//! Where files live (kubeadm's layout) and how CAs, leaves and keys are loaded from it.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::inspect::Cert;
+use crate::issue::Ca;
+use crate::key::PrivateKey;
+use crate::profile::{CaProfile, KubeconfigProfile};
+use crate::store;
+
+/// Default cert dir.
+pub const DEFAULT_CERT_DIR: &str = "/etc/kubernetes/pki";
+/// Default kubeconfig dir.
+pub const DEFAULT_KUBECONFIG_DIR: &str = "/etc/kubernetes";
+
+/// The two directories kubeadm uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Certificates and keys (`/etc/kubernetes/pki`).
+    pub cert_dir: PathBuf,
+    /// kubeconfig files (`/etc/kubernetes`).
+    pub kubeconfig_dir: PathBuf,
+}
+
+impl Layout {
+    /// A layout for the given directories.
+    pub fn new(cert_dir: impl Into<PathBuf>, kubeconfig_dir: impl Into<PathBuf>) -> Self {
+        Layout {
+            cert_dir: cert_dir.into(),
+            kubeconfig_dir: kubeconfig_dir.into(),
+        }
+    }
+
+    /// `<cert dir>/<base>.crt`.
+    pub fn crt(&self, base: &str) -> PathBuf {
+        self.cert_dir.join(format!("{base}.crt"))
+    }
+
+    /// `<cert dir>/<base>.key`.
+    pub fn key(&self, base: &str) -> PathBuf {
+        self.cert_dir.join(format!("{base}.key"))
+    }
+
+    /// `<kubeconfig dir>/<file>`.
+    pub fn kubeconfig(&self, profile: &KubeconfigProfile) -> PathBuf {
+        self.kubeconfig_dir.join(profile.file)
+    }
+
+    /// `<cert dir>/sa.key`.
+    pub fn sa_key(&self) -> PathBuf {
+        self.cert_dir.join("sa.key")
+    }
+
+    /// `<cert dir>/sa.pub`.
+    pub fn sa_pub(&self) -> PathBuf {
+        self.cert_dir.join("sa.pub")
+    }
+}
+
+/// Loads a certificate file; `Ok(None)` when absent.
+pub fn load_cert(path: &Path) -> Result<Option<Cert>> {
+    store::read_optional(path)?
+        .map(|t| Cert::from_pem(&t, path))
+        .transpose()
+}
+
+/// Loads a private key file; `Ok(None)` when absent.
+pub fn load_key(path: &Path) -> Result<Option<PrivateKey>> {
+    store::read_secret_optional(path)?
+        .map(|t| PrivateKey::from_pem(&t, path))
+        .transpose()
+}
+
+/// Loads a CA (certificate and, if present, key) and checks it: the certificate must be a CA and
+/// the key must match. `Ok(None)` when the certificate does not exist (a key without its
+/// certificate is left for the caller: `init` reuses it, as a run killed between writing the key
+/// and the certificate leaves exactly that).
+pub fn load_ca(layout: &Layout, profile: &CaProfile) -> Result<Option<Ca>> {
+    let crt_path = layout.crt(profile.base);
+    let key_path = layout.key(profile.base);
+    let Some(cert) = load_cert(&crt_path)? else {
+        return Ok(None);
+    };
+    check_is_ca(&cert, &crt_path)?;
+    let key = load_key(&key_path)?;
+    if let Some(k) = &key {
+        check_key_matches(&cert, &crt_path, k, &key_path)?;
+    }
+    Ok(Some(Ca { cert, key }))
+}
+
+/// Error unless `cert` is a CA certificate allowed to sign certificates.
+pub fn check_is_ca(cert: &Cert, path: &Path) -> Result<()> {
+    if !cert.info().is_ca {
+        return Err(Error::invalid(
+            path,
+            "is not a CA certificate (basicConstraints CA:TRUE missing)",
+        ));
+    }
+    Ok(())
+}
+
+/// Error unless `key` is the private half of `cert`.
+pub fn check_key_matches(
+    cert: &Cert,
+    crt_path: &Path,
+    key: &PrivateKey,
+    key_path: &Path,
+) -> Result<()> {
+    if !cert.matches_key(key) {
+        return Err(Error::invalid(
+            key_path,
+            format!(
+                "private key does not match certificate {}",
+                crt_path.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Error unless `cert` is signed by `ca`.
+pub fn check_signed_by(cert: &Cert, path: &Path, ca: &Cert, ca_path: &Path) -> Result<()> {
+    if !cert.is_signed_by(ca) {
+        return Err(Error::invalid(
+            path,
+            format!(
+                "is not signed by CA {} ({})",
+                ca.info().common_name,
+                ca_path.display()
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,390 @@
+//! `pki`: command-line front end of the kubeadm-compatible PKI library.
+#![forbid(unsafe_code)]
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use pki::duration::parse_duration;
+use pki::expiry::Format;
+use pki::key::KeyAlgorithm;
+use pki::layout::{DEFAULT_CERT_DIR, DEFAULT_KUBECONFIG_DIR, Layout};
+use pki::spec::{self, ClusterSpec};
+use pki::{Error, Result};
+
+/// Issue and check a Kubernetes control-plane PKI in kubeadm's layout.
+#[derive(Parser)]
+#[command(name = "pki", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create every missing CA, certificate, key, SA key pair and kubeconfig; keep valid ones.
+    Init(InitArgs),
+    /// Show when every certificate expires.
+    CheckExpiration(CheckArgs),
+    /// Re-issue leaf certificates and kubeconfig client certificates from the current CA.
+    Renew(RenewArgs),
+    /// Issue a node's kubelet client and serving certificates and its kubelet.conf.
+    Kubelet(KubeletArgs),
+    /// Sign a PEM CSR under the rules of a Kubernetes built-in signer.
+    SignCsr(SignCsrArgs),
+}
+
+/// The two directories every subcommand takes.
+#[derive(Args)]
+struct Dirs {
+    /// Directory of certificates and keys.
+    #[arg(long, default_value = DEFAULT_CERT_DIR)]
+    cert_dir: PathBuf,
+    /// Directory of kubeconfig files.
+    #[arg(long, default_value = DEFAULT_KUBECONFIG_DIR)]
+    kubeconfig_dir: PathBuf,
+}
+
+impl Dirs {
+    fn layout(&self) -> Layout {
+        Layout::new(&self.cert_dir, &self.kubeconfig_dir)
+    }
+}
+
+#[derive(Args)]
+struct InitArgs {
+    /// kubeadm config file; its ClusterConfiguration (v1beta3/v1beta4) is read. Flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Directory of certificates and keys [default: certificatesDir or /etc/kubernetes/pki].
+    #[arg(long)]
+    cert_dir: Option<PathBuf>,
+    /// Directory of kubeconfig files.
+    #[arg(long, default_value = DEFAULT_KUBECONFIG_DIR)]
+    kubeconfig_dir: PathBuf,
+    /// Node name [default: host name].
+    #[arg(long)]
+    node_name: Option<String>,
+    /// API server advertise address [default: address of the default route].
+    #[arg(long)]
+    apiserver_advertise_address: Option<IpAddr>,
+    /// API server port.
+    #[arg(long, default_value_t = 6443)]
+    apiserver_bind_port: u16,
+    /// Stable endpoint (`host[:port]`) of the control plane.
+    #[arg(long)]
+    control_plane_endpoint: Option<String>,
+    /// Service CIDR(s), comma-separated for dual-stack [default: 10.96.0.0/12].
+    #[arg(long)]
+    service_cidr: Option<String>,
+    /// Service DNS domain [default: cluster.local].
+    #[arg(long)]
+    service_dns_domain: Option<String>,
+    /// Extra API server SANs (IPs or DNS names), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    apiserver_cert_extra_sans: Vec<String>,
+    /// Key algorithm: RSA-2048, RSA-3072, RSA-4096, ECDSA-P256, ECDSA-P384 [default: RSA-2048].
+    #[arg(long)]
+    encryption_algorithm: Option<KeyAlgorithm>,
+    /// Lifetime of new CAs, e.g. 87600h [default: 10 years].
+    #[arg(long, value_parser = parse_duration)]
+    ca_certificate_validity_period: Option<std::time::Duration>,
+    /// Lifetime of new leaf certificates, e.g. 8760h [default: 1 year].
+    #[arg(long, value_parser = parse_duration)]
+    certificate_validity_period: Option<std::time::Duration>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+    Prometheus,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    dirs: Dirs,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: OutputFormat,
+    /// Write the output atomically to this file (e.g. a node-exporter textfile .prom) instead of stdout.
+    #[arg(long)]
+    output_file: Option<PathBuf>,
+    /// Exit with status 2 when anything is missing or expires within this duration (720h, 30d).
+    #[arg(long, value_parser = parse_duration)]
+    fail_within: Option<std::time::Duration>,
+}
+
+#[derive(Args)]
+struct RenewArgs {
+    /// `all`, or names: apiserver, apiserver-kubelet-client, apiserver-etcd-client,
+    /// front-proxy-client, etcd-server, etcd-peer, etcd-healthcheck-client, admin.conf,
+    /// super-admin.conf, controller-manager.conf, scheduler.conf.
+    #[arg(required = true)]
+    names: Vec<String>,
+    #[command(flatten)]
+    dirs: Dirs,
+    /// Renew only certificates that expire within this duration.
+    #[arg(long, value_parser = parse_duration)]
+    if_expiring_within: Option<std::time::Duration>,
+    /// Lifetime of the renewed certificates.
+    #[arg(long, value_parser = parse_duration, default_value = "8760h")]
+    certificate_validity_period: std::time::Duration,
+}
+
+#[derive(Args)]
+struct KubeletArgs {
+    #[command(flatten)]
+    dirs: Dirs,
+    /// Node name (CN system:node:<name>).
+    #[arg(long)]
+    node_name: String,
+    /// Node IP address(es) for the serving certificate; repeat or comma-separate.
+    #[arg(long, value_delimiter = ',')]
+    node_ip: Vec<IpAddr>,
+    /// Host name(s) for the serving certificate [default: the node name]; repeat or comma-separate.
+    #[arg(long, value_delimiter = ',')]
+    hostname: Vec<String>,
+    /// Directory for kubelet-client-current.pem, kubelet.crt and kubelet.key.
+    #[arg(long, default_value = pki::kubelet::DEFAULT_OUT_DIR)]
+    out_dir: PathBuf,
+    /// API server URL for kubelet.conf [default: the server of admin.conf in --kubeconfig-dir].
+    #[arg(long)]
+    server: Option<String>,
+    /// Key algorithm.
+    #[arg(long, default_value = "ECDSA-P256")]
+    encryption_algorithm: KeyAlgorithm,
+    /// Lifetime of the certificates.
+    #[arg(long, value_parser = parse_duration, default_value = "8760h")]
+    certificate_validity_period: std::time::Duration,
+}
+
+#[derive(Args)]
+struct SignCsrArgs {
+    #[command(flatten)]
+    dirs: Dirs,
+    /// Signer name, e.g. kubernetes.io/kubelet-serving.
+    #[arg(long)]
+    signer: pki::csr::Signer,
+    /// PEM CSR file (`-` for stdin).
+    #[arg(long)]
+    csr: PathBuf,
+    /// Write the certificate here instead of stdout.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Usages to grant (Kubernetes names, comma-separated) [default: those requested in the CSR,
+    /// else the signer's defaults].
+    #[arg(long, value_delimiter = ',')]
+    usages: Vec<String>,
+    /// Lifetime of the certificate (capped at the CA's).
+    #[arg(long, value_parser = parse_duration, default_value = "8760h")]
+    duration: std::time::Duration,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => run_init(a),
+        Command::CheckExpiration(a) => run_check(a),
+        Command::Renew(a) => run_renew(a),
+        Command::Kubelet(a) => run_kubelet(a),
+        Command::SignCsr(a) => run_sign_csr(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_init(a: InitArgs) -> Result<ExitCode> {
+    let cfg = a
+        .config
+        .as_deref()
+        .map(pki::kubeadm_config::load)
+        .transpose()?
+        .unwrap_or_default();
+    let node_name = a
+        .node_name
+        .or_else(spec::default_node_name)
+        .ok_or_else(|| Error::Config("cannot determine the node name; pass --node-name".into()))?;
+    let advertise = a
+        .apiserver_advertise_address
+        .or_else(spec::default_advertise_address)
+        .ok_or_else(|| {
+            Error::Config(
+                "cannot determine the advertise address; pass --apiserver-advertise-address".into(),
+            )
+        })?;
+    let mut s = ClusterSpec::new(node_name, advertise);
+    s.bind_port = a.apiserver_bind_port;
+    s.control_plane_endpoint = a.control_plane_endpoint.or(cfg.control_plane_endpoint);
+    let cidr = a
+        .service_cidr
+        .or(cfg.service_subnet)
+        .unwrap_or_else(|| "10.96.0.0/12".to_owned());
+    s.service_ips = spec::service_ips(&cidr)?;
+    if let Some(d) = a.service_dns_domain.or(cfg.dns_domain) {
+        s.dns_domain = d;
+    }
+    s.apiserver_extra_sans = cfg.apiserver_cert_sans;
+    s.apiserver_extra_sans.extend(a.apiserver_cert_extra_sans);
+    s.etcd_server_extra_sans = cfg.etcd_server_cert_sans;
+    s.etcd_peer_extra_sans = cfg.etcd_peer_cert_sans;
+    if let Some(alg) = a.encryption_algorithm.or(cfg.encryption_algorithm) {
+        s.key_algorithm = alg;
+    }
+    if let Some(v) = a
+        .ca_certificate_validity_period
+        .or(cfg.ca_certificate_validity)
+    {
+        s.ca_validity = v;
+    }
+    if let Some(v) = a.certificate_validity_period.or(cfg.certificate_validity) {
+        s.leaf_validity = v;
+    }
+    let cert_dir = a
+        .cert_dir
+        .or(cfg.certificates_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CERT_DIR));
+    let layout = Layout::new(cert_dir, a.kubeconfig_dir);
+    let report = pki::init::init(&layout, &s)?;
+    for action in &report.actions {
+        println!("{action}");
+    }
+    if report.missing.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    for m in &report.missing {
+        eprintln!("error: {m}");
+    }
+    eprintln!(
+        "error: {} file(s) must be provided by the external CA's operator",
+        report.missing.len()
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+fn run_check(a: CheckArgs) -> Result<ExitCode> {
+    let report = pki::expiry::collect(&a.dirs.layout())?;
+    let format = match a.output {
+        OutputFormat::Table => Format::Table,
+        OutputFormat::Json => Format::Json,
+        OutputFormat::Yaml => Format::Yaml,
+        OutputFormat::Prometheus => Format::Prometheus,
+    };
+    let text = report.render(format)?;
+    match &a.output_file {
+        Some(p) => pki::store::write_atomic(p, text.as_bytes(), pki::store::MODE_PUBLIC)?,
+        None => print!("{text}"),
+    }
+    if let Some(w) = a.fail_within {
+        let failing = report.failing_within(w);
+        if !failing.is_empty() {
+            let names: Vec<&str> = failing.iter().map(|e| e.name.as_str()).collect();
+            eprintln!(
+                "missing or expiring within the window: {}",
+                names.join(", ")
+            );
+            return Ok(ExitCode::from(2));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_renew(a: RenewArgs) -> Result<ExitCode> {
+    let mut opts = pki::renew::RenewOptions::new(a.certificate_validity_period);
+    opts.if_expiring_within = a.if_expiring_within;
+    let report = pki::renew::renew(&a.dirs.layout(), &a.names, &opts)?;
+    for (name, path) in &report.renewed {
+        println!("renewed {name} ({})", path.display());
+    }
+    for (name, why) in &report.skipped {
+        println!("skipped {name}: {why}");
+    }
+    if report.restart.is_empty() {
+        println!("No component needs a restart.");
+    } else {
+        let list: Vec<&str> = report.restart.iter().copied().collect();
+        println!(
+            "You must restart {} so that they use the new certificates.",
+            list.join(", ")
+        );
+    }
+    if report
+        .renewed
+        .iter()
+        .any(|(n, _)| n == "admin.conf" || n == "super-admin.conf")
+    {
+        println!("Hand the renewed admin.conf / super-admin.conf to their users.");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_kubelet(a: KubeletArgs) -> Result<ExitCode> {
+    let layout = a.dirs.layout();
+    let ca = pki::renew::signing_ca(&layout, pki::profile::CaId::Ca)?;
+    let server = match a.server {
+        Some(s) => s,
+        None => {
+            let admin = layout.kubeconfig_dir.join("admin.conf");
+            let text = pki::store::read_secret_optional(&admin)?.ok_or_else(|| {
+                Error::Config(format!("{} not found; pass --server", admin.display()))
+            })?;
+            pki::kubeconfig::parse(&text, &admin)?.server
+        }
+    };
+    let mut req = pki::kubelet::KubeletRequest::new(&a.node_name, server);
+    req.node_ips = a.node_ip;
+    req.hostnames = a.hostname;
+    req.key_algorithm = a.encryption_algorithm;
+    req.validity = a.certificate_validity_period;
+    let files = pki::kubelet::issue_kubelet(
+        &req,
+        &ca,
+        &a.out_dir,
+        &layout.kubeconfig_dir.join("kubelet.conf"),
+    )?;
+    for p in [
+        &files.client_pem,
+        &files.serving_crt,
+        &files.serving_key,
+        &files.kubeconfig,
+    ] {
+        println!("wrote {}", p.display());
+    }
+    println!("You must restart kubelet so that it uses the new credentials.");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_sign_csr(a: SignCsrArgs) -> Result<ExitCode> {
+    let pem = if a.csr.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .take(pki::csr::MAX_CSR_BYTES as u64 + 1)
+            .read_to_string(&mut s)
+            .map_err(|e| Error::io("<stdin>", e))?;
+        s
+    } else {
+        let bytes = std::fs::read(&a.csr).map_err(|e| Error::io(&a.csr, e))?;
+        String::from_utf8(bytes).map_err(|_| Error::CsrRefused("not PEM text".into()))?
+    };
+    let ca = pki::renew::signing_ca(&a.dirs.layout(), pki::profile::CaId::Ca)?;
+    let ca_key = ca
+        .key
+        .as_ref()
+        .ok_or_else(|| Error::Config("CA key missing".into()))?;
+    let usages = (!a.usages.is_empty()).then_some(a.usages.as_slice());
+    let cert = pki::csr::sign(&pem, a.signer, usages, a.duration, &ca.cert, ca_key)?;
+    match a.out {
+        Some(p) => pki::store::write_atomic(&p, cert.pem().as_bytes(), pki::store::MODE_PUBLIC)?,
+        None => print!("{}", cert.pem()),
+    }
+    Ok(ExitCode::SUCCESS)
+}

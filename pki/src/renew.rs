@@ -1,0 +1,166 @@
+//! `renew`: re-issue leaves and kubeconfig client certificates from the current CA with the
+//! subject, SANs and usages of the existing certificate and a fresh key. CAs are never touched.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::error::{Error, Result};
+use crate::inspect::Cert;
+use crate::issue::{self, Ca, CertSpec};
+use crate::key::{KeyAlgorithm, PrivateKey, algorithm_of_spki};
+use crate::kubeconfig;
+use crate::layout::{self, Layout};
+use crate::profile::{self, CaId};
+use crate::store::{self, MODE_PUBLIC, MODE_SECRET};
+
+/// Every name `renew` accepts besides `all`, in kubeadm's order.
+pub fn renewable_names() -> Vec<&'static str> {
+    let mut v: Vec<&'static str> = profile::LEAVES.iter().map(|l| l.name).collect();
+    v.extend(
+        profile::KUBECONFIGS
+            .iter()
+            .filter(|k| k.renewable)
+            .map(|k| k.file),
+    );
+    v
+}
+
+/// Options of a renewal run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RenewOptions {
+    /// Only renew what expires within this window (`None`: renew unconditionally).
+    pub if_expiring_within: Option<Duration>,
+    /// Lifetime of the new certificates.
+    pub validity: Duration,
+}
+
+impl RenewOptions {
+    /// Unconditional renewal with the given lifetime.
+    pub fn new(validity: Duration) -> Self {
+        RenewOptions {
+            if_expiring_within: None,
+            validity,
+        }
+    }
+}
+
+/// What a renewal run did.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct RenewReport {
+    /// Renewed names and the files rewritten.
+    pub renewed: Vec<(String, PathBuf)>,
+    /// Names left alone, with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Components that must restart to pick up the new files.
+    pub restart: BTreeSet<&'static str>,
+}
+
+/// Renews `names` (or everything when `names` is empty).
+pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<RenewReport> {
+    let valid = renewable_names();
+    let targets: Vec<&str> = if names.is_empty() || names.iter().any(|n| n == "all") {
+        valid.clone()
+    } else {
+        for n in names {
+            if !valid.contains(&n.as_str()) {
+                return Err(Error::UnknownName(format!(
+                    "{n} (known: all, {})",
+                    valid.join(", ")
+                )));
+            }
+        }
+        names.iter().map(String::as_str).collect()
+    };
+    let mut report = RenewReport::default();
+    let now = OffsetDateTime::now_utc();
+    let due = |cert: &Cert| match opts.if_expiring_within {
+        None => true,
+        Some(w) => cert.info().not_after - now < w,
+    };
+    for name in targets {
+        if let Some(leaf) = profile::leaf_by_name(name) {
+            let crt = layout.crt(leaf.base);
+            let key_path = layout.key(leaf.base);
+            let cert = layout::load_cert(&crt)?.ok_or_else(|| {
+                Error::invalid(&crt, "missing; nothing to renew (run `pki init`)")
+            })?;
+            if !due(&cert) {
+                report.skipped.push((
+                    name.to_owned(),
+                    format!("expires {}", cert.info().not_after),
+                ));
+                continue;
+            }
+            let ca = signing_ca(layout, leaf.ca)?;
+            let key = PrivateKey::generate(same_algorithm(&cert))?;
+            let new = issue::issue_for_key(
+                &CertSpec::from_existing(cert.info(), opts.validity),
+                &key,
+                &ca,
+            )?;
+            store::write_many_atomic(&[
+                (&key_path, key.pem().as_bytes(), MODE_SECRET),
+                (&crt, new.pem().as_bytes(), MODE_PUBLIC),
+            ])?;
+            report.renewed.push((name.to_owned(), crt));
+            report.restart.extend(leaf.restart);
+        } else if let Some(kc) = profile::kubeconfig_by_name(name) {
+            let path = layout.kubeconfig(kc);
+            let text = store::read_secret_optional(&path)?.ok_or_else(|| {
+                Error::invalid(&path, "missing; nothing to renew (run `pki init`)")
+            })?;
+            let parsed = kubeconfig::parse(&text, &path)?;
+            let cert = parsed
+                .client_cert
+                .ok_or_else(|| Error::invalid(&path, "has no client certificate"))?;
+            if !due(&cert) {
+                report.skipped.push((
+                    name.to_owned(),
+                    format!("expires {}", cert.info().not_after),
+                ));
+                continue;
+            }
+            let ca = signing_ca(layout, CaId::Ca)?;
+            let key = PrivateKey::generate(same_algorithm(&cert))?;
+            let spec = CertSpec::from_existing(cert.info(), opts.validity);
+            let new = issue::issue_for_key(&spec, &key, &ca)?;
+            // The CA data is refreshed from the current ca.crt, so a kubeconfig never keeps a
+            // stale CA after a renewal against a new CA.
+            let out = kubeconfig::render(
+                &parsed.server,
+                &ca.cert.pem(),
+                &spec.common_name,
+                &new,
+                &key,
+            )?;
+            store::write_atomic(&path, out.as_bytes(), MODE_SECRET)?;
+            report.renewed.push((name.to_owned(), path));
+            report.restart.extend(kc.restart);
+        }
+    }
+    Ok(report)
+}
+
+fn same_algorithm(cert: &Cert) -> KeyAlgorithm {
+    algorithm_of_spki(&cert.info().spki_der).unwrap_or_default()
+}
+
+/// Loads a CA with its key; external CAs cannot renew.
+pub fn signing_ca(layout: &Layout, id: CaId) -> Result<Ca> {
+    let p = profile::ca_profile(id);
+    let crt = layout.crt(p.base);
+    let ca = layout::load_ca(layout, p)?
+        .ok_or_else(|| Error::invalid(&crt, "CA certificate missing"))?;
+    if ca.is_external() {
+        return Err(Error::invalid(
+            layout.key(p.base),
+            "missing: the CA is externally managed, certificates it signs cannot be renewed here",
+        ));
+    }
+    Ok(ca)
+}
