@@ -1,1 +1,269 @@
-fn main() {}
+//! `kms-plugin`: command-line entry point. Parses arguments and hands off to the library.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use kms_config::{BackendKind, FileMode, HumanDuration, LogFormat, PluginConfig, SocketAddress};
+use kms_plugin::root_key::local::Keyring;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Kubernetes KMS v2 plugin with a two-tier envelope (local, PKCS#11 or AWS KMS root key).
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the KMS v2 API on a Unix socket.
+    ///
+    /// Example: kms-plugin serve --socket /var/run/kms-plugin/kms.sock --state-dir /var/lib/kms-plugin
+    ///
+    /// Example: kms-plugin serve --config /etc/kms-plugin/config.yaml
+    Serve(ServeArgs),
+    /// Add a new root key version and make it primary (single control-plane node).
+    ///
+    /// Example: kms-plugin rotate --state-dir /var/lib/kms-plugin
+    ///
+    /// With --add-only the new version only decrypts until `promote`: copy its file to every
+    /// other control-plane node first, then promote it on each node.
+    Rotate {
+        #[command(flatten)]
+        target: KeyTarget,
+        /// Add the version without making it primary (step one of a multi-node rotation).
+        #[arg(long)]
+        add_only: bool,
+    },
+    /// Make an existing local root key version primary.
+    ///
+    /// Example: kms-plugin promote --state-dir /var/lib/kms-plugin --version 2
+    Promote {
+        #[command(flatten)]
+        target: KeyTarget,
+        /// The version to promote.
+        #[arg(long)]
+        version: u32,
+    },
+    /// Delete a local root key version that is not primary. Data sealed under it stops decrypting.
+    ///
+    /// Example: kms-plugin remove-version --state-dir /var/lib/kms-plugin --version 1
+    RemoveVersion {
+        #[command(flatten)]
+        target: KeyTarget,
+        /// The version to delete.
+        #[arg(long)]
+        version: u32,
+    },
+    /// List local root key versions and their key ids.
+    ///
+    /// Example: kms-plugin versions --state-dir /var/lib/kms-plugin
+    Versions {
+        #[command(flatten)]
+        target: KeyTarget,
+    },
+    /// Call Status on a running plugin; exit 0 only when it reports healthy (a liveness probe).
+    ///
+    /// Example: kms-plugin status --socket /var/run/kms-plugin/kms.sock
+    Status {
+        /// Socket of the plugin.
+        #[arg(long, default_value = "kms.sock")]
+        socket: SocketAddress,
+        /// Deadline of the call.
+        #[arg(long, default_value = "3s")]
+        timeout: HumanDuration,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// YAML configuration; flags given here override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Socket path, or `@name` for a Linux abstract socket [default: kms.sock].
+    #[arg(long)]
+    socket: Option<SocketAddress>,
+    /// State directory of the local root key [default: kms-state].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Permission bits of the socket file, octal.
+    #[arg(long)]
+    socket_mode: Option<FileMode>,
+    /// Log format: text or json.
+    #[arg(long, value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. info or kms_plugin=debug.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Interval of the background root key probe.
+    #[arg(long)]
+    health_probe_interval: Option<HumanDuration>,
+}
+
+/// Which local state directory an admin command acts on.
+#[derive(Args)]
+struct KeyTarget {
+    /// State directory of the local root key.
+    #[arg(long, conflicts_with = "config")]
+    state_dir: Option<PathBuf>,
+    /// Plugin configuration naming the backend.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("unknown log format {other:?} (text or json)")),
+    }
+}
+
+fn serve_config(args: &ServeArgs) -> anyhow::Result<PluginConfig> {
+    let mut config = match &args.config {
+        Some(path) => PluginConfig::load(path)?,
+        None => PluginConfig::local(
+            SocketAddress::Path("kms.sock".into()),
+            args.state_dir.clone().unwrap_or_else(|| "kms-state".into()),
+        ),
+    };
+    if let Some(socket) = &args.socket {
+        config.socket = socket.clone();
+    }
+    if let Some(state_dir) = &args.state_dir
+        && let Some(local) = config.backend.local.as_mut()
+    {
+        local.state_dir = state_dir.clone();
+    }
+    if let Some(mode) = args.socket_mode {
+        config.socket_mode = mode;
+    }
+    if let Some(format) = args.log_format {
+        config.log_format = format;
+    }
+    if let Some(level) = &args.log_level {
+        config.log_level = level.clone();
+    }
+    if let Some(interval) = args.health_probe_interval {
+        config.health_probe_interval = interval;
+    }
+    config.validate("command line")?;
+    Ok(config)
+}
+
+fn state_dir(target: &KeyTarget) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &target.state_dir {
+        return Ok(dir.clone());
+    }
+    let Some(path) = &target.config else {
+        return Ok(PathBuf::from("kms-state"));
+    };
+    let config = PluginConfig::load(path)?;
+    match (&config.backend.kind, &config.backend.local) {
+        (BackendKind::Local, Some(local)) => Ok(local.state_dir.clone()),
+        (kind, _) => anyhow::bail!("{}: backend kind {kind:?} has no local state directory", path.display()),
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = serve_config(&args)?;
+    kms_plugin::telemetry::init_logging(config.log_format, &config.log_level)?;
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let (reload_tx, reload_rx) = tokio::sync::watch::channel(0u64);
+    tokio::spawn(async move {
+        let mut count = 0;
+        while hangup.recv().await.is_some() {
+            count += 1;
+            tracing::info!("SIGHUP: re-reading the root key");
+            if reload_tx.send(count).is_err() {
+                break;
+            }
+        }
+    });
+    let shutdown = async move {
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+        }
+    };
+    kms_plugin::server::run(config, shutdown, reload_rx).await
+}
+
+async fn rotate(target: KeyTarget, add_only: bool) -> anyhow::Result<()> {
+    if let Some(path) = &target.config {
+        let config = PluginConfig::load(path)?;
+        if config.backend.kind != BackendKind::Local {
+            anyhow::ensure!(!add_only, "--add-only applies to the local backend only");
+            let root = kms_plugin::root_key::build(&config.backend).await?;
+            let key_id = root.rotate().await?;
+            println!("new primary root key: {key_id}");
+            return Ok(());
+        }
+    }
+    let dir = state_dir(&target)?;
+    let info = if add_only { Keyring::add_version(&dir)? } else { Keyring::rotate(&dir)? };
+    let role = if info.primary { "primary" } else { "decrypt-only until promoted" };
+    println!("added root key version {} ({role}): key_id {}", info.version, info.key_id);
+    println!("file: {}", dir.join(format!("root-key-v{}.key", info.version)).display());
+    Ok(())
+}
+
+async fn status(socket: SocketAddress, timeout: Duration) -> anyhow::Result<bool> {
+    let mut client = kms_plugin::client::connect(&socket, timeout)
+        .await
+        .with_context(|| format!("cannot connect to {socket}"))?;
+    let status = client
+        .status(kms_proto::kms_v2::StatusRequest {})
+        .await
+        .with_context(|| format!("Status call to {socket} failed"))?
+        .into_inner();
+    println!("version: {}\nhealthz: {}\nkey_id: {}", status.version, status.healthz, status.key_id);
+    Ok(status.healthz == "ok")
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await?,
+        Command::Rotate { target, add_only } => rotate(target, add_only).await?,
+        Command::Promote { target, version } => {
+            let dir = state_dir(&target)?;
+            let info = Keyring::promote(&dir, version)?;
+            println!("root key version {} is primary: key_id {}", info.version, info.key_id);
+        }
+        Command::RemoveVersion { target, version } => {
+            let dir = state_dir(&target)?;
+            Keyring::remove(&dir, version)?;
+            println!("removed root key version {version}");
+        }
+        Command::Versions { target } => {
+            let dir = state_dir(&target)?;
+            for info in Keyring::load(&dir)?.list() {
+                let role = if info.primary { "primary" } else { "decrypt-only" };
+                println!("v{}\t{role}\t{}", info.version, info.key_id);
+            }
+        }
+        Command::Status { socket, timeout } => {
+            if !status(socket, timeout.get()).await? {
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("kms-plugin: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}

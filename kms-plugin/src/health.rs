@@ -1,0 +1,130 @@
+//! Root key health, probed in the background so Status answers from memory at once.
+
+use crate::root_key::RootKey;
+use crate::secret::AesKey;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+
+/// What the last probe found.
+#[derive(Clone, Debug)]
+pub struct HealthState {
+    /// True when the last root key round trip succeeded.
+    pub healthy: bool,
+    /// `"ok"`, or a short reason kube-apiserver shows in its health checks.
+    pub healthz: String,
+    /// When a root key round trip last succeeded.
+    pub last_success: Option<SystemTime>,
+}
+
+/// Shared, cheaply readable health of the root key.
+pub struct Health {
+    state: RwLock<HealthState>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            state: RwLock::new(HealthState {
+                healthy: false,
+                healthz: "starting: first root key probe pending".into(),
+                last_success: None,
+            }),
+        }
+    }
+}
+
+impl Health {
+    /// The latest state.
+    pub fn get(&self) -> HealthState {
+        match self.state.read() {
+            Ok(state) => state.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, result: Result<(), String>) {
+        let mut state = match self.state.write() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match result {
+            Ok(()) => {
+                if !state.healthy {
+                    tracing::info!("root key probe succeeded; reporting healthy");
+                }
+                state.healthy = true;
+                state.healthz = "ok".into();
+                state.last_success = Some(SystemTime::now());
+            }
+            Err(reason) => {
+                if state.healthy || state.healthz != reason {
+                    tracing::warn!(%reason, "root key probe failed; reporting unhealthy");
+                }
+                state.healthy = false;
+                state.healthz = reason;
+            }
+        }
+    }
+}
+
+/// One wrap and unwrap of a throwaway key through the root key, each bounded by `timeout`.
+pub async fn probe(root: &dyn RootKey, timeout: Duration) -> Result<(), String> {
+    let key = AesKey::generate().map_err(|e| format!("no randomness: {e}"))?;
+    let wrapped = tokio::time::timeout(timeout, root.wrap(&key))
+        .await
+        .map_err(|_| format!("{} root key: wrap timed out after {timeout:?}", root.kind()))?
+        .map_err(|e| format!("{} root key: wrap failed: {e}", root.kind()))?;
+    let unwrapped = tokio::time::timeout(timeout, root.unwrap(&wrapped.key_id, &wrapped.ciphertext))
+        .await
+        .map_err(|_| format!("{} root key: unwrap timed out after {timeout:?}", root.kind()))?
+        .map_err(|e| format!("{} root key: unwrap failed: {e}", root.kind()))?;
+    if !unwrapped.ct_eq(&key) {
+        return Err(format!("{} root key: unwrap returned a different key", root.kind()));
+    }
+    Ok(())
+}
+
+/// Probes the root key every `interval` and refreshes it every `root.refresh_interval()` (and
+/// whenever `refresh_now` fires, e.g. on SIGHUP) until `stop` turns true.
+pub fn spawn_background(
+    root: Arc<dyn RootKey>,
+    health: Arc<Health>,
+    interval: Duration,
+    timeout: Duration,
+    mut refresh_now: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut probe_tick = tokio::time::interval(interval);
+        probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refresh_tick = tokio::time::interval(root.refresh_interval());
+        refresh_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh_tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = probe_tick.tick() => health.set(probe(root.as_ref(), timeout).await),
+                _ = refresh_tick.tick() => refresh(root.as_ref(), timeout).await,
+                changed = refresh_now.changed() => {
+                    if changed.is_err() { break; }
+                    refresh(root.as_ref(), timeout).await;
+                }
+                _ = stop.changed() => break,
+            }
+        }
+    })
+}
+
+async fn refresh(root: &dyn RootKey, timeout: Duration) {
+    let before = root.primary_key_id();
+    match tokio::time::timeout(timeout, root.refresh()).await {
+        Ok(Ok(())) => {
+            let after = root.primary_key_id();
+            if after != before {
+                tracing::info!(old_key_id = %before, new_key_id = %after, "root key rotated; new data uses the new key id");
+            }
+        }
+        Ok(Err(error)) => tracing::warn!(%error, "root key refresh failed"),
+        Err(_) => tracing::warn!(?timeout, "root key refresh timed out"),
+    }
+}
