@@ -7,6 +7,10 @@ mod error;
 mod factory;
 mod key_id;
 pub mod local;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
+#[cfg(feature = "aws")]
+pub mod aws;
 
 pub use error::RootKeyError;
 pub use factory::build;

@@ -1,0 +1,53 @@
+//! First-time setup: create the first root key version in an initialised token.
+
+use super::error::Pkcs11Error;
+use super::{keys, pin, token::Token};
+use crate::root_key::{KeyId, RootKeyError};
+use kms_config::Pkcs11Backend;
+
+/// What [`init_root_key`] found or did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InitOutcome {
+    /// The token held no version of `key_label`; this one was created and is primary.
+    Created(KeyId),
+    /// The token already held versions; nothing was changed. This is the primary one.
+    Existing(KeyId),
+}
+
+impl InitOutcome {
+    /// The primary key id after the call.
+    pub fn key_id(&self) -> &KeyId {
+        match self {
+            Self::Created(id) | Self::Existing(id) => id,
+        }
+    }
+}
+
+/// Creates the first root key version (AES-256, sensitive, non-extractable) in the token named
+/// by `config` unless one already exists. Idempotent; the token itself must already be
+/// initialised (`softhsm2-util --init-token ...` or the HSM vendor's tool).
+pub async fn init_root_key(config: &Pkcs11Backend) -> Result<InitOutcome, RootKeyError> {
+    let config = config.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let source = config
+            .pin_source()
+            .ok_or_else(|| Pkcs11Error::Pin("set pin_file or pin_env".into()))?;
+        let token = Token::open(&config.module, &config.token_label, pin::read_pin(&source)?)?;
+        let session = token.take()?;
+        let existing = keys::list(&session, &config.key_label)?;
+        if let Some(primary) = existing.primary() {
+            return Ok(InitOutcome::Existing(primary.key_id.clone()));
+        }
+        keys::generate(&session, &config.key_label, &existing)?;
+        let created = keys::list(&session, &config.key_label)?;
+        let primary = created
+            .primary()
+            .ok_or_else(|| Pkcs11Error::NoRootKey(config.key_label.clone()))?;
+        tracing::info!(key_id = %primary.key_id, "created the first PKCS#11 root key");
+        Ok::<_, Pkcs11Error>(InitOutcome::Created(primary.key_id.clone()))
+    })
+    .await
+    .map_err(|e| RootKeyError::from(Pkcs11Error::Worker(e.to_string())))?;
+    Ok(outcome?)
+}

@@ -1,0 +1,255 @@
+//! The PKCS#11 backend: a non-extractable AES-256 key in an HSM wraps local KEKs.
+//!
+//! - The token is found by its label (slot ids are not stable); the user PIN comes from
+//!   `pin_file` or `pin_env` and is held zeroized.
+//! - Root key versions share `key_label` and differ by `CKA_ID` (see [`keys`] for the id format
+//!   and ordering); the greatest `CKA_ID` is primary. Key ids read `pkcs11:<key_label>:<hex id>`.
+//! - A local KEK is wrapped with CKM_AES_GCM inside the token ([`gcm`]): a 12-byte IV we draw,
+//!   AAD binding the key id, the KEK as the data to C_Encrypt.
+//! - Every PKCS#11 call blocks, so it runs on `spawn_blocking`, at most `max_sessions` at once,
+//!   each on a pooled session. A session the token dropped (`CKR_SESSION_HANDLE_INVALID`,
+//!   `CKR_USER_NOT_LOGGED_IN`, `CKR_DEVICE_REMOVED`, ...) is reopened, logged in again, the key
+//!   handles re-listed, and the call retried once.
+//! - Each call that reaches the token logs one `debug` line with target
+//!   `kms_plugin::root_key::remote`, so remote calls can be counted from the logs.
+
+mod error;
+mod gcm;
+mod init;
+pub mod keys;
+mod pin;
+mod token;
+
+pub use error::Pkcs11Error;
+pub use init::{InitOutcome, init_root_key};
+
+use super::{KeyId, RootKey, RootKeyError, WrappedKey};
+use crate::secret::AesKey;
+use async_trait::async_trait;
+use cryptoki::session::Session;
+use kms_config::Pkcs11Backend;
+use keys::KeySet;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use token::Token;
+use tokio::sync::Semaphore;
+
+/// Root keys held in a PKCS#11 token.
+pub struct Pkcs11RootKey {
+    inner: Arc<Inner>,
+    permits: Arc<Semaphore>,
+    refresh_interval: Duration,
+}
+
+struct Inner {
+    token: Token,
+    key_label: String,
+    current: RwLock<Arc<Current>>,
+}
+
+/// The versions last listed, with the primary one picked out (never an empty set).
+struct Current {
+    keys: KeySet,
+    primary: Primary,
+}
+
+/// The primary version: its key id and `CKA_ID`.
+#[derive(Clone)]
+struct Primary {
+    key_id: KeyId,
+    id: Vec<u8>,
+}
+
+impl Current {
+    fn new(keys: KeySet, label: &str) -> Result<Self, Pkcs11Error> {
+        let primary = keys
+            .primary()
+            .map(|v| Primary { key_id: v.key_id.clone(), id: v.id.clone() })
+            .ok_or_else(|| Pkcs11Error::NoRootKey(label.to_owned()))?;
+        Ok(Self { keys, primary })
+    }
+}
+
+impl Inner {
+    fn current(&self) -> Arc<Current> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Lists the versions in the token and makes them current (an empty list is refused).
+    fn relist(&self, session: &Session) -> Result<Arc<Current>, Pkcs11Error> {
+        let fresh = Arc::new(Current::new(keys::list(session, &self.key_label)?, &self.key_label)?);
+        let mut guard = match self.current.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// Runs `op` on a pooled session. When the token dropped the session or the login, reopens,
+    /// re-lists the keys (their handles may have changed) and runs `op` once more.
+    fn with_session<T>(&self, op: impl Fn(&Session, &KeySet) -> Result<T, Pkcs11Error>) -> Result<T, Pkcs11Error> {
+        let first = self.token.take().and_then(|session| {
+            let result = op(&session, &self.current().keys);
+            if result.is_ok() {
+                self.token.give_back(session);
+            }
+            result
+        });
+        match first {
+            Err(error) if error.is_session_lost() => {
+                tracing::warn!(%error, "PKCS#11 session lost; reopening it and retrying once");
+                self.token.reset();
+                let session = self.token.take()?;
+                let current = self.relist(&session)?;
+                let value = op(&session, &current.keys)?;
+                self.token.give_back(session);
+                Ok(value)
+            }
+            other => other,
+        }
+    }
+}
+
+impl Pkcs11RootKey {
+    /// Opens the token, logs in and lists the root key versions; fails when there is none.
+    pub async fn open(config: &Pkcs11Backend) -> Result<Self, RootKeyError> {
+        let inner = open_inner(config).await?;
+        Ok(Self {
+            inner: Arc::new(inner),
+            permits: Arc::new(Semaphore::new(config.max_sessions)),
+            refresh_interval: config.refresh_interval.get(),
+        })
+    }
+
+    /// Runs blocking token work on a worker thread, at most `max_sessions` at a time.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Inner) -> Result<T, RootKeyError> + Send + 'static,
+    ) -> Result<T, RootKeyError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| RootKeyError::Unavailable("PKCS#11 session pool closed".into()))?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work(&inner)
+        })
+        .await
+        .map_err(|e| RootKeyError::from(Pkcs11Error::Worker(e.to_string())))?
+    }
+
+    fn primary(&self) -> Primary {
+        self.inner.current().primary.clone()
+    }
+}
+
+/// Loads the module, opens the token and lists the keys, on a blocking thread.
+async fn open_inner(config: &Pkcs11Backend) -> Result<Inner, RootKeyError> {
+    let config = config.clone();
+    let opened = tokio::task::spawn_blocking(move || {
+        let source = config
+            .pin_source()
+            .ok_or_else(|| Pkcs11Error::Pin("set pin_file or pin_env".into()))?;
+        let pin = pin::read_pin(&source)?;
+        let token = Token::open(&config.module, &config.token_label, pin)?;
+        let session = token.take()?;
+        let current = Current::new(keys::list(&session, &config.key_label)?, &config.key_label)?;
+        token.give_back(session);
+        Ok::<_, Pkcs11Error>(Inner { token, key_label: config.key_label.clone(), current: RwLock::new(Arc::new(current)) })
+    })
+    .await
+    .map_err(|e| RootKeyError::from(Pkcs11Error::Worker(e.to_string())))?;
+    Ok(opened?)
+}
+
+#[async_trait]
+impl RootKey for Pkcs11RootKey {
+    fn kind(&self) -> &'static str {
+        "pkcs11"
+    }
+
+    fn primary_key_id(&self) -> KeyId {
+        self.primary().key_id
+    }
+
+    async fn wrap(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
+        let primary = self.primary();
+        let key = AesKey::from_slice(key.expose()).ok_or_else(|| RootKeyError::Backend("bad KEK length".into()))?;
+        self.blocking(move |inner| {
+            let ciphertext = inner
+                .with_session(|session, keys| {
+                    let version = keys
+                        .get(&primary.id)
+                        .ok_or_else(|| Pkcs11Error::NoRootKey(primary.key_id.to_string()))?;
+                    gcm::seal(session, version.handle, &primary.key_id, &key)
+                })
+                .map_err(|e| match e {
+                    Pkcs11Error::NoRootKey(id) => RootKeyError::UnknownKey(id),
+                    other => other.into(),
+                })?;
+            Ok(WrappedKey { key_id: primary.key_id, ciphertext })
+        })
+        .await
+    }
+
+    async fn unwrap(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
+        let id = keys::parse_key_id(&self.inner.key_label, key_id)
+            .ok_or_else(|| RootKeyError::UnknownKey(key_id.to_string()))?;
+        if wrapped.len() != gcm::WRAPPED_LEN {
+            return Err(RootKeyError::Integrity(key_id.to_string()));
+        }
+        let key_id = key_id.clone();
+        let wrapped = wrapped.to_vec();
+        self.blocking(move |inner| {
+            if inner.current().keys.get(&id).is_none() {
+                // A version created by another process since the last refresh.
+                inner.with_session(|session, _| inner.relist(session).map(drop))?;
+            }
+            let opened = inner.with_session(|session, keys| match keys.get(&id) {
+                Some(version) => gcm::open(session, version.handle, &key_id, &wrapped).map(Some),
+                None => Ok(None),
+            });
+            match opened {
+                Ok(Some(Some(key))) => Ok(key),
+                Ok(Some(None)) => Err(RootKeyError::Integrity(key_id.to_string())),
+                Ok(None) => Err(RootKeyError::UnknownKey(key_id.to_string())),
+                Err(error) => Err(error.into_unwrap_error(key_id.as_str())),
+            }
+        })
+        .await
+    }
+
+    async fn refresh(&self) -> Result<(), RootKeyError> {
+        self.blocking(|inner| {
+            inner.with_session(|session, _| inner.relist(session).map(drop))?;
+            Ok(())
+        })
+        .await
+    }
+
+    fn refresh_interval(&self) -> Duration {
+        self.refresh_interval
+    }
+
+    async fn rotate(&self) -> Result<KeyId, RootKeyError> {
+        let key_id = self
+            .blocking(|inner| {
+                let current = inner.with_session(|session, _| {
+                    let listed = keys::list(session, &inner.key_label)?;
+                    keys::generate(session, &inner.key_label, &listed)?;
+                    inner.relist(session)
+                })?;
+                Ok(current.primary.key_id.clone())
+            })
+            .await?;
+        tracing::info!(key_id = %key_id, "created a new PKCS#11 root key version; it is primary");
+        Ok(key_id)
+    }
+}
