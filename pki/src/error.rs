@@ -50,6 +50,14 @@ pub enum Error {
     /// A certificate signing request was refused.
     #[error("CSR refused: {0}")]
     CsrRefused(String),
+    /// Output (JSON, YAML, kubeconfig text) could not be rendered.
+    #[error("cannot render {what}: {reason}")]
+    Render {
+        /// What was being rendered.
+        what: &'static str,
+        /// The serializer's message.
+        reason: String,
+    },
     /// An unknown certificate name was given to a command.
     #[error("unknown certificate name {0:?}")]
     UnknownName(String),

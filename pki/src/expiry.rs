@@ -164,9 +164,14 @@ impl Report {
             Format::Table => Ok(self.table()),
             Format::Json => serde_json::to_string_pretty(self)
                 .map(|s| s + "\n")
-                .map_err(|e| crate::Error::Crypto(format!("json: {e}"))),
-            Format::Yaml => serde_yaml_ng::to_string(self)
-                .map_err(|e| crate::Error::Crypto(format!("yaml: {e}"))),
+                .map_err(|e| crate::Error::Render {
+                    what: "JSON",
+                    reason: e.to_string(),
+                }),
+            Format::Yaml => serde_yaml_ng::to_string(self).map_err(|e| crate::Error::Render {
+                what: "YAML",
+                reason: e.to_string(),
+            }),
             Format::Prometheus => Ok(self.prometheus()),
         }
     }

@@ -132,7 +132,10 @@ pub fn render(
     };
     serde_yaml_ng::to_string(&cfg)
         .map(Zeroizing::new)
-        .map_err(|e| Error::Crypto(format!("kubeconfig serialization: {e}")))
+        .map_err(|e| Error::Render {
+            what: "kubeconfig",
+            reason: e.to_string(),
+        })
 }
 
 /// Renders a kubeconfig whose client certificate and key are read from `client_pem` (one file
@@ -177,7 +180,10 @@ pub fn render_with_files(
     };
     serde_yaml_ng::to_string(&cfg)
         .map(Zeroizing::new)
-        .map_err(|e| Error::Crypto(format!("kubeconfig serialization: {e}")))
+        .map_err(|e| Error::Render {
+            what: "kubeconfig",
+            reason: e.to_string(),
+        })
 }
 
 /// The credentials found in a kubeconfig (of its current context).

@@ -77,15 +77,19 @@ pub fn load_key(path: &Path) -> Result<Option<PrivateKey>> {
 /// certificate is left for the caller: `init` reuses it, as a run killed between writing the key
 /// and the certificate leaves exactly that).
 pub fn load_ca(layout: &Layout, profile: &CaProfile) -> Result<Option<Ca>> {
-    let crt_path = layout.crt(profile.base);
-    let key_path = layout.key(profile.base);
-    let Some(cert) = load_cert(&crt_path)? else {
+    load_ca_at(&layout.crt(profile.base), &layout.key(profile.base))
+}
+
+/// Loads a CA from explicit paths (e.g. a new CA staged beside the current one during a
+/// rotation), with the same checks as [`load_ca`].
+pub fn load_ca_at(crt_path: &Path, key_path: &Path) -> Result<Option<Ca>> {
+    let Some(cert) = load_cert(crt_path)? else {
         return Ok(None);
     };
-    check_is_ca(&cert, &crt_path)?;
-    let key = load_key(&key_path)?;
+    check_is_ca(&cert, crt_path)?;
+    let key = load_key(key_path)?;
     if let Some(k) = &key {
-        check_key_matches(&cert, &crt_path, k, &key_path)?;
+        check_key_matches(&cert, crt_path, k, key_path)?;
     }
     Ok(Some(Ca { cert, key }))
 }

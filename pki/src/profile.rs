@@ -269,7 +269,11 @@ pub const KUBECONFIGS: &[KubeconfigProfile] = &[
 
 /// The CA profile for an id.
 pub fn ca_profile(id: CaId) -> &'static CaProfile {
-    CAS.iter().find(|c| c.id == id).unwrap_or(&CAS[0])
+    match id {
+        CaId::Ca => &CAS[0],
+        CaId::EtcdCa => &CAS[1],
+        CaId::FrontProxyCa => &CAS[2],
+    }
 }
 
 /// Looks a leaf up by its kubeadm name.
@@ -368,4 +372,45 @@ pub fn required_sans(rule: SanRule, spec: &ClusterSpec) -> Sans {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_lookup_matches_table() {
+        for c in CAS {
+            assert_eq!(ca_profile(c.id).id, c.id);
+        }
+    }
+
+    #[test]
+    fn apiserver_sans_follow_the_table() {
+        let mut spec = ClusterSpec::new("node-a", IpAddr::from([10, 0, 0, 2]));
+        spec.control_plane_endpoint = Some("lb.example:6443".into());
+        spec.apiserver_extra_sans = vec!["10.0.0.2".into(), "x.example".into()];
+        let s = required_sans(SanRule::ApiServer, &spec);
+        assert_eq!(
+            s.dns,
+            [
+                "node-a",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+                "lb.example",
+                "x.example"
+            ]
+        );
+        assert_eq!(
+            s.ips,
+            [IpAddr::from([10, 96, 0, 1]), IpAddr::from([10, 0, 0, 2])]
+        );
+        assert_eq!(
+            s.missing_from(&["NODE-A".into()], &[IpAddr::from([10, 96, 0, 1])])
+                .len(),
+            s.dns.len() - 1 + 1
+        );
+    }
 }

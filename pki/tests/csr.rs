@@ -270,6 +270,30 @@ fn apiserver_client_csr_and_bad_input() {
     let err = fails(&sign(&c, API_CLIENT, &noclient, &[]));
     assert!(err.contains("\"client auth\" is required"), "{err}");
 
+    // A P-384 key whose CSR is signed with SHA-256: the certificate must carry the P-384 key.
+    let p384 = d.join("p384.csr");
+    let k384 = d.join("p384.key");
+    let out = openssl(&[
+        "req",
+        "-new",
+        "-nodes",
+        "-sha256",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+        "-subj",
+        "/CN=bob",
+        "-keyout",
+        k384.to_str().unwrap(),
+        "-out",
+        p384.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let crt = save(&c, &ok(&sign(&c, API_CLIENT, &p384, &[])), "bob.crt");
+    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    assert_eq!(openssl_pubkey_of_cert(&crt), openssl_pubkey_of_key(&k384));
+
     // Garbage.
     let garbage = save(
         &c,

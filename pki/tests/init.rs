@@ -485,3 +485,111 @@ fn validity_flags_apply() {
     ]));
     assert!(view(&c2.path("apiserver.crt")).not_after <= view(&c2.path("ca.crt")).not_after);
 }
+
+/// A kill at any moment leaves every file complete (old or new), and a rerun finishes the job.
+#[test]
+fn killed_runs_leave_complete_files_and_a_rerun_completes() {
+    for delay_ms in [60u64, 100, 125, 150, 175, 200, 240] {
+        let c = Cluster::new();
+        let mut args: Vec<String> = vec!["init".into()];
+        args.extend(c.dirs());
+        for a in [
+            "--node-name",
+            "cp1",
+            "--apiserver-advertise-address",
+            "192.168.10.5",
+            "--encryption-algorithm",
+            "ECDSA-P256",
+        ] {
+            args.push(a.into());
+        }
+        let mut child = std::process::Command::new(BIN)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Whatever exists is whole: every certificate parses, every key parses.
+        for (path, bytes) in snapshot(&c) {
+            let name = std::path::Path::new(&path)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if name.starts_with('.') {
+                continue; // a temp file the rerun cleans up
+            }
+            if path.ends_with(".crt") {
+                view_pem(&bytes);
+            } else if path.ends_with(".key") {
+                let out = openssl(&["pkey", "-in", &path, "-noout"]);
+                assert!(
+                    out.status.success(),
+                    "{path} is not a whole key after kill at {delay_ms}ms"
+                );
+            } else if path.ends_with(".conf") {
+                kubeconfig(std::path::Path::new(&path));
+            }
+        }
+        ok(&c.init(&[]));
+        let all = snapshot(&c);
+        assert_eq!(all.len(), 27, "after rerun (kill at {delay_ms}ms)");
+        assert!(all.keys().all(|p| !p.contains(".tmp-")), "temp files left");
+        openssl_verify(
+            &c.path("ca.crt"),
+            &c.path("apiserver.crt"),
+            Some("sslserver"),
+        );
+        openssl_verify(
+            &c.path("etcd/ca.crt"),
+            &c.path("etcd/peer.crt"),
+            Some("sslserver"),
+        );
+    }
+}
+
+/// A set produced by the openssl script of the benchmark (PKCS#8 keys, openssl's extensions)
+/// is accepted as is, also with a SEC1 `EC PRIVATE KEY`, as kubeadm-made files would be.
+#[test]
+fn accepts_an_openssl_made_set() {
+    let c = Cluster::new();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/openssl-issue.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg("ECDSA-P256")
+        .arg(c.root())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = c.path("apiserver.key");
+    let sec1 = openssl(&[
+        "ec",
+        "-in",
+        key.to_str().unwrap(),
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    assert!(sec1.status.success());
+    assert!(
+        std::fs::read_to_string(&key)
+            .unwrap()
+            .contains("BEGIN EC PRIVATE KEY")
+    );
+    let before = snapshot(&c);
+    let out = ok(&c.init(&[]));
+    assert!(!out.contains("created"), "{out}");
+    assert_eq!(before, snapshot(&c));
+    ok(&c.cmd(&["check-expiration", "--fail-within", "300d"]));
+    ok(&c.cmd(&["renew", "apiserver"]));
+    openssl_verify(
+        &c.path("ca.crt"),
+        &c.path("apiserver.crt"),
+        Some("sslserver"),
+    );
+}
