@@ -164,6 +164,9 @@ pub struct Pkcs11Backend {
     /// Sessions kept open for concurrent operations.
     #[serde(default = "default_pkcs11_sessions")]
     pub max_sessions: usize,
+    /// How often the token is re-listed for a root key version created by another process.
+    #[serde(default = "default_pkcs11_refresh")]
+    pub refresh_interval: HumanDuration,
 }
 
 impl Pkcs11Backend {
@@ -187,6 +190,7 @@ impl fmt::Debug for Pkcs11Backend {
             .field("pin_env", &self.pin_env)
             .field("key_label", &self.key_label)
             .field("max_sessions", &self.max_sessions)
+            .field("refresh_interval", &self.refresh_interval)
             .finish()
     }
 }
@@ -203,8 +207,11 @@ pub struct AwsBackend {
     /// Endpoint override (VPC endpoints, tests).
     #[serde(default)]
     pub endpoint: Option<String>,
-    /// Encryption context bound to every wrapped key (e.g. the cluster name).
-    #[serde(default)]
+    /// Encryption context bound to every wrapped key (e.g. the cluster name). Default:
+    /// `{"kubernetes.io/kms-plugin": "kms-plugin"}`; set it per cluster so one cluster's wrapped
+    /// keys never decrypt in another that shares the KMS key. Changing it makes existing data
+    /// undecryptable.
+    #[serde(default = "default_aws_encryption_context")]
     pub encryption_context: BTreeMap<String, String>,
     /// How often an alias is re-resolved to its key ARN.
     #[serde(default = "default_aws_resolve")]
@@ -212,6 +219,15 @@ pub struct AwsBackend {
     /// Attempts per call for throttling and transient errors.
     #[serde(default = "default_aws_attempts")]
     pub max_attempts: u32,
+    /// Deadline of one attempt of a KMS call (connect included).
+    #[serde(default = "default_aws_attempt_timeout")]
+    pub attempt_timeout: HumanDuration,
+    /// Deadline of a whole KMS call, retries included.
+    #[serde(default = "default_aws_operation_timeout")]
+    pub operation_timeout: HumanDuration,
+    /// How long startup keeps retrying an unreachable KMS before giving up.
+    #[serde(default = "default_aws_startup_timeout")]
+    pub startup_timeout: HumanDuration,
 }
 
 fn default_socket_mode() -> FileMode {
@@ -240,6 +256,21 @@ fn default_aws_resolve() -> HumanDuration {
 }
 fn default_aws_attempts() -> u32 {
     3
+}
+fn default_aws_encryption_context() -> BTreeMap<String, String> {
+    BTreeMap::from([("kubernetes.io/kms-plugin".to_owned(), "kms-plugin".to_owned())])
+}
+fn default_pkcs11_refresh() -> HumanDuration {
+    Duration::from_secs(30).into()
+}
+fn default_aws_attempt_timeout() -> HumanDuration {
+    Duration::from_millis(800).into()
+}
+fn default_aws_operation_timeout() -> HumanDuration {
+    Duration::from_secs(2).into()
+}
+fn default_aws_startup_timeout() -> HumanDuration {
+    Duration::from_secs(30).into()
 }
 
 impl PluginConfig {
