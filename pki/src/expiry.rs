@@ -148,14 +148,23 @@ pub fn collect(layout: &Layout) -> Result<Report> {
 }
 
 impl Report {
-    /// Names of entries that are missing or expire within `window`.
-    pub fn failing_within(&self, window: Duration) -> Vec<&Entry> {
+    /// Entries that exist and expire within `window` (or have expired).
+    pub fn expiring_within(&self, window: Duration) -> Vec<&Entry> {
         let w = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
+        self.all()
+            .filter(|e| !e.missing && e.residual_seconds < w)
+            .collect()
+    }
+
+    /// Entries whose file is missing.
+    pub fn missing(&self) -> Vec<&Entry> {
+        self.all().filter(|e| e.missing).collect()
+    }
+
+    fn all(&self) -> impl Iterator<Item = &Entry> {
         self.certificates
             .iter()
             .chain(&self.certificate_authorities)
-            .filter(|e| e.missing || e.residual_seconds < w)
-            .collect()
     }
 
     /// Renders the report.

@@ -130,10 +130,19 @@ pub fn issue(
         .map_err(Error::crypto)?;
     let public = rcgen::SubjectPublicKeyInfo::from_der(spki_der).map_err(Error::crypto)?;
     let cert = params.signed_by(&public, &issuer).map_err(Error::crypto)?;
-    Cert::from_der(
+    let cert = Cert::from_der(
         cert.der().to_vec(),
         std::path::Path::new("<new certificate>"),
-    )
+    )?;
+    // rcgen re-encodes the issuer name from the CA certificate; make sure the result still
+    // chains (it would not for names rcgen cannot represent, e.g. repeated attribute types).
+    if !cert.is_signed_by(ca_cert) {
+        return Err(Error::Crypto(format!(
+            "issued certificate does not chain to CA {:?} (unsupported CA subject name)",
+            ca_cert.info().common_name
+        )));
+    }
+    Ok(cert)
 }
 
 /// Issues a leaf for `key` signed by `ca`; errors when the CA has no key.

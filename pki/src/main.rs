@@ -114,9 +114,12 @@ struct CheckArgs {
     /// Write the output atomically to this file (e.g. a node-exporter textfile .prom) instead of stdout.
     #[arg(long)]
     output_file: Option<PathBuf>,
-    /// Exit with status 2 when anything is missing or expires within this duration (720h, 30d).
+    /// Exit with status 2 when any certificate expires within this duration (720h, 30d).
     #[arg(long, value_parser = parse_duration)]
     fail_within: Option<std::time::Duration>,
+    /// Exit with status 3 when an expected file is missing (checked after --fail-within).
+    #[arg(long)]
+    fail_on_missing: bool,
 }
 
 #[derive(Args)]
@@ -285,14 +288,19 @@ fn run_check(a: CheckArgs) -> Result<ExitCode> {
         None => print!("{text}"),
     }
     if let Some(w) = a.fail_within {
-        let failing = report.failing_within(w);
-        if !failing.is_empty() {
-            let names: Vec<&str> = failing.iter().map(|e| e.name.as_str()).collect();
-            eprintln!(
-                "missing or expiring within the window: {}",
-                names.join(", ")
-            );
+        let expiring = report.expiring_within(w);
+        if !expiring.is_empty() {
+            let names: Vec<&str> = expiring.iter().map(|e| e.name.as_str()).collect();
+            eprintln!("expiring within the window: {}", names.join(", "));
             return Ok(ExitCode::from(2));
+        }
+    }
+    if a.fail_on_missing {
+        let missing = report.missing();
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(|e| e.name.as_str()).collect();
+            eprintln!("missing: {}", names.join(", "));
+            return Ok(ExitCode::from(3));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -60,10 +60,12 @@ pub struct RenewReport {
     pub restart: BTreeSet<&'static str>,
 }
 
-/// Renews `names` (or everything when `names` is empty).
+/// Renews `names` (or everything when `names` is empty or contains `all`). With `all`, missing
+/// files are skipped and reported (as kubeadm does); a missing file named explicitly is an error.
 pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<RenewReport> {
     let valid = renewable_names();
-    let targets: Vec<&str> = if names.is_empty() || names.iter().any(|n| n == "all") {
+    let all = names.is_empty() || names.iter().any(|n| n == "all");
+    let targets: Vec<&str> = if all {
         valid.clone()
     } else {
         for n in names {
@@ -86,9 +88,18 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
         if let Some(leaf) = profile::leaf_by_name(name) {
             let crt = layout.crt(leaf.base);
             let key_path = layout.key(leaf.base);
-            let cert = layout::load_cert(&crt)?.ok_or_else(|| {
-                Error::invalid(&crt, "missing; nothing to renew (run `pki init`)")
-            })?;
+            let Some(cert) = layout::load_cert(&crt)? else {
+                if all {
+                    report
+                        .skipped
+                        .push((name.to_owned(), "!MISSING!".to_owned()));
+                    continue;
+                }
+                return Err(Error::invalid(
+                    &crt,
+                    "missing; nothing to renew (run `pki init`)",
+                ));
+            };
             if !due(&cert) {
                 report.skipped.push((
                     name.to_owned(),
@@ -111,9 +122,19 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
             report.restart.extend(leaf.restart);
         } else if let Some(kc) = profile::kubeconfig_by_name(name) {
             let path = layout.kubeconfig(kc);
-            let text = store::read_secret_optional(&path)?.ok_or_else(|| {
-                Error::invalid(&path, "missing; nothing to renew (run `pki init`)")
-            })?;
+            let Some(text) = store::read_secret_optional(&path)? else {
+                if all {
+                    // e.g. super-admin.conf on clusters made before kubeadm 1.29
+                    report
+                        .skipped
+                        .push((name.to_owned(), "!MISSING!".to_owned()));
+                    continue;
+                }
+                return Err(Error::invalid(
+                    &path,
+                    "missing; nothing to renew (run `pki init`)",
+                ));
+            };
             let parsed = kubeconfig::parse(&text, &path)?;
             let cert = parsed
                 .client_cert

@@ -161,9 +161,22 @@ fn fail_within_sets_the_exit_code() {
         Some(2)
     );
     std::fs::remove_file(c.conf("admin.conf")).unwrap();
-    let out = c.cmd(&["check-expiration", "--fail-within", "1h"]);
-    assert_eq!(out.status.code(), Some(2), "missing counts as failing");
+    ok(&c.cmd(&["check-expiration", "--fail-within", "1h"]));
+    let out = c.cmd(&[
+        "check-expiration",
+        "--fail-within",
+        "1h",
+        "--fail-on-missing",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "missing fails only when asked");
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin.conf"));
+    // An expired certificate always fails, and shows as <invalid> like kubeadm.
+    let c2 = Cluster::new();
+    ok(&c2.init(&["--certificate-validity-period", "1s"]));
+    std::thread::sleep(std::time::Duration::from_millis(3100));
+    let out = c2.cmd(&["check-expiration", "--fail-within", "0s"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(ok(&c2.cmd(&["check-expiration"])).contains("<invalid>"));
     let err = fails(&c.cmd(&["check-expiration", "--fail-within", "soon"]));
     assert!(err.contains("invalid duration"), "{err}");
 }

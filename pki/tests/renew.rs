@@ -152,6 +152,17 @@ fn renew_one_name_and_restart_list() {
     assert!(out.contains("You must restart kube-scheduler so"), "{out}");
     let err = fails(&c.cmd(&["renew", "ca"]));
     assert!(err.contains("unknown certificate name"), "{err}");
+    // `all` skips what is missing (e.g. super-admin.conf on clusters older than kubeadm 1.29);
+    // naming a missing file is an error naming it.
+    std::fs::remove_file(c.conf("super-admin.conf")).unwrap();
+    let out = ok(&c.cmd(&["renew", "all"]));
+    assert!(out.contains("skipped super-admin.conf: !MISSING!"), "{out}");
+    assert!(!c.conf("super-admin.conf").exists());
+    let err = fails(&c.cmd(&["renew", "super-admin.conf"]));
+    assert!(
+        err.contains("super-admin.conf") && err.contains("missing"),
+        "{err}"
+    );
 }
 
 #[test]
