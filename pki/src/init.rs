@@ -96,6 +96,7 @@ fn ensure_ca(
         if ca.is_external() {
             report.actions.push(Action::ExternalCa(crt));
         } else {
+            warn_if_open(&layout.key(p.base), report);
             report.actions.push(Action::Kept(crt));
         }
         return Ok(ca);
@@ -117,6 +118,7 @@ fn ensure_ca(
 /// Loads a leftover key (from a run killed after writing the key) or generates and writes one.
 fn obtain_key(key_path: &Path, spec: &ClusterSpec, report: &mut InitReport) -> Result<PrivateKey> {
     if let Some(k) = layout::load_key(key_path)? {
+        warn_if_open(key_path, report);
         report.actions.push(Action::Kept(key_path.to_path_buf()));
         return Ok(k);
     }
@@ -181,6 +183,7 @@ fn ensure_leaf(
             ));
         }
         warn_if_expired(&cert, &crt, report);
+        warn_if_open(&key_path, report);
         report.actions.push(Action::Kept(crt));
         return Ok(());
     }
@@ -198,6 +201,18 @@ fn ensure_leaf(
     Ok(())
 }
 
+/// Warns when a secret file (key, kubeconfig) is readable by group or others.
+fn warn_if_open(path: &Path, report: &mut InitReport) {
+    if let Some(mode) = store::mode_of(path)
+        && mode & 0o077 != 0
+    {
+        report.actions.push(Action::Warning(format!(
+            "{} has mode {mode:04o}; private keys and kubeconfigs should be 0600",
+            path.display()
+        )));
+    }
+}
+
 fn warn_if_expired(cert: &Cert, path: &Path, report: &mut InitReport) {
     if cert.info().not_after < time::OffsetDateTime::now_utc() {
         report.actions.push(Action::Warning(format!(
@@ -213,6 +228,7 @@ fn ensure_sa(layout: &Layout, spec: &ClusterSpec, report: &mut InitReport) -> Re
     let existing_pub = store::read_optional(&pub_path)?;
     let key = match layout::load_key(&key_path)? {
         Some(k) => {
+            warn_if_open(&key_path, report);
             report.actions.push(Action::Kept(key_path.clone()));
             k
         }
@@ -271,6 +287,7 @@ fn ensure_kubeconfig(
                 spec.server_url()
             )));
         }
+        warn_if_open(&path, report);
         report.actions.push(Action::Kept(path));
         return Ok(());
     }

@@ -187,3 +187,45 @@ pub fn algorithm_of_spki(spki_der: &[u8]) -> Option<KeyAlgorithm> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_key_material() {
+        let k = PrivateKey::generate(KeyAlgorithm::EcdsaP256).ok();
+        let k = k.as_ref().map(|k| (format!("{k:?}"), k.pem().to_owned()));
+        let (debug, pem) = k.unwrap_or_default();
+        assert_eq!(debug, "PrivateKey { algorithm: Some(EcdsaP256), .. }");
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(body.len() > 40 && !debug.contains(&body[..16]));
+    }
+
+    #[test]
+    fn finds_the_key_block_after_a_certificate() {
+        let text = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n-----BEGIN EC PRIVATE KEY-----\nBBBB\n-----END EC PRIVATE KEY-----\n";
+        assert_eq!(
+            key_block(text),
+            Some("-----BEGIN EC PRIVATE KEY-----\nBBBB\n-----END EC PRIVATE KEY-----")
+        );
+        assert_eq!(
+            key_block("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn algorithm_names_round_trip() {
+        for a in [
+            KeyAlgorithm::Rsa2048,
+            KeyAlgorithm::Rsa3072,
+            KeyAlgorithm::Rsa4096,
+            KeyAlgorithm::EcdsaP256,
+            KeyAlgorithm::EcdsaP384,
+        ] {
+            assert_eq!(a.as_str().parse::<KeyAlgorithm>().ok(), Some(a));
+        }
+        assert!("ED25519".parse::<KeyAlgorithm>().is_err());
+    }
+}

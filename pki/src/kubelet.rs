@@ -52,9 +52,11 @@ impl KubeletRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KubeletFiles {
-    /// `kubelet-client-current.pem`: client certificate followed by its key (the kubelet's own
-    /// rotation layout).
+    /// `kubelet-client-current.pem`: symlink to [`KubeletFiles::client_pem_versioned`] (the
+    /// kubelet's own rotation layout); kubelet.conf points here.
     pub client_pem: PathBuf,
+    /// `kubelet-client-<YYYY-MM-DD-HH-MM-SS>.pem`: client certificate followed by its key.
+    pub client_pem_versioned: PathBuf,
     /// `kubelet.crt`: serving certificate.
     pub serving_crt: PathBuf,
     /// `kubelet.key`: serving key.
@@ -105,15 +107,26 @@ pub fn issue_kubelet(
         &serving_key,
         ca,
     )?;
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]-[hour]-[minute]-[second]"
+        ))
+        .map_err(|e| crate::Error::Crypto(format!("timestamp: {e}")))?;
+    let versioned = format!("kubelet-client-{stamp}.pem");
     let files = KubeletFiles {
         client_pem: out_dir.join("kubelet-client-current.pem"),
+        client_pem_versioned: out_dir.join(&versioned),
         serving_crt: out_dir.join("kubelet.crt"),
         serving_key: out_dir.join("kubelet.key"),
         kubeconfig: kubeconfig_path.to_path_buf(),
     };
     let client_pem = zeroize::Zeroizing::new(format!("{}{}", client.pem(), client_key.pem()));
     store::write_many_atomic(&[
-        (&files.client_pem, client_pem.as_bytes(), MODE_SECRET),
+        (
+            &files.client_pem_versioned,
+            client_pem.as_bytes(),
+            MODE_SECRET,
+        ),
         (
             &files.serving_key,
             serving_key.pem().as_bytes(),
@@ -121,6 +134,7 @@ pub fn issue_kubelet(
         ),
         (&files.serving_crt, serving.pem().as_bytes(), MODE_PUBLIC),
     ])?;
+    store::symlink_atomic(Path::new(&versioned), &files.client_pem)?;
     let absolute =
         std::path::absolute(&files.client_pem).unwrap_or_else(|_| files.client_pem.clone());
     let conf = kubeconfig::render_with_files(&req.server, &ca.cert.pem(), &cn, &absolute)?;

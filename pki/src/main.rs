@@ -360,6 +360,7 @@ fn run_kubelet(a: KubeletArgs) -> Result<ExitCode> {
         &layout.kubeconfig_dir.join("kubelet.conf"),
     )?;
     for p in [
+        &files.client_pem_versioned,
         &files.client_pem,
         &files.serving_crt,
         &files.serving_key,

@@ -108,6 +108,37 @@ fn write_and_rename(tmp: &Path, path: &Path, dir: &Path, data: &[u8], mode: u32)
     sync_dir(dir)
 }
 
+/// Points `link` at `target` atomically (a symlink made under a temporary name, then renamed
+/// over `link`), as the kubelet does for `kubelet-client-current.pem`.
+pub fn symlink_atomic(target: &Path, link: &Path) -> Result<()> {
+    let dir = match link.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = link
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::os::unix::fs::symlink(target, &tmp).map_err(|e| Error::io(&tmp, e))?;
+    if let Err(e) = fs::rename(&tmp, link) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(link, e));
+    }
+    sync_dir(&dir)
+}
+
+/// Permission bits of an existing file.
+pub fn mode_of(path: &Path) -> Option<u32> {
+    fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
+}
+
 /// Flushes a directory entry table to disk (after a rename).
 pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)

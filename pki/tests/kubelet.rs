@@ -36,6 +36,19 @@ fn kubelet_credentials_for_a_node() {
 
     let client = out_dir.join("kubelet-client-current.pem");
     assert_eq!(mode(&client), 0o600);
+    // As the kubelet's own store: current is a symlink to a timestamped file.
+    assert!(
+        std::fs::symlink_metadata(&client)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let target = std::fs::read_link(&client).unwrap();
+    let target = target.to_string_lossy();
+    assert!(
+        target.starts_with("kubelet-client-20") && target.ends_with(".pem"),
+        "{target}"
+    );
     assert_eq!(mode(&out_dir.join("kubelet.key")), 0o600);
     assert_eq!(mode(&out_dir.join("kubelet.crt")), 0o644);
     openssl_verify(&c.path("ca.crt"), &client, Some("sslclient"));

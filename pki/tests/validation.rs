@@ -110,3 +110,25 @@ fn garbage_files_are_named() {
     let err = fails(&c.init(&[]));
     assert!(err.contains("etcd/server.crt"), "{err}");
 }
+
+#[test]
+fn too_open_key_modes_are_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    std::fs::set_permissions(
+        c.path("etcd/peer.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = ok(&c.init(&[]));
+    let warning = out
+        .lines()
+        .find(|l| l.contains("WARNING"))
+        .unwrap_or_default();
+    assert!(
+        warning.contains("etcd/peer.key") && warning.contains("0644"),
+        "{out}"
+    );
+    assert_eq!(out.matches("WARNING").count(), 1, "{out}");
+}
