@@ -163,7 +163,23 @@ pub fn read_secret_optional(path: &Path) -> Result<Option<zeroize::Zeroizing<Str
     Ok(read_optional(path)?.map(zeroize::Zeroizing::new))
 }
 
-/// Removes stale temporary files a killed run may have left in `dir` (best effort).
+/// An exclusive advisory lock on a directory (flock on the directory itself, so no lock file
+/// is left behind). Held until dropped; a second `pki` run on the same directory waits.
+#[derive(Debug)]
+pub struct DirLock {
+    _dir: File,
+}
+
+/// Creates `dir` if needed and locks it exclusively, waiting for another holder to finish.
+pub fn lock_dir(dir: &Path) -> Result<DirLock> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let file = File::open(dir).map_err(|e| Error::io(dir, e))?;
+    file.lock().map_err(|e| Error::io(dir, e))?;
+    Ok(DirLock { _dir: file })
+}
+
+/// Removes stale temporary files a killed run may have left in `dir` (best effort). Call it
+/// only while holding [`lock_dir`] on the directory tree, so a concurrent run's files are safe.
 pub fn clean_stale_temps(dir: &Path) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
