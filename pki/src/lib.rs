@@ -1,17 +1,36 @@
 //! kubeadm-compatible cluster PKI manager.
+//!
+//! Issues and checks the control-plane PKI in the layout kubeadm uses (`/etc/kubernetes/pki`
+//! and the kubeconfigs in `/etc/kubernetes`), so it can take over an existing kubeadm cluster or
+//! bootstrap a new one. The `pki` binary is a thin front end over these modules:
+//!
+//! | module | job |
+//! |---|---|
+//! | [`profile`] | the kubeadm table as data: CAs, leaves, kubeconfigs, subjects, usages, SAN rules, restarts |
+//! | [`spec`] | cluster parameters (node, addresses, service CIDRs, algorithm, validity) |
+//! | [`key`] | key generation/loading; [`key::PrivateKey`] zeroizes on drop and never prints itself |
+//! | [`issue`] | self-signed CAs and leaves from a [`issue::CertSpec`] |
+//! | [`inspect`] | parsing certificates and bundles, signature and key-match checks |
+//! | [`layout`] | file locations and loading CAs/leaves with their checks |
+//! | [`store`] | crash-safe writes (temp file, fsync, rename, fsync dir), directory lock |
+//! | [`kubeconfig`] | rendering and reading kubeconfigs |
+//! | [`init`], [`renew`], [`kubelet`], [`csr`], [`expiry`] | the subcommands |
+//! | [`kubeadm_config`] | reading a kubeadm `ClusterConfiguration` |
+//!
+//! The pieces a CA rotation needs are public on purpose: [`layout::load_ca_at`] loads a CA
+//! staged anywhere, [`issue::issue`] signs any public key with any CA, [`inspect::pem_bundle`]
+//! builds old+new trust bundles, [`kubeconfig::render`] accepts a bundle as CA data, and
+//! [`store::write_atomic`] / [`store::write_many_atomic`] replace files without torn states.
 #![forbid(unsafe_code)]
 
-pub mod error;
-pub mod inspect;
-pub mod key;
-pub mod store;
-
-pub use error::{Error, Result};
 pub mod csr;
 pub mod duration;
+pub mod error;
 pub mod expiry;
 pub mod init;
+pub mod inspect;
 pub mod issue;
+pub mod key;
 pub mod kubeadm_config;
 pub mod kubeconfig;
 pub mod kubelet;
@@ -19,3 +38,6 @@ pub mod layout;
 pub mod profile;
 pub mod renew;
 pub mod spec;
+pub mod store;
+
+pub use error::{Error, Result};
