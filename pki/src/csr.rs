@@ -271,11 +271,10 @@ pub fn check_rules(signer: Signer, req: &CsrRequest, usages: &BTreeSet<String>) 
         Signer::KubeletServing if req.dns_names.is_empty() && req.ip_addresses.is_empty() => {
             refuse("at least one DNS or IP subject alternative name is required".into())
         }
-        Signer::ApiserverClient
-            if !req.emails.is_empty() || !req.uris.is_empty() || !req.other_sans.is_empty() =>
-        {
-            refuse("only DNS and IP subject alternative names are supported".into())
-        }
+        Signer::ApiserverClient if !req.other_sans.is_empty() => refuse(format!(
+            "only DNS, IP, email and URI subject alternative names are supported, got {}",
+            req.other_sans.join(", ")
+        )),
         _ => Ok(()),
     }
 }
@@ -313,6 +312,8 @@ pub fn sign(
     for ip in &req.ip_addresses {
         sans.add_ip(*ip);
     }
+    sans.emails = req.emails.clone();
+    sans.uris = req.uris.clone();
     let orgs: Vec<&str> = req.organizations.iter().map(String::as_str).collect();
     let mut spec = CertSpec::leaf(req.common_name.clone(), &orgs, sans, usage, validity);
     spec.key_encipherment = usages.contains("key encipherment");

@@ -85,6 +85,7 @@ impl CertSpec {
             sans: Sans {
                 dns: info.dns_names.clone(),
                 ips: info.ip_addresses.clone(),
+                ..Sans::default()
             },
             usage,
             is_ca: info.is_ca,
@@ -176,6 +177,20 @@ fn params(spec: &CertSpec, cap: Option<OffsetDateTime>) -> Result<CertificatePar
     }
     for ip in &spec.sans.ips {
         p.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    for e in &spec.sans.emails {
+        p.subject_alt_names.push(SanType::Rfc822Name(
+            e.clone()
+                .try_into()
+                .map_err(|_| Error::Config(format!("invalid email address {e:?}")))?,
+        ));
+    }
+    for u in &spec.sans.uris {
+        p.subject_alt_names.push(SanType::URI(
+            u.clone()
+                .try_into()
+                .map_err(|_| Error::Config(format!("invalid URI {u:?}")))?,
+        ));
     }
     p.use_authority_key_identifier_extension = true;
     if spec.is_ca {

@@ -293,6 +293,10 @@ pub struct Sans {
     pub dns: Vec<String>,
     /// IP addresses.
     pub ips: Vec<IpAddr>,
+    /// Email addresses (only from CSRs for the kube-apiserver-client signer).
+    pub emails: Vec<String>,
+    /// URIs (only from CSRs for the kube-apiserver-client signer).
+    pub uris: Vec<String>,
 }
 
 impl Sans {

@@ -257,6 +257,26 @@ fn apiserver_client_csr_and_bad_input() {
     assert!((v.not_after - (now() + DAY)).abs() < 120);
     assert!(v.key_is_rsa);
 
+    // This signer honors SANs of every common kind.
+    let sans = make_csr(
+        d,
+        "sans",
+        "ec",
+        "/CN=svc-bot",
+        &["subjectAltName=DNS:bot.example,email:bot@example.com,URI:spiffe://cluster/bot"],
+    );
+    let crt = save(&c, &ok(&sign(&c, API_CLIENT, &sans, &[])), "sans.crt");
+    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let v = view(&crt);
+    assert_eq!(v.dns, vec!["bot.example".to_owned()]);
+    assert_eq!(v.other_sans.len(), 2, "{:?}", v.other_sans);
+    assert!(
+        v.other_sans.iter().any(|s| s.contains("bot@example.com"))
+            && v.other_sans
+                .iter()
+                .any(|s| s.contains("spiffe://cluster/bot"))
+    );
+
     let srv = make_csr(
         d,
         "srv",

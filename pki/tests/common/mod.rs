@@ -137,6 +137,7 @@ pub struct View {
     pub issuer_cn: String,
     pub dns: Vec<String>,
     pub ips: Vec<IpAddr>,
+    pub other_sans: Vec<String>,
     pub is_ca: bool,
     pub has_basic_constraints: bool,
     pub ku_digital_signature: bool,
@@ -180,6 +181,7 @@ pub fn view_pem(pem: &[u8]) -> View {
         issuer_cn: name_cn(x.issuer()),
         dns: vec![],
         ips: vec![],
+        other_sans: vec![],
         is_ca: false,
         has_basic_constraints: false,
         ku_digital_signature: false,
@@ -221,7 +223,7 @@ pub fn view_pem(pem: &[u8]) -> View {
                             4 => IpAddr::from(<[u8; 4]>::try_from(*b).unwrap()),
                             _ => IpAddr::from(<[u8; 16]>::try_from(*b).unwrap()),
                         }),
-                        _ => panic!("unexpected SAN {n:?}"),
+                        _ => v.other_sans.push(format!("{n:?}")),
                     }
                 }
             }
