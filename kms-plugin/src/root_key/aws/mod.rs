@@ -1,1 +1,243 @@
-//! placeholder
+//! The AWS KMS backend: a symmetric KMS key wraps local KEKs.
+//!
+//! - The configured `key_id` may be a key ARN, a key id, an alias name (`alias/...`) or an
+//!   alias ARN. It is resolved with DescribeKey to the key ARN, which is the key id reported to
+//!   kube-apiserver; [`RootKey::refresh`] re-resolves it every `key_refresh_interval` (and on
+//!   SIGHUP), so pointing an alias at a new key is a rotation the apiserver sees.
+//! - Wrap is KMS Encrypt of the 32-byte KEK with the configured id; the ARN in the answer
+//!   becomes the wrapped key's id (and the primary, should the alias have moved meanwhile).
+//! - Unwrap is KMS Decrypt with `KeyId` = that ARN, so data wrapped under an earlier key keeps
+//!   decrypting while the key exists and is enabled.
+//! - Both bind `encryption_context` (default `{"kubernetes.io/kms-plugin": "kms-plugin"}`).
+//! - At startup an unreachable KMS is retried with jittered backoff for `startup_timeout`; then
+//!   startup fails with the last error. Access denied, unknown or disabled keys fail at once.
+//! - Each KMS request logs one `debug` line with target `kms_plugin::root_key::remote`.
+//!
+//! The KEK travels to KMS inside the SDK's request body, which the SDK does not zeroize.
+
+mod client;
+mod error;
+
+use super::{KeyId, RootKey, RootKeyError, WrappedKey};
+use crate::secret::AesKey;
+use async_trait::async_trait;
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType};
+use error::map_sdk_error;
+use kms_config::AwsBackend;
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+use zeroize::Zeroizing;
+
+/// Longest pause between startup attempts.
+const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A symmetric key in AWS KMS.
+pub struct AwsRootKey {
+    client: aws_sdk_kms::Client,
+    configured: String,
+    context: HashMap<String, String>,
+    current: RwLock<KeyId>,
+    refresh_interval: Duration,
+}
+
+fn remote_call(op: &'static str, key: &str) {
+    tracing::debug!(target: "kms_plugin::root_key::remote", backend = "aws", op, key, "remote call");
+}
+
+/// True for a KMS key ARN (`arn:<partition>:kms:<region>:<account>:key/<id>`).
+fn is_key_arn(key_id: &str) -> bool {
+    let mut parts = key_id.splitn(6, ':');
+    parts.next() == Some("arn")
+        && parts.next().is_some_and(|p| p.starts_with("aws"))
+        && parts.next() == Some("kms")
+        && parts.nth(2).is_some_and(|resource| resource.starts_with("key/") && resource.len() > 4)
+}
+
+/// Resolves `key` to the ARN of an enabled symmetric encryption key.
+async fn describe(client: &aws_sdk_kms::Client, key: &str) -> Result<KeyId, RootKeyError> {
+    remote_call("describe_key", key);
+    let out = client
+        .describe_key()
+        .key_id(key)
+        .send()
+        .await
+        .map_err(|e| map_sdk_error("DescribeKey", key, e))?;
+    let meta = out
+        .key_metadata()
+        .ok_or_else(|| RootKeyError::Backend(format!("DescribeKey {key}: no key metadata in the answer")))?;
+    let arn = meta
+        .arn()
+        .and_then(KeyId::new)
+        .ok_or_else(|| RootKeyError::Backend(format!("DescribeKey {key}: no usable key ARN in the answer")))?;
+    if meta.key_state() != Some(&KeyState::Enabled) {
+        return Err(RootKeyError::Denied(format!("KMS key {arn} is {:?}, not Enabled", meta.key_state())));
+    }
+    // Fields missing from the answer (moto omits KeyUsage) are not held against the key.
+    if meta.key_usage().is_some_and(|usage| usage != &KeyUsageType::EncryptDecrypt)
+        || meta.key_spec().is_some_and(|spec| spec != &KeySpec::SymmetricDefault)
+    {
+        return Err(RootKeyError::Backend(format!(
+            "KMS key {arn} is not a symmetric ENCRYPT_DECRYPT key (SYMMETRIC_DEFAULT): usage {:?}, spec {:?}",
+            meta.key_usage(),
+            meta.key_spec()
+        )));
+    }
+    Ok(arn)
+}
+
+/// A pause of `base` scaled by a random factor in [0.5, 1.0].
+fn jittered(base: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let scale = match getrandom::fill(&mut byte) {
+        Ok(()) => 0.5 + f64::from(byte[0]) / 510.0,
+        Err(_) => 0.75,
+    };
+    base.mul_f64(scale)
+}
+
+/// DescribeKey at startup, retried while KMS is unreachable for at most `budget`.
+async fn resolve_at_startup(client: &aws_sdk_kms::Client, key: &str, budget: Duration) -> Result<KeyId, RootKeyError> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match describe(client, key).await {
+            Ok(arn) => return Ok(arn),
+            Err(error) if error.is_transient() => {
+                let pause = jittered(backoff);
+                if started.elapsed() + pause >= budget {
+                    return Err(RootKeyError::Unavailable(format!(
+                        "AWS KMS still unreachable after {:?} at startup (backend.aws.startup_timeout): {error}",
+                        started.elapsed()
+                    )));
+                }
+                tracing::warn!(%error, retry_in = ?pause, "AWS KMS unreachable at startup; retrying");
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(MAX_STARTUP_BACKOFF);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+impl AwsRootKey {
+    /// Builds the client and resolves the configured key to its ARN (see the module docs for
+    /// what happens while KMS is unreachable).
+    pub async fn connect(config: &AwsBackend) -> Result<Self, RootKeyError> {
+        let client = client::build(config).await?;
+        let arn = resolve_at_startup(&client, &config.key_id, config.startup_timeout.get()).await?;
+        tracing::info!(key = %config.key_id, key_arn = %arn, "resolved the AWS KMS root key");
+        Ok(Self {
+            client,
+            configured: config.key_id.clone(),
+            context: config.encryption_context.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            current: RwLock::new(arn),
+            refresh_interval: config.key_refresh_interval.get(),
+        })
+    }
+
+    fn set_current(&self, arn: KeyId) {
+        let mut guard = match self.current.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if *guard != arn {
+            tracing::info!(key = %self.configured, old_key_arn = %*guard, new_key_arn = %arn, "the configured KMS key now resolves to a new key");
+            *guard = arn;
+        }
+    }
+}
+
+#[async_trait]
+impl RootKey for AwsRootKey {
+    fn kind(&self) -> &'static str {
+        "aws"
+    }
+
+    fn primary_key_id(&self) -> KeyId {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    async fn wrap(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
+        remote_call("encrypt", &self.configured);
+        let out = self
+            .client
+            .encrypt()
+            .key_id(&self.configured)
+            .plaintext(Blob::new(key.expose().to_vec()))
+            .set_encryption_context(Some(self.context.clone()))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error("Encrypt", &self.configured, e))?;
+        let arn = out
+            .key_id()
+            .and_then(KeyId::new)
+            .filter(|id| is_key_arn(id.as_str()))
+            .ok_or_else(|| RootKeyError::Backend("KMS Encrypt answered without a key ARN".into()))?;
+        let ciphertext = out
+            .ciphertext_blob
+            .map(Blob::into_inner)
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| RootKeyError::Backend("KMS Encrypt answered without a ciphertext".into()))?;
+        self.set_current(arn.clone());
+        Ok(WrappedKey { key_id: arn, ciphertext })
+    }
+
+    async fn unwrap(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
+        if !is_key_arn(key_id.as_str()) {
+            return Err(RootKeyError::UnknownKey(key_id.to_string()));
+        }
+        if wrapped.is_empty() {
+            return Err(RootKeyError::Integrity(key_id.to_string()));
+        }
+        remote_call("decrypt", key_id.as_str());
+        let out = self
+            .client
+            .decrypt()
+            .key_id(key_id.as_str())
+            .ciphertext_blob(Blob::new(wrapped.to_vec()))
+            .set_encryption_context(Some(self.context.clone()))
+            .send()
+            .await
+            .map_err(|e| map_sdk_error("Decrypt", key_id.as_str(), e))?;
+        let plaintext = Zeroizing::new(out.plaintext.map(Blob::into_inner).unwrap_or_default());
+        AesKey::from_slice(&plaintext).ok_or_else(|| RootKeyError::Integrity(key_id.to_string()))
+    }
+
+    async fn refresh(&self) -> Result<(), RootKeyError> {
+        let arn = describe(&self.client, &self.configured).await?;
+        self.set_current(arn);
+        Ok(())
+    }
+
+    fn refresh_interval(&self) -> Duration {
+        self.refresh_interval
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_kms_key_arns_are_key_ids() {
+        assert!(is_key_arn("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"));
+        assert!(is_key_arn("arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/k"));
+        assert!(!is_key_arn("arn:aws:kms:us-east-1:123456789012:alias/root"));
+        assert!(!is_key_arn("arn:aws:kms:us-east-1:123456789012:key/"));
+        assert!(!is_key_arn("local:v1:abcd"));
+        assert!(!is_key_arn("pkcs11:root:00"));
+    }
+
+    #[test]
+    fn jitter_stays_within_half_and_full() {
+        for _ in 0..100 {
+            let pause = jittered(Duration::from_secs(2));
+            assert!(pause >= Duration::from_secs(1) && pause <= Duration::from_secs(2), "{pause:?}");
+        }
+    }
+}
