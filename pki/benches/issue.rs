@@ -90,29 +90,39 @@ fn openssl_script(alg: KeyAlgorithm, dir: &Path) {
     );
 }
 
-fn time<F: FnMut()>(iters: u32, mut f: F) -> Duration {
-    f(); // warm-up
-    let start = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    start.elapsed() / iters
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+fn timed<F: FnOnce()>(f: F) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
 fn main() {
     let iters = |alg| match alg {
-        KeyAlgorithm::Rsa2048 => 5,
-        _ => 20,
+        KeyAlgorithm::Rsa2048 => 7,
+        _ => 21,
     };
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("full kubeadm set: 3 CAs, 7 leaves, sa.key/sa.pub, 5 kubeconfigs (16 key pairs)");
     println!(
-        "{:<11} {:>6} {:>16} {:>16} {:>16} {:>14} {:>14}",
+        "the three contenders run interleaved, one of each per round; medians of the rounds (load average at start: {})",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "{:<11} {:>6} {:>14} {:>14} {:>14} {:>12} {:>13}",
         "algorithm",
-        "iters",
+        "rounds",
         "lib mem (ms)",
         "lib init (ms)",
         "openssl (ms)",
@@ -121,26 +131,27 @@ fn main() {
     );
     for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048] {
         let n = iters(alg);
-        let mem = time(n, || {
-            assert!(library_in_memory(alg) > 0);
-        });
-        let init = time(n, || {
+        // warm-up (page cache, binaries)
+        library_in_memory(alg);
+        openssl_script(alg, tempfile::tempdir().unwrap().path());
+        let (mut mem, mut init, mut ossl) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..n {
+            mem.push(timed(|| assert!(library_in_memory(alg) > 0)));
             let d = tempfile::tempdir().unwrap();
-            library_init(alg, d.path());
-        });
-        let ossl = time(n, || {
+            init.push(timed(|| library_init(alg, d.path())));
             let d = tempfile::tempdir().unwrap();
-            openssl_script(alg, d.path());
-        });
+            ossl.push(timed(|| openssl_script(alg, d.path())));
+        }
+        let (mem, init, ossl) = (ms(median(mem)), ms(median(init)), ms(median(ossl)));
         println!(
-            "{:<11} {:>6} {:>16.2} {:>16.2} {:>16.2} {:>13.1}x {:>13.1}x",
+            "{:<11} {:>6} {:>14.2} {:>14.2} {:>14.2} {:>11.1}x {:>12.1}x",
             alg.as_str(),
             n,
-            ms(mem),
-            ms(init),
-            ms(ossl),
-            ms(ossl) / ms(mem),
-            ms(ossl) / ms(init)
+            mem,
+            init,
+            ossl,
+            ossl / mem,
+            ossl / init
         );
     }
 }
