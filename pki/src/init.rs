@@ -98,6 +98,7 @@ fn ensure_ca(
             report.actions.push(Action::ExternalCa(crt));
         } else {
             warn_if_open(&layout.key(p.base), report);
+            warn_if_expired(&ca.cert, &crt, report);
             report.actions.push(Action::Kept(crt));
         }
         return Ok(ca);
@@ -171,6 +172,7 @@ fn ensure_leaf(
         })?;
         layout::check_key_matches(&cert, &crt, &key, &key_path)?;
         layout::check_signed_by(&cert, &crt, &ca.cert, ca_path)?;
+        check_usages(&cert, &crt, leaf.usage)?;
         let missing = want
             .sans
             .missing_from(&cert.info().dns_names, &cert.info().ip_addresses);
@@ -199,6 +201,23 @@ fn ensure_leaf(
     let cert = issue::issue_for_key(&want, &key, ca)?;
     store::write_atomic(&crt, cert.pem().as_bytes(), MODE_PUBLIC)?;
     report.actions.push(Action::Created(crt));
+    Ok(())
+}
+
+/// Error unless the certificate carries the extended key usages of its profile.
+fn check_usages(cert: &Cert, path: &Path, usage: Usage) -> Result<()> {
+    let info = cert.info();
+    for (needed, present, name) in [
+        (usage.server(), info.server_auth, "serverAuth"),
+        (usage.client(), info.client_auth, "clientAuth"),
+    ] {
+        if needed && !present {
+            return Err(Error::invalid(
+                path,
+                format!("lacks extended key usage {name}"),
+            ));
+        }
+    }
     Ok(())
 }
 

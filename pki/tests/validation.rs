@@ -132,3 +132,23 @@ fn too_open_key_modes_are_reported() {
     );
     assert_eq!(out.matches("WARNING").count(), 1, "{out}");
 }
+
+#[test]
+fn leaf_without_its_extended_key_usage() {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    // A client certificate in the place of the etcd server certificate (right CA, no serverAuth).
+    copy(
+        &c.path("etcd/healthcheck-client.crt"),
+        &c.path("etcd/server.crt"),
+    );
+    copy(
+        &c.path("etcd/healthcheck-client.key"),
+        &c.path("etcd/server.key"),
+    );
+    let err = fails(&c.init(&[]));
+    assert!(
+        err.contains("etcd/server.crt") && err.contains("lacks extended key usage serverAuth"),
+        "{err}"
+    );
+}
