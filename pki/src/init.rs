@@ -299,6 +299,9 @@ fn ensure_kubeconfig(
     if let Some(text) = store::read_secret_optional(&path)? {
         let parsed = kubeconfig::parse(&text, &path)?;
         validate_kubeconfig(&parsed, &path, ca, &ca_path)?;
+        if let Some(cert) = &parsed.client_cert {
+            warn_if_expired(cert, &path, report);
+        }
         if parsed.server != spec.server_url() {
             report.actions.push(Action::Warning(format!(
                 "{} points at {} (expected {})",

@@ -179,17 +179,19 @@ mod tests {
 
     #[test]
     fn first_service_ips() {
-        let ips = service_ips("10.96.0.0/12,fd00:10:96::/108").ok();
+        let v6 = IpAddr::from(Ipv6Addr::new(0xfd00, 0x10, 0x96, 0, 0, 0, 0, 1));
         assert_eq!(
-            ips,
-            Some(vec![
-                "10.96.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0])),
-                "fd00:10:96::1"
-                    .parse()
-                    .unwrap_or(IpAddr::from([0, 0, 0, 0]))
-            ])
+            service_ips("10.96.0.0/12,fd00:10:96::/108").ok(),
+            Some(vec![IpAddr::from([10, 96, 0, 1]), v6])
+        );
+        // Host bits in the CIDR are ignored, as kubeadm does.
+        assert_eq!(
+            service_ips(" 10.100.7.9/16 ").ok(),
+            Some(vec![IpAddr::from([10, 100, 0, 1])])
         );
         assert!(service_ips("10.96.0.0").is_err());
+        assert!(service_ips("10.96.0.0/31").is_err());
+        assert!(service_ips("").is_err());
     }
 
     #[test]
