@@ -49,6 +49,8 @@ pub struct ClusterConfig {
     pub certificate_validity: Option<Duration>,
     /// `caCertificateValidityPeriod` (v1beta4).
     pub ca_certificate_validity: Option<Duration>,
+    /// Fields that were present but ignored, for the operator's attention.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -156,6 +158,24 @@ pub fn parse(text: &str, path: &Path) -> Result<ClusterConfig> {
 fn convert(raw: Raw, api_version: String) -> Result<ClusterConfig> {
     let v4 = api_version == V1BETA4;
     let local = raw.etcd.local.unwrap_or_default();
+    let mut warnings = Vec::new();
+    // These three fields exist only from v1beta4 on; a v1beta3 document carrying them gets
+    // them ignored, with a warning rather than silently.
+    let mut only_v4 = |name: &str, value: Option<String>| -> Option<String> {
+        if v4 || value.is_none() {
+            return value;
+        }
+        warnings.push(format!(
+            "{name} is a {V1BETA4} field; ignored in {api_version}"
+        ));
+        None
+    };
+    let alg = only_v4("encryptionAlgorithm", raw.encryption_algorithm);
+    let validity = only_v4("certificateValidityPeriod", raw.certificate_validity_period);
+    let ca_validity = only_v4(
+        "caCertificateValidityPeriod",
+        raw.ca_certificate_validity_period,
+    );
     let dur = |s: Option<String>| s.map(|s| parse_duration(&s)).transpose();
     Ok(ClusterConfig {
         certificates_dir: raw
@@ -168,23 +188,10 @@ fn convert(raw: Raw, api_version: String) -> Result<ClusterConfig> {
         apiserver_cert_sans: raw.api_server.cert_sans,
         etcd_server_cert_sans: local.server_cert_sans,
         etcd_peer_cert_sans: local.peer_cert_sans,
-        // These three fields exist only from v1beta4 on; in a v1beta3 document they are unknown
-        // fields and ignored like any other.
-        encryption_algorithm: if v4 {
-            raw.encryption_algorithm.map(|s| s.parse()).transpose()?
-        } else {
-            None
-        },
-        certificate_validity: if v4 {
-            dur(raw.certificate_validity_period)?
-        } else {
-            None
-        },
-        ca_certificate_validity: if v4 {
-            dur(raw.ca_certificate_validity_period)?
-        } else {
-            None
-        },
+        encryption_algorithm: alg.map(|s| s.parse()).transpose()?,
+        certificate_validity: dur(validity)?,
+        ca_certificate_validity: dur(ca_validity)?,
+        warnings,
         api_version,
     })
 }

@@ -213,6 +213,9 @@ fn run_init(a: InitArgs) -> Result<ExitCode> {
         .map(pki::kubeadm_config::load)
         .transpose()?
         .unwrap_or_default();
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
+    }
     let node_name = a
         .node_name
         .or_else(spec::default_node_name)

@@ -68,7 +68,13 @@ cgroupDriver: systemd
     ] {
         args.push(a.into());
     }
-    ok(&run(&args));
+    let out = run(&args);
+    ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("encryptionAlgorithm is a kubeadm.k8s.io/v1beta4 field; ignored"),
+        "{stderr}"
+    );
     let pki = c.root().join("custom-pki");
     let api = view(&pki.join("apiserver.crt"));
     assert!(
