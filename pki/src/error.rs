@@ -44,6 +44,16 @@ pub enum Error {
         /// The CA certificate that lacks its key.
         ca: PathBuf,
     },
+    /// A signing operation needs a CA key that is absent (external CA mode).
+    #[error(
+        "{key}: missing: CA {ca} is externally managed, certificates it signs cannot be issued or renewed here"
+    )]
+    CaKeyMissing {
+        /// The CA certificate.
+        ca: PathBuf,
+        /// Where its key would be.
+        key: PathBuf,
+    },
     /// A configuration value (flag or kubeadm config field) is not acceptable.
     #[error("invalid configuration: {0}")]
     Config(String),

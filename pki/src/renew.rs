@@ -108,7 +108,14 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
                 ));
                 continue;
             }
-            let ca = signing_ca(layout, leaf.ca)?;
+            let ca = match signing_ca(layout, leaf.ca) {
+                Ok(ca) => ca,
+                Err(e @ Error::CaKeyMissing { .. }) if all => {
+                    report.skipped.push((name.to_owned(), e.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let key = PrivateKey::generate(same_algorithm(&cert))?;
             let new = issue::issue_for_key(
                 &CertSpec::from_existing(cert.info(), opts.validity),
@@ -147,7 +154,14 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
                 ));
                 continue;
             }
-            let ca = signing_ca(layout, CaId::Ca)?;
+            let ca = match signing_ca(layout, CaId::Ca) {
+                Ok(ca) => ca,
+                Err(e @ Error::CaKeyMissing { .. }) if all => {
+                    report.skipped.push((name.to_owned(), e.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let key = PrivateKey::generate(same_algorithm(&cert))?;
             let spec = CertSpec::from_existing(cert.info(), opts.validity);
             let new = issue::issue_for_key(&spec, &key, &ca)?;
@@ -179,10 +193,10 @@ pub fn signing_ca(layout: &Layout, id: CaId) -> Result<Ca> {
     let ca = layout::load_ca(layout, p)?
         .ok_or_else(|| Error::invalid(&crt, "CA certificate missing"))?;
     if ca.is_external() {
-        return Err(Error::invalid(
-            layout.key(p.base),
-            "missing: the CA is externally managed, certificates it signs cannot be renewed here",
-        ));
+        return Err(Error::CaKeyMissing {
+            ca: crt,
+            key: layout.key(p.base),
+        });
     }
     Ok(ca)
 }

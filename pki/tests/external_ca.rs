@@ -79,12 +79,26 @@ fn existing_leaves_are_checked_against_the_external_ca() {
         .find(|l| l.starts_with("etcd-server "))
         .unwrap();
     assert!(etcd.trim_end().ends_with("no"), "{etcd}");
-    // Renewal needs the key.
+    // Renewal needs the key: a named certificate is an error, `all` renews what it can.
     let err = fails(&c.cmd(&["renew", "apiserver"]));
     assert!(
         err.contains("ca.key") && err.contains("externally managed"),
         "{err}"
     );
+    let etcd_before = std::fs::read(c.path("etcd/server.crt")).unwrap();
+    let api_before = std::fs::read(c.path("apiserver.crt")).unwrap();
+    let out = ok(&c.cmd(&["renew", "all"]));
+    assert!(
+        out.contains("skipped apiserver:") && out.contains("externally managed"),
+        "{out}"
+    );
+    assert!(out.contains("skipped admin.conf:"), "{out}");
+    assert!(out.contains("renewed etcd-server"), "{out}");
+    assert_ne!(
+        std::fs::read(c.path("etcd/server.crt")).unwrap(),
+        etcd_before
+    );
+    assert_eq!(std::fs::read(c.path("apiserver.crt")).unwrap(), api_before);
     // A leaf that does not chain to the external CA is refused.
     let other = Cluster::new();
     ok(&other.init(&[]));
