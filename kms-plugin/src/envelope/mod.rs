@@ -120,3 +120,6 @@ impl Envelope {
         Ok(format::open(&kek, key_id.as_str(), parsed.wrapped_kek, ciphertext)?)
     }
 }
+
+#[cfg(test)]
+mod tests;

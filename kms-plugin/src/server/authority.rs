@@ -8,6 +8,7 @@
 //! re-encodes the block without touching h2's dynamic table (literals without indexing). Every
 //! other frame passes through byte for byte, streamed rather than buffered.
 
+use super::hpack::{HpackDecoder, static_index};
 use bytes::{Buf, BufMut, BytesMut};
 use http::uri::Authority;
 use std::io;
@@ -61,8 +62,7 @@ pub struct AuthorityNormalizer<S> {
     raw: BytesMut,
     out: BytesMut,
     pending: Option<PendingBlock>,
-    decoder: loona_hpack::Decoder<'static>,
-    scratch: Box<[u8; READ_CHUNK]>,
+    decoder: HpackDecoder,
     eof: bool,
     rewritten: u64,
 }
@@ -70,8 +70,7 @@ pub struct AuthorityNormalizer<S> {
 impl<S> AuthorityNormalizer<S> {
     /// Wraps a freshly accepted connection.
     pub fn new(inner: S) -> Self {
-        let mut decoder = loona_hpack::Decoder::new();
-        decoder.set_max_allowed_table_size(CLIENT_TABLE_SIZE);
+        let decoder = HpackDecoder::new(CLIENT_TABLE_SIZE);
         Self {
             inner,
             position: Position::Preface(PREFACE.len()),
@@ -79,7 +78,6 @@ impl<S> AuthorityNormalizer<S> {
             out: BytesMut::with_capacity(READ_CHUNK),
             pending: None,
             decoder,
-            scratch: Box::new([0u8; READ_CHUNK]),
             eof: false,
             rewritten: 0,
         }
@@ -213,14 +211,14 @@ impl<S> AuthorityNormalizer<S> {
         let mut encoded = Vec::with_capacity(block.fragment.len() + 64);
         let mut rewritten = false;
         self.decoder
-            .decode_with_cb(&block.fragment, |name, value| {
-                let value: &[u8] = if name.as_ref() == b":authority" && Authority::try_from(value.as_ref()).is_err() {
+            .decode(&block.fragment, |name, value| {
+                let value = if name == b":authority" && Authority::try_from(value).is_err() {
                     rewritten = true;
                     REPLACEMENT_AUTHORITY
                 } else {
-                    value.as_ref()
+                    value
                 };
-                encode_literal(&mut encoded, &name, value);
+                encode_literal(&mut encoded, name, value);
             })
             .map_err(|error| protocol_error(&format!("HPACK decoding failed: {error}")))?;
         if rewritten {
@@ -284,13 +282,25 @@ fn encode_integer(out: &mut Vec<u8>, first: u8, prefix_bits: u32, mut value: usi
     out.push(value as u8);
 }
 
-/// "Literal header field without indexing — new name", strings not Huffman-coded.
+/// Encodes one header without touching the dynamic table: fully indexed when the static table
+/// holds the exact pair, otherwise a literal without indexing (with an indexed name when the
+/// static table has the name). Strings are not Huffman-coded.
 fn encode_literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.push(0x00);
-    encode_integer(out, 0x00, 7, name.len());
-    out.extend_from_slice(name);
-    encode_integer(out, 0x00, 7, value.len());
-    out.extend_from_slice(value);
+    match static_index(name, value) {
+        (Some(index), true) => encode_integer(out, 0x80, 7, index),
+        (Some(index), false) => {
+            encode_integer(out, 0x00, 4, index);
+            encode_integer(out, 0x00, 7, value.len());
+            out.extend_from_slice(value);
+        }
+        (None, _) => {
+            out.push(0x00);
+            encode_integer(out, 0x00, 7, name.len());
+            out.extend_from_slice(name);
+            encode_integer(out, 0x00, 7, value.len());
+            out.extend_from_slice(value);
+        }
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for AuthorityNormalizer<S> {
@@ -306,9 +316,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityNormalizer<S> {
             if this.eof {
                 return Poll::Ready(Ok(()));
             }
-            let mut chunk = ReadBuf::new(&mut this.scratch[..]);
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut chunk))?;
-            if chunk.filled().is_empty() {
+            this.raw.reserve(READ_CHUNK);
+            let read = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.raw))?;
+            if read == 0 {
                 this.eof = true;
                 // A connection cut mid-frame: hand h2 whatever arrived so it sees the truncation.
                 if let Some(block) = this.pending.take() {
@@ -318,7 +328,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityNormalizer<S> {
                 this.out.put(leftover);
                 continue;
             }
-            this.raw.extend_from_slice(chunk.filled());
             this.process()?;
         }
     }

@@ -1,6 +1,7 @@
 //! The gRPC server: socket handling, `:authority` tolerance, graceful shutdown.
 
 pub mod authority;
+mod hpack;
 pub mod listener;
 mod service;
 

@@ -1,0 +1,251 @@
+//! Load generator: the plugin against a bare gRPC service over the same kind of Unix socket.
+//!
+//! Both servers run as separate processes (the floor is this binary re-executed with
+//! `KMS_BENCH_FLOOR_SOCKET` set) and are driven by the same client code at several concurrency
+//! levels. The floor answers Encrypt and Decrypt with messages of the plugin's sizes but does no
+//! cryptography, no `:authority` normalisation and no logging: it is what the transport costs.
+//!
+//! Run: `cargo bench -p kms-plugin --bench load` (add `-- --quick` for a short run).
+
+use kms_config::SocketAddress;
+use kms_proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
+use kms_proto::kms_v2::key_management_service_server::{KeyManagementService, KeyManagementServiceServer};
+use kms_proto::kms_v2::{DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+const FLOOR_ENV: &str = "KMS_BENCH_FLOOR_SOCKET";
+
+/// The transport floor: same contract, same message sizes, no work.
+struct Floor;
+
+#[tonic::async_trait]
+impl KeyManagementService for Floor {
+    async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        Ok(Response::new(StatusResponse { version: "v2".into(), healthz: "ok".into(), key_id: "floor".into() }))
+    }
+
+    async fn decrypt(&self, request: Request<DecryptRequest>) -> Result<Response<DecryptResponse>, Status> {
+        let request = request.into_inner();
+        let plaintext = request.ciphertext[..request.ciphertext.len().saturating_sub(28)].to_vec();
+        Ok(Response::new(DecryptResponse { plaintext }))
+    }
+
+    async fn encrypt(&self, request: Request<EncryptRequest>) -> Result<Response<EncryptResponse>, Status> {
+        let request = request.into_inner();
+        let mut ciphertext = vec![0u8; 12];
+        ciphertext.extend_from_slice(&request.plaintext);
+        ciphertext.extend_from_slice(&[0u8; 16]);
+        Ok(Response::new(EncryptResponse {
+            ciphertext,
+            key_id: "local:v1:000000000000000000000000".into(),
+            annotations: HashMap::from([
+                ("kek.kms-plugin.dev".to_owned(), vec![0u8; 60]),
+                ("format.kms-plugin.dev".to_owned(), b"1".to_vec()),
+            ]),
+        }))
+    }
+}
+
+fn serve_floor(socket: &str) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let _ = std::fs::remove_file(socket);
+        let listener = tokio::net::UnixListener::bind(socket).expect("bind floor");
+        let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+        let server = tonic::transport::Server::builder().add_service(KeyManagementServiceServer::new(Floor));
+        if std::env::var_os("KMS_BENCH_FLOOR_NORMALIZE").is_some() {
+            use tokio_stream::StreamExt;
+            let incoming = incoming.map(|c| c.map(kms_plugin::server::authority::AuthorityNormalizer::new));
+            server.serve_with_incoming(incoming).await.expect("floor server");
+        } else {
+            server.serve_with_incoming(incoming).await.expect("floor server");
+        }
+    });
+}
+
+struct Server {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(socket: &Path) {
+    for _ in 0..400 {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{} never accepted connections", socket.display());
+}
+
+fn start_plugin(dir: &Path) -> Server {
+    let socket = dir.join("plugin.sock");
+    let child = Command::new(env!("CARGO_BIN_EXE_kms-plugin"))
+        .args(["serve", "--socket"])
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(std::env::var("KMS_BENCH_PLUGIN_ARGS").unwrap_or_default().split_whitespace())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn plugin");
+    wait_for(&socket);
+    Server { child, socket }
+}
+
+fn start_floor(dir: &Path) -> Server {
+    let socket = dir.join("floor.sock");
+    let child = Command::new(std::env::current_exe().expect("current exe"))
+        .env(FLOOR_ENV, &socket)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn floor");
+    wait_for(&socket);
+    Server { child, socket }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Encrypt,
+    Decrypt,
+}
+
+struct Measured {
+    requests: usize,
+    throughput: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn clients(socket: &Path, connections: usize) -> Vec<KeyManagementServiceClient<Channel>> {
+    let mut out = Vec::new();
+    for _ in 0..connections {
+        let address = SocketAddress::Path(socket.to_owned());
+        out.push(kms_plugin::client::connect(&address, Duration::from_secs(10)).await.expect("connect"));
+    }
+    out
+}
+
+async fn drive(socket: &Path, method: Method, concurrency: usize, duration: Duration) -> Measured {
+    let mut pool = clients(socket, concurrency.min(4)).await;
+    let sealed = pool[0]
+        .encrypt(EncryptRequest { plaintext: vec![7u8; 32], uid: "bench".into() })
+        .await
+        .expect("encrypt")
+        .into_inner();
+    let decrypt = DecryptRequest {
+        ciphertext: sealed.ciphertext,
+        uid: "bench".into(),
+        key_id: sealed.key_id,
+        annotations: sealed.annotations,
+    };
+    // Warm up, then measure.
+    for client in &mut pool {
+        for _ in 0..50 {
+            let _ = client.decrypt(decrypt.clone()).await;
+        }
+    }
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for worker in 0..concurrency {
+        let mut client = pool[worker % pool.len()].clone();
+        let decrypt = decrypt.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(50_000);
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                match method {
+                    Method::Encrypt => {
+                        let request = EncryptRequest { plaintext: vec![7u8; 32], uid: "0b7c5d5e-3f55-4b8e-9a66-8c4f2a1d9e01".into() };
+                        client.encrypt(request).await.expect("encrypt");
+                    }
+                    Method::Decrypt => {
+                        client.decrypt(decrypt.clone()).await.expect("decrypt");
+                    }
+                }
+                latencies.push(started.elapsed());
+            }
+            latencies
+        }));
+    }
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("worker"));
+    }
+    let elapsed = started.elapsed().max(duration);
+    latencies.sort();
+    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Measured { requests: latencies.len(), throughput: latencies.len() as f64 / elapsed.as_secs_f64(), p50: pick(0.50), p99: pick(0.99) }
+}
+
+/// CPU time (user + system) a process has used so far, from /proc.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_name = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn main() {
+    if let Ok(socket) = std::env::var(FLOOR_ENV) {
+        serve_floor(&socket);
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
+    let duration = if quick { Duration::from_millis(700) } else { Duration::from_secs(3) };
+    let temp = tempfile::tempdir().expect("tempdir");
+    let plugin = start_plugin(temp.path());
+    let floor = start_floor(temp.path());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    println!("kms-plugin load: {} s per cell, client and servers on this machine ({} cores)", duration.as_secs_f64(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "{:<8} {:>5} | {:>10} {:>8} {:>8} {:>9} | {:>10} {:>8} {:>8} {:>9} | {:>10}",
+        "method", "conc", "plugin/s", "p50 µs", "p99 µs", "cpu µs/op", "floor/s", "p50 µs", "p99 µs", "cpu µs/op", "floor/plugin"
+    );
+    let mut worst: f64 = 0.0;
+    for method in [Method::Encrypt, Method::Decrypt] {
+        for concurrency in [1usize, 4, 16, 64] {
+            let (p, f, p_cpu, f_cpu) = runtime.block_on(async {
+                let before = cpu_time(plugin.child.id());
+                let p = drive(&plugin.socket, method, concurrency, duration).await;
+                let p_cpu = (cpu_time(plugin.child.id()) - before).as_secs_f64() * 1e6 / p.requests as f64;
+                let before = cpu_time(floor.child.id());
+                let f = drive(&floor.socket, method, concurrency, duration).await;
+                let f_cpu = (cpu_time(floor.child.id()) - before).as_secs_f64() * 1e6 / f.requests as f64;
+                (p, f, p_cpu, f_cpu)
+            });
+            let ratio = f.throughput / p.throughput;
+            worst = worst.max(ratio);
+            println!(
+                "{:<8} {:>5} | {:>10.0} {:>8} {:>8} {:>9.1} | {:>10.0} {:>8} {:>8} {:>9.1} | {:>9.2}x",
+                if method == Method::Encrypt { "Encrypt" } else { "Decrypt" },
+                concurrency,
+                p.throughput,
+                p.p50.as_micros(),
+                p.p99.as_micros(),
+                p_cpu,
+                f.throughput,
+                f.p50.as_micros(),
+                f.p99.as_micros(),
+                f_cpu,
+                ratio
+            );
+        }
+    }
+    println!("worst throughput ratio floor/plugin: {worst:.2}x (target ≤ 1.25x)");
+}
