@@ -28,7 +28,9 @@ fn free_port() -> u16 {
 }
 
 fn signal(pid: u32, name: &str) {
-    let ok = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status();
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status();
     assert!(ok.is_ok_and(|s| s.success()), "kill -{name} {pid} failed");
 }
 
@@ -41,7 +43,11 @@ struct Moto {
 
 impl Moto {
     fn start(dir: &Path) -> Self {
-        let found = Command::new("moto_server").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let found = Command::new("moto_server")
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         assert!(
             found.is_ok_and(|s| s.success()),
             "moto_server is not installed: run `bash .ci/provision-moto.sh` (pip install 'moto[server]') before these tests"
@@ -58,7 +64,10 @@ impl Moto {
         let moto = Self { child, port, log };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         moto
@@ -70,7 +79,11 @@ impl Moto {
 
     /// KMS requests moto has answered so far (every KMS call is one `POST /`).
     fn requests(&self) -> usize {
-        fs::read_to_string(&self.log).unwrap_or_default().lines().filter(|l| l.contains("\"POST / HTTP/1.1\"")).count()
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"POST / HTTP/1.1\""))
+            .count()
     }
 
     async fn sdk(&self) -> aws_sdk_kms::Client {
@@ -93,8 +106,16 @@ impl Drop for Moto {
 }
 
 async fn create_key(kms: &aws_sdk_kms::Client) -> String {
-    let out = kms.create_key().description("kms-plugin test").send().await.expect("CreateKey");
-    out.key_metadata().and_then(|m| m.arn()).expect("key ARN").to_owned()
+    let out = kms
+        .create_key()
+        .description("kms-plugin test")
+        .send()
+        .await
+        .expect("CreateKey");
+    out.key_metadata()
+        .and_then(|m| m.arn())
+        .expect("key ARN")
+        .to_owned()
 }
 
 /// A test's world: temp dir, moto, a key behind [`ALIAS`].
@@ -111,8 +132,18 @@ impl World {
         let moto = Moto::start(dir.path());
         let kms = moto.sdk().await;
         let first_key = create_key(&kms).await;
-        kms.create_alias().alias_name(ALIAS).target_key_id(&first_key).send().await.expect("CreateAlias");
-        Self { dir, moto, kms, first_key }
+        kms.create_alias()
+            .alias_name(ALIAS)
+            .target_key_id(&first_key)
+            .send()
+            .await
+            .expect("CreateAlias");
+        Self {
+            dir,
+            moto,
+            kms,
+            first_key,
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -154,7 +185,12 @@ fn plugin_command(dir: &Path, config: &Path) -> Command {
     command
         .args(["serve", "--config"])
         .arg(config)
-        .args(["--log-format", "json", "--log-level", &format!("{REMOTE_TARGET}=debug,warn")])
+        .args([
+            "--log-format",
+            "json",
+            "--log-level",
+            &format!("{REMOTE_TARGET}=debug,warn"),
+        ])
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -174,8 +210,16 @@ impl Plugin {
             .stderr(fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("spawn kms-plugin");
-        let name = config.file_stem().expect("stem").to_string_lossy().into_owned();
-        Self { child, log, socket: dir.join(format!("{name}.sock")) }
+        let name = config
+            .file_stem()
+            .expect("stem")
+            .to_string_lossy()
+            .into_owned();
+        Self {
+            child,
+            log,
+            socket: dir.join(format!("{name}.sock")),
+        }
     }
 
     async fn client(&mut self) -> Client {
@@ -185,12 +229,19 @@ impl Plugin {
                 panic!("kms-plugin exited with {status}:\n{}", self.logs());
             }
             if self.socket.exists()
-                && let Ok(client) =
-                    kms_plugin::client::connect(&SocketAddress::Path(self.socket.clone()), Duration::from_secs(5)).await
+                && let Ok(client) = kms_plugin::client::connect(
+                    &SocketAddress::Path(self.socket.clone()),
+                    Duration::from_secs(5),
+                )
+                .await
             {
                 return client;
             }
-            assert!(Instant::now() < deadline, "kms-plugin did not listen in time:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "kms-plugin did not listen in time:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -203,7 +254,10 @@ impl Plugin {
         signal(self.child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.child.try_wait().expect("try_wait").is_none() {
-            assert!(Instant::now() < deadline, "kms-plugin did not stop on SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "kms-plugin did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -217,25 +271,40 @@ impl Drop for Plugin {
 }
 
 async fn status(client: &mut Client) -> (String, String) {
-    let status = client.status(StatusRequest {}).await.expect("Status").into_inner();
+    let status = client
+        .status(StatusRequest {})
+        .await
+        .expect("Status")
+        .into_inner();
     (status.healthz, status.key_id)
 }
 
-async fn wait_status(client: &mut Client, what: &str, timeout: Duration, ok: impl Fn(&str, &str) -> bool) -> String {
+async fn wait_status(
+    client: &mut Client,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&str, &str) -> bool,
+) -> String {
     let deadline = Instant::now() + timeout;
     loop {
         let (healthz, key_id) = status(client).await;
         if ok(&healthz, &key_id) {
             return key_id;
         }
-        assert!(Instant::now() < deadline, "{what}: still healthz={healthz:?} key_id={key_id:?} after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still healthz={healthz:?} key_id={key_id:?} after {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn encrypt(client: &mut Client, plaintext: &[u8]) -> EncryptResponse {
     client
-        .encrypt(EncryptRequest { plaintext: plaintext.to_vec(), uid: "test".into() })
+        .encrypt(EncryptRequest {
+            plaintext: plaintext.to_vec(),
+            uid: "test".into(),
+        })
         .await
         .expect("Encrypt")
         .into_inner()
@@ -254,7 +323,12 @@ async fn decrypt(client: &mut Client, sealed: &EncryptResponse) -> Result<Vec<u8
 }
 
 /// Runs `count` calls of `call` over `workers` concurrent clients, returning the results in order.
-async fn many<T: Send + 'static, F, Fut>(client: &Client, count: usize, workers: usize, call: F) -> Vec<T>
+async fn many<T: Send + 'static, F, Fut>(
+    client: &Client,
+    count: usize,
+    workers: usize,
+    call: F,
+) -> Vec<T>
 where
     F: Fn(Client, usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = T> + Send,
@@ -285,51 +359,105 @@ async fn serve_round_trip_tamper_restart_alias_rotation() {
 
     let mut plugin = world.plugin(&config, "serve-1.log");
     let mut client = plugin.client().await;
-    let first = wait_status(&mut client, "first probe", Duration::from_secs(10), |h, _| h == "ok").await;
-    assert_eq!(first, world.first_key, "Status reports the ARN the alias resolves to");
+    let first = wait_status(
+        &mut client,
+        "first probe",
+        Duration::from_secs(10),
+        |h, _| h == "ok",
+    )
+    .await;
+    assert_eq!(
+        first, world.first_key,
+        "Status reports the ARN the alias resolves to"
+    );
 
     let sealed = encrypt(&mut client, b"seed before restart").await;
     assert_eq!(sealed.key_id, first);
-    assert_eq!(decrypt(&mut client, &sealed).await.expect("decrypt"), b"seed before restart");
+    assert_eq!(
+        decrypt(&mut client, &sealed).await.expect("decrypt"),
+        b"seed before restart"
+    );
 
     let mut tampered = sealed.clone();
     tampered.ciphertext[20] ^= 1;
-    let error = decrypt(&mut client, &tampered).await.err().expect("tampered ciphertext");
+    let error = decrypt(&mut client, &tampered)
+        .await
+        .expect_err("tampered ciphertext");
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
     let mut bad_kek = sealed.clone();
-    let wrapped = bad_kek.annotations.get_mut(WRAPPED_KEK_ANNOTATION).expect("kek annotation");
+    let wrapped = bad_kek
+        .annotations
+        .get_mut(WRAPPED_KEK_ANNOTATION)
+        .expect("kek annotation");
     let middle = wrapped.len() / 2;
     wrapped[middle] ^= 1;
     let before = world.moto.requests();
-    let error = decrypt(&mut client, &bad_kek).await.err().expect("tampered wrapped KEK");
-    assert_eq!(error.code(), tonic::Code::InvalidArgument, "KMS InvalidCiphertext is an integrity failure: {error:?}");
-    assert_eq!(world.moto.requests(), before + 1, "one Decrypt reached KMS, not retried");
+    let error = decrypt(&mut client, &bad_kek)
+        .await
+        .expect_err("tampered wrapped KEK");
+    assert_eq!(
+        error.code(),
+        tonic::Code::InvalidArgument,
+        "KMS InvalidCiphertext is an integrity failure: {error:?}"
+    );
+    assert_eq!(
+        world.moto.requests(),
+        before + 1,
+        "one Decrypt reached KMS, not retried"
+    );
     plugin.stop();
 
     // Restart: what was sealed before decrypts after.
     let mut plugin = world.plugin(&config, "serve-2.log");
     let mut client = plugin.client().await;
-    assert_eq!(decrypt(&mut client, &sealed).await.expect("after restart"), b"seed before restart");
+    assert_eq!(
+        decrypt(&mut client, &sealed).await.expect("after restart"),
+        b"seed before restart"
+    );
 
     // Re-pointing the alias is a rotation; SIGHUP re-resolves it at once.
     let second_key = create_key(&world.kms).await;
-    world.kms.update_alias().alias_name(ALIAS).target_key_id(&second_key).send().await.expect("UpdateAlias");
+    world
+        .kms
+        .update_alias()
+        .alias_name(ALIAS)
+        .target_key_id(&second_key)
+        .send()
+        .await
+        .expect("UpdateAlias");
     signal(plugin.child.id(), "HUP");
-    let rotated = wait_status(&mut client, "rotation", Duration::from_secs(5), |h, k| h == "ok" && k != first).await;
+    let rotated = wait_status(&mut client, "rotation", Duration::from_secs(5), |h, k| {
+        h == "ok" && k != first
+    })
+    .await;
     assert_eq!(rotated, second_key);
     let fresh = encrypt(&mut client, b"seed after rotation").await;
-    assert_eq!(fresh.key_id, rotated, "Encrypt answers with the key id Status reports");
-    assert_eq!(decrypt(&mut client, &sealed).await.expect("old data"), b"seed before restart");
-    assert_eq!(decrypt(&mut client, &fresh).await.expect("new data"), b"seed after rotation");
+    assert_eq!(
+        fresh.key_id, rotated,
+        "Encrypt answers with the key id Status reports"
+    );
+    assert_eq!(
+        decrypt(&mut client, &sealed).await.expect("old data"),
+        b"seed before restart"
+    );
+    assert_eq!(
+        decrypt(&mut client, &fresh).await.expect("new data"),
+        b"seed after rotation"
+    );
     plugin.stop();
 
     // A plugin with another encryption context cannot unwrap this cluster's keys.
     let other = world.path("other.yaml");
-    let text = fs::read_to_string(&config).expect("config").replace("test-cluster", "other-cluster").replace("serve.sock", "other.sock");
+    let text = fs::read_to_string(&config)
+        .expect("config")
+        .replace("test-cluster", "other-cluster")
+        .replace("serve.sock", "other.sock");
     fs::write(&other, text).expect("other config");
     let mut plugin = world.plugin(&other, "other.log");
     let mut client = plugin.client().await;
-    let error = decrypt(&mut client, &sealed).await.err().expect("wrong encryption context");
+    let error = decrypt(&mut client, &sealed)
+        .await
+        .expect_err("wrong encryption context");
     assert_eq!(error.code(), tonic::Code::InvalidArgument, "{error:?}");
     plugin.stop();
 }
@@ -342,17 +470,35 @@ async fn serve_remote_call_economy() {
 
     let mut plugin = world.plugin(&config, "economy-1.log");
     let client = plugin.client().await;
-    wait_status(&mut client.clone(), "first probe", Duration::from_secs(10), |h, _| h == "ok").await;
+    wait_status(
+        &mut client.clone(),
+        "first probe",
+        Duration::from_secs(10),
+        |h, _| h == "ok",
+    )
+    .await;
     let before = world.moto.requests();
-    let sealed = many(&client, N, 8, |mut c, i| async move { encrypt(&mut c, format!("seed {i}").as_bytes()).await }).await;
+    let sealed = many(&client, N, 8, |mut c, i| async move {
+        encrypt(&mut c, format!("seed {i}").as_bytes()).await
+    })
+    .await;
     let encrypt_calls = world.moto.requests() - before;
-    assert!(encrypt_calls <= 1, "{N} Encrypts cost {encrypt_calls} KMS requests");
+    assert!(
+        encrypt_calls <= 1,
+        "{N} Encrypts cost {encrypt_calls} KMS requests"
+    );
     println!("{N} Encrypts: {encrypt_calls} KMS request(s) (moto's log)");
     plugin.stop();
 
     let mut plugin = world.plugin(&config, "economy-2.log");
     let client = plugin.client().await;
-    wait_status(&mut client.clone(), "first probe", Duration::from_secs(10), |h, _| h == "ok").await;
+    wait_status(
+        &mut client.clone(),
+        "first probe",
+        Duration::from_secs(10),
+        |h, _| h == "ok",
+    )
+    .await;
     let before = world.moto.requests();
     let sealed = std::sync::Arc::new(sealed);
     let shared = sealed.clone();
@@ -365,7 +511,10 @@ async fn serve_remote_call_economy() {
         assert_eq!(plaintext, format!("seed {i}").as_bytes());
     }
     let decrypt_calls = world.moto.requests() - before;
-    assert_eq!(decrypt_calls, 1, "{N} Decrypts after a restart cost {decrypt_calls} KMS requests");
+    assert_eq!(
+        decrypt_calls, 1,
+        "{N} Decrypts after a restart cost {decrypt_calls} KMS requests"
+    );
     println!("{N} Decrypts after restart: {decrypt_calls} KMS request(s) (moto's log)");
     plugin.stop();
 }
@@ -374,7 +523,11 @@ async fn serve_remote_call_economy() {
 async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
     let started = Instant::now();
     let value = call.await;
-    assert!(started.elapsed() < Duration::from_millis(3000), "{what} took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(3000),
+        "{what} took {:?}",
+        started.elapsed()
+    );
     value
 }
 
@@ -391,26 +544,56 @@ async fn serve_kms_outage_and_recovery() {
 
     let mut plugin = world.plugin(&config, "outage-2.log");
     let mut client = plugin.client().await;
-    wait_status(&mut client, "first probe", Duration::from_secs(10), |h, _| h == "ok").await;
+    wait_status(
+        &mut client,
+        "first probe",
+        Duration::from_secs(10),
+        |h, _| h == "ok",
+    )
+    .await;
     let cached = encrypt(&mut client, b"sealed before the outage").await;
 
     // KMS stops answering (the process is frozen: connections hang rather than fail fast).
     signal(world.moto.child.id(), "STOP");
     let opened = bounded("cached Decrypt", decrypt(&mut client, &cached)).await;
-    assert_eq!(opened.expect("cached KEK keeps decrypting"), b"sealed before the outage");
+    assert_eq!(
+        opened.expect("cached KEK keeps decrypting"),
+        b"sealed before the outage"
+    );
     let during = bounded("Encrypt", encrypt(&mut client, b"sealed during the outage")).await;
-    assert_eq!(during.key_id, cached.key_id, "the current local KEK keeps encrypting");
-    assert_eq!(bounded("Decrypt", decrypt(&mut client, &during)).await.expect("decrypt"), b"sealed during the outage");
-    let error = bounded("uncached Decrypt", decrypt(&mut client, &uncached)).await.err().expect("KMS is down");
+    assert_eq!(
+        during.key_id, cached.key_id,
+        "the current local KEK keeps encrypting"
+    );
+    assert_eq!(
+        bounded("Decrypt", decrypt(&mut client, &during))
+            .await
+            .expect("decrypt"),
+        b"sealed during the outage"
+    );
+    let error = bounded("uncached Decrypt", decrypt(&mut client, &uncached))
+        .await
+        .expect_err("KMS is down");
     assert_eq!(error.code(), tonic::Code::Unavailable, "{error:?}");
     let started = Instant::now();
-    wait_status(&mut client, "unhealthy", Duration::from_secs(5), |h, _| h != "ok").await;
+    wait_status(&mut client, "unhealthy", Duration::from_secs(5), |h, _| {
+        h != "ok"
+    })
+    .await;
     println!("unhealthy {:?} after the outage began", started.elapsed());
 
     // KMS comes back: health and uncached Decrypts recover by themselves.
     signal(world.moto.child.id(), "CONT");
-    wait_status(&mut client, "recovery", Duration::from_secs(10), |h, _| h == "ok").await;
-    assert_eq!(decrypt(&mut client, &uncached).await.expect("after recovery"), b"sealed by an earlier process");
+    wait_status(&mut client, "recovery", Duration::from_secs(10), |h, _| {
+        h == "ok"
+    })
+    .await;
+    assert_eq!(
+        decrypt(&mut client, &uncached)
+            .await
+            .expect("after recovery"),
+        b"sealed by an earlier process"
+    );
     plugin.stop();
 }
 
@@ -420,10 +603,20 @@ async fn startup_gives_up_clearly_when_kms_is_unreachable() {
     let closed = format!("http://127.0.0.1:{}", free_port());
     let config = world.config("down", "1s", "1h", &closed);
     let started = Instant::now();
-    let out = plugin_command(world.dir.path(), &config).stderr(Stdio::piped()).output().expect("run kms-plugin");
+    let out = plugin_command(world.dir.path(), &config)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run kms-plugin");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "startup must fail: {stderr}");
     assert!(stderr.contains("unreachable after"), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(10), "gave up after {:?} (startup_timeout 3s)", started.elapsed());
-    assert!(stderr.contains("retrying"), "retried before giving up: {stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "gave up after {:?} (startup_timeout 3s)",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("retrying"),
+        "retried before giving up: {stderr}"
+    );
 }

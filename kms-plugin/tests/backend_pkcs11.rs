@@ -10,7 +10,6 @@ use kms_config::SocketAddress;
 use kms_plugin::envelope::format::WRAPPED_KEK_ANNOTATION;
 use kms_proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
 use kms_proto::kms_v2::{DecryptRequest, EncryptRequest, EncryptResponse, StatusRequest};
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -62,11 +61,24 @@ impl Hsm {
         .expect("softhsm conf");
         fs::write(dir.path().join("pin"), format!("{PIN}\n")).expect("pin file");
         let out = Command::new("softhsm2-util")
-            .args(["--init-token", "--free", "--label", TOKEN_LABEL, "--pin", PIN, "--so-pin", SO_PIN])
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                TOKEN_LABEL,
+                "--pin",
+                PIN,
+                "--so-pin",
+                SO_PIN,
+            ])
             .env("SOFTHSM2_CONF", &conf)
             .output()
             .expect("softhsm2-util");
-        assert!(out.status.success(), "init-token failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init-token failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         Self { dir, conf, tokens }
     }
 
@@ -98,9 +110,16 @@ impl Hsm {
             .env("SOFTHSM2_CONF", &self.conf)
             .output()
             .expect("child test process");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(out.status.success(), "child `{mode}` failed:\n{text}");
-        assert!(text.contains("1 passed"), "child `{mode}` ran no test:\n{text}");
+        assert!(
+            text.contains("1 passed"),
+            "child `{mode}` ran no test:\n{text}"
+        );
         text
     }
 
@@ -116,7 +135,11 @@ impl Hsm {
             .output()
             .expect("kms-plugin");
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "kms-plugin {args:?} failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "kms-plugin {args:?} failed: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         text
     }
 }
@@ -135,15 +158,28 @@ impl Plugin {
         let child = Command::new(env!("CARGO_BIN_EXE_kms-plugin"))
             .args(["serve", "--config"])
             .arg(config)
-            .args(["--log-format", "json", "--log-level", &format!("{REMOTE_TARGET}=debug,warn")])
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                &format!("{REMOTE_TARGET}=debug,warn"),
+            ])
             .env("SOFTHSM2_CONF", &hsm.conf)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .expect("spawn kms-plugin");
-        let name = config.file_stem().expect("stem").to_string_lossy().into_owned();
-        Self { child, log, socket: hsm.path(&format!("{name}.sock")) }
+        let name = config
+            .file_stem()
+            .expect("stem")
+            .to_string_lossy()
+            .into_owned();
+        Self {
+            child,
+            log,
+            socket: hsm.path(&format!("{name}.sock")),
+        }
     }
 
     async fn client(&mut self) -> Client {
@@ -153,12 +189,19 @@ impl Plugin {
                 panic!("kms-plugin exited with {status}:\n{}", self.logs());
             }
             if self.socket.exists()
-                && let Ok(client) =
-                    kms_plugin::client::connect(&SocketAddress::Path(self.socket.clone()), Duration::from_secs(5)).await
+                && let Ok(client) = kms_plugin::client::connect(
+                    &SocketAddress::Path(self.socket.clone()),
+                    Duration::from_secs(5),
+                )
+                .await
             {
                 return client;
             }
-            assert!(Instant::now() < deadline, "kms-plugin did not listen in time:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "kms-plugin did not listen in time:\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -170,11 +213,16 @@ impl Plugin {
     /// Remote calls of `op` logged so far.
     fn remote_calls(&self, op: &str) -> usize {
         let needle = format!("\"op\":\"{op}\"");
-        self.logs().lines().filter(|l| l.contains(REMOTE_TARGET) && l.contains(&needle)).count()
+        self.logs()
+            .lines()
+            .filter(|l| l.contains(REMOTE_TARGET) && l.contains(&needle))
+            .count()
     }
 
     fn signal(&self, name: &str) {
-        let ok = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status();
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status();
         assert!(ok.is_ok_and(|s| s.success()), "kill -{name} failed");
     }
 
@@ -182,7 +230,10 @@ impl Plugin {
         self.signal("TERM");
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.child.try_wait().expect("try_wait").is_none() {
-            assert!(Instant::now() < deadline, "kms-plugin did not stop on SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "kms-plugin did not stop on SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -196,25 +247,40 @@ impl Drop for Plugin {
 }
 
 async fn status(client: &mut Client) -> (String, String) {
-    let status = client.status(StatusRequest {}).await.expect("Status").into_inner();
+    let status = client
+        .status(StatusRequest {})
+        .await
+        .expect("Status")
+        .into_inner();
     (status.healthz, status.key_id)
 }
 
-async fn wait_status(client: &mut Client, what: &str, timeout: Duration, ok: impl Fn(&str, &str) -> bool) -> String {
+async fn wait_status(
+    client: &mut Client,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&str, &str) -> bool,
+) -> String {
     let deadline = Instant::now() + timeout;
     loop {
         let (healthz, key_id) = status(client).await;
         if ok(&healthz, &key_id) {
             return key_id;
         }
-        assert!(Instant::now() < deadline, "{what}: still healthz={healthz:?} key_id={key_id:?} after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still healthz={healthz:?} key_id={key_id:?} after {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn encrypt(client: &mut Client, plaintext: &[u8]) -> EncryptResponse {
     client
-        .encrypt(EncryptRequest { plaintext: plaintext.to_vec(), uid: "test".into() })
+        .encrypt(EncryptRequest {
+            plaintext: plaintext.to_vec(),
+            uid: "test".into(),
+        })
         .await
         .expect("Encrypt")
         .into_inner()
@@ -233,7 +299,12 @@ async fn decrypt(client: &mut Client, sealed: &EncryptResponse) -> Result<Vec<u8
 }
 
 /// Runs `count` calls of `call` over `workers` concurrent clients, returning the results in order.
-async fn many<T: Send + 'static, F, Fut>(client: &Client, count: usize, workers: usize, call: F) -> Vec<T>
+async fn many<T: Send + 'static, F, Fut>(
+    client: &Client,
+    count: usize,
+    workers: usize,
+    call: F,
+) -> Vec<T>
 where
     F: Fn(Client, usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = T> + Send,
@@ -277,7 +348,9 @@ fn library_api() {
     runtime.block_on(async {
         match mode.as_str() {
             "init" => {
-                let outcome = kms_plugin::root_key::pkcs11::init_root_key(&pkcs11).await.expect("init");
+                let outcome = kms_plugin::root_key::pkcs11::init_root_key(&pkcs11)
+                    .await
+                    .expect("init");
                 println!("init: {}", outcome.key_id());
             }
             "library" => library_checks(&pkcs11).await,
@@ -291,13 +364,23 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
     use kms_plugin::root_key::{KeyId, RootKey, RootKeyError};
     use kms_plugin::secret::AesKey;
 
-    let missing = Pkcs11RootKey::open(config).await.err().expect("no key yet");
+    let Err(missing) = Pkcs11RootKey::open(config).await else {
+        panic!("opened a token without a root key")
+    };
     assert!(missing.to_string().contains("hsm init"), "{missing}");
 
     let created = init_root_key(config).await.expect("init");
-    let InitOutcome::Created(first) = created.clone() else { panic!("expected a new key: {created:?}") };
-    assert!(first.as_str().starts_with("pkcs11:root:0000000000000001"), "{first}");
-    assert_eq!(init_root_key(config).await.expect("init again"), InitOutcome::Existing(first.clone()));
+    let InitOutcome::Created(first) = created.clone() else {
+        panic!("expected a new key: {created:?}")
+    };
+    assert!(
+        first.as_str().starts_with("pkcs11:root:0000000000000001"),
+        "{first}"
+    );
+    assert_eq!(
+        init_root_key(config).await.expect("init again"),
+        InitOutcome::Existing(first.clone())
+    );
 
     let root = Pkcs11RootKey::open(config).await.expect("open");
     assert_eq!(root.primary_key_id(), first);
@@ -305,10 +388,18 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
     let wrapped = root.wrap(&kek).await.expect("wrap");
     assert_eq!(wrapped.key_id, first);
     assert_eq!(wrapped.ciphertext.len(), 60, "IV + key + tag");
-    assert!(!wrapped.ciphertext.windows(32).any(|w| w == kek.expose()), "wrapped form hides the key");
+    assert!(
+        !wrapped.ciphertext.windows(32).any(|w| w == kek.expose()),
+        "wrapped form hides the key"
+    );
     let again = root.wrap(&kek).await.expect("wrap again");
     assert_ne!(again.ciphertext, wrapped.ciphertext, "fresh IV per wrap");
-    assert!(root.unwrap(&first, &wrapped.ciphertext).await.expect("unwrap").ct_eq(&kek));
+    assert!(
+        root.unwrap(&first, &wrapped.ciphertext)
+            .await
+            .expect("unwrap")
+            .ct_eq(&kek)
+    );
 
     // Concurrent calls share the session pool (max_sessions = 4).
     let calls = (0..16).map(|_| root.unwrap(&first, &wrapped.ciphertext));
@@ -319,38 +410,71 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
     for position in [0, 12, 59] {
         let mut tampered = wrapped.ciphertext.clone();
         tampered[position] ^= 1;
-        let error = root.unwrap(&first, &tampered).await.err().expect("tampered");
-        assert!(matches!(error, RootKeyError::Integrity(_)), "byte {position}: {error:?}");
+        let error = root.unwrap(&first, &tampered).await.expect_err("tampered");
+        assert!(
+            matches!(error, RootKeyError::Integrity(_)),
+            "byte {position}: {error:?}"
+        );
     }
-    let short = root.unwrap(&first, &wrapped.ciphertext[..59]).await.err().expect("short");
+    let short = root
+        .unwrap(&first, &wrapped.ciphertext[..59])
+        .await
+        .expect_err("short");
     assert!(matches!(short, RootKeyError::Integrity(_)), "{short:?}");
     // The AAD binds the key id: the same bytes under another (unknown) version fail.
     let other = KeyId::new("pkcs11:root:00000000000000090000000000000000").expect("id");
-    let unknown = root.unwrap(&other, &wrapped.ciphertext).await.err().expect("unknown");
-    assert!(matches!(unknown, RootKeyError::UnknownKey(_)), "{unknown:?}");
+    let unknown = root
+        .unwrap(&other, &wrapped.ciphertext)
+        .await
+        .expect_err("unknown");
+    assert!(
+        matches!(unknown, RootKeyError::UnknownKey(_)),
+        "{unknown:?}"
+    );
     let foreign = KeyId::new("local:v1:abc").expect("id");
-    assert!(matches!(root.unwrap(&foreign, &wrapped.ciphertext).await, Err(RootKeyError::UnknownKey(_))));
+    assert!(matches!(
+        root.unwrap(&foreign, &wrapped.ciphertext).await,
+        Err(RootKeyError::UnknownKey(_))
+    ));
 
     // Rotation in another instance (as `kms-plugin rotate` would do) reaches this one by refresh.
     let other_process = Pkcs11RootKey::open(config).await.expect("second instance");
     let second = other_process.rotate().await.expect("rotate");
     assert_ne!(second, first);
-    assert!(second.as_str().starts_with("pkcs11:root:0000000000000002"), "{second}");
+    assert!(
+        second.as_str().starts_with("pkcs11:root:0000000000000002"),
+        "{second}"
+    );
     assert_eq!(root.primary_key_id(), first, "not yet refreshed");
     root.refresh().await.expect("refresh");
     assert_eq!(root.primary_key_id(), second);
     let rewrapped = root.wrap(&kek).await.expect("wrap under v2");
     assert_eq!(rewrapped.key_id, second);
-    assert!(root.unwrap(&first, &wrapped.ciphertext).await.expect("old version").ct_eq(&kek));
-    assert!(root.unwrap(&second, &rewrapped.ciphertext).await.expect("new version").ct_eq(&kek));
+    assert!(
+        root.unwrap(&first, &wrapped.ciphertext)
+            .await
+            .expect("old version")
+            .ct_eq(&kek)
+    );
+    assert!(
+        root.unwrap(&second, &rewrapped.ciphertext)
+            .await
+            .expect("new version")
+            .ct_eq(&kek)
+    );
     // Bytes wrapped under v2 do not open as v1 (the AAD names the version).
-    let swapped = root.unwrap(&first, &rewrapped.ciphertext).await.err().expect("wrong version");
+    let swapped = root
+        .unwrap(&first, &rewrapped.ciphertext)
+        .await
+        .expect_err("wrong version");
     assert!(matches!(swapped, RootKeyError::Integrity(_)), "{swapped:?}");
     println!("library checks passed");
 }
 
 /// Awaits every future (a tiny `join_all`, to avoid a dev-dependency).
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
     let mut out = Vec::new();
     let pinned: Vec<_> = futures.map(Box::pin).collect();
     for future in pinned {
@@ -370,40 +494,85 @@ async fn serve_round_trip_tamper_restart_rotate() {
 
     let mut plugin = Plugin::start(&hsm, &config, "serve-1.log");
     let mut client = plugin.client().await;
-    let first = wait_status(&mut client, "first probe", Duration::from_secs(10), |h, _| h == "ok").await;
+    let first = wait_status(
+        &mut client,
+        "first probe",
+        Duration::from_secs(10),
+        |h, _| h == "ok",
+    )
+    .await;
     assert!(first.starts_with("pkcs11:root:0000000000000001"), "{first}");
 
     let sealed = encrypt(&mut client, b"seed before restart").await;
     assert_eq!(sealed.key_id, first);
-    assert_eq!(decrypt(&mut client, &sealed).await.expect("decrypt"), b"seed before restart");
+    assert_eq!(
+        decrypt(&mut client, &sealed).await.expect("decrypt"),
+        b"seed before restart"
+    );
 
     let mut tampered = sealed.clone();
     tampered.ciphertext[20] ^= 1;
-    let error = decrypt(&mut client, &tampered).await.err().expect("tampered ciphertext");
+    let error = decrypt(&mut client, &tampered)
+        .await
+        .expect_err("tampered ciphertext");
     assert_eq!(error.code(), tonic::Code::InvalidArgument);
     let mut bad_kek = sealed.clone();
-    bad_kek.annotations.get_mut(WRAPPED_KEK_ANNOTATION).expect("kek annotation")[30] ^= 1;
+    bad_kek
+        .annotations
+        .get_mut(WRAPPED_KEK_ANNOTATION)
+        .expect("kek annotation")[30] ^= 1;
     let before = plugin.remote_calls("unwrap");
-    let error = decrypt(&mut client, &bad_kek).await.err().expect("tampered wrapped KEK");
-    assert_eq!(error.code(), tonic::Code::InvalidArgument, "integrity failure is not 'unavailable'");
-    assert_eq!(plugin.remote_calls("unwrap"), before + 1, "the tampered KEK reached the token");
+    let error = decrypt(&mut client, &bad_kek)
+        .await
+        .expect_err("tampered wrapped KEK");
+    assert_eq!(
+        error.code(),
+        tonic::Code::InvalidArgument,
+        "integrity failure is not 'unavailable'"
+    );
+    assert_eq!(
+        plugin.remote_calls("unwrap"),
+        before + 1,
+        "the tampered KEK reached the token"
+    );
     plugin.stop();
 
     // Restart: what was sealed before decrypts after.
     let mut plugin = Plugin::start(&hsm, &config, "serve-2.log");
     let mut client = plugin.client().await;
-    assert_eq!(decrypt(&mut client, &sealed).await.expect("after restart"), b"seed before restart");
+    assert_eq!(
+        decrypt(&mut client, &sealed).await.expect("after restart"),
+        b"seed before restart"
+    );
 
     // Rotation by another process while serving, picked up on SIGHUP.
     let printed = hsm.cli(&["rotate", "--config", config.to_str().expect("utf-8")]);
-    assert!(printed.contains("pkcs11:root:0000000000000002"), "{printed}");
+    assert!(
+        printed.contains("pkcs11:root:0000000000000002"),
+        "{printed}"
+    );
     plugin.signal("HUP");
-    let rotated = wait_status(&mut client, "rotation", Duration::from_secs(5), |h, k| h == "ok" && k != first).await;
-    assert!(rotated.starts_with("pkcs11:root:0000000000000002"), "{rotated}");
+    let rotated = wait_status(&mut client, "rotation", Duration::from_secs(5), |h, k| {
+        h == "ok" && k != first
+    })
+    .await;
+    assert!(
+        rotated.starts_with("pkcs11:root:0000000000000002"),
+        "{rotated}"
+    );
     let fresh = encrypt(&mut client, b"seed after rotation").await;
-    assert_eq!(fresh.key_id, rotated, "Encrypt answers with the key id Status reports");
-    assert_eq!(decrypt(&mut client, &sealed).await.expect("old data"), b"seed before restart");
-    assert_eq!(decrypt(&mut client, &fresh).await.expect("new data"), b"seed after rotation");
+    assert_eq!(
+        fresh.key_id, rotated,
+        "Encrypt answers with the key id Status reports"
+    );
+    assert_eq!(
+        decrypt(&mut client, &sealed).await.expect("old data"),
+        b"seed before restart"
+    );
+    assert_eq!(
+        decrypt(&mut client, &fresh).await.expect("new data"),
+        b"seed after rotation"
+    );
     plugin.stop();
 }
 
@@ -416,19 +585,40 @@ async fn serve_remote_call_economy() {
 
     let mut plugin = Plugin::start(&hsm, &config, "economy-1.log");
     let client = plugin.client().await;
-    wait_status(&mut client.clone(), "first probe", Duration::from_secs(10), |h, _| h == "ok").await;
+    wait_status(
+        &mut client.clone(),
+        "first probe",
+        Duration::from_secs(10),
+        |h, _| h == "ok",
+    )
+    .await;
     let wraps = plugin.remote_calls("wrap");
-    let sealed = many(&client, N, 8, |mut c, i| async move { encrypt(&mut c, format!("seed {i}").as_bytes()).await }).await;
+    let sealed = many(&client, N, 8, |mut c, i| async move {
+        encrypt(&mut c, format!("seed {i}").as_bytes()).await
+    })
+    .await;
     let encrypt_wraps = plugin.remote_calls("wrap") - wraps;
-    assert!(encrypt_wraps <= 1, "{N} Encrypts cost {encrypt_wraps} token wraps");
-    let wrapped: std::collections::HashSet<_> = sealed.iter().map(|s| s.annotations[WRAPPED_KEK_ANNOTATION].clone()).collect();
+    assert!(
+        encrypt_wraps <= 1,
+        "{N} Encrypts cost {encrypt_wraps} token wraps"
+    );
+    let wrapped: std::collections::HashSet<_> = sealed
+        .iter()
+        .map(|s| s.annotations[WRAPPED_KEK_ANNOTATION].clone())
+        .collect();
     assert_eq!(wrapped.len(), 1, "all seeds sealed under one local KEK");
     println!("{N} Encrypts: {encrypt_wraps} token wrap(s)");
     plugin.stop();
 
     let mut plugin = Plugin::start(&hsm, &config, "economy-2.log");
     let client = plugin.client().await;
-    wait_status(&mut client.clone(), "first probe", Duration::from_secs(10), |h, _| h == "ok").await;
+    wait_status(
+        &mut client.clone(),
+        "first probe",
+        Duration::from_secs(10),
+        |h, _| h == "ok",
+    )
+    .await;
     let unwraps = plugin.remote_calls("unwrap");
     let sealed = std::sync::Arc::new(sealed);
     let shared = sealed.clone();
@@ -441,12 +631,100 @@ async fn serve_remote_call_economy() {
         assert_eq!(plaintext, format!("seed {i}").as_bytes());
     }
     let decrypt_unwraps = plugin.remote_calls("unwrap") - unwraps;
-    assert_eq!(decrypt_unwraps, 1, "{N} Decrypts after a restart cost {decrypt_unwraps} token unwraps");
+    assert_eq!(
+        decrypt_unwraps, 1,
+        "{N} Decrypts after a restart cost {decrypt_unwraps} token unwraps"
+    );
     println!("{N} Decrypts after restart: {decrypt_unwraps} token unwrap(s)");
     plugin.stop();
 }
 
-#[allow(dead_code)]
-fn unused(_: HashMap<String, Vec<u8>>, hsm: &Hsm) -> &Path {
-    &hsm.tokens
+/// Times a call and checks it ended within the plugin's deadline (backend_timeout 2s + slack).
+async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> T {
+    let started = Instant::now();
+    let value = call.await;
+    assert!(
+        started.elapsed() < Duration::from_millis(3000),
+        "{what} took {:?}",
+        started.elapsed()
+    );
+    value
+}
+
+/// Moves every entry of `from` into `to` (a token directory leaving or returning).
+fn move_all(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("target dir");
+    for entry in fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        fs::rename(entry.path(), to.join(entry.file_name())).expect("rename");
+    }
+}
+
+/// The token disappears while serving (its directory is moved out of SoftHSM's tokendir, as
+/// when an HSM is unplugged or unreachable) and comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_token_loss_and_recovery() {
+    let hsm = Hsm::new();
+    let config = hsm.config("fault", "1s", "1h");
+    hsm.init_root_key(&config);
+
+    // A seed whose local KEK the next plugin process has not cached.
+    let mut plugin = Plugin::start(&hsm, &config, "fault-1.log");
+    let mut client = plugin.client().await;
+    let uncached = encrypt(&mut client, b"sealed by an earlier process").await;
+    plugin.stop();
+
+    let mut plugin = Plugin::start(&hsm, &config, "fault-2.log");
+    let mut client = plugin.client().await;
+    wait_status(
+        &mut client,
+        "first probe",
+        Duration::from_secs(10),
+        |h, _| h == "ok",
+    )
+    .await;
+    let cached = encrypt(&mut client, b"sealed before the loss").await;
+
+    let away = hsm.path("tokens-away");
+    move_all(&hsm.tokens, &away);
+    let opened = bounded("cached Decrypt", decrypt(&mut client, &cached)).await;
+    assert_eq!(
+        opened.expect("cached KEK keeps decrypting"),
+        b"sealed before the loss"
+    );
+    let during = bounded("Encrypt", encrypt(&mut client, b"sealed during the loss")).await;
+    assert_eq!(
+        during.key_id, cached.key_id,
+        "the current local KEK keeps encrypting"
+    );
+    let opened = bounded("Decrypt", decrypt(&mut client, &during)).await;
+    assert_eq!(opened.expect("decrypt"), b"sealed during the loss");
+    let error = bounded("uncached Decrypt", decrypt(&mut client, &uncached))
+        .await
+        .expect_err("the token is gone");
+    assert_eq!(error.code(), tonic::Code::Unavailable, "{error:?}");
+    let started = Instant::now();
+    wait_status(&mut client, "unhealthy", Duration::from_secs(5), |h, _| {
+        h != "ok"
+    })
+    .await;
+    println!("unhealthy {:?} after the token left", started.elapsed());
+
+    // The token returns: the plugin re-initialises the module, logs in again, and recovers.
+    move_all(&away, &hsm.tokens);
+    wait_status(&mut client, "recovery", Duration::from_secs(10), |h, _| {
+        h == "ok"
+    })
+    .await;
+    let opened = decrypt(&mut client, &uncached).await;
+    assert_eq!(
+        opened.expect("after recovery"),
+        b"sealed by an earlier process"
+    );
+    assert!(
+        plugin.logs().contains("re-initialising the module"),
+        "{}",
+        plugin.logs()
+    );
+    plugin.stop();
 }

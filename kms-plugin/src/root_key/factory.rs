@@ -6,11 +6,15 @@ use std::sync::Arc;
 
 /// Builds the backend `config` selects.
 pub async fn build(config: &BackendConfig) -> Result<Arc<dyn RootKey>, RootKeyError> {
-    let missing = |section: &str| RootKeyError::Backend(format!("backend.{section} is not configured"));
+    let missing =
+        |section: &str| RootKeyError::Backend(format!("backend.{section} is not configured"));
     match config.kind {
         BackendKind::Local => {
             let local = config.local.as_ref().ok_or_else(|| missing("local"))?;
-            Ok(Arc::new(LocalRootKey::open_or_init(&local.state_dir, local.poll_interval.get())?))
+            Ok(Arc::new(LocalRootKey::open_or_init(
+                &local.state_dir,
+                local.poll_interval.get(),
+            )?))
         }
         #[cfg(feature = "pkcs11")]
         BackendKind::Pkcs11 => {

@@ -18,14 +18,20 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + HttpStatus,
 {
-    let text = format!("KMS {operation} ({key_id}): {}", DisplayErrorContext(&error));
+    let text = format!(
+        "KMS {operation} ({key_id}): {}",
+        DisplayErrorContext(&error)
+    );
     match &error {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             RootKeyError::Unavailable(text)
         }
-        SdkError::ServiceError(service) => {
-            classify(service.err().code(), service.raw().http_status(), key_id, text)
-        }
+        SdkError::ServiceError(service) => classify(
+            service.err().code(),
+            service.raw().http_status(),
+            key_id,
+            text,
+        ),
         _ => RootKeyError::Backend(text),
     }
 }
@@ -45,13 +51,26 @@ impl HttpStatus for aws_sdk_kms::config::http::HttpResponse {
 /// Classifies a service error by its error code, then by its HTTP status.
 fn classify(code: Option<&str>, status: u16, key_id: &str, text: String) -> RootKeyError {
     match code.unwrap_or_default() {
-        "InvalidCiphertextException" | "IncorrectKeyException" => RootKeyError::Integrity(key_id.to_owned()),
+        "InvalidCiphertextException" | "IncorrectKeyException" => {
+            RootKeyError::Integrity(key_id.to_owned())
+        }
         "NotFoundException" => RootKeyError::UnknownKey(key_id.to_owned()),
-        "AccessDeniedException" | "DisabledException" | "KMSInvalidStateException" | "InvalidKeyUsageException"
-        | "UnrecognizedClientException" | "InvalidSignatureException" => RootKeyError::Denied(text),
-        "ThrottlingException" | "ThrottledException" | "TooManyRequestsException" | "RequestLimitExceeded"
-        | "LimitExceededException" | "KMSInternalException" | "DependencyTimeoutException"
-        | "KeyUnavailableException" | "ServiceUnavailable" | "InternalFailure" => RootKeyError::Unavailable(text),
+        "AccessDeniedException"
+        | "DisabledException"
+        | "KMSInvalidStateException"
+        | "InvalidKeyUsageException"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException" => RootKeyError::Denied(text),
+        "ThrottlingException"
+        | "ThrottledException"
+        | "TooManyRequestsException"
+        | "RequestLimitExceeded"
+        | "LimitExceededException"
+        | "KMSInternalException"
+        | "DependencyTimeoutException"
+        | "KeyUnavailableException"
+        | "ServiceUnavailable"
+        | "InternalFailure" => RootKeyError::Unavailable(text),
         _ if status >= 500 || status == 429 => RootKeyError::Unavailable(text),
         _ => RootKeyError::Backend(text),
     }
@@ -64,18 +83,35 @@ mod tests {
     #[test]
     fn codes_map_to_the_documented_variants() {
         let id = "arn:aws:kms:eu-west-1:111122223333:key/k";
-        let cases: [(&str, u16, fn(&RootKeyError) -> bool); 8] = [
-            ("InvalidCiphertextException", 400, |e| matches!(e, RootKeyError::Integrity(_))),
-            ("IncorrectKeyException", 400, |e| matches!(e, RootKeyError::Integrity(_))),
-            ("NotFoundException", 400, |e| matches!(e, RootKeyError::UnknownKey(_))),
-            ("AccessDeniedException", 400, |e| matches!(e, RootKeyError::Denied(_))),
-            ("DisabledException", 400, |e| matches!(e, RootKeyError::Denied(_))),
-            ("ThrottlingException", 400, |e| matches!(e, RootKeyError::Unavailable(_))),
-            ("SomethingNew", 503, |e| matches!(e, RootKeyError::Unavailable(_))),
-            ("ValidationException", 400, |e| matches!(e, RootKeyError::Backend(_))),
+        type Expect = fn(&RootKeyError) -> bool;
+        let cases: [(&str, u16, Expect); 8] = [
+            ("InvalidCiphertextException", 400, |e| {
+                matches!(e, RootKeyError::Integrity(_))
+            }),
+            ("IncorrectKeyException", 400, |e| {
+                matches!(e, RootKeyError::Integrity(_))
+            }),
+            ("NotFoundException", 400, |e| {
+                matches!(e, RootKeyError::UnknownKey(_))
+            }),
+            ("AccessDeniedException", 400, |e| {
+                matches!(e, RootKeyError::Denied(_))
+            }),
+            ("DisabledException", 400, |e| {
+                matches!(e, RootKeyError::Denied(_))
+            }),
+            ("ThrottlingException", 400, |e| {
+                matches!(e, RootKeyError::Unavailable(_))
+            }),
+            ("SomethingNew", 503, |e| {
+                matches!(e, RootKeyError::Unavailable(_))
+            }),
+            ("ValidationException", 400, |e| {
+                matches!(e, RootKeyError::Backend(_))
+            }),
         ];
         for (code, status, expected) in cases {
-            let error = classify(Some(code), status, id, format!("{code}"));
+            let error = classify(Some(code), status, id, code.to_owned());
             assert!(expected(&error), "{code} -> {error:?}");
         }
     }

@@ -52,7 +52,9 @@ fn is_key_arn(key_id: &str) -> bool {
     parts.next() == Some("arn")
         && parts.next().is_some_and(|p| p.starts_with("aws"))
         && parts.next() == Some("kms")
-        && parts.nth(2).is_some_and(|resource| resource.starts_with("key/") && resource.len() > 4)
+        && parts
+            .nth(2)
+            .is_some_and(|resource| resource.starts_with("key/") && resource.len() > 4)
 }
 
 /// Resolves `key` to the ARN of an enabled symmetric encryption key.
@@ -64,19 +66,27 @@ async fn describe(client: &aws_sdk_kms::Client, key: &str) -> Result<KeyId, Root
         .send()
         .await
         .map_err(|e| map_sdk_error("DescribeKey", key, e))?;
-    let meta = out
-        .key_metadata()
-        .ok_or_else(|| RootKeyError::Backend(format!("DescribeKey {key}: no key metadata in the answer")))?;
-    let arn = meta
-        .arn()
-        .and_then(KeyId::new)
-        .ok_or_else(|| RootKeyError::Backend(format!("DescribeKey {key}: no usable key ARN in the answer")))?;
+    let meta = out.key_metadata().ok_or_else(|| {
+        RootKeyError::Backend(format!("DescribeKey {key}: no key metadata in the answer"))
+    })?;
+    let arn = meta.arn().and_then(KeyId::new).ok_or_else(|| {
+        RootKeyError::Backend(format!(
+            "DescribeKey {key}: no usable key ARN in the answer"
+        ))
+    })?;
     if meta.key_state() != Some(&KeyState::Enabled) {
-        return Err(RootKeyError::Denied(format!("KMS key {arn} is {:?}, not Enabled", meta.key_state())));
+        return Err(RootKeyError::Denied(format!(
+            "KMS key {arn} is {:?}, not Enabled",
+            meta.key_state()
+        )));
     }
     // Fields missing from the answer (moto omits KeyUsage) are not held against the key.
-    if meta.key_usage().is_some_and(|usage| usage != &KeyUsageType::EncryptDecrypt)
-        || meta.key_spec().is_some_and(|spec| spec != &KeySpec::SymmetricDefault)
+    if meta
+        .key_usage()
+        .is_some_and(|usage| usage != &KeyUsageType::EncryptDecrypt)
+        || meta
+            .key_spec()
+            .is_some_and(|spec| spec != &KeySpec::SymmetricDefault)
     {
         return Err(RootKeyError::Backend(format!(
             "KMS key {arn} is not a symmetric ENCRYPT_DECRYPT key (SYMMETRIC_DEFAULT): usage {:?}, spec {:?}",
@@ -98,7 +108,11 @@ fn jittered(base: Duration) -> Duration {
 }
 
 /// DescribeKey at startup, retried while KMS is unreachable for at most `budget`.
-async fn resolve_at_startup(client: &aws_sdk_kms::Client, key: &str, budget: Duration) -> Result<KeyId, RootKeyError> {
+async fn resolve_at_startup(
+    client: &aws_sdk_kms::Client,
+    key: &str,
+    budget: Duration,
+) -> Result<KeyId, RootKeyError> {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(250);
     loop {
@@ -131,7 +145,11 @@ impl AwsRootKey {
         Ok(Self {
             client,
             configured: config.key_id.clone(),
-            context: config.encryption_context.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            context: config
+                .encryption_context
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             current: RwLock::new(arn),
             refresh_interval: config.key_refresh_interval.get(),
         })
@@ -177,14 +195,21 @@ impl RootKey for AwsRootKey {
             .key_id()
             .and_then(KeyId::new)
             .filter(|id| is_key_arn(id.as_str()))
-            .ok_or_else(|| RootKeyError::Backend("KMS Encrypt answered without a key ARN".into()))?;
+            .ok_or_else(|| {
+                RootKeyError::Backend("KMS Encrypt answered without a key ARN".into())
+            })?;
         let ciphertext = out
             .ciphertext_blob
             .map(Blob::into_inner)
             .filter(|c| !c.is_empty())
-            .ok_or_else(|| RootKeyError::Backend("KMS Encrypt answered without a ciphertext".into()))?;
+            .ok_or_else(|| {
+                RootKeyError::Backend("KMS Encrypt answered without a ciphertext".into())
+            })?;
         self.set_current(arn.clone());
-        Ok(WrappedKey { key_id: arn, ciphertext })
+        Ok(WrappedKey {
+            key_id: arn,
+            ciphertext,
+        })
     }
 
     async fn unwrap(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
@@ -225,8 +250,12 @@ mod tests {
 
     #[test]
     fn only_kms_key_arns_are_key_ids() {
-        assert!(is_key_arn("arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"));
-        assert!(is_key_arn("arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/k"));
+        assert!(is_key_arn(
+            "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+        ));
+        assert!(is_key_arn(
+            "arn:aws-us-gov:kms:us-gov-west-1:123456789012:key/k"
+        ));
         assert!(!is_key_arn("arn:aws:kms:us-east-1:123456789012:alias/root"));
         assert!(!is_key_arn("arn:aws:kms:us-east-1:123456789012:key/"));
         assert!(!is_key_arn("local:v1:abcd"));
@@ -237,7 +266,10 @@ mod tests {
     fn jitter_stays_within_half_and_full() {
         for _ in 0..100 {
             let pause = jittered(Duration::from_secs(2));
-            assert!(pause >= Duration::from_secs(1) && pause <= Duration::from_secs(2), "{pause:?}");
+            assert!(
+                pause >= Duration::from_secs(1) && pause <= Duration::from_secs(2),
+                "{pause:?}"
+            );
         }
     }
 }

@@ -46,7 +46,10 @@ pub enum Pkcs11Error {
 impl From<CkError> for Pkcs11Error {
     fn from(error: CkError) -> Self {
         match error {
-            CkError::Pkcs11(rv, function) => Self::Call { function: format!("{function:?}"), rv },
+            CkError::Pkcs11(rv, function) => Self::Call {
+                function: format!("{function:?}"),
+                rv,
+            },
             other => Self::Binding(other.to_string()),
         }
     }
@@ -104,8 +107,12 @@ impl From<Pkcs11Error> for RootKeyError {
     fn from(error: Pkcs11Error) -> Self {
         let text = error.to_string();
         match &error {
-            Pkcs11Error::TokenNotFound(_) | Pkcs11Error::Worker(_) => RootKeyError::Unavailable(text),
-            Pkcs11Error::Pin(_) | Pkcs11Error::Module { .. } | Pkcs11Error::Binding(_) => RootKeyError::Backend(text),
+            Pkcs11Error::TokenNotFound(_) | Pkcs11Error::Worker(_) => {
+                RootKeyError::Unavailable(text)
+            }
+            Pkcs11Error::Pin(_) | Pkcs11Error::Module { .. } | Pkcs11Error::Binding(_) => {
+                RootKeyError::Backend(text)
+            }
             Pkcs11Error::NoRootKey(_) | Pkcs11Error::Unprotected(_) => RootKeyError::Backend(text),
             Pkcs11Error::Call { rv, .. } => match rv {
                 RvError::PinIncorrect
@@ -115,9 +122,10 @@ impl From<Pkcs11Error> for RootKeyError {
                 | RvError::PinLenRange
                 | RvError::KeyFunctionNotPermitted => RootKeyError::Denied(text),
                 _ if error.is_session_lost() => RootKeyError::Unavailable(text),
-                RvError::DeviceMemory | RvError::HostMemory | RvError::FunctionFailed | RvError::SessionCount => {
-                    RootKeyError::Unavailable(text)
-                }
+                RvError::DeviceMemory
+                | RvError::HostMemory
+                | RvError::FunctionFailed
+                | RvError::SessionCount => RootKeyError::Unavailable(text),
                 _ => RootKeyError::Backend(text),
             },
         }

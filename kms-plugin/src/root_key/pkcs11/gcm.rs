@@ -25,7 +25,12 @@ fn remote_call(op: &'static str, key_id: &KeyId) {
 }
 
 /// Encrypts `key` under the token key `handle` (C_Encrypt).
-pub fn seal(session: &Session, handle: ObjectHandle, key_id: &KeyId, key: &AesKey) -> Result<Vec<u8>, Pkcs11Error> {
+pub fn seal(
+    session: &Session,
+    handle: ObjectHandle,
+    key_id: &KeyId,
+    key: &AesKey,
+) -> Result<Vec<u8>, Pkcs11Error> {
     let mut iv = [0u8; IV_LEN];
     getrandom::fill(&mut iv).map_err(|e| Pkcs11Error::Binding(format!("no randomness: {e}")))?;
     let aad = aad(key_id);

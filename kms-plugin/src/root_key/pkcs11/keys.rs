@@ -81,10 +81,17 @@ impl KeySet {
 
     /// The `CKA_ID` the next version gets: highest version number plus one, then 8 random bytes.
     fn next_id(&self) -> Result<Vec<u8>, Pkcs11Error> {
-        let next = self.versions.keys().map(|id| version_of(id)).max().unwrap_or(0) + 1;
+        let next = self
+            .versions
+            .keys()
+            .map(|id| version_of(id))
+            .max()
+            .unwrap_or(0)
+            + 1;
         let mut id = vec![0u8; GENERATED_ID_LEN];
         id[..8].copy_from_slice(&next.to_be_bytes());
-        getrandom::fill(&mut id[8..]).map_err(|e| Pkcs11Error::Binding(format!("no randomness: {e}")))?;
+        getrandom::fill(&mut id[8..])
+            .map_err(|e| Pkcs11Error::Binding(format!("no randomness: {e}")))?;
         Ok(id)
     }
 }
@@ -117,21 +124,34 @@ pub fn list(session: &Session, label: &str) -> Result<KeySet, Pkcs11Error> {
             }
         }
         let id = id.filter(|id| !id.is_empty()).ok_or_else(|| {
-            Pkcs11Error::Unprotected(format!("object labelled {label:?} has no CKA_ID; give every version a distinct id"))
+            Pkcs11Error::Unprotected(format!(
+                "object labelled {label:?} has no CKA_ID; give every version a distinct id"
+            ))
         })?;
-        let key_id = key_id_for(label, &id)
-            .ok_or_else(|| Pkcs11Error::Unprotected(format!("label {label:?} makes a key id longer than 1024 bytes")))?;
+        let key_id = key_id_for(label, &id).ok_or_else(|| {
+            Pkcs11Error::Unprotected(format!(
+                "label {label:?} makes a key id longer than 1024 bytes"
+            ))
+        })?;
         if !sensitive || extractable {
             return Err(Pkcs11Error::Unprotected(format!(
                 "{key_id} must be CKA_SENSITIVE=true and CKA_EXTRACTABLE=false"
             )));
         }
         if len != crate::secret::AES_KEY_LEN {
-            return Err(Pkcs11Error::Unprotected(format!("{key_id} is {len} bytes long, not 32 (AES-256)")));
+            return Err(Pkcs11Error::Unprotected(format!(
+                "{key_id} is {len} bytes long, not 32 (AES-256)"
+            )));
         }
-        let version = KeyVersion { id: id.clone(), key_id: key_id.clone(), handle };
+        let version = KeyVersion {
+            id: id.clone(),
+            key_id: key_id.clone(),
+            handle,
+        };
         if versions.insert(id, version).is_some() {
-            return Err(Pkcs11Error::Unprotected(format!("{key_id} exists twice in the token")));
+            return Err(Pkcs11Error::Unprotected(format!(
+                "{key_id} exists twice in the token"
+            )));
         }
     }
     Ok(KeySet { versions })
@@ -172,11 +192,20 @@ mod tests {
     fn key_ids_round_trip_and_check_the_label() {
         let id = [0, 0, 0, 0, 0, 0, 0, 2, 9, 9, 9, 9, 9, 9, 9, 9];
         let key_id = key_id_for("root:a", &id).expect("short");
-        assert_eq!(key_id.as_str(), "pkcs11:root:a:00000000000000020909090909090909");
+        assert_eq!(
+            key_id.as_str(),
+            "pkcs11:root:a:00000000000000020909090909090909"
+        );
         assert_eq!(parse_key_id("root:a", &key_id), Some(id.to_vec()));
         assert_eq!(parse_key_id("root", &key_id), None);
-        assert_eq!(parse_key_id("root:a", &KeyId::new("local:v1:00").expect("id")), None);
-        assert_eq!(parse_key_id("root:a", &KeyId::new("pkcs11:root:a:zz").expect("id")), None);
+        assert_eq!(
+            parse_key_id("root:a", &KeyId::new("local:v1:00").expect("id")),
+            None
+        );
+        assert_eq!(
+            parse_key_id("root:a", &KeyId::new("pkcs11:root:a:zz").expect("id")),
+            None
+        );
     }
 
     #[test]
@@ -185,7 +214,9 @@ mod tests {
         id[7] = 7;
         assert_eq!(version_of(&id), 7);
         assert_eq!(version_of(&[1, 2, 3]), 0, "foreign ids count as version 0");
-        let set = KeySet { versions: BTreeMap::new() };
+        let set = KeySet {
+            versions: BTreeMap::new(),
+        };
         let first = set.next_id().expect("id");
         assert_eq!(version_of(&first), 1);
         assert!(set.primary().is_none());

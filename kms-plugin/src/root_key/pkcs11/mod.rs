@@ -27,8 +27,8 @@ use super::{KeyId, RootKey, RootKeyError, WrappedKey};
 use crate::secret::AesKey;
 use async_trait::async_trait;
 use cryptoki::session::Session;
-use kms_config::Pkcs11Backend;
 use keys::KeySet;
+use kms_config::Pkcs11Backend;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use token::Token;
@@ -64,7 +64,10 @@ impl Current {
     fn new(keys: KeySet, label: &str) -> Result<Self, Pkcs11Error> {
         let primary = keys
             .primary()
-            .map(|v| Primary { key_id: v.key_id.clone(), id: v.id.clone() })
+            .map(|v| Primary {
+                key_id: v.key_id.clone(),
+                id: v.id.clone(),
+            })
             .ok_or_else(|| Pkcs11Error::NoRootKey(label.to_owned()))?;
         Ok(Self { keys, primary })
     }
@@ -80,7 +83,10 @@ impl Inner {
 
     /// Lists the versions in the token and makes them current (an empty list is refused).
     fn relist(&self, session: &Session) -> Result<Arc<Current>, Pkcs11Error> {
-        let fresh = Arc::new(Current::new(keys::list(session, &self.key_label)?, &self.key_label)?);
+        let fresh = Arc::new(Current::new(
+            keys::list(session, &self.key_label)?,
+            &self.key_label,
+        )?);
         let mut guard = match self.current.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -91,18 +97,25 @@ impl Inner {
 
     /// Runs `op` on a pooled session. When the token dropped the session or the login, reopens,
     /// re-lists the keys (their handles may have changed) and runs `op` once more.
-    fn with_session<T>(&self, op: impl Fn(&Session, &KeySet) -> Result<T, Pkcs11Error>) -> Result<T, Pkcs11Error> {
-        let first = self.token.take().and_then(|session| {
-            let result = op(&session, &self.current().keys);
-            if result.is_ok() {
-                self.token.give_back(session);
-            }
-            result
-        });
+    fn with_session<T>(
+        &self,
+        op: impl Fn(&Session, &KeySet) -> Result<T, Pkcs11Error>,
+    ) -> Result<T, Pkcs11Error> {
+        let first = {
+            let _shared = self.token.gate();
+            self.token.take().and_then(|session| {
+                let result = op(&session, &self.current().keys);
+                if result.is_ok() {
+                    self.token.give_back(session);
+                }
+                result
+            })
+        };
         match first {
             Err(error) if error.is_session_lost() => {
                 tracing::warn!(%error, "PKCS#11 session lost; reopening it and retrying once");
-                self.token.reset();
+                self.token.recover()?;
+                let _shared = self.token.gate();
                 let session = self.token.take()?;
                 let current = self.relist(&session)?;
                 let value = op(&session, &current.keys)?;
@@ -162,7 +175,11 @@ async fn open_inner(config: &Pkcs11Backend) -> Result<Inner, RootKeyError> {
         let session = token.take()?;
         let current = Current::new(keys::list(&session, &config.key_label)?, &config.key_label)?;
         token.give_back(session);
-        Ok::<_, Pkcs11Error>(Inner { token, key_label: config.key_label.clone(), current: RwLock::new(Arc::new(current)) })
+        Ok::<_, Pkcs11Error>(Inner {
+            token,
+            key_label: config.key_label.clone(),
+            current: RwLock::new(Arc::new(current)),
+        })
     })
     .await
     .map_err(|e| RootKeyError::from(Pkcs11Error::Worker(e.to_string())))?;
@@ -181,7 +198,8 @@ impl RootKey for Pkcs11RootKey {
 
     async fn wrap(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
         let primary = self.primary();
-        let key = AesKey::from_slice(key.expose()).ok_or_else(|| RootKeyError::Backend("bad KEK length".into()))?;
+        let key = AesKey::from_slice(key.expose())
+            .ok_or_else(|| RootKeyError::Backend("bad KEK length".into()))?;
         self.blocking(move |inner| {
             let ciphertext = inner
                 .with_session(|session, keys| {
@@ -194,7 +212,10 @@ impl RootKey for Pkcs11RootKey {
                     Pkcs11Error::NoRootKey(id) => RootKeyError::UnknownKey(id),
                     other => other.into(),
                 })?;
-            Ok(WrappedKey { key_id: primary.key_id, ciphertext })
+            Ok(WrappedKey {
+                key_id: primary.key_id,
+                ciphertext,
+            })
         })
         .await
     }

@@ -13,7 +13,8 @@ use std::io::Read;
 pub fn read_pin(source: &SecretSource) -> Result<RawAuthPin, Pkcs11Error> {
     let mut bytes = match source {
         SecretSource::File(path) => {
-            let mut file = std::fs::File::open(path).map_err(|e| Pkcs11Error::Pin(format!("{}: {e}", path.display())))?;
+            let mut file = std::fs::File::open(path)
+                .map_err(|e| Pkcs11Error::Pin(format!("{}: {e}", path.display())))?;
             let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(64));
             file.read_to_end(&mut bytes)
                 .map_err(|e| Pkcs11Error::Pin(format!("{}: {e}", path.display())))?;
@@ -22,7 +23,11 @@ pub fn read_pin(source: &SecretSource) -> Result<RawAuthPin, Pkcs11Error> {
         }
         SecretSource::Env(var) => match std::env::var_os(var) {
             Some(value) => value.into_encoded_bytes(),
-            None => return Err(Pkcs11Error::Pin(format!("environment variable {var} is not set"))),
+            None => {
+                return Err(Pkcs11Error::Pin(format!(
+                    "environment variable {var} is not set"
+                )));
+            }
         },
     };
     if bytes.last() == Some(&b'\n') {
@@ -50,14 +55,23 @@ mod tests {
         let pin = read_pin(&SecretSource::File(path.clone())).expect("pin");
         assert_eq!(pin.expose_secret().as_slice(), b"1234");
         std::fs::write(&path, b"\n").expect("write");
-        assert!(read_pin(&SecretSource::File(path)).is_err(), "empty PIN refused");
+        assert!(
+            read_pin(&SecretSource::File(path)).is_err(),
+            "empty PIN refused"
+        );
     }
 
     #[test]
     fn missing_sources_say_where() {
-        let error = read_pin(&SecretSource::Env("KMS_PLUGIN_TEST_NO_SUCH_PIN_VAR".into())).err().expect("unset");
-        assert!(error.to_string().contains("KMS_PLUGIN_TEST_NO_SUCH_PIN_VAR"), "{error}");
-        let error = read_pin(&SecretSource::File("/nonexistent/pin".into())).err().expect("missing");
+        let error = read_pin(&SecretSource::Env("KMS_PLUGIN_TEST_NO_SUCH_PIN_VAR".into()))
+            .expect_err("unset");
+        assert!(
+            error
+                .to_string()
+                .contains("KMS_PLUGIN_TEST_NO_SUCH_PIN_VAR"),
+            "{error}"
+        );
+        let error = read_pin(&SecretSource::File("/nonexistent/pin".into())).expect_err("missing");
         assert!(error.to_string().contains("/nonexistent/pin"), "{error}");
     }
 }

@@ -3,6 +3,11 @@
 //! Everything here blocks; callers run it on `spawn_blocking` threads. A PKCS#11 login is
 //! shared by every session of the process on one token, so a session is logged in when it is
 //! opened (`CKR_USER_ALREADY_LOGGED_IN` counts as success), and closing the last one logs out.
+//!
+//! Many modules (SoftHSM2 among them, and the clients of several network HSMs) enumerate tokens
+//! when they are initialised, so a token that went away and came back is only seen again after
+//! C_Finalize and C_Initialize. [`Token::recover`] does that, at most once per
+//! [`REINIT_INTERVAL`], while holding the gate exclusively: no other call is inside the module.
 
 use super::error::Pkcs11Error;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -11,7 +16,11 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::RawAuthPin;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+/// Least time between two re-initialisations of the module.
+pub const REINIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// An initialised PKCS#11 module and the token found by its label.
 pub struct Token {
@@ -20,6 +29,16 @@ pub struct Token {
     pin: RawAuthPin,
     slot: Mutex<Option<Slot>>,
     idle: Mutex<Vec<Session>>,
+    /// Held shared by every call into the module, exclusively while it is re-initialised.
+    gate: RwLock<()>,
+    last_reinit: Mutex<Option<Instant>>,
+}
+
+fn initialize(ctx: &Pkcs11) -> Result<(), CkError> {
+    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -32,18 +51,20 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Token {
     /// Loads `module`, initialises it (once per process) and checks that the token is present.
     pub fn open(module: &Path, label: &str, pin: RawAuthPin) -> Result<Self, Pkcs11Error> {
-        let module_error = |reason: String| Pkcs11Error::Module { module: module.display().to_string(), reason };
+        let module_error = |reason: String| Pkcs11Error::Module {
+            module: module.display().to_string(),
+            reason,
+        };
         let ctx = Pkcs11::new(module).map_err(|e| module_error(e.to_string()))?;
-        match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
-            Err(e) => return Err(module_error(e.to_string())),
-        }
+        initialize(&ctx).map_err(|e| module_error(e.to_string()))?;
         let token = Self {
             ctx,
             label: label.to_owned(),
             pin,
             slot: Mutex::new(None),
             idle: Mutex::new(Vec::new()),
+            gate: RwLock::new(()),
+            last_reinit: Mutex::new(None),
         };
         token.find_slot()?;
         Ok(token)
@@ -52,7 +73,9 @@ impl Token {
     /// The slot holding the token labelled `self.label`, searched afresh.
     fn find_slot(&self) -> Result<Slot, Pkcs11Error> {
         for slot in self.ctx.get_slots_with_token()? {
-            let Ok(info) = self.ctx.get_token_info(slot) else { continue };
+            let Ok(info) = self.ctx.get_token_info(slot) else {
+                continue;
+            };
             if info.label().trim_end() == self.label {
                 *lock(&self.slot) = Some(slot);
                 return Ok(slot);
@@ -90,13 +113,44 @@ impl Token {
         lock(&self.idle).push(session);
     }
 
-    /// Forgets every pooled session and the slot, after the token dropped them.
-    pub fn reset(&self) {
+    /// Shared access to the module; hold it across a call (see [`Token::recover`]).
+    pub fn gate(&self) -> RwLockReadGuard<'_, ()> {
+        match self.gate.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// After the token dropped a session or went away: forgets every pooled session and the
+    /// slot, and re-initialises the module when the token is no longer listed. Must be called
+    /// without holding [`Token::gate`].
+    pub fn recover(&self) -> Result<(), Pkcs11Error> {
+        let _exclusive = match self.gate.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         let stale = std::mem::take(&mut *lock(&self.idle));
         // Closing a session the token already dropped fails harmlessly; the handles are gone.
         for session in stale {
             let _ = session.close();
         }
         *lock(&self.slot) = None;
+        match self.find_slot() {
+            Err(Pkcs11Error::TokenNotFound(_)) => {}
+            found => return found.map(drop),
+        }
+        {
+            let mut last = lock(&self.last_reinit);
+            if last.is_some_and(|at| at.elapsed() < REINIT_INTERVAL) {
+                return Err(Pkcs11Error::TokenNotFound(self.label.clone()));
+            }
+            *last = Some(Instant::now());
+        }
+        tracing::warn!(token = %self.label, "PKCS#11 token not listed; re-initialising the module");
+        // Nothing else is inside the module (the gate is held exclusively) and every session
+        // of the old initialisation was closed above.
+        let _ = self.ctx.clone().finalize();
+        initialize(&self.ctx)?;
+        self.find_slot().map(drop)
     }
 }
