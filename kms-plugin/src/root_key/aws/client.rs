@@ -15,6 +15,16 @@ use std::time::Duration;
 /// retried with exponential backoff and jitter (the SDK's standard mode) up to `max_attempts`,
 /// while access-denied and invalid-ciphertext errors are never retried.
 pub async fn build(config: &AwsBackend) -> Result<aws_sdk_kms::Client, RootKeyError> {
+    for (field, value) in [
+        ("attempt_timeout", config.attempt_timeout.get()),
+        ("operation_timeout", config.operation_timeout.get()),
+    ] {
+        if value.is_zero() {
+            return Err(RootKeyError::Backend(format!(
+                "backend.aws.{field} must be greater than zero"
+            )));
+        }
+    }
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(config.attempt_timeout.get())
         .operation_attempt_timeout(config.attempt_timeout.get())

@@ -14,6 +14,27 @@
 //! - Each KMS request logs one `debug` line with target `kms_plugin::root_key::remote`.
 //!
 //! The KEK travels to KMS inside the SDK's request body, which the SDK does not zeroize.
+//!
+//! # Configuration
+//!
+//! ```yaml
+//! backend_timeout: 2s              # the envelope's deadline; keep operation_timeout within it
+//! backend:
+//!   kind: aws
+//!   aws:
+//!     key_id: alias/kms-plugin     # rotate by pointing the alias at a new key
+//!     region: eu-west-1
+//!     encryption_context: {kubernetes.io/cluster: prod-1}
+//!     key_refresh_interval: 5m
+//!     max_attempts: 3
+//!     attempt_timeout: 800ms
+//!     operation_timeout: 2s
+//!     startup_timeout: 30s
+//! ```
+//!
+//! The plugin's identity needs `kms:DescribeKey`, `kms:Encrypt` and `kms:Decrypt` on the key
+//! (and on every earlier key whose wrapped KEKs are still stored); the encryption context can be
+//! pinned in the key policy with `kms:EncryptionContext:<key>` conditions.
 
 mod client;
 mod error;
@@ -29,6 +50,9 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
+
+/// Shortest refresh interval honoured (a zero interval would stop the refresh timer).
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Longest pause between startup attempts.
 const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(5);
@@ -151,7 +175,7 @@ impl AwsRootKey {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             current: RwLock::new(arn),
-            refresh_interval: config.key_refresh_interval.get(),
+            refresh_interval: config.key_refresh_interval.get().max(MIN_REFRESH_INTERVAL),
         })
     }
 

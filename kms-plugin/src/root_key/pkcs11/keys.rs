@@ -69,16 +69,6 @@ impl KeySet {
         self.versions.get(id)
     }
 
-    /// Number of versions.
-    pub fn len(&self) -> usize {
-        self.versions.len()
-    }
-
-    /// True when the token holds no version.
-    pub fn is_empty(&self) -> bool {
-        self.versions.is_empty()
-    }
-
     /// The `CKA_ID` the next version gets: highest version number plus one, then 8 random bytes.
     fn next_id(&self) -> Result<Vec<u8>, Pkcs11Error> {
         let next = self

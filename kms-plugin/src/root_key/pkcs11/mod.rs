@@ -12,27 +12,60 @@
 //!   handles re-listed, and the call retried once.
 //! - Each call that reaches the token logs one `debug` line with target
 //!   `kms_plugin::root_key::remote`, so remote calls can be counted from the logs.
+//! - A module that stops listing the token (unplugged, unreachable) is re-initialised
+//!   (C_Finalize, C_Initialize) at most once a second until the token is back.
+//!
+//! # Setting up (SoftHSM2 shown; use the HSM vendor's tools elsewhere)
+//!
+//! ```text
+//! softhsm2-util --init-token --free --label kms --so-pin "$SO_PIN" --pin "$USER_PIN"
+//! softhsm2-util --show-slots      # the token and its slot id (which may change: we use the label)
+//! install -m 0400 /dev/stdin /etc/kms-plugin/hsm-pin <<<"$USER_PIN"
+//! kms-plugin hsm init --config /etc/kms-plugin/config.yaml   # creates version 1 if none exists
+//! kms-plugin rotate --config /etc/kms-plugin/config.yaml     # adds a version and makes it primary
+//! ```
+//!
+//! with a configuration like
+//!
+//! ```yaml
+//! backend:
+//!   kind: pkcs11
+//!   pkcs11:
+//!     module: /usr/lib/softhsm/libsofthsm2.so
+//!     token_label: kms
+//!     pin_file: /etc/kms-plugin/hsm-pin
+//!     key_label: kms-plugin-root
+//!     max_sessions: 4
+//!     refresh_interval: 30s
+//! ```
+//!
+//! A running plugin picks up a rotation made by another process on its next refresh or on
+//! SIGHUP. Versions are never deleted by the plugin: delete an old one in the token only once
+//! no stored data is wrapped under it any more.
 
 mod error;
 mod gcm;
 mod init;
-pub mod keys;
+mod keys;
 mod pin;
 mod token;
 
-pub use error::Pkcs11Error;
 pub use init::{InitOutcome, init_root_key};
 
 use super::{KeyId, RootKey, RootKeyError, WrappedKey};
 use crate::secret::AesKey;
 use async_trait::async_trait;
 use cryptoki::session::Session;
+use error::Pkcs11Error;
 use keys::KeySet;
 use kms_config::Pkcs11Backend;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use token::Token;
 use tokio::sync::Semaphore;
+
+/// Shortest refresh interval honoured (a zero interval would stop the refresh timer).
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Root keys held in a PKCS#11 token.
 pub struct Pkcs11RootKey {
@@ -134,7 +167,7 @@ impl Pkcs11RootKey {
         Ok(Self {
             inner: Arc::new(inner),
             permits: Arc::new(Semaphore::new(config.max_sessions)),
-            refresh_interval: config.refresh_interval.get(),
+            refresh_interval: config.refresh_interval.get().max(MIN_REFRESH_INTERVAL),
         })
     }
 
