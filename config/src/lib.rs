@@ -16,4 +16,4 @@ pub use model::{
     AwsBackend, BackendConfig, BackendKind, DecryptCacheConfig, LocalBackend, LocalKekPolicy,
     LogFormat, PluginConfig, Pkcs11Backend, SecretSource,
 };
-pub use socket::{FileMode, SocketAddress};
+pub use socket::{FileMode, MetricsAddress, SocketAddress};

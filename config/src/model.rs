@@ -1,6 +1,6 @@
 //! The configuration model and its loader.
 
-use crate::{ConfigError, FileMode, HumanDuration, SocketAddress};
+use crate::{ConfigError, FileMode, HumanDuration, MetricsAddress, SocketAddress};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -37,6 +37,10 @@ pub struct PluginConfig {
     /// Cache of unwrapped local KEKs used by Decrypt.
     #[serde(default)]
     pub decrypt_cache: DecryptCacheConfig,
+    /// Address of the HTTP listener for `/metrics`, `/healthz`, `/livez` and `/readyz`
+    /// (`host:port`, or a bare port for 127.0.0.1). Off when absent.
+    #[serde(default)]
+    pub metrics_address: Option<MetricsAddress>,
     /// Log line format.
     #[serde(default)]
     pub log_format: LogFormat,
@@ -286,6 +290,7 @@ impl PluginConfig {
             backend_timeout: default_backend_timeout(),
             local_kek: LocalKekPolicy::default(),
             decrypt_cache: DecryptCacheConfig::default(),
+            metrics_address: None,
             log_format: LogFormat::default(),
             log_level: default_log_level(),
             backend: BackendConfig {

@@ -55,6 +55,38 @@ impl<'de> Deserialize<'de> for SocketAddress {
     }
 }
 
+/// The TCP address of the metrics and health listener; a bare port means 127.0.0.1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddress(pub std::net::SocketAddr);
+
+impl FromStr for MetricsAddress {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if let Ok(port) = text.parse::<u16>() {
+            return Ok(Self(std::net::SocketAddr::from(([127, 0, 0, 1], port))));
+        }
+        text.parse()
+            .map(Self)
+            .map_err(|_| format!("invalid metrics address {text:?}: expected host:port or a port"))
+    }
+}
+
+impl<'de> Deserialize<'de> for MetricsAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Port(u16),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
+            Raw::Port(port) => Ok(Self(std::net::SocketAddr::from(([127, 0, 0, 1], port)))),
+        }
+    }
+}
+
 /// A Unix permission mode written in octal, e.g. `"0600"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileMode(pub u32);

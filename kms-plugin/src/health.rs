@@ -128,3 +128,36 @@ async fn refresh(root: &dyn RootKey, timeout: Duration) {
         Err(_) => tracing::warn!(?timeout, "root key refresh timed out"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::root_key::fake::FakeRootKey;
+    use std::sync::atomic::Ordering;
+
+    #[tokio::test]
+    async fn turns_unhealthy_with_a_reason_and_recovers() {
+        let fake = Arc::new(FakeRootKey::new("root-1"));
+        let health = Arc::new(Health::default());
+        assert!(!health.get().healthy, "unhealthy until the first probe");
+        let (_refresh_tx, refresh_rx) = watch::channel(0);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = spawn_background(fake.clone(), health.clone(), Duration::from_millis(50), Duration::from_millis(30), refresh_rx, stop_rx);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(health.get().healthz, "ok");
+        fake.delay_ms.store(500, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let state = health.get();
+        assert!(!state.healthy);
+        assert!(state.healthz.contains("timed out"), "{}", state.healthz);
+        fake.delay_ms.store(0, Ordering::SeqCst);
+        fake.down.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert!(health.get().healthz.contains("fake backend is down"), "{}", health.get().healthz);
+        fake.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(health.get().healthz, "ok", "recovers by itself");
+        let _ = stop_tx.send(true);
+        task.await.expect("stops");
+    }
+}

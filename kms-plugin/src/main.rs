@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use kms_config::{BackendKind, FileMode, HumanDuration, LogFormat, PluginConfig, SocketAddress};
+use kms_config::{BackendKind, FileMode, HumanDuration, LogFormat, MetricsAddress, PluginConfig, SocketAddress};
 use kms_plugin::root_key::local::Keyring;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,6 +100,9 @@ struct ServeArgs {
     /// Interval of the background root key probe.
     #[arg(long)]
     health_probe_interval: Option<HumanDuration>,
+    /// Serve /metrics, /healthz, /livez and /readyz on this address (host:port, or a port on 127.0.0.1).
+    #[arg(long)]
+    metrics_address: Option<MetricsAddress>,
 }
 
 /// Which local state directory an admin command acts on.
@@ -148,6 +151,9 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<PluginConfig> {
     }
     if let Some(interval) = args.health_probe_interval {
         config.health_probe_interval = interval;
+    }
+    if let Some(address) = args.metrics_address {
+        config.metrics_address = Some(address);
     }
     config.validate("command line")?;
     Ok(config)

@@ -66,7 +66,12 @@ impl UnwrapCache {
         })
     }
 
-    /// KEKs currently cached.
+    /// Applies pending bookkeeping so [`UnwrapCache::len`] is exact (for metrics scrapes).
+    pub async fn sync(&self) {
+        self.entries.run_pending_tasks().await;
+    }
+
+    /// KEKs currently cached (may lag behind inserts until [`UnwrapCache::sync`]).
     pub fn len(&self) -> u64 {
         self.entries.entry_count()
     }

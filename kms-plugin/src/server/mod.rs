@@ -2,6 +2,7 @@
 
 pub mod authority;
 mod hpack;
+mod http;
 pub mod listener;
 mod service;
 
@@ -9,7 +10,8 @@ pub use service::{API_VERSION, KmsService};
 
 use crate::envelope::{Envelope, KekPolicy, UnwrapCache};
 use crate::health::{self, Health};
-use crate::root_key;
+use crate::metrics::Metrics;
+use crate::root_key::{self, instrumented::Instrumented};
 use authority::AuthorityNormalizer;
 use kms_config::PluginConfig;
 use kms_proto::kms_v2::key_management_service_server::KeyManagementServiceServer;
@@ -26,8 +28,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     reload: watch::Receiver<u64>,
 ) -> anyhow::Result<()> {
-    let root = root_key::build(&config.backend).await?;
-    tracing::info!(backend = root.kind(), key_id = %root.primary_key_id(), "root key ready");
+    let backend = root_key::build(&config.backend).await?;
+    tracing::info!(backend = backend.kind(), key_id = %backend.primary_key_id(), "root key ready");
+    let metrics = Arc::new(Metrics::new(backend.kind()));
+    let root: Arc<dyn root_key::RootKey> = Arc::new(Instrumented::new(backend, metrics.clone()));
     let timeout = config.backend_timeout.get();
     let envelope = Arc::new(Envelope::new(
         root.clone(),
@@ -52,7 +56,18 @@ pub async fn run(
     let mut socket = listener::bind(&config.socket, config.socket_mode, config.socket_uid, config.socket_gid)?;
     let listener = socket.take_listener().ok_or_else(|| anyhow::anyhow!("listener already taken"))?;
     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityNormalizer::new));
-    let service = KmsService::new(envelope, health);
+    let http_server = match config.metrics_address {
+        Some(address) => {
+            let mut stop = stop_tx.subscribe();
+            let serving = http::bind(address.0, metrics.clone(), envelope.clone(), health.clone(), async move {
+                let _ = stop.changed().await;
+            })
+            .await?;
+            Some(tokio::spawn(serving))
+        }
+        None => None,
+    };
+    let service = KmsService::new(envelope, health, metrics);
 
     let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
@@ -75,5 +90,8 @@ pub async fn run(
     }
     socket.remove();
     background.abort();
+    if let Some(http_server) = http_server {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), http_server).await;
+    }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use crate::envelope::{Envelope, EnvelopeError};
 use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::root_key::RootKeyError;
 use kms_proto::kms_v2::key_management_service_server::KeyManagementService;
 use kms_proto::kms_v2::{DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse};
@@ -16,12 +17,13 @@ pub const API_VERSION: &str = "v2";
 pub struct KmsService {
     envelope: Arc<Envelope>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
 }
 
 impl KmsService {
     /// A service over `envelope`, reporting `health` in Status.
-    pub fn new(envelope: Arc<Envelope>, health: Arc<Health>) -> Self {
-        Self { envelope, health }
+    pub fn new(envelope: Arc<Envelope>, health: Arc<Health>, metrics: Arc<Metrics>) -> Self {
+        Self { envelope, health, metrics }
     }
 }
 
@@ -55,6 +57,7 @@ impl KeyManagementService for KmsService {
         let started = Instant::now();
         let health = self.health.get();
         let key_id = self.envelope.root().primary_key_id();
+        self.metrics.observe_rpc("Status", tonic::Code::Ok, started.elapsed());
         tracing::debug!(method = "Status", healthz = %health.healthz, key_id = %key_id, duration_us = started.elapsed().as_micros() as u64, "rpc");
         Ok(Response::new(StatusResponse {
             version: API_VERSION.into(),
@@ -71,11 +74,13 @@ impl KeyManagementService for KmsService {
         let duration_us = started.elapsed().as_micros() as u64;
         match result {
             Ok(plaintext) => {
+                self.metrics.observe_rpc("Decrypt", tonic::Code::Ok, started.elapsed());
                 tracing::info!(method = "Decrypt", uid, outcome = "ok", duration_us, "rpc");
                 Ok(Response::new(DecryptResponse { plaintext }))
             }
             Err(error) => {
                 let (outcome, status) = classify(&error);
+                self.metrics.observe_rpc("Decrypt", status.code(), started.elapsed());
                 tracing::warn!(method = "Decrypt", uid, outcome, duration_us, %error, "rpc");
                 Err(status)
             }
@@ -90,6 +95,7 @@ impl KeyManagementService for KmsService {
         let duration_us = started.elapsed().as_micros() as u64;
         match result {
             Ok(sealed) => {
+                self.metrics.observe_rpc("Encrypt", tonic::Code::Ok, started.elapsed());
                 tracing::info!(method = "Encrypt", uid, outcome = "ok", duration_us, key_id = %sealed.key_id, "rpc");
                 Ok(Response::new(EncryptResponse {
                     ciphertext: sealed.ciphertext,
@@ -99,6 +105,7 @@ impl KeyManagementService for KmsService {
             }
             Err(error) => {
                 let (outcome, status) = classify(&error);
+                self.metrics.observe_rpc("Encrypt", status.code(), started.elapsed());
                 tracing::warn!(method = "Encrypt", uid, outcome, duration_us, %error, "rpc");
                 Err(status)
             }

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: provisions what the tests need, then runs them.
+# Nothing is skipped silently: if a tool cannot be provisioned, this fails and says which.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "provision: apt-get install ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+for script in .ci/provision-*.sh; do
+    bash "$script"
+done
+# Python grpcio is the gRPC C-core client used to prove :authority tolerance.
+if ! python3 -c 'import grpc' >/dev/null 2>&1; then
+    echo "provision: pip install grpcio"
+    python3 -m pip install --quiet grpcio || python3 -m pip install --quiet --break-system-packages grpcio
+fi
+python3 -c 'import grpc' || { echo "grpcio could not be installed; the C-core client test needs it" >&2; exit 1; }
+if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked
