@@ -5,6 +5,9 @@
 
 mod error;
 mod factory;
+pub mod instrumented;
+#[cfg(test)]
+pub mod fake;
 mod key_id;
 pub mod local;
 #[cfg(feature = "pkcs11")]
