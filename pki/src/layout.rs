@@ -138,3 +138,67 @@ pub fn check_signed_by(cert: &Cert, path: &Path, ca: &Cert, ca_path: &Path) -> R
     }
     Ok(())
 }
+
+/// Replaces a certificate and its key together: both are staged and synced first, then renamed
+/// key first, so the window with a new key beside the old certificate is two renames long.
+/// Modes: certificate 0644, key 0600.
+pub fn write_cert_and_key(
+    crt_path: &Path,
+    cert: &Cert,
+    key_path: &Path,
+    key: &PrivateKey,
+) -> Result<()> {
+    store::write_many_atomic(&[
+        (key_path, key.pem().as_bytes(), store::MODE_SECRET),
+        (crt_path, cert.pem().as_bytes(), store::MODE_PUBLIC),
+    ])
+}
+
+/// Writes a PEM bundle of certificates (e.g. old and new CA while a rotation is in progress)
+/// atomically with mode 0644.
+pub fn write_bundle(path: &Path, certs: &[Cert]) -> Result<()> {
+    store::write_atomic(
+        path,
+        crate::inspect::pem_bundle(certs).as_bytes(),
+        store::MODE_PUBLIC,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::issue::{self, CertSpec};
+    use crate::key::KeyAlgorithm;
+    use std::time::Duration;
+
+    #[test]
+    fn bundle_round_trip_and_ca_loading() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let day = Duration::from_secs(86_400);
+        let mut cas = Vec::new();
+        for cn in ["old-ca", "new-ca"] {
+            let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256)?;
+            let cert = issue::self_signed_ca(&CertSpec::ca(cn, &[], day), &key)?;
+            let (crt_path, key_path) = (
+                dir.path().join(format!("{cn}.crt")),
+                dir.path().join(format!("{cn}.key")),
+            );
+            write_cert_and_key(&crt_path, &cert, &key_path, &key)?;
+            let loaded = load_ca_at(&crt_path, &key_path)?
+                .ok_or_else(|| Error::invalid(&crt_path, "gone"))?;
+            assert!(!loaded.is_external());
+            assert_eq!(loaded.cert.der(), cert.der());
+            assert_eq!(store::mode_of(&key_path), Some(0o600));
+            cas.push(cert);
+        }
+        let bundle = dir.path().join("ca-bundle.crt");
+        write_bundle(&bundle, &cas)?;
+        let text = store::read_optional(&bundle)?.unwrap_or_default();
+        let back = crate::inspect::parse_bundle(&text, &bundle)?;
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[0].info().common_name, "old-ca");
+        assert_eq!(back[1].der(), cas[1].der());
+        assert_eq!(store::mode_of(&bundle), Some(0o644));
+        Ok(())
+    }
+}

@@ -14,7 +14,7 @@ use crate::key::{KeyAlgorithm, PrivateKey, algorithm_of_spki};
 use crate::kubeconfig;
 use crate::layout::{self, Layout};
 use crate::profile::{self, CaId};
-use crate::store::{self, MODE_PUBLIC, MODE_SECRET};
+use crate::store::{self, MODE_SECRET};
 
 /// Every name `renew` accepts besides `all`, in kubeadm's order.
 pub fn renewable_names() -> Vec<&'static str> {
@@ -122,10 +122,7 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
                 &key,
                 &ca,
             )?;
-            store::write_many_atomic(&[
-                (&key_path, key.pem().as_bytes(), MODE_SECRET),
-                (&crt, new.pem().as_bytes(), MODE_PUBLIC),
-            ])?;
+            layout::write_cert_and_key(&crt, &new, &key_path, &key)?;
             report.renewed.push((name.to_owned(), crt));
             report.restart.extend(leaf.restart);
         } else if let Some(kc) = profile::kubeconfig_by_name(name) {
