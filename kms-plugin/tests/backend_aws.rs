@@ -177,12 +177,8 @@ struct Plugin {
 }
 
 fn plugin_command(dir: &Path, config: &Path) -> Command {
-    // Empty shared config files: the plugin sees no profile of this machine.
-    for name in ["aws-config", "aws-credentials"] {
-        fs::write(dir.join(name), "").expect("empty AWS file");
-    }
     let mut command = Command::new(env!("CARGO_BIN_EXE_kms-plugin"));
-    command
+    plugin_env(dir, &mut command)
         .args(["serve", "--config"])
         .arg(config)
         .args([
@@ -191,6 +187,17 @@ fn plugin_command(dir: &Path, config: &Path) -> Command {
             "--log-level",
             &format!("{REMOTE_TARGET}=debug,warn"),
         ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    command
+}
+
+/// Dummy credentials, and empty shared AWS files so no profile of this machine is used.
+fn plugin_env<'a>(dir: &Path, command: &'a mut Command) -> &'a mut Command {
+    for name in ["aws-config", "aws-credentials"] {
+        fs::write(dir.join(name), "").expect("empty AWS file");
+    }
+    command
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -198,9 +205,6 @@ fn plugin_command(dir: &Path, config: &Path) -> Command {
         .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("aws-credentials"))
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_SESSION_TOKEN")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    command
 }
 
 impl Plugin {
@@ -350,6 +354,162 @@ where
     }
     all.sort_by_key(|(i, _)| *i);
     all.into_iter().map(|(_, v)| v).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Library API. The SDK reads credentials from the environment, so these calls run in a child
+// process of this test binary that has the dummy credentials set.
+
+/// Set in the child process: moto's endpoint.
+const CHILD_ENV: &str = "KMS_AWS_TEST_CHILD_ENDPOINT";
+const CONFIG_ENV: &str = "KMS_AWS_TEST_CONFIG";
+
+#[test]
+fn library_api() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Ok(endpoint) = std::env::var(CHILD_ENV) else {
+        let world = runtime.block_on(World::new());
+        let config = world.config("lib", "1h", "1h", &world.moto.endpoint());
+        let exe = std::env::current_exe().expect("test binary");
+        let out = plugin_env(world.dir.path(), &mut Command::new(exe))
+            .args(["--exact", "library_api", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, world.moto.endpoint())
+            .env(CONFIG_ENV, &config)
+            .output()
+            .expect("child test process");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "library checks failed:\n{text}");
+        assert!(
+            text.contains("library checks passed"),
+            "child ran no checks:\n{text}"
+        );
+        println!("child output:\n{text}");
+        return;
+    };
+    let path = PathBuf::from(std::env::var(CONFIG_ENV).expect("config path"));
+    let config = kms_config::PluginConfig::load(&path).expect("config");
+    let aws = config.backend.aws.expect("aws section");
+    runtime.block_on(library_checks(aws, &endpoint));
+}
+
+async fn library_checks(config: kms_config::AwsBackend, endpoint: &str) {
+    use kms_plugin::root_key::aws::AwsRootKey;
+    use kms_plugin::root_key::{KeyId, RootKey, RootKeyError};
+    use kms_plugin::secret::AesKey;
+
+    let kms = aws_sdk_kms::Client::from_conf(
+        aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(REGION))
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
+            .build(),
+    );
+    let root = AwsRootKey::connect(&config).await.expect("connect");
+    let first = root.primary_key_id();
+    assert!(
+        first.as_str().starts_with("arn:aws:kms:us-east-1:"),
+        "{first}"
+    );
+
+    let kek = AesKey::generate().expect("rng");
+    let wrapped = root.wrap(&kek).await.expect("wrap");
+    assert_eq!(
+        wrapped.key_id, first,
+        "the wrapped key names the key ARN, not the alias"
+    );
+    assert!(
+        root.unwrap(&first, &wrapped.ciphertext)
+            .await
+            .expect("unwrap")
+            .ct_eq(&kek)
+    );
+
+    let mut tampered = wrapped.ciphertext.clone();
+    let middle = tampered.len() / 2;
+    tampered[middle] ^= 1;
+    let error = root.unwrap(&first, &tampered).await.expect_err("tampered");
+    assert!(matches!(error, RootKeyError::Integrity(_)), "{error:?}");
+    let alias = KeyId::new(ALIAS).expect("id");
+    let error = root
+        .unwrap(&alias, &wrapped.ciphertext)
+        .await
+        .expect_err("not an ARN");
+    assert!(matches!(error, RootKeyError::UnknownKey(_)), "{error:?}");
+
+    // Another encryption context (another cluster) cannot unwrap.
+    let mut other = config.clone();
+    other
+        .encryption_context
+        .insert("kubernetes.io/cluster".into(), "other".into());
+    let other = AwsRootKey::connect(&other).await.expect("connect other");
+    let error = other
+        .unwrap(&first, &wrapped.ciphertext)
+        .await
+        .expect_err("context");
+    assert!(matches!(error, RootKeyError::Integrity(_)), "{error:?}");
+
+    // Re-pointing the alias is picked up by refresh(); old data keeps unwrapping.
+    let created = kms.create_key().send().await.expect("CreateKey");
+    let second = created
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .expect("arn")
+        .to_owned();
+    kms.update_alias()
+        .alias_name(ALIAS)
+        .target_key_id(&second)
+        .send()
+        .await
+        .expect("alias");
+    root.refresh().await.expect("refresh");
+    assert_eq!(root.primary_key_id().as_str(), second);
+    let rewrapped = root.wrap(&kek).await.expect("wrap under the new key");
+    assert_eq!(rewrapped.key_id.as_str(), second);
+    assert!(
+        root.unwrap(&first, &wrapped.ciphertext)
+            .await
+            .expect("old key")
+            .ct_eq(&kek)
+    );
+
+    // A disabled key is refused at once at startup, not retried for startup_timeout.
+    // (moto's DisableKey wants the bare key id, not the ARN.)
+    let bare = first.as_str().rsplit('/').next().expect("key id");
+    kms.disable_key()
+        .key_id(bare)
+        .send()
+        .await
+        .expect("DisableKey");
+    // (moto still decrypts under a disabled key, so Decrypt's DisabledException → Denied
+    // mapping is covered by the unit tests of the error mapping only.)
+    let mut disabled = config.clone();
+    disabled.key_id = first.to_string();
+    let started = Instant::now();
+    let error = AwsRootKey::connect(&disabled)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        error.as_deref().is_some_and(|e| e.contains("Disabled")),
+        "{error:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    let mut missing = config.clone();
+    missing.key_id = "alias/no-such-alias".into();
+    let Err(error) = AwsRootKey::connect(&missing).await else {
+        panic!("connected to a missing alias")
+    };
+    assert!(matches!(error, RootKeyError::UnknownKey(_)), "{error:?}");
+    println!("library checks passed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -382,7 +382,7 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
         InitOutcome::Existing(first.clone())
     );
 
-    let root = Pkcs11RootKey::open(config).await.expect("open");
+    let root = std::sync::Arc::new(Pkcs11RootKey::open(config).await.expect("open"));
     assert_eq!(root.primary_key_id(), first);
     let kek = AesKey::generate().expect("rng");
     let wrapped = root.wrap(&kek).await.expect("wrap");
@@ -401,10 +401,17 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
             .ct_eq(&kek)
     );
 
-    // Concurrent calls share the session pool (max_sessions = 4).
-    let calls = (0..16).map(|_| root.unwrap(&first, &wrapped.ciphertext));
-    for key in futures_join_all(calls).await {
-        assert!(key.expect("concurrent unwrap").ct_eq(&kek));
+    // Concurrent calls share the session pool (max_sessions = 4) on blocking threads.
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (root, first, sealed) = (root.clone(), first.clone(), wrapped.ciphertext.clone());
+        tasks.push(tokio::spawn(
+            async move { root.unwrap(&first, &sealed).await },
+        ));
+    }
+    for task in tasks {
+        let key = task.await.expect("task").expect("concurrent unwrap");
+        assert!(key.ct_eq(&kek));
     }
 
     for position in [0, 12, 59] {
@@ -469,18 +476,6 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
         .expect_err("wrong version");
     assert!(matches!(swapped, RootKeyError::Integrity(_)), "{swapped:?}");
     println!("library checks passed");
-}
-
-/// Awaits every future (a tiny `join_all`, to avoid a dev-dependency).
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut out = Vec::new();
-    let pinned: Vec<_> = futures.map(Box::pin).collect();
-    for future in pinned {
-        out.push(future.await);
-    }
-    out
 }
 
 // ---------------------------------------------------------------------------------------------
