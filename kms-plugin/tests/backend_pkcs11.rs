@@ -382,6 +382,20 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
         InitOutcome::Existing(first.clone())
     );
 
+    // A wrong PIN is refused (and reported as such); the right one still works afterwards.
+    let wrong_pin = tempfile::NamedTempFile::new().expect("temp file");
+    fs::write(wrong_pin.path(), "999999\n").expect("write");
+    let mut wrong = config.clone();
+    wrong.pin_file = Some(wrong_pin.path().to_owned());
+    let Err(error) = Pkcs11RootKey::open(&wrong).await else {
+        panic!("a wrong PIN opened the token")
+    };
+    assert!(matches!(error, RootKeyError::Denied(_)), "{error:?}");
+    assert!(error.to_string().contains("rejected the PIN"), "{error}");
+    assert!(
+        !error.to_string().contains("999999") && !error.to_string().contains(PIN),
+        "{error}"
+    );
     let root = std::sync::Arc::new(Pkcs11RootKey::open(config).await.expect("open"));
     assert_eq!(root.primary_key_id(), first);
     let kek = AesKey::generate().expect("rng");
@@ -660,7 +674,7 @@ fn move_all(from: &Path, to: &Path) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_token_loss_and_recovery() {
     let hsm = Hsm::new();
-    let config = hsm.config("fault", "1s", "1h");
+    let config = hsm.config("fault", "1s", "2s");
     hsm.init_root_key(&config);
 
     // A seed whose local KEK the next plugin process has not cached.
@@ -720,6 +734,18 @@ async fn serve_token_loss_and_recovery() {
         plugin.logs().contains("re-initialising the module"),
         "{}",
         plugin.logs()
+    );
+
+    // A rotation by another process reaches the plugin on its refresh interval (2s), no SIGHUP.
+    let before = status(&mut client).await.1;
+    hsm.cli(&["rotate", "--config", config.to_str().expect("utf-8")]);
+    let rotated = wait_status(&mut client, "refresh", Duration::from_secs(6), |h, k| {
+        h == "ok" && k != before
+    })
+    .await;
+    assert!(
+        rotated.starts_with("pkcs11:root:0000000000000002"),
+        "{rotated}"
     );
     plugin.stop();
 }

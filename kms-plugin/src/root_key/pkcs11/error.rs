@@ -38,6 +38,12 @@ pub enum Pkcs11Error {
     /// A root key object is not protected the way a root key must be.
     #[error("root key {0}")]
     Unprotected(String),
+    /// The token rejected the PIN; logins stop until the plugin restarts (to spare the token's
+    /// retry counter).
+    #[error(
+        "the PKCS#11 token {0:?} rejected the PIN; fix pin_file/pin_env and restart the plugin"
+    )]
+    PinRejected(String),
     /// The blocking worker running a PKCS#11 call died.
     #[error("PKCS#11 worker failed: {0}")]
     Worker(String),
@@ -114,6 +120,7 @@ impl From<Pkcs11Error> for RootKeyError {
                 RootKeyError::Backend(text)
             }
             Pkcs11Error::NoRootKey(_) | Pkcs11Error::Unprotected(_) => RootKeyError::Backend(text),
+            Pkcs11Error::PinRejected(_) => RootKeyError::Denied(text),
             Pkcs11Error::Call { rv, .. } => match rv {
                 RvError::PinIncorrect
                 | RvError::PinLocked

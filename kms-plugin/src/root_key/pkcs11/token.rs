@@ -16,6 +16,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::RawAuthPin;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,9 @@ pub struct Token {
     /// Held shared by every call into the module, exclusively while it is re-initialised.
     gate: RwLock<()>,
     last_reinit: Mutex<Option<Instant>>,
+    /// Set once the token rejected the PIN: no further login is tried, so a wrong PIN cannot
+    /// exhaust the token's retry counter and lock the user out.
+    pin_rejected: AtomicBool,
 }
 
 fn initialize(ctx: &Pkcs11) -> Result<(), CkError> {
@@ -65,6 +69,7 @@ impl Token {
             idle: Mutex::new(Vec::new()),
             gate: RwLock::new(()),
             last_reinit: Mutex::new(None),
+            pin_rejected: AtomicBool::new(false),
         };
         token.find_slot()?;
         Ok(token)
@@ -91,10 +96,24 @@ impl Token {
             Some(slot) => slot,
             None => self.find_slot()?,
         };
+        if self.pin_rejected.load(Ordering::Relaxed) {
+            return Err(Pkcs11Error::PinRejected(self.label.clone()));
+        }
         tracing::debug!(target: "kms_plugin::root_key::remote", backend = "pkcs11", op = "open_session", "remote call");
         let session = self.ctx.open_rw_session(slot)?;
         match session.login_with_raw(UserType::User, &self.pin) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+            Err(CkError::Pkcs11(
+                rv @ (RvError::PinIncorrect
+                | RvError::PinLocked
+                | RvError::PinExpired
+                | RvError::PinInvalid),
+                _,
+            )) => {
+                self.pin_rejected.store(true, Ordering::Relaxed);
+                tracing::error!(token = %self.label, %rv, "the token rejected the PIN; no further login is tried until restart");
+                Err(Pkcs11Error::PinRejected(self.label.clone()))
+            }
             Err(e) => Err(e.into()),
         }
     }
