@@ -466,6 +466,12 @@ async fn library_checks(config: kms_config::AwsBackend, endpoint: &str) {
         .send()
         .await
         .expect("alias");
+    let before_refresh = root.wrap(&kek).await.expect("wrap before refresh");
+    assert_eq!(
+        before_refresh.key_id, first,
+        "until refresh, wraps match what Status reports"
+    );
+    assert_eq!(root.primary_key_id(), first);
     root.refresh().await.expect("refresh");
     assert_eq!(root.primary_key_id().as_str(), second);
     let rewrapped = root.wrap(&kek).await.expect("wrap under the new key");

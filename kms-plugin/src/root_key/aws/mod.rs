@@ -4,8 +4,9 @@
 //!   alias ARN. It is resolved with DescribeKey to the key ARN, which is the key id reported to
 //!   kube-apiserver; [`RootKey::refresh`] re-resolves it every `key_refresh_interval` (and on
 //!   SIGHUP), so pointing an alias at a new key is a rotation the apiserver sees.
-//! - Wrap is KMS Encrypt of the 32-byte KEK with the configured id; the ARN in the answer
-//!   becomes the wrapped key's id (and the primary, should the alias have moved meanwhile).
+//! - Wrap is KMS Encrypt of the 32-byte KEK under the resolved key ARN (not the alias), so the
+//!   key id Encrypt reports always equals the one Status reports, as kube-apiserver requires;
+//!   an alias change takes effect for new data at the next refresh.
 //! - Unwrap is KMS Decrypt with `KeyId` = that ARN, so data wrapped under an earlier key keeps
 //!   decrypting while the key exists and is enabled.
 //! - Both bind `encryption_context` (default `{"kubernetes.io/kms-plugin": "kms-plugin"}`).
@@ -205,23 +206,24 @@ impl RootKey for AwsRootKey {
     }
 
     async fn wrap(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
-        remote_call("encrypt", &self.configured);
+        // Encrypt under the resolved ARN, not the alias: the answer's key id then always equals
+        // what Status reports, even between an alias change and the next refresh.
+        let arn = self.primary_key_id();
+        remote_call("encrypt", arn.as_str());
         let out = self
             .client
             .encrypt()
-            .key_id(&self.configured)
+            .key_id(arn.as_str())
             .plaintext(Blob::new(key.expose().to_vec()))
             .set_encryption_context(Some(self.context.clone()))
             .send()
             .await
-            .map_err(|e| map_sdk_error("Encrypt", &self.configured, e))?;
-        let arn = out
-            .key_id()
-            .and_then(KeyId::new)
-            .filter(|id| is_key_arn(id.as_str()))
-            .ok_or_else(|| {
-                RootKeyError::Backend("KMS Encrypt answered without a key ARN".into())
-            })?;
+            .map_err(|e| map_sdk_error("Encrypt", arn.as_str(), e))?;
+        if let Some(answered) = out.key_id().filter(|answered| *answered != arn.as_str()) {
+            return Err(RootKeyError::Backend(format!(
+                "KMS Encrypt under {arn} answered for another key, {answered}"
+            )));
+        }
         let ciphertext = out
             .ciphertext_blob
             .map(Blob::into_inner)
@@ -229,7 +231,6 @@ impl RootKey for AwsRootKey {
             .ok_or_else(|| {
                 RootKeyError::Backend("KMS Encrypt answered without a ciphertext".into())
             })?;
-        self.set_current(arn.clone());
         Ok(WrappedKey {
             key_id: arn,
             ciphertext,
