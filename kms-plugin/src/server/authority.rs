@@ -400,7 +400,10 @@ mod tests {
 
     /// Parses frames after the preface and decodes each header block with a fresh decoder
     /// state, as h2 would.
-    fn decode_output(output: &[u8]) -> (Vec<Vec<(Vec<u8>, Vec<u8>)>>, Vec<(u8, u8, Vec<u8>)>) {
+    type HeaderList = Vec<(Vec<u8>, Vec<u8>)>;
+    type OtherFrame = (u8, u8, Vec<u8>);
+
+    fn decode_output(output: &[u8]) -> (Vec<HeaderList>, Vec<OtherFrame>) {
         assert!(output.starts_with(PREFACE));
         let mut rest = &output[PREFACE.len()..];
         let mut decoder = loona_hpack::Decoder::new();

@@ -58,7 +58,7 @@ impl KeyManagementService for KmsService {
         let health = self.health.get();
         let key_id = self.envelope.root().primary_key_id();
         self.metrics.observe_rpc("Status", tonic::Code::Ok, started.elapsed());
-        tracing::debug!(method = "Status", healthz = %health.healthz, key_id = %key_id, duration_us = started.elapsed().as_micros() as u64, "rpc");
+        tracing::info!(method = "Status", healthz = %health.healthz, key_id = %key_id, duration_us = started.elapsed().as_micros() as u64, "rpc");
         Ok(Response::new(StatusResponse {
             version: API_VERSION.into(),
             healthz: health.healthz,
