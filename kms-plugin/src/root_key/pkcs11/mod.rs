@@ -59,10 +59,13 @@ use cryptoki::session::Session;
 use error::Pkcs11Error;
 use keys::KeySet;
 use kms_config::Pkcs11Backend;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 use token::Token;
 use tokio::sync::Semaphore;
+
+/// Least time between two re-listings caused by unwraps naming an unknown version.
+const MISS_RELIST_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Shortest refresh interval honoured (a zero interval would stop the refresh timer).
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
@@ -78,6 +81,9 @@ struct Inner {
     token: Token,
     key_label: String,
     current: RwLock<Arc<Current>>,
+    /// When an unwrap for an unknown version last re-listed the token (at most once a second,
+    /// so Decrypts naming made-up versions cannot keep the token busy).
+    last_miss_relist: Mutex<Option<Instant>>,
 }
 
 /// The versions last listed, with the primary one picked out (never an empty set).
@@ -126,6 +132,19 @@ impl Inner {
         };
         *guard = fresh.clone();
         Ok(fresh)
+    }
+
+    /// True when an unwrap for an unknown version may re-list the token now.
+    fn may_relist_on_miss(&self) -> bool {
+        let mut last = match self.last_miss_relist.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if last.is_some_and(|at| at.elapsed() < MISS_RELIST_INTERVAL) {
+            return false;
+        }
+        *last = Some(Instant::now());
+        true
     }
 
     /// Runs `op` on a pooled session. When the token dropped the session or the login, reopens,
@@ -212,6 +231,7 @@ async fn open_inner(config: &Pkcs11Backend) -> Result<Inner, RootKeyError> {
             token,
             key_label: config.key_label.clone(),
             current: RwLock::new(Arc::new(current)),
+            last_miss_relist: Mutex::new(None),
         })
     })
     .await
@@ -262,7 +282,7 @@ impl RootKey for Pkcs11RootKey {
         let key_id = key_id.clone();
         let wrapped = wrapped.to_vec();
         self.blocking(move |inner| {
-            if inner.current().keys.get(&id).is_none() {
+            if inner.current().keys.get(&id).is_none() && inner.may_relist_on_miss() {
                 // A version created by another process since the last refresh.
                 inner.with_session(|session, _| inner.relist(session).map(drop))?;
             }
