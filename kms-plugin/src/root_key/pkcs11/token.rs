@@ -24,6 +24,10 @@ use std::time::{Duration, Instant};
 pub const REINIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// An initialised PKCS#11 module and the token found by its label.
+///
+/// A process should hold one `Token` per module while it serves: [`Token::recover`] finalises
+/// the module for the whole process, and only this value's calls wait for it. (A second,
+/// short-lived instance, as in `kms-plugin rotate` or tests, is fine while no recovery runs.)
 pub struct Token {
     ctx: Pkcs11,
     label: String,
