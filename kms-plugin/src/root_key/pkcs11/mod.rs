@@ -2,10 +2,14 @@
 //!
 //! - The token is found by its label (slot ids are not stable); the user PIN comes from
 //!   `pin_file` or `pin_env` and is held zeroized.
-//! - Root key versions share `key_label` and differ by `CKA_ID` (see [`keys`] for the id format
-//!   and ordering); the greatest `CKA_ID` is primary. Key ids read `pkcs11:<key_label>:<hex id>`.
-//! - A local KEK is wrapped with CKM_AES_GCM inside the token ([`gcm`]): a 12-byte IV we draw,
-//!   AAD binding the key id, the KEK as the data to C_Encrypt.
+//! - Root key versions share `key_label` and differ by `CKA_ID`. Versions created here get a
+//!   16-byte `CKA_ID`: the version number as 8 big-endian bytes, then 8 random bytes (two hosts
+//!   rotating at once still get distinct ids). The greatest `CKA_ID` in byte order, i.e. the
+//!   highest version, is primary. Key ids read `pkcs11:<key_label>:<hex CKA_ID>`; a new version
+//!   always gets a new one, and none is ever reused.
+//! - A local KEK is wrapped with CKM_AES_GCM inside the token: a 12-byte IV drawn by the plugin,
+//!   AAD = a fixed label and the key id, the KEK as the data to C_Encrypt. Wrapped form:
+//!   `IV || ciphertext || tag` (60 bytes).
 //! - Every PKCS#11 call blocks, so it runs on `spawn_blocking`, at most `max_sessions` at once,
 //!   each on a pooled session. A session the token dropped (`CKR_SESSION_HANDLE_INVALID`,
 //!   `CKR_USER_NOT_LOGGED_IN`, `CKR_DEVICE_REMOVED`, ...) is reopened, logged in again, the key
