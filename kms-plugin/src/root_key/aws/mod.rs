@@ -14,7 +14,8 @@
 //!   startup fails with the last error. Access denied, unknown or disabled keys fail at once.
 //! - Each KMS request logs one `debug` line with target `kms_plugin::root_key::remote`.
 //!
-//! The KEK travels to KMS inside the SDK's request body, which the SDK does not zeroize.
+//! The KEK travels inside the SDK's request and response bodies, which the SDK does not zeroize;
+//! the plugin zeroizes its own copies.
 //!
 //! # Configuration
 //!
