@@ -338,9 +338,18 @@ fn library_api() {
         let config = hsm.config("lib", "1h", "1h");
         let output = hsm.child("library", &config);
         assert!(output.contains("library checks passed"), "{output}");
+        assert!(
+            output.contains("PKCS#11 session lost; reopening it and retrying once"),
+            "the logout did not exercise the re-login path:\n{output}"
+        );
         println!("child output:\n{output}");
         return;
     };
+    // Warnings reach the parent, which checks that the session-loss path really ran.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .init();
     let config_path = PathBuf::from(std::env::var(CONFIG_ENV).expect("config path"));
     let config = kms_config::PluginConfig::load(&config_path).expect("config");
     let pkcs11 = config.backend.pkcs11.expect("pkcs11 section");
@@ -428,6 +437,18 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
         assert!(key.ct_eq(&kek));
     }
 
+    // The token drops the login (C_Logout logs out every session of the process): the next call
+    // reopens a session, logs in again and retries once, unseen by the caller.
+    logout_everywhere();
+    let key = root
+        .unwrap(&first, &wrapped.ciphertext)
+        .await
+        .expect("after logout");
+    assert!(key.ct_eq(&kek));
+    logout_everywhere();
+    let rewrapped = root.wrap(&kek).await.expect("wrap after logout");
+    assert_eq!(rewrapped.key_id, first);
+
     for position in [0, 12, 59] {
         let mut tampered = wrapped.ciphertext.clone();
         tampered[position] ^= 1;
@@ -490,6 +511,30 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
         .expect_err("wrong version");
     assert!(matches!(swapped, RootKeyError::Integrity(_)), "{swapped:?}");
     println!("library checks passed");
+}
+
+/// Logs this process out of the token, as a token that drops its logins would.
+fn logout_everywhere() {
+    use cryptoki::session::UserType;
+    let ctx = cryptoki::context::Pkcs11::new(MODULE).expect("module");
+    let slot = ctx
+        .get_slots_with_token()
+        .expect("slots")
+        .into_iter()
+        .find(|slot| {
+            ctx.get_token_info(*slot)
+                .is_ok_and(|t| t.label().trim_end() == TOKEN_LABEL)
+        })
+        .expect("token");
+    let session = ctx.open_ro_session(slot).expect("session");
+    let pin = secrecy::SecretBox::new(Box::new(PIN.as_bytes().to_vec()));
+    match session.login_with_raw(UserType::User, &pin) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => panic!("login: {e}"),
+    }
+    session.logout().expect("logout");
 }
 
 // ---------------------------------------------------------------------------------------------

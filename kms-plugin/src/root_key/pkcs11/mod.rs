@@ -161,7 +161,9 @@ impl Inner {
             let _shared = self.token.gate();
             self.token.take().and_then(|session| {
                 let result = op(&session, &self.current().keys);
-                if result.is_ok() {
+                // A failed operation ends there and leaves the session usable (PKCS#11 §5.2);
+                // keeping it also keeps the login, and with it the key handles, alive.
+                if !matches!(&result, Err(error) if error.is_session_lost()) {
                     self.token.give_back(session);
                 }
                 result
@@ -174,9 +176,11 @@ impl Inner {
                 let _shared = self.token.gate();
                 let session = self.token.take()?;
                 let current = self.relist(&session)?;
-                let value = op(&session, &current.keys)?;
-                self.token.give_back(session);
-                Ok(value)
+                let result = op(&session, &current.keys);
+                if !matches!(&result, Err(error) if error.is_session_lost()) {
+                    self.token.give_back(session);
+                }
+                result
             }
             other => other,
         }
