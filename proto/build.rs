@@ -4,7 +4,11 @@
 use prost::Message;
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["kms/v2/api.proto"];
+const PROTOS: &[&str] = &[
+    "kms/v2/api.proto",
+    "externaljwt/v1/api.proto",
+    "externaljwt/v1alpha1/api.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

@@ -13,7 +13,8 @@ mod socket;
 pub use duration::HumanDuration;
 pub use error::ConfigError;
 pub use model::{
-    AwsBackend, BackendConfig, BackendKind, DecryptCacheConfig, LocalBackend, LocalKekPolicy,
-    LogFormat, PluginConfig, Pkcs11Backend, SecretSource,
+    AwsBackend, BackendConfig, BackendKind, DecryptCacheConfig, JwtKeyConfig, JwtLocalKey,
+    JwtSignerConfig, LocalBackend, LocalKekPolicy, LogFormat, PluginConfig, Pkcs11Backend,
+    SecretSource, VerifyOnlyKey,
 };
 pub use socket::{FileMode, MetricsAddress, SocketAddress};

@@ -11,8 +11,9 @@ use std::time::Duration;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
-    /// Where the KMS v2 service listens.
-    pub socket: SocketAddress,
+    /// Where the KMS v2 service listens. Absent when the plugin only serves the JWT signer.
+    #[serde(default)]
+    pub socket: Option<SocketAddress>,
     /// Permission bits of the socket file (default 0600).
     #[serde(default = "default_socket_mode")]
     pub socket_mode: FileMode,
@@ -47,8 +48,101 @@ pub struct PluginConfig {
     /// Log filter, e.g. `info` or `kms_plugin=debug`.
     #[serde(default = "default_log_level")]
     pub log_level: String,
-    /// The root key backend.
-    pub backend: BackendConfig,
+    /// The root key backend of the KMS v2 service (required with `socket`).
+    #[serde(default)]
+    pub backend: Option<BackendConfig>,
+    /// The external service-account token signer, served on its own socket when configured.
+    #[serde(default)]
+    pub jwt_signer: Option<JwtSignerConfig>,
+}
+
+/// kube-apiserver's external service-account token signer (`ExternalJWTSigner`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSignerConfig {
+    /// Where the signer listens (`--service-account-signing-endpoint`).
+    pub socket: SocketAddress,
+    /// Permission bits of the socket file (default 0600).
+    #[serde(default = "default_socket_mode")]
+    pub socket_mode: FileMode,
+    /// Numeric owner of the socket file.
+    #[serde(default)]
+    pub socket_uid: Option<u32>,
+    /// Numeric group of the socket file.
+    #[serde(default)]
+    pub socket_gid: Option<u32>,
+    /// Longest token lifetime kube-apiserver may request (at least 10 minutes).
+    pub max_token_expiration: HumanDuration,
+    /// The signing key.
+    pub key: JwtKeyConfig,
+    /// Public keys published for verification only (PEM files; several keys per file allowed).
+    #[serde(default)]
+    pub verify_only_keys: Vec<VerifyOnlyKey>,
+    /// `refresh_hint_seconds` sent with FetchKeys.
+    #[serde(default = "default_refresh_hint")]
+    pub refresh_hint: HumanDuration,
+    /// How often key files are checked for changes (a rotation by `pki rotate sa`).
+    #[serde(default = "default_local_poll")]
+    pub poll_interval: HumanDuration,
+}
+
+/// Where the service-account signing key lives; the same kinds as the KMS root key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKeyConfig {
+    /// The key store in use.
+    pub kind: BackendKind,
+    /// A PEM private key file (kubeadm's `sa.key`): RSA (RS256) or ECDSA P-256/P-384 (ES256/ES384).
+    #[serde(default)]
+    pub local: Option<JwtLocalKey>,
+    /// An EC private key in an HSM, found by `key_label`.
+    #[serde(default)]
+    pub pkcs11: Option<Pkcs11Backend>,
+    /// An asymmetric ECC_NIST_P256 key in AWS KMS.
+    #[serde(default)]
+    pub aws: Option<AwsBackend>,
+}
+
+/// A signing key held in a local PEM file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtLocalKey {
+    /// The private key file, e.g. `/etc/kubernetes/pki/sa.key`.
+    pub key_file: PathBuf,
+}
+
+/// A verify-only public key file, optionally hidden from OIDC discovery.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum VerifyOnlyKey {
+    /// A PEM file whose keys are published like the signing key.
+    Path(PathBuf),
+    /// A PEM file with options.
+    Detailed {
+        /// The PEM file.
+        path: PathBuf,
+        /// Publish with `exclude_from_oidc_discovery` (legacy keys that only verify old tokens).
+        #[serde(default)]
+        exclude_from_oidc_discovery: bool,
+    },
+}
+
+impl VerifyOnlyKey {
+    /// The PEM file.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Path(path) | Self::Detailed { path, .. } => path,
+        }
+    }
+
+    /// Whether these keys are hidden from OIDC discovery.
+    pub fn excluded_from_discovery(&self) -> bool {
+        matches!(self, Self::Detailed { exclude_from_oidc_discovery: true, .. })
+    }
+}
+
+fn default_refresh_hint() -> HumanDuration {
+    Duration::from_secs(60).into()
 }
 
 /// Limits after which a fresh local KEK is generated and wrapped by the root key.
@@ -281,7 +375,7 @@ impl PluginConfig {
     /// The embedded default: the local root key in `state_dir`, serving on `socket`.
     pub fn local(socket: SocketAddress, state_dir: PathBuf) -> Self {
         Self {
-            socket,
+            socket: Some(socket),
             socket_mode: default_socket_mode(),
             socket_uid: None,
             socket_gid: None,
@@ -293,7 +387,7 @@ impl PluginConfig {
             metrics_address: None,
             log_format: LogFormat::default(),
             log_level: default_log_level(),
-            backend: BackendConfig {
+            backend: Some(BackendConfig {
                 kind: BackendKind::Local,
                 local: Some(LocalBackend {
                     state_dir,
@@ -301,7 +395,8 @@ impl PluginConfig {
                 }),
                 pkcs11: None,
                 aws: None,
-            },
+            }),
+            jwt_signer: None,
         }
     }
 
@@ -344,42 +439,24 @@ impl PluginConfig {
             field: field.to_owned(),
             reason: reason.to_owned(),
         };
-        let backend = &self.backend;
+        match (&self.socket, &self.backend, &self.jwt_signer) {
+            (None, None, None) => return Err(invalid("socket", "set socket and backend (KMS v2), jwt_signer, or both")),
+            (Some(_), None, _) => return Err(invalid("backend", "required when socket is set")),
+            (None, Some(_), _) => return Err(invalid("socket", "required when backend is set")),
+            _ => {}
+        }
+        if let Some(signer) = &self.jwt_signer {
+            signer.validate(origin)?;
+        }
+        let Some(backend) = &self.backend else {
+            return Ok(());
+        };
         match backend.kind {
             BackendKind::Local if backend.local.is_none() => {
                 return Err(invalid("backend.local", "required when backend.kind is local"));
             }
-            BackendKind::Pkcs11 => {
-                let Some(pkcs11) = &backend.pkcs11 else {
-                    return Err(invalid("backend.pkcs11", "required when backend.kind is pkcs11"));
-                };
-                if pkcs11.pin_source().is_none() {
-                    return Err(invalid(
-                        "backend.pkcs11",
-                        "set pin_file or pin_env; a PIN is never written in this file",
-                    ));
-                }
-                if pkcs11.pin_file.is_some() && pkcs11.pin_env.is_some() {
-                    return Err(invalid("backend.pkcs11", "set only one of pin_file and pin_env"));
-                }
-                if pkcs11.token_label.is_empty() || pkcs11.key_label.is_empty() {
-                    return Err(invalid("backend.pkcs11", "token_label and key_label must not be empty"));
-                }
-                if pkcs11.max_sessions == 0 {
-                    return Err(invalid("backend.pkcs11.max_sessions", "must be at least 1"));
-                }
-            }
-            BackendKind::Aws => {
-                let Some(aws) = &backend.aws else {
-                    return Err(invalid("backend.aws", "required when backend.kind is aws"));
-                };
-                if aws.key_id.is_empty() {
-                    return Err(invalid("backend.aws.key_id", "must not be empty"));
-                }
-                if aws.max_attempts == 0 {
-                    return Err(invalid("backend.aws.max_attempts", "must be at least 1"));
-                }
-            }
+            BackendKind::Pkcs11 => validate_pkcs11(backend.pkcs11.as_ref(), "backend.pkcs11", origin)?,
+            BackendKind::Aws => validate_aws(backend.aws.as_ref(), "backend.aws", origin)?,
             BackendKind::Local => {}
         }
         if self.local_kek.max_uses == 0 || self.local_kek.max_uses > 1 << 32 {
@@ -412,4 +489,68 @@ fn line_of_quoted_value(text: &str, reason: &str) -> Option<(usize, usize)> {
     text.lines()
         .enumerate()
         .find_map(|(index, line)| line.find(value).map(|column| (index + 1, column + 1)))
+}
+
+fn invalid_at(origin: &str, field: &str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.to_owned(),
+        field: field.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn validate_pkcs11(pkcs11: Option<&Pkcs11Backend>, field: &str, origin: &str) -> Result<(), ConfigError> {
+    let Some(pkcs11) = pkcs11 else {
+        return Err(invalid_at(origin, field, "required when kind is pkcs11"));
+    };
+    if pkcs11.pin_source().is_none() {
+        return Err(invalid_at(origin, field, "set pin_file or pin_env; a PIN is never written in this file"));
+    }
+    if pkcs11.pin_file.is_some() && pkcs11.pin_env.is_some() {
+        return Err(invalid_at(origin, field, "set only one of pin_file and pin_env"));
+    }
+    if pkcs11.token_label.is_empty() || pkcs11.key_label.is_empty() {
+        return Err(invalid_at(origin, field, "token_label and key_label must not be empty"));
+    }
+    if pkcs11.max_sessions == 0 {
+        return Err(invalid_at(origin, &format!("{field}.max_sessions"), "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn validate_aws(aws: Option<&AwsBackend>, field: &str, origin: &str) -> Result<(), ConfigError> {
+    let Some(aws) = aws else {
+        return Err(invalid_at(origin, field, "required when kind is aws"));
+    };
+    if aws.key_id.is_empty() {
+        return Err(invalid_at(origin, &format!("{field}.key_id"), "must not be empty"));
+    }
+    if aws.max_attempts == 0 {
+        return Err(invalid_at(origin, &format!("{field}.max_attempts"), "must be at least 1"));
+    }
+    Ok(())
+}
+
+impl JwtSignerConfig {
+    /// Checks the signer's settings.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        if self.max_token_expiration.get() < Duration::from_secs(600) {
+            return Err(invalid_at(
+                origin,
+                "jwt_signer.max_token_expiration",
+                "must be at least 10m (kube-apiserver rejects shorter)",
+            ));
+        }
+        if self.refresh_hint.get() < Duration::from_secs(1) {
+            return Err(invalid_at(origin, "jwt_signer.refresh_hint", "must be at least 1s"));
+        }
+        match self.key.kind {
+            BackendKind::Local if self.key.local.is_none() => {
+                Err(invalid_at(origin, "jwt_signer.key.local", "required when kind is local"))
+            }
+            BackendKind::Local => Ok(()),
+            BackendKind::Pkcs11 => validate_pkcs11(self.key.pkcs11.as_ref(), "jwt_signer.key.pkcs11", origin),
+            BackendKind::Aws => validate_aws(self.key.aws.as_ref(), "jwt_signer.key.aws", origin),
+        }
+    }
 }

@@ -21,10 +21,11 @@ backend:
 ",
     );
     let config = PluginConfig::load(file.path()).expect("valid config");
-    assert_eq!(config.backend.kind, BackendKind::Pkcs11);
-    assert_eq!(config.socket, SocketAddress::Path("/var/run/kms-plugin/kms.sock".into()));
+    let backend = config.backend.as_ref().expect("backend");
+    assert_eq!(backend.kind, BackendKind::Pkcs11);
+    assert_eq!(config.socket, Some(SocketAddress::Path("/var/run/kms-plugin/kms.sock".into())));
     assert_eq!(config.socket_mode.0, 0o600);
-    let debug = format!("{:?}", config.backend.pkcs11);
+    let debug = format!("{:?}", backend.pkcs11);
     assert!(debug.contains("pin_file"));
 }
 
@@ -74,4 +75,31 @@ fn cross_field_rules() {
 fn missing_file_is_a_clear_error() {
     let error = PluginConfig::load(std::path::Path::new("/nonexistent/kms.yaml")).expect_err("missing");
     assert!(error.to_string().contains("/nonexistent/kms.yaml"));
+}
+
+#[test]
+fn jwt_signer_section() {
+    let file = write(
+        "jwt_signer:
+  socket: /var/run/kms-plugin/jwt.sock
+  max_token_expiration: 24h
+  key:
+    kind: local
+    local: { key_file: /etc/kubernetes/pki/sa.key }
+  verify_only_keys: [/etc/kubernetes/pki/sa.pub, { path: /old.pub, exclude_from_oidc_discovery: true }]
+",
+    );
+    let config = PluginConfig::load(file.path()).expect("signer only");
+    assert!(config.socket.is_none() && config.backend.is_none());
+    let signer = config.jwt_signer.expect("signer");
+    assert_eq!(signer.max_token_expiration.get().as_secs(), 86_400);
+    assert!(!signer.verify_only_keys[0].excluded_from_discovery());
+    assert!(signer.verify_only_keys[1].excluded_from_discovery());
+    let short = write(
+        "jwt_signer:\n  socket: /j.sock\n  max_token_expiration: 5m\n  key: { kind: local, local: { key_file: /k } }\n",
+    );
+    let error = PluginConfig::load(short.path()).expect_err("too short");
+    assert!(error.to_string().contains("at least 10m"), "{error}");
+    let nothing = write("log_level: info\n");
+    assert!(PluginConfig::load(nothing.path()).is_err(), "nothing to serve");
 }

@@ -10,6 +10,7 @@ pub mod client;
 pub mod envelope;
 mod fs_util;
 pub mod health;
+pub mod jwt;
 pub mod metrics;
 pub mod root_key;
 pub mod secret;

@@ -133,10 +133,10 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<PluginConfig> {
         ),
     };
     if let Some(socket) = &args.socket {
-        config.socket = socket.clone();
+        config.socket = Some(socket.clone());
     }
     if let Some(state_dir) = &args.state_dir
-        && let Some(local) = config.backend.local.as_mut()
+        && let Some(local) = config.backend.as_mut().and_then(|b| b.local.as_mut())
     {
         local.state_dir = state_dir.clone();
     }
@@ -167,7 +167,8 @@ fn state_dir(target: &KeyTarget) -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from("kms-state"));
     };
     let config = PluginConfig::load(path)?;
-    match (&config.backend.kind, &config.backend.local) {
+    let backend = config.backend.as_ref().ok_or_else(|| anyhow::anyhow!("{}: no backend configured", path.display()))?;
+    match (&backend.kind, &backend.local) {
         (BackendKind::Local, Some(local)) => Ok(local.state_dir.clone()),
         (kind, _) => anyhow::bail!("{}: backend kind {kind:?} has no local state directory", path.display()),
     }
@@ -203,9 +204,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn rotate(target: KeyTarget, add_only: bool) -> anyhow::Result<()> {
     if let Some(path) = &target.config {
         let config = PluginConfig::load(path)?;
-        if config.backend.kind != BackendKind::Local {
+        let backend = config.backend.as_ref().ok_or_else(|| anyhow::anyhow!("{}: no backend configured", path.display()))?;
+        if backend.kind != BackendKind::Local {
             anyhow::ensure!(!add_only, "--add-only applies to the local backend only");
-            let root = kms_plugin::root_key::build(&config.backend).await?;
+            let root = kms_plugin::root_key::build(backend).await?;
             let key_id = root.rotate().await?;
             println!("new primary root key: {key_id}");
             return Ok(());

@@ -1,4 +1,6 @@
-//! The gRPC server: socket handling, `:authority` tolerance, graceful shutdown.
+//! The gRPC servers: socket handling, `:authority` tolerance, graceful shutdown.
+//!
+//! One process serves the KMS v2 API, the external JWT signer, or both, each on its own socket.
 
 pub mod authority;
 mod hpack;
@@ -10,25 +12,60 @@ pub use service::{API_VERSION, KmsService};
 
 use crate::envelope::{Envelope, KekPolicy, UnwrapCache};
 use crate::health::{self, Health};
+use crate::jwt::service::{JwtSigner, SignerV1, SignerV1Alpha1};
 use crate::metrics::Metrics;
 use crate::root_key::{self, instrumented::Instrumented};
 use authority::AuthorityNormalizer;
-use kms_config::PluginConfig;
+use kms_config::{BackendConfig, PluginConfig, SocketAddress};
+use kms_proto::externaljwt_v1::external_jwt_signer_server::ExternalJwtSignerServer as SignerServerV1;
+use kms_proto::externaljwt_v1alpha1::external_jwt_signer_server::ExternalJwtSignerServer as SignerServerV1Alpha1;
 use kms_proto::kms_v2::key_management_service_server::KeyManagementServiceServer;
+use listener::BoundSocket;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::watch;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 
-/// Runs the plugin until `shutdown` completes, then drains in-flight calls (bounded by
-/// `shutdown_grace`) and removes the socket. `reload` fires a root key refresh (SIGHUP).
-pub async fn run(
-    config: PluginConfig,
-    shutdown: impl Future<Output = ()>,
+/// A gRPC server running on one socket.
+struct Running {
+    name: &'static str,
+    socket: BoundSocket,
+    drain: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// Binds `address` and serves `router` on it with `:authority` normalisation.
+fn serve_on(
+    name: &'static str,
+    address: &SocketAddress,
+    mode: kms_config::FileMode,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    router: tonic::transport::server::Router,
+) -> anyhow::Result<Running> {
+    let mut socket = listener::bind(address, mode, uid, gid)?;
+    let listener = socket.take_listener().ok_or_else(|| anyhow::anyhow!("listener already taken"))?;
+    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityNormalizer::new));
+    let (drain, drained) = oneshot::channel::<()>();
+    let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+        let _ = drained.await;
+    }));
+    tracing::info!(socket = %address, "serving {name}");
+    Ok(Running { name, socket, drain, task })
+}
+
+/// The KMS v2 side: root key, envelope, health probe, metrics.
+async fn start_kms(
+    config: &PluginConfig,
+    address: &SocketAddress,
+    backend_config: &BackendConfig,
     reload: watch::Receiver<u64>,
-) -> anyhow::Result<()> {
-    let backend = root_key::build(&config.backend).await?;
+    stop: &watch::Sender<bool>,
+) -> anyhow::Result<(Running, Vec<JoinHandle<()>>)> {
+    let backend = root_key::build(backend_config).await?;
     tracing::info!(backend = backend.kind(), key_id = %backend.primary_key_id(), "root key ready");
     let metrics = Arc::new(Metrics::new(backend.kind()));
     let root: Arc<dyn root_key::RootKey> = Arc::new(Instrumented::new(backend, metrics.clone()));
@@ -43,55 +80,80 @@ pub async fn run(
         UnwrapCache::new(config.decrypt_cache.max_entries, config.decrypt_cache.ttl.get(), timeout),
     ));
     let health = Arc::new(Health::default());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let background = health::spawn_background(
-        root.clone(),
+    let mut tasks = vec![health::spawn_background(
+        root,
         health.clone(),
         config.health_probe_interval.get(),
         timeout,
         reload,
-        stop_rx,
-    );
-
-    let mut socket = listener::bind(&config.socket, config.socket_mode, config.socket_uid, config.socket_gid)?;
-    let listener = socket.take_listener().ok_or_else(|| anyhow::anyhow!("listener already taken"))?;
-    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityNormalizer::new));
-    let http_server = match config.metrics_address {
-        Some(address) => {
-            let mut stop = stop_tx.subscribe();
-            let serving = http::bind(address.0, metrics.clone(), envelope.clone(), health.clone(), async move {
-                let _ = stop.changed().await;
-            })
-            .await?;
-            Some(tokio::spawn(serving))
-        }
-        None => None,
-    };
-    let service = KmsService::new(envelope, health, metrics);
-
-    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(KeyManagementServiceServer::new(service))
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = drain_rx.await;
-            }),
-    );
-    tracing::info!(socket = %config.socket, "serving KMS v2");
-    shutdown.await;
-    tracing::info!(grace = ?config.shutdown_grace.get(), "shutting down: no new connections, draining in-flight calls");
-    let _ = drain_tx.send(());
-    let _ = stop_tx.send(true);
-    match tokio::time::timeout(config.shutdown_grace.get(), server).await {
-        Ok(Ok(Ok(()))) => tracing::info!("all calls finished"),
-        Ok(Ok(Err(error))) => tracing::warn!(%error, "server ended with an error"),
-        Ok(Err(error)) => tracing::warn!(%error, "server task failed"),
-        Err(_) => tracing::warn!("grace period over; abandoning calls still in flight"),
+        stop.subscribe(),
+    )];
+    if let Some(address) = config.metrics_address {
+        let mut stopped = stop.subscribe();
+        let serving = http::bind(address.0, metrics.clone(), envelope.clone(), health.clone(), async move {
+            let _ = stopped.changed().await;
+        })
+        .await?;
+        tasks.push(tokio::spawn(serving));
     }
-    socket.remove();
-    background.abort();
-    if let Some(http_server) = http_server {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), http_server).await;
+    let service = KmsService::new(envelope, health, metrics);
+    let router = tonic::transport::Server::builder().add_service(KeyManagementServiceServer::new(service));
+    let running = serve_on("KMS v2", address, config.socket_mode, config.socket_uid, config.socket_gid, router)?;
+    Ok((running, tasks))
+}
+
+/// Runs what `config` enables until `shutdown` completes, then drains in-flight calls (bounded
+/// by `shutdown_grace`) and removes the sockets. `reload` (SIGHUP) re-reads keys.
+pub async fn run(
+    config: PluginConfig,
+    shutdown: impl Future<Output = ()>,
+    reload: watch::Receiver<u64>,
+) -> anyhow::Result<()> {
+    let (stop_tx, _) = watch::channel(false);
+    let mut servers = Vec::new();
+    let mut tasks = Vec::new();
+    if let (Some(address), Some(backend)) = (&config.socket, &config.backend) {
+        let (running, background) = start_kms(&config, address, backend, reload.clone(), &stop_tx).await?;
+        servers.push(running);
+        tasks.extend(background);
+    }
+    if let Some(signer_config) = &config.jwt_signer {
+        let signer = Arc::new(JwtSigner::new(signer_config.clone()).await?);
+        tasks.push(signer.spawn_watcher(reload.clone(), stop_tx.subscribe()));
+        let router = tonic::transport::Server::builder()
+            .add_service(SignerServerV1::new(SignerV1(signer.clone())))
+            .add_service(SignerServerV1Alpha1::new(SignerV1Alpha1(signer)));
+        servers.push(serve_on(
+            "ExternalJWTSigner",
+            &signer_config.socket,
+            signer_config.socket_mode,
+            signer_config.socket_uid,
+            signer_config.socket_gid,
+            router,
+        )?);
+    }
+
+    shutdown.await;
+    let grace = config.shutdown_grace.get();
+    tracing::info!(?grace, "shutting down: no new connections, draining in-flight calls");
+    let _ = stop_tx.send(true);
+    let mut waiting = Vec::new();
+    for server in servers {
+        let _ = server.drain.send(());
+        waiting.push((server.name, server.socket, server.task));
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    for (name, mut socket, task) in waiting {
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(Ok(()))) => tracing::info!("{name}: all calls finished"),
+            Ok(Ok(Err(error))) => tracing::warn!(%error, "{name}: server ended with an error"),
+            Ok(Err(error)) => tracing::warn!(%error, "{name}: server task failed"),
+            Err(_) => tracing::warn!("{name}: grace period over; abandoning calls still in flight"),
+        }
+        socket.remove();
+    }
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
     }
     Ok(())
 }

@@ -1,0 +1,90 @@
+//! A signing key read from a PEM file, as kubeadm writes `sa.key`.
+
+use super::key::{JwsAlgorithm, SigningKey, SigningKeyError};
+use async_trait::async_trait;
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
+use std::path::Path;
+use zeroize::Zeroizing;
+
+enum Inner {
+    Rsa(RsaKeyPair),
+    Ec(EcdsaKeyPair),
+}
+
+/// A private key loaded from PEM: RSA (PKCS#1 or PKCS#8) or ECDSA P-256/P-384 (SEC1 or PKCS#8).
+pub struct FileSigningKey {
+    inner: Inner,
+    algorithm: JwsAlgorithm,
+    public_der: Vec<u8>,
+    rng: SystemRandom,
+}
+
+impl FileSigningKey {
+    /// Loads the first private key in `path`.
+    pub fn load(path: &Path) -> Result<Self, SigningKeyError> {
+        let text = Zeroizing::new(
+            std::fs::read(path).map_err(|e| SigningKeyError::Load(format!("{}: {e}", path.display())))?,
+        );
+        Self::from_pem(&text).map_err(|e| SigningKeyError::Load(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses a PEM private key.
+    pub fn from_pem(text: &[u8]) -> Result<Self, String> {
+        let blocks = pem::parse_many(text).map_err(|e| format!("not PEM: {e}"))?;
+        let block = blocks
+            .iter()
+            .find(|b| b.tag().ends_with("PRIVATE KEY"))
+            .ok_or("no private key block")?;
+        let der = Zeroizing::new(block.contents().to_vec());
+        let rsa = || match block.tag() {
+            "RSA PRIVATE KEY" => RsaKeyPair::from_der(&der).ok(),
+            "PRIVATE KEY" => RsaKeyPair::from_pkcs8(&der).ok(),
+            _ => None,
+        };
+        if let Some(pair) = rsa() {
+            if pair.public_modulus_len() < 256 {
+                return Err("RSA keys below 2048 bits are refused".into());
+            }
+            let public_der = pair.public_key().as_der().map_err(|_| "cannot encode the public key")?.as_ref().to_vec();
+            return Ok(Self { inner: Inner::Rsa(pair), algorithm: JwsAlgorithm::Rs256, public_der, rng: SystemRandom::new() });
+        }
+        for (alg, jws) in [
+            (&signature::ECDSA_P256_SHA256_FIXED_SIGNING, JwsAlgorithm::Es256),
+            (&signature::ECDSA_P384_SHA384_FIXED_SIGNING, JwsAlgorithm::Es384),
+        ] {
+            if let Ok(pair) = EcdsaKeyPair::from_private_key_der(alg, &der) {
+                let public_der = pair.public_key().as_der().map_err(|_| "cannot encode the public key")?.as_ref().to_vec();
+                return Ok(Self { inner: Inner::Ec(pair), algorithm: jws, public_der, rng: SystemRandom::new() });
+            }
+        }
+        Err(format!("unsupported private key ({}): expected RSA ≥ 2048 bits or ECDSA P-256/P-384", block.tag()))
+    }
+}
+
+#[async_trait]
+impl SigningKey for FileSigningKey {
+    fn algorithm(&self) -> JwsAlgorithm {
+        self.algorithm
+    }
+
+    fn public_key_der(&self) -> &[u8] {
+        &self.public_der
+    }
+
+    async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SigningKeyError> {
+        match &self.inner {
+            Inner::Rsa(pair) => {
+                let mut out = vec![0u8; pair.public_modulus_len()];
+                pair.sign(&signature::RSA_PKCS1_SHA256, &self.rng, message, &mut out)
+                    .map_err(|_| SigningKeyError::Sign("RSA signing failed".into()))?;
+                Ok(out)
+            }
+            Inner::Ec(pair) => pair
+                .sign(&self.rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| SigningKeyError::Sign("ECDSA signing failed".into())),
+        }
+    }
+}
