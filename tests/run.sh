@@ -22,6 +22,11 @@ if ! python3 -c 'import grpc' >/dev/null 2>&1; then
     python3 -m pip install --quiet grpcio || python3 -m pip install --quiet --break-system-packages grpcio
 fi
 python3 -c 'import grpc' || { echo "grpcio could not be installed; the C-core client test needs it" >&2; exit 1; }
+# Python cryptography is the independent verifier of signed service-account tokens.
+if ! python3 -c 'import cryptography.hazmat.primitives.asymmetric.ec' >/dev/null 2>&1; then
+    echo "provision: pip install cryptography"
+    python3 -m pip install --quiet cryptography || python3 -m pip install --quiet --break-system-packages cryptography
+fi
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 
 cargo build --workspace --all-targets --locked

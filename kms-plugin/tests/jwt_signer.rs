@@ -1,0 +1,287 @@
+//! The external service-account token signer through the real binary, checked by independent
+//! verifiers (openssl for key ids, Python `cryptography` for signatures).
+
+mod common;
+
+use base64::Engine;
+use kms_config::SocketAddress;
+use kms_proto::externaljwt_v1::external_jwt_signer_client::ExternalJwtSignerClient;
+use kms_proto::externaljwt_v1::{FetchKeysRequest, MetadataRequest, SignJwtRequest};
+use kms_proto::externaljwt_v1alpha1::external_jwt_signer_client::ExternalJwtSignerClient as AlphaClient;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+const VERIFIER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jwt_verify.py");
+
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let output = Command::new("openssl").args(args).output().expect("openssl");
+    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    output.stdout
+}
+
+/// Writes a kubeadm-style key: RSA PKCS#1 (`RSA PRIVATE KEY`) or EC SEC1 (`EC PRIVATE KEY`).
+fn make_key(path: &Path, kind: &str) {
+    let p = path.to_str().expect("utf-8");
+    match kind {
+        "rsa" => openssl(&["genrsa", "-traditional", "-out", p, "2048"]),
+        "ec" => openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", p]),
+        "ec384" => openssl(&["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", p]),
+        "rsa1024" => openssl(&["genrsa", "-traditional", "-out", p, "1024"]),
+        other => panic!("{other}"),
+    };
+}
+
+/// kube-apiserver's kid, computed from openssl's DER encoding of the public key.
+fn openssl_kid(key: &Path) -> (String, Vec<u8>) {
+    let der = openssl(&["pkey", "-in", key.to_str().expect("utf-8"), "-pubout", "-outform", "DER"]);
+    (base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&der)), der)
+}
+
+fn public_pem(key: &Path) -> Vec<u8> {
+    openssl(&["pkey", "-in", key.to_str().expect("utf-8"), "-pubout"])
+}
+
+struct Signer {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Drop for Signer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_text(dir: &Path, key_file: &Path, verify_only: &[String]) -> String {
+    format!(
+        "jwt_signer:\n  socket: {}\n  max_token_expiration: 24h\n  poll_interval: 100ms\n  refresh_hint: 30s\n  key:\n    kind: local\n    local: {{ key_file: {} }}\n  verify_only_keys: [{}]\n",
+        dir.join("jwt.sock").display(),
+        key_file.display(),
+        verify_only.join(", ")
+    )
+}
+
+fn start(dir: &Path, config: &str) -> Signer {
+    let config_path = dir.join("signer.yaml");
+    std::fs::write(&config_path, config).expect("config");
+    let log = dir.join("signer.log");
+    let child = Command::new(common::BIN)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let socket = dir.join("jwt.sock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "signer never listened:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Signer { child, socket, log }
+}
+
+async fn client(signer: &Signer) -> ExternalJwtSignerClient<Channel> {
+    let channel = kms_plugin::client::channel(&SocketAddress::Path(signer.socket.clone()), Duration::from_secs(10))
+        .await
+        .expect("connect");
+    ExternalJwtSignerClient::new(channel)
+}
+
+fn claims() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
+    let json = format!(r#"{{"iss":"https://kubernetes.default.svc","sub":"system:serviceaccount:default:demo","aud":["api"],"iat":{now},"exp":{}}}"#, now + 3600);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+async fn sign(client: &mut ExternalJwtSignerClient<Channel>) -> String {
+    let claims = claims();
+    let reply = client.sign(SignJwtRequest { claims: claims.clone() }).await.expect("sign").into_inner();
+    format!("{}.{claims}.{}", reply.header, reply.signature)
+}
+
+/// Verifies `token` independently against the key FetchKeys publishes under its kid.
+async fn verify(client: &mut ExternalJwtSignerClient<Channel>, dir: &Path, token: &str) -> Result<String, String> {
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().expect("header")).expect("b64"),
+    )
+    .expect("json");
+    let kid = header["kid"].as_str().expect("kid").to_owned();
+    let keys = client.fetch_keys(FetchKeysRequest {}).await.expect("fetch").into_inner();
+    let key = keys.keys.iter().find(|k| k.key_id == kid).ok_or_else(|| format!("kid {kid} not published"))?;
+    let der_file = dir.join(format!("{}.der", hex::encode(&Sha256::digest(kid.as_bytes())[..6])));
+    std::fs::write(&der_file, &key.key).expect("write der");
+    let output = Command::new("python3").arg(VERIFIER).arg(token).arg(&der_file).output().expect("python3");
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "independent verifier rejected the token (needs `pip install cryptography`):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+async fn wait_for_keys(client: &mut ExternalJwtSignerClient<Channel>, check: impl Fn(&[String]) -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let keys = client.fetch_keys(FetchKeysRequest {}).await.expect("fetch").into_inner();
+        let kids: Vec<String> = keys.keys.iter().map(|k| k.key_id.clone()).collect();
+        if check(&kids) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_verify_independently_for_rsa_and_ecdsa_keys() {
+    for (kind, alg) in [("rsa", "RS256"), ("ec", "ES256"), ("ec384", "ES384")] {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let key = temp.path().join("sa.key");
+        make_key(&key, kind);
+        let signer = start(temp.path(), &config_text(temp.path(), &key, &[]));
+        let mut client = client(&signer).await;
+
+        let metadata = client.metadata(MetadataRequest {}).await.expect("metadata").into_inner();
+        assert_eq!(metadata.max_token_expiration_seconds, 86_400);
+
+        let keys = client.fetch_keys(FetchKeysRequest {}).await.expect("fetch").into_inner();
+        let (expected_kid, expected_der) = openssl_kid(&key);
+        assert_eq!(keys.keys.len(), 1);
+        assert_eq!(keys.keys[0].key_id, expected_kid, "kid equals kube-apiserver's computation");
+        assert_eq!(keys.keys[0].key, expected_der, "PKIX DER public key");
+        assert!(!keys.keys[0].exclude_from_oidc_discovery);
+        assert_eq!(keys.refresh_hint_seconds, 30);
+        assert!(keys.data_timestamp.is_some_and(|t| t.seconds > 0));
+
+        let token = sign(&mut client).await;
+        let header = String::from_utf8(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().expect("header")).expect("b64"),
+        )
+        .expect("utf-8");
+        assert_eq!(header, format!(r#"{{"alg":"{alg}","kid":"{expected_kid}","typ":"JWT"}}"#));
+        assert_eq!(verify(&mut client, temp.path(), &token).await, Ok(format!("valid {alg}")));
+
+        // A tampered token fails the same independent check.
+        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"sub":"system:serviceaccount:kube-system:admin"}"#);
+        assert!(verify(&mut client, temp.path(), &parts.join(".")).await.is_err());
+
+        // The v1alpha1 package (kube-apiserver 1.32–1.35) answers the same way.
+        let channel = kms_plugin::client::channel(&SocketAddress::Path(signer.socket.clone()), Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let mut alpha = AlphaClient::new(channel);
+        let reply = alpha
+            .sign(kms_proto::externaljwt_v1alpha1::SignJwtRequest { claims: claims() })
+            .await
+            .expect("alpha sign")
+            .into_inner();
+        assert_eq!(reply.header, token.split('.').next().expect("header"));
+
+        // Garbage claims are refused with a clear error.
+        for bad in ["", "not base64url!", "a.b"] {
+            let error = client.sign(SignJwtRequest { claims: bad.into() }).await.expect_err(bad);
+            assert_eq!(error.code(), tonic::Code::InvalidArgument);
+        }
+        let logs = std::fs::read_to_string(&signer.log).unwrap_or_default();
+        let key_pem = std::fs::read_to_string(&key).expect("key");
+        let body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(!logs.contains(&body[..40]), "private key material in the log");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_overlap_keeps_unexpired_tokens_valid() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path();
+    let (old_key, new_key) = (dir.join("old.key"), dir.join("new.key"));
+    make_key(&old_key, "rsa");
+    make_key(&new_key, "ec");
+    let sa_key = dir.join("sa.key");
+    let sa_pub = dir.join("sa.pub");
+    std::fs::copy(&old_key, &sa_key).expect("copy");
+    std::fs::write(&sa_pub, public_pem(&old_key)).expect("pub");
+    let legacy_key = dir.join("legacy.key");
+    make_key(&legacy_key, "ec");
+    std::fs::write(dir.join("legacy.pub"), public_pem(&legacy_key)).expect("legacy");
+    let verify_only = [
+        sa_pub.display().to_string(),
+        format!("{{ path: {}, exclude_from_oidc_discovery: true }}", dir.join("legacy.pub").display()),
+    ];
+    let signer = start(dir, &config_text(dir, &sa_key, &verify_only));
+    let mut client = client(&signer).await;
+    let (old_kid, _) = openssl_kid(&old_key);
+    let (new_kid, _) = openssl_kid(&new_key);
+    let (legacy_kid, _) = openssl_kid(&legacy_key);
+
+    let keys = client.fetch_keys(FetchKeysRequest {}).await.expect("fetch").into_inner();
+    assert_eq!(keys.keys.len(), 2, "the signer plus the legacy key; sa.pub repeats the signer");
+    let legacy = keys.keys.iter().find(|k| k.key_id == legacy_kid).expect("legacy published");
+    assert!(legacy.exclude_from_oidc_discovery, "legacy keys stay out of OIDC discovery");
+    let before = sign(&mut client).await;
+
+    // start: sa.pub publishes old and new; the old key still signs.
+    let mut both = public_pem(&old_key);
+    both.extend(public_pem(&new_key));
+    std::fs::write(&sa_pub, &both).expect("bundle");
+    assert!(wait_for_keys(&mut client, |kids| kids.contains(&new_kid)).await, "new key published before it signs");
+    assert_eq!(header_kid(&sign(&mut client).await), old_kid, "the old key signs until switch");
+
+    // switch: the new key signs; tokens signed before still verify.
+    std::fs::copy(&new_key, &sa_key).expect("switch");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = sign(&mut client).await;
+    while header_kid(&after) != new_kid {
+        assert!(Instant::now() < deadline, "signer never switched");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = sign(&mut client).await;
+    }
+    assert_eq!(verify(&mut client, dir, &after).await, Ok("valid ES256".to_owned()));
+    assert_eq!(verify(&mut client, dir, &before).await, Ok("valid RS256".to_owned()), "pre-switch token still verifies");
+
+    // finish: the old public key leaves the bundle; old tokens stop verifying.
+    std::fs::write(&sa_pub, public_pem(&new_key)).expect("finish");
+    assert!(wait_for_keys(&mut client, |kids| !kids.contains(&old_kid)).await);
+    assert!(verify(&mut client, dir, &before).await.is_err());
+    assert_eq!(verify(&mut client, dir, &after).await, Ok("valid ES256".to_owned()));
+}
+
+fn header_kid(token: &str) -> String {
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().expect("header")).expect("b64"),
+    )
+    .expect("json");
+    header["kid"].as_str().expect("kid").to_owned()
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_clear_error() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path();
+    let weak = dir.join("weak.key");
+    make_key(&weak, "rsa1024");
+    let good = dir.join("good.key");
+    make_key(&good, "ec");
+    let cases = [
+        (config_text(dir, &dir.join("missing.key"), &[]), "missing.key"),
+        (config_text(dir, &weak, &[]), "RSA ≥ 2048 bits"),
+        (config_text(dir, &good, &[]).replace("24h", "5m"), "at least 10m"),
+        (config_text(dir, &good, &[dir.join("nothing.pub").display().to_string()]), "nothing.pub"),
+    ];
+    for (config, expected) in cases {
+        let path = dir.join("bad.yaml");
+        std::fs::write(&path, &config).expect("write");
+        let output = Command::new(common::BIN).args(["serve", "--config"]).arg(&path).output().expect("run");
+        assert!(!output.status.success(), "{config}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "expected {expected:?} in {stderr}");
+    }
+}
