@@ -392,7 +392,11 @@ fn library_api() {
     };
     let path = PathBuf::from(std::env::var(CONFIG_ENV).expect("config path"));
     let config = kms_config::PluginConfig::load(&path).expect("config");
-    let aws = config.backend.aws.expect("aws section");
+    let aws = config
+        .backend
+        .expect("backend section")
+        .aws
+        .expect("aws section");
     runtime.block_on(library_checks(aws, &endpoint));
 }
 

@@ -352,7 +352,11 @@ fn library_api() {
         .init();
     let config_path = PathBuf::from(std::env::var(CONFIG_ENV).expect("config path"));
     let config = kms_config::PluginConfig::load(&config_path).expect("config");
-    let pkcs11 = config.backend.pkcs11.expect("pkcs11 section");
+    let pkcs11 = config
+        .backend
+        .expect("backend section")
+        .pkcs11
+        .expect("pkcs11 section");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         match mode.as_str() {

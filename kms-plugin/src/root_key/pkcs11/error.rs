@@ -22,7 +22,7 @@ pub enum Pkcs11Error {
     #[error("cannot read the PKCS#11 PIN: {0}")]
     Pin(String),
     /// A PKCS#11 function failed.
-    #[error("PKCS#11 {function} failed: {rv}")]
+    #[error("PKCS#11 C_{function} failed: {rv:?}")]
     Call {
         /// The PKCS#11 function.
         function: String,
