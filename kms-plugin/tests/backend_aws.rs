@@ -701,16 +701,139 @@ async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> T
     value
 }
 
+/// A TCP relay in front of moto: stopping it refuses connections the way a stopped KMS
+/// endpoint does, and restarting it on the same port brings KMS back with its keys intact
+/// (a restarted moto would have forgotten them).
+struct Relay {
+    port: u16,
+    target: u16,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    async fn start(port: u16, target: u16) -> Self {
+        let mut relay = Self {
+            port,
+            target,
+            tasks: Vec::new(),
+            conns: Default::default(),
+        };
+        relay.resume().await;
+        relay
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn resume(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(listener) => break listener,
+                Err(error) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "relay cannot rebind {}: {error}",
+                        self.port
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let (target, conns) = (self.target, self.conns.clone());
+        self.tasks.push(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns.lock().expect("conns").push(conn);
+            }
+        }));
+    }
+
+    /// Closes the listener and every relayed connection.
+    fn stop(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        for conn in self.conns.lock().expect("conns").drain(..) {
+            conn.abort();
+        }
+    }
+}
+
+/// During an outage: cached Decrypts and Encrypts keep working, an uncached Decrypt fails as
+/// unavailable, every call within its deadline, and Status turns unhealthy within a probe.
+async fn check_outage(
+    client: &mut Client,
+    cached: &EncryptResponse,
+    uncached: &EncryptResponse,
+    kind: &str,
+) {
+    let opened = bounded("cached Decrypt", decrypt(client, cached)).await;
+    assert_eq!(
+        opened.expect("cached KEK keeps decrypting"),
+        b"sealed before the outage"
+    );
+    let during = bounded("Encrypt", encrypt(client, b"sealed during the outage")).await;
+    assert_eq!(
+        during.key_id, cached.key_id,
+        "the current local KEK keeps encrypting"
+    );
+    let opened = bounded("Decrypt", decrypt(client, &during)).await;
+    assert_eq!(opened.expect("decrypt"), b"sealed during the outage");
+    let error = bounded("uncached Decrypt", decrypt(client, uncached))
+        .await
+        .expect_err("KMS is down");
+    assert_eq!(error.code(), tonic::Code::Unavailable, "{error:?}");
+    let started = Instant::now();
+    wait_status(client, "unhealthy", Duration::from_secs(5), |h, _| {
+        h != "ok"
+    })
+    .await;
+    println!(
+        "{kind}: unhealthy {:?} after the outage began",
+        started.elapsed()
+    );
+}
+
+async fn check_recovery(client: &mut Client, uncached: &EncryptResponse) {
+    wait_status(client, "recovery", Duration::from_secs(10), |h, _| {
+        h == "ok"
+    })
+    .await;
+    let opened = decrypt(client, uncached).await;
+    assert_eq!(
+        opened.expect("after recovery"),
+        b"sealed by an earlier process"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_kms_outage_and_recovery() {
     let world = World::new().await;
-    let config = world.config("outage", "1s", "1h", &world.moto.endpoint());
+    let mut relay = Relay::start(free_port(), world.moto.port).await;
+    let config = world.config("outage", "1s", "1h", &relay.endpoint());
 
-    // A seed whose local KEK the next plugin process has not cached.
-    let mut plugin = world.plugin(&config, "outage-1.log");
-    let mut client = plugin.client().await;
-    let uncached = encrypt(&mut client, b"sealed by an earlier process").await;
-    plugin.stop();
+    // Seeds whose local KEKs the serving process has not cached: one per outage, each sealed
+    // by its own earlier process (so under its own KEK).
+    let mut uncached = Vec::new();
+    for name in ["outage-0.log", "outage-1.log"] {
+        let mut plugin = world.plugin(&config, name);
+        let mut client = plugin.client().await;
+        uncached.push(encrypt(&mut client, b"sealed by an earlier process").await);
+        plugin.stop();
+    }
+    assert_ne!(
+        uncached[0].annotations[WRAPPED_KEK_ANNOTATION],
+        uncached[1].annotations[WRAPPED_KEK_ANNOTATION]
+    );
 
     let mut plugin = world.plugin(&config, "outage-2.log");
     let mut client = plugin.client().await;
@@ -723,47 +846,17 @@ async fn serve_kms_outage_and_recovery() {
     .await;
     let cached = encrypt(&mut client, b"sealed before the outage").await;
 
-    // KMS stops answering (the process is frozen: connections hang rather than fail fast).
+    // KMS hangs (the process is frozen: requests are accepted and never answered).
     signal(world.moto.child.id(), "STOP");
-    let opened = bounded("cached Decrypt", decrypt(&mut client, &cached)).await;
-    assert_eq!(
-        opened.expect("cached KEK keeps decrypting"),
-        b"sealed before the outage"
-    );
-    let during = bounded("Encrypt", encrypt(&mut client, b"sealed during the outage")).await;
-    assert_eq!(
-        during.key_id, cached.key_id,
-        "the current local KEK keeps encrypting"
-    );
-    assert_eq!(
-        bounded("Decrypt", decrypt(&mut client, &during))
-            .await
-            .expect("decrypt"),
-        b"sealed during the outage"
-    );
-    let error = bounded("uncached Decrypt", decrypt(&mut client, &uncached))
-        .await
-        .expect_err("KMS is down");
-    assert_eq!(error.code(), tonic::Code::Unavailable, "{error:?}");
-    let started = Instant::now();
-    wait_status(&mut client, "unhealthy", Duration::from_secs(5), |h, _| {
-        h != "ok"
-    })
-    .await;
-    println!("unhealthy {:?} after the outage began", started.elapsed());
-
-    // KMS comes back: health and uncached Decrypts recover by themselves.
+    check_outage(&mut client, &cached, &uncached[0], "hung KMS").await;
     signal(world.moto.child.id(), "CONT");
-    wait_status(&mut client, "recovery", Duration::from_secs(10), |h, _| {
-        h == "ok"
-    })
-    .await;
-    assert_eq!(
-        decrypt(&mut client, &uncached)
-            .await
-            .expect("after recovery"),
-        b"sealed by an earlier process"
-    );
+    check_recovery(&mut client, &uncached[0]).await;
+
+    // KMS is gone (connections refused), then comes back on the same port.
+    relay.stop();
+    check_outage(&mut client, &cached, &uncached[1], "stopped KMS").await;
+    relay.resume().await;
+    check_recovery(&mut client, &uncached[1]).await;
     plugin.stop();
 }
 
