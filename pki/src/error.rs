@@ -71,6 +71,27 @@ pub enum Error {
     /// An unknown certificate name was given to a command.
     #[error("unknown certificate name {0:?}")]
     UnknownName(String),
+    /// A rotation phase was refused: run out of order, or another rotation is in progress.
+    /// The message says what to run instead.
+    #[error("{state}: {reason}")]
+    RotationRefused {
+        /// The rotation state file consulted.
+        state: PathBuf,
+        /// Why, and what to run instead.
+        reason: String,
+    },
+    /// `rotate sa finish` was run before the maximum token lifetime had passed since `switch`.
+    #[error(
+        "{state}: refusing to drop the old service-account key: tokens it signed may be valid until {until} ({lifetime_secs}s after switch); wait, or pass --force"
+    )]
+    TokensStillValid {
+        /// The rotation state file that recorded the switch time.
+        state: PathBuf,
+        /// RFC 3339 time after which no token signed by the old key can still be valid.
+        until: String,
+        /// The recorded maximum token lifetime, in seconds.
+        lifetime_secs: u64,
+    },
 }
 
 impl Error {

@@ -266,3 +266,111 @@ fn read_ref(base: &Path, file: &str) -> Result<String> {
     let p = base.join(file);
     std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))
 }
+
+/// Rewrites a kubeconfig in place, keeping every other field: sets the embedded CA data of
+/// every cluster to `ca_pem` (clusters that reference a CA file instead keep the reference),
+/// and, when `client` is given, the embedded client certificate and key of the current
+/// context's user. Returns `Ok(None)` when `client` is given but the user's credentials are
+/// file references (as in a kubelet.conf that points at `kubelet-client-current.pem`), which
+/// this function leaves to their owner.
+pub fn rewrite_embedded(
+    text: &str,
+    path: &Path,
+    ca_pem: &str,
+    client: Option<(&Cert, &PrivateKey)>,
+) -> Result<Option<Zeroizing<String>>> {
+    use serde_yaml_ng::Value;
+    let mut doc: Value = serde_yaml_ng::from_str(text).map_err(|e| Error::parse(path, e))?;
+    let ca_key = Value::from("certificate-authority-data");
+    let clusters = doc
+        .get_mut("clusters")
+        .and_then(Value::as_sequence_mut)
+        .ok_or_else(|| Error::parse(path, "no clusters"))?;
+    for c in clusters.iter_mut() {
+        if let Some(m) = c.get_mut("cluster").and_then(Value::as_mapping_mut)
+            && (m.contains_key(&ca_key) || !m.contains_key("certificate-authority"))
+        {
+            m.insert(ca_key.clone(), Value::from(STANDARD.encode(ca_pem)));
+        }
+    }
+    if let Some((cert, key)) = client {
+        let current = doc
+            .get("current-context")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let user_name = doc
+            .get("contexts")
+            .and_then(Value::as_sequence)
+            .and_then(|s| {
+                s.iter()
+                    .find(|c| c.get("name").and_then(Value::as_str) == Some(current.as_str()))
+                    .or_else(|| s.first())
+            })
+            .and_then(|c| c.get("context"))
+            .and_then(|c| c.get("user"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let users = doc
+            .get_mut("users")
+            .and_then(Value::as_sequence_mut)
+            .ok_or_else(|| Error::parse(path, "no users"))?;
+        let user = match user_name {
+            Some(n) => users
+                .iter_mut()
+                .find(|u| u.get("name").and_then(Value::as_str) == Some(n.as_str())),
+            None => users.first_mut(),
+        }
+        .and_then(|u| u.get_mut("user"))
+        .and_then(Value::as_mapping_mut)
+        .ok_or_else(|| Error::parse(path, "no user for the current context"))?;
+        if !user.contains_key("client-certificate-data") {
+            return Ok(None);
+        }
+        user.insert(
+            Value::from("client-certificate-data"),
+            Value::from(STANDARD.encode(cert.pem())),
+        );
+        user.insert(
+            Value::from("client-key-data"),
+            Value::from(STANDARD.encode(key.pem())),
+        );
+    }
+    serde_yaml_ng::to_string(&doc)
+        .map(|s| Some(Zeroizing::new(s)))
+        .map_err(|e| Error::Render {
+            what: "kubeconfig",
+            reason: e.to_string(),
+        })
+}
+
+/// True when the current context's user has an embedded client certificate
+/// (`client-certificate-data`) rather than a file reference.
+pub fn client_is_embedded(text: &str, path: &Path) -> Result<bool> {
+    use serde_yaml_ng::Value;
+    let doc: Value = serde_yaml_ng::from_str(text).map_err(|e| Error::parse(path, e))?;
+    let current = doc
+        .get("current-context")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let contexts = doc.get("contexts").and_then(Value::as_sequence);
+    let user_name = contexts
+        .and_then(|s| {
+            s.iter()
+                .find(|c| c.get("name").and_then(Value::as_str) == Some(current))
+                .or_else(|| s.first())
+        })
+        .and_then(|c| c.get("context"))
+        .and_then(|c| c.get("user"))
+        .and_then(Value::as_str);
+    let users = doc.get("users").and_then(Value::as_sequence);
+    let user = users.and_then(|us| match user_name {
+        Some(n) => us
+            .iter()
+            .find(|u| u.get("name").and_then(Value::as_str) == Some(n)),
+        None => us.first(),
+    });
+    Ok(user
+        .and_then(|u| u.get("user"))
+        .is_some_and(|u| u.get("client-certificate-data").is_some()))
+}

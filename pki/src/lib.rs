@@ -15,6 +15,7 @@
 //! | [`store`] | crash-safe writes (temp file, fsync, rename, fsync dir), directory lock |
 //! | [`kubeconfig`] | rendering and reading kubeconfigs |
 //! | [`init`], [`renew`], [`kubelet`], [`csr`], [`expiry`] | the subcommands |
+//! | [`rotate`] | zero-downtime rotation of the CAs and the service-account key |
 //! | [`kubeadm_config`] | reading a kubeadm `ClusterConfiguration` |
 //!
 //! The pieces a CA rotation needs are public on purpose: [`layout::load_ca_at`] loads a CA
@@ -37,6 +38,7 @@ pub mod kubelet;
 pub mod layout;
 pub mod profile;
 pub mod renew;
+pub mod rotate;
 pub mod spec;
 pub mod store;
 

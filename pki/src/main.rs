@@ -34,6 +34,9 @@ enum Command {
     Kubelet(KubeletArgs),
     /// Sign a PEM CSR under the rules of a Kubernetes built-in signer.
     SignCsr(SignCsrArgs),
+    /// Rotate a CA or the service-account key without downtime: start, switch, finish
+    /// (or status, abort).
+    Rotate(RotateArgs),
 }
 
 /// The two directories every subcommand takes.
@@ -166,6 +169,68 @@ struct KubeletArgs {
     certificate_validity_period: std::time::Duration,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum RotateTarget {
+    Ca,
+    FrontProxyCa,
+    EtcdCa,
+    Sa,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RotatePhase {
+    /// Generate the new CA/key; trust old and new; keep signing with the old one.
+    Start,
+    /// Re-issue everything from the new CA; sign with the new key; still trust both.
+    Switch,
+    /// Drop the old CA/key from every bundle.
+    Finish,
+    /// Show where the rotation stands and what every bundle holds.
+    Status,
+    /// Before finish: put every file back exactly as before start.
+    Abort,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TextOrJson {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct RotateArgs {
+    /// What to rotate.
+    #[arg(value_enum)]
+    target: RotateTarget,
+    /// The phase to run.
+    #[arg(value_enum)]
+    phase: RotatePhase,
+    #[command(flatten)]
+    dirs: Dirs,
+    /// Static pod manifest directory (e.g. /etc/kubernetes/manifests): at `ca start`,
+    /// kube-controller-manager's --cluster-signing-*-file flags are pointed at the
+    /// single-certificate signer files; `finish` and `abort` put them back.
+    #[arg(long)]
+    manifests_dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+    output: TextOrJson,
+    /// Lifetime of the new CA (start).
+    #[arg(long, value_parser = parse_duration, default_value = "87600h")]
+    ca_certificate_validity_period: std::time::Duration,
+    /// Lifetime of the certificates re-issued at switch.
+    #[arg(long, value_parser = parse_duration, default_value = "8760h")]
+    certificate_validity_period: std::time::Duration,
+    /// sa: the longest lifetime of a service-account token signed by the old key (recorded at
+    /// start/switch); `finish` is refused until this much time has passed since `switch`
+    /// [default: 24h].
+    #[arg(long, value_parser = parse_duration)]
+    max_token_lifetime: Option<std::time::Duration>,
+    /// sa finish: drop the old key even if tokens it signed may still be valid.
+    #[arg(long)]
+    force: bool,
+}
+
 #[derive(Args)]
 struct SignCsrArgs {
     #[command(flatten)]
@@ -196,6 +261,7 @@ fn main() -> ExitCode {
         Command::Renew(a) => run_renew(a),
         Command::Kubelet(a) => run_kubelet(a),
         Command::SignCsr(a) => run_sign_csr(a),
+        Command::Rotate(a) => run_rotate(a),
     };
     match result {
         Ok(code) => code,
@@ -399,4 +465,83 @@ fn run_sign_csr(a: SignCsrArgs) -> Result<ExitCode> {
         None => print!("{}", cert.pem()),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
+    use pki::rotate::{self, Phase, Target};
+    let layout = a.dirs.layout();
+    let target = match a.target {
+        RotateTarget::Ca => Target::Ca,
+        RotateTarget::FrontProxyCa => Target::FrontProxyCa,
+        RotateTarget::EtcdCa => Target::EtcdCa,
+        RotateTarget::Sa => Target::Sa,
+    };
+    let json = matches!(a.output, TextOrJson::Json);
+    let mut opts = rotate::Options::default();
+    opts.manifests_dir = a.manifests_dir;
+    opts.ca_validity = a.ca_certificate_validity_period;
+    opts.leaf_validity = a.certificate_validity_period;
+    opts.max_token_lifetime = a.max_token_lifetime;
+    opts.force = a.force;
+    // Test support: exit abruptly after N steps, as a crash would (see tests/rotate_crash.rs).
+    if let Some(n) = std::env::var(rotate::FAIL_AFTER_STEP_ENV)
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        let mut count = 0;
+        opts.after_step = Some(Box::new(move |step: &str| {
+            count += 1;
+            if count >= n {
+                eprintln!("{}: exiting after step {step}", rotate::FAIL_AFTER_STEP_ENV);
+                std::process::exit(86);
+            }
+        }));
+    }
+    let outcome = match a.phase {
+        RotatePhase::Status => {
+            let report = rotate::status::collect(&layout)?;
+            if json {
+                println!("{}", to_json(&report)?);
+            } else {
+                print!("{}", report.render_text());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        RotatePhase::Abort => rotate::abort(&layout, target, &mut opts)?,
+        RotatePhase::Start => rotate::run(&layout, target, Phase::Start, &mut opts)?,
+        RotatePhase::Switch => rotate::run(&layout, target, Phase::Switch, &mut opts)?,
+        RotatePhase::Finish => rotate::run(&layout, target, Phase::Finish, &mut opts)?,
+    };
+    if json {
+        println!("{}", to_json(&outcome)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let what = outcome.phase.map_or("abort", |p| p.as_str());
+    if outcome.already_done {
+        println!("[rotate] {target} {what}: already complete, nothing to do");
+    } else {
+        println!("[rotate] {target} {what}: done");
+        for s in &outcome.steps {
+            println!("[rotate] step {s}");
+        }
+    }
+    if let Some(b) = &outcome.backup {
+        println!("[rotate] backup: {}", b.display());
+    }
+    for n in &outcome.notes {
+        println!("[rotate] note: {n}");
+    }
+    println!("Restart sequence (in this order) before the next phase:");
+    print!("{}", rotate::restart::render(&outcome.restart));
+    if let Some(n) = &outcome.next {
+        println!("Next: {n}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string_pretty(v).map_err(|e| Error::Render {
+        what: "JSON",
+        reason: e.to_string(),
+    })
 }

@@ -116,12 +116,7 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
                 }
                 Err(e) => return Err(e),
             };
-            let key = PrivateKey::generate(same_algorithm(&cert))?;
-            let new = issue::issue_for_key(
-                &CertSpec::from_existing(cert.info(), opts.validity),
-                &key,
-                &ca,
-            )?;
+            let (new, key) = reissue(&cert, &ca, opts.validity)?;
             layout::write_cert_and_key(&crt, &new, &key_path, &key)?;
             report.renewed.push((name.to_owned(), crt));
             report.restart.extend(leaf.restart);
@@ -159,15 +154,16 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
                 }
                 Err(e) => return Err(e),
             };
-            let key = PrivateKey::generate(same_algorithm(&cert))?;
-            let spec = CertSpec::from_existing(cert.info(), opts.validity);
-            let new = issue::issue_for_key(&spec, &key, &ca)?;
-            // The CA data is refreshed from the current ca.crt, so a kubeconfig never keeps a
-            // stale CA after a renewal against a new CA.
+            let (new, key) = reissue(&cert, &ca, opts.validity)?;
+            // The CA data is refreshed from the current ca.crt (the whole file: during a CA
+            // rotation it is the old+new bundle), so a kubeconfig never keeps a stale CA after a
+            // renewal against a new CA.
+            let ca_crt = layout.crt(profile::ca_profile(CaId::Ca).base);
+            let ca_pem = store::read_optional(&ca_crt)?.unwrap_or_else(|| ca.cert.pem());
             let out = kubeconfig::render(
                 &parsed.server,
-                &ca.cert.pem(),
-                &spec.common_name,
+                &ca_pem,
+                &cert.info().common_name,
                 &new,
                 &key,
             )?;
@@ -177,6 +173,14 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
         }
     }
     Ok(report)
+}
+
+/// Re-issues `cert` from `ca` with the same subject, SANs and usages and a fresh key of the same
+/// algorithm (what `renew` does for each file, and `rotate switch` for every leaf of the CA).
+pub fn reissue(cert: &Cert, ca: &Ca, validity: Duration) -> Result<(Cert, PrivateKey)> {
+    let key = PrivateKey::generate(same_algorithm(cert))?;
+    let new = issue::issue_for_key(&CertSpec::from_existing(cert.info(), validity), &key, ca)?;
+    Ok((new, key))
 }
 
 fn same_algorithm(cert: &Cert) -> KeyAlgorithm {
