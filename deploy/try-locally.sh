@@ -3,8 +3,9 @@
 # tried here"): runs the real plugin from deploy/config/kms-plugin.yaml (paths moved into a temp
 # dir) as the pod's uid with no capabilities and a read-only root, checks who may connect to its
 # socket, rotates its root key, kills and restarts it, applies the kube-apiserver patch, runs
-# `pki init` and `pki check-expiration -o prometheus`, and checks the systemd units and the
-# Prometheus rules when systemd-analyze and promtool are installed.
+# `pki init` and `pki check-expiration -o prometheus`, runs the runbooks' etcd checks against a
+# real etcd, and checks the systemd units and the Prometheus rules; each of the last three only
+# when etcd, systemd-analyze and promtool are installed.
 #
 # Needs root (to switch uid and drop capabilities with setpriv, and for a mount namespace).
 #   sudo deploy/try-locally.sh
@@ -30,8 +31,10 @@ command -v setpriv >/dev/null || { echo "setpriv (util-linux) is needed" >&2; ex
 work=$(mktemp -d /tmp/kms-deploy-try.XXXXXX)
 chmod 0755 "$work"
 plugin_pid=
+etcd_pid=
 cleanup() {
     if [ -n "$plugin_pid" ]; then kill -TERM "$plugin_pid" 2>/dev/null || true; wait "$plugin_pid" 2>/dev/null || true; fi
+    if [ -n "$etcd_pid" ]; then kill -TERM "$etcd_pid" 2>/dev/null || true; wait "$etcd_pid" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -165,6 +168,32 @@ grep -q '^pki_certificate_expiry_timestamp_seconds{' "$textfile/pki.prom" && gre
 expect FAIL "check-expiration --fail-within 400d exits non-zero" \
     "$pki" check-expiration --cert-dir "$certs/pki" --kubeconfig-dir "$certs" --fail-within 400d
 expect OK "pki renew all --if-expiring-within 30d" "$pki" renew all --cert-dir "$certs/pki" --kubeconfig-dir "$certs" --if-expiring-within 30d
+
+# --- the runbooks' etcd checks, against a real etcd with the certificates pki made -------------
+if command -v etcd >/dev/null && command -v etcdctl >/dev/null; then
+    e="$certs/pki/etcd"
+    etcd --name cp-1 --data-dir "$work/etcd" --listen-client-urls https://127.0.0.1:23790 \
+        --advertise-client-urls https://127.0.0.1:23790 --listen-peer-urls http://127.0.0.1:23800 \
+        --initial-advertise-peer-urls http://127.0.0.1:23800 --initial-cluster cp-1=http://127.0.0.1:23800 \
+        --cert-file "$e/server.crt" --key-file "$e/server.key" --client-cert-auth --trusted-ca-file "$e/ca.crt" \
+        >"$work/etcd.log" 2>&1 &
+    etcd_pid=$!
+    ec() { etcdctl --endpoints https://127.0.0.1:23790 --cacert "$e/ca.crt" --cert "$e/healthcheck-client.crt" --key "$e/healthcheck-client.key" "$@"; }
+    for _ in $(seq 50); do ec endpoint health >/dev/null 2>&1 && break; sleep 0.2; done
+    # Values shaped like kube-apiserver's: KMS v2 prefix + protobuf with the key id, and plaintext.
+    printf 'k8s:enc:kms:v2:kms-plugin-local:\x0a\x03\xff\xfe\x01\x12\x20local:v3:f4ec0f3fb8902ff8c602f04b\x1a\x01\x00' | ec put /registry/secrets/default/sealed >/dev/null
+    printf 'k8s:enc:kms:v2:kms-plugin-local:\x0a\x01\xff\x12\x20local:v2:ce5ea77b3ace00295fc4ef7f\x1a\x01\x00' | ec put /registry/secrets/default/sealed-old >/dev/null
+    printf 'k8s\x00\x0a\x0c\x0a\x02v1\x12\x06Secret\x12\x05plain' | ec put /registry/secrets/kube-system/plain >/dev/null
+    flagged=$(for key in $(ec get /registry/secrets --prefix --keys-only); do
+        ec get "$key" --print-value-only | head -c 32 | grep -aq '^k8s:enc:kms:v2:kms-plugin-local:' || echo "$key"
+    done)
+    [ "$flagged" = /registry/secrets/kube-system/plain ] && pass "Runbook A's loop flags exactly the plaintext Secret" || fail "loop flagged: $flagged"
+    ids=$(ec get /registry/secrets --prefix --print-value-only | grep -aoE 'local:v[0-9]+:[0-9a-f]{24}' | sort -u | tr '\n' ' ')
+    [ "$ids" = "local:v2:ce5ea77b3ace00295fc4ef7f local:v3:f4ec0f3fb8902ff8c602f04b " ] && pass "Runbook D's grep lists the key ids in use" || fail "key ids: $ids"
+    kill "$etcd_pid"; wait "$etcd_pid" 2>/dev/null || true; etcd_pid=
+else
+    echo "SKIP  etcd checks (apt-get install etcd-server etcd-client)"
+fi
 
 # --- Prometheus rules and systemd units, when the tools are here --------------------------------
 if command -v promtool >/dev/null; then
