@@ -44,6 +44,9 @@ pub enum Pkcs11Error {
         "the PKCS#11 token {0:?} rejected the PIN; fix pin_file/pin_env and restart the plugin"
     )]
     PinRejected(String),
+    /// The token does not offer a mechanism the backend needs.
+    #[error("the PKCS#11 token does not offer {0}")]
+    MissingMechanism(&'static str),
     /// The blocking worker running a PKCS#11 call died.
     #[error("PKCS#11 worker failed: {0}")]
     Worker(String),
@@ -121,6 +124,7 @@ impl From<Pkcs11Error> for RootKeyError {
             }
             Pkcs11Error::NoRootKey(_) | Pkcs11Error::Unprotected(_) => RootKeyError::Backend(text),
             Pkcs11Error::PinRejected(_) => RootKeyError::Denied(text),
+            Pkcs11Error::MissingMechanism(_) => RootKeyError::Backend(text),
             Pkcs11Error::Call { rv, .. } => match rv {
                 RvError::PinIncorrect
                 | RvError::PinLocked

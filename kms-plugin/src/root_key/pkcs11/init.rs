@@ -3,6 +3,7 @@
 use super::error::Pkcs11Error;
 use super::{keys, pin, token::Token};
 use crate::root_key::{KeyId, RootKeyError};
+use cryptoki::mechanism::MechanismType;
 use kms_config::Pkcs11Backend;
 
 /// What [`init_root_key`] found or did.
@@ -34,6 +35,8 @@ pub async fn init_root_key(config: &Pkcs11Backend) -> Result<InitOutcome, RootKe
             .pin_source()
             .ok_or_else(|| Pkcs11Error::Pin("set pin_file or pin_env".into()))?;
         let token = Token::open(&config.module, &config.token_label, pin::read_pin(&source)?)?;
+        token.require_mechanism(MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN")?;
+        token.require_mechanism(MechanismType::AES_GCM, "CKM_AES_GCM")?;
         let session = token.take()?;
         let existing = keys::list(&session, &config.key_label)?;
         if let Some(primary) = existing.primary() {

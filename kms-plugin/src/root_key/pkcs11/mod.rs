@@ -59,6 +59,7 @@ pub use init::{InitOutcome, init_root_key};
 use super::{KeyId, RootKey, RootKeyError, WrappedKey};
 use crate::secret::AesKey;
 use async_trait::async_trait;
+use cryptoki::mechanism::MechanismType;
 use cryptoki::session::Session;
 use error::Pkcs11Error;
 use keys::KeySet;
@@ -232,6 +233,7 @@ async fn open_inner(config: &Pkcs11Backend) -> Result<Inner, RootKeyError> {
             .ok_or_else(|| Pkcs11Error::Pin("set pin_file or pin_env".into()))?;
         let pin = pin::read_pin(&source)?;
         let token = Token::open(&config.module, &config.token_label, pin)?;
+        token.require_mechanism(MechanismType::AES_GCM, "CKM_AES_GCM")?;
         let session = token.take()?;
         let current = Current::new(keys::list(&session, &config.key_label)?, &config.key_label)?;
         token.give_back(session);

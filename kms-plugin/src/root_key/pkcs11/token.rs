@@ -12,6 +12,7 @@
 use super::error::Pkcs11Error;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::RawAuthPin;
@@ -91,6 +92,24 @@ impl Token {
             }
         }
         Err(Pkcs11Error::TokenNotFound(self.label.clone()))
+    }
+
+    /// Fails unless the token offers `mechanism` (named `name` in the error).
+    pub fn require_mechanism(
+        &self,
+        mechanism: MechanismType,
+        name: &'static str,
+    ) -> Result<(), Pkcs11Error> {
+        let cached = *lock(&self.slot);
+        let slot = match cached {
+            Some(slot) => slot,
+            None => self.find_slot()?,
+        };
+        if self.ctx.get_mechanism_list(slot)?.contains(&mechanism) {
+            Ok(())
+        } else {
+            Err(Pkcs11Error::MissingMechanism(name))
+        }
     }
 
     /// Opens a read-write session on the token and logs the user in.
