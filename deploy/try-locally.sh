@@ -3,9 +3,9 @@
 # tried here"): runs the real plugin from deploy/config/kms-plugin.yaml (paths moved into a temp
 # dir) as the pod's uid with no capabilities and a read-only root, checks who may connect to its
 # socket, rotates its root key, kills and restarts it, applies the kube-apiserver patch, runs
-# `pki init` and `pki check-expiration -o prometheus`, runs the runbooks' etcd checks against a
-# real etcd, and checks the systemd units and the Prometheus rules; each of the last three only
-# when etcd, systemd-analyze and promtool are installed.
+# `pki init`, `pki check-expiration -o prometheus` and `pki rotate` (on files), runs the
+# runbooks' etcd checks against a real etcd, and checks the systemd units and the Prometheus
+# rules; each of the last three only when etcd, systemd-analyze and promtool are installed.
 #
 # Needs root (to switch uid and drop capabilities with setpriv, and for a mount namespace).
 #   sudo deploy/try-locally.sh
@@ -168,6 +168,52 @@ grep -q '^pki_certificate_expiry_timestamp_seconds{' "$textfile/pki.prom" && gre
 expect FAIL "check-expiration --fail-within 400d exits non-zero" \
     "$pki" check-expiration --cert-dir "$certs/pki" --kubeconfig-dir "$certs" --fail-within 400d
 expect OK "pki renew all --if-expiring-within 30d" "$pki" renew all --cert-dir "$certs/pki" --kubeconfig-dir "$certs" --if-expiring-within 30d
+
+# --- pki rotate (Runbook F), on copies of those files ------------------------------------------
+if "$pki" rotate --help >/dev/null 2>&1; then
+    rot="$work/rot"; mkdir -p "$rot/manifests"
+    cp -a "$certs/." "$rot/"
+    cat > "$rot/manifests/kube-controller-manager.yaml" <<'EOF'
+apiVersion: v1
+kind: Pod
+metadata: {name: kube-controller-manager, namespace: kube-system}
+spec:
+  containers:
+  - name: kube-controller-manager
+    command:
+    - kube-controller-manager
+    - --cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt
+    - --cluster-signing-key-file=/etc/kubernetes/pki/ca.key
+    - --root-ca-file=/etc/kubernetes/pki/ca.crt
+EOF
+    r() { "$pki" rotate --cert-dir "$rot/pki" --kubeconfig-dir "$rot" --manifests-dir "$rot/manifests" "$@"; }
+    expect OK "pki rotate ca start" r ca start
+    if [ "$(grep -c BEGIN "$rot/pki/ca.crt")" = 2 ] && grep -q 'ca-signer.crt' "$rot/manifests/kube-controller-manager.yaml"; then
+        pass "ca.crt holds old + new, kube-controller-manager signs from ca-signer.*"
+    else
+        fail "ca start did not stage the bundle and the signer"
+    fi
+    expect OK "pki rotate ca switch" r ca switch
+    expect OK "leaves verify against the new CA alone" \
+        sh -c 'openssl x509 -in "$1/ca.crt" > "$1/new-ca.pem" && openssl verify -CAfile "$1/new-ca.pem" "$1/apiserver.crt"' sh "$rot/pki"
+    expect OK "pki rotate ca finish" r ca finish
+    if [ "$(grep -c BEGIN "$rot/pki/ca.crt")" = 1 ] && grep -q 'cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt' "$rot/manifests/kube-controller-manager.yaml"; then
+        pass "after finish: one CA, signer flags back"
+    else
+        fail "ca finish"
+    fi
+    expect OK   "pki rotate sa start" r sa start
+    expect OK   "pki rotate sa switch" r sa switch
+    expect FAIL "sa finish right after switch is refused" r sa finish
+    expect FAIL "a second rotation is refused while one is in progress" r etcd-ca start
+    expect OK   "sa finish --force" r sa finish --force
+    cp -a "$rot/pki/etcd" "$work/etcd-before"
+    expect OK "pki rotate etcd-ca start" r etcd-ca start
+    expect OK "pki rotate etcd-ca abort" r etcd-ca abort
+    expect OK "abort restored etcd/ byte for byte" diff -r "$work/etcd-before" "$rot/pki/etcd"
+else
+    echo "SKIP  pki rotate (not in this pki build)"
+fi
 
 # --- the runbooks' etcd checks, against a real etcd with the certificates pki made -------------
 if command -v etcd >/dev/null && command -v etcdctl >/dev/null; then
