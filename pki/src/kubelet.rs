@@ -31,6 +31,9 @@ pub struct KubeletRequest {
     pub validity: Duration,
     /// API server URL for kubelet.conf.
     pub server: String,
+    /// CA data for kubelet.conf (PEM, possibly the old+new bundle of a CA rotation); the
+    /// signing CA's certificate when `None`.
+    pub trust_bundle: Option<String>,
 }
 
 impl KubeletRequest {
@@ -44,6 +47,7 @@ impl KubeletRequest {
             key_algorithm: KeyAlgorithm::EcdsaP256,
             validity: crate::spec::DEFAULT_LEAF_VALIDITY,
             server: server.into(),
+            trust_bundle: None,
         }
     }
 }
@@ -137,7 +141,8 @@ pub fn issue_kubelet(
     store::symlink_atomic(Path::new(&versioned), &files.client_pem)?;
     let absolute =
         std::path::absolute(&files.client_pem).unwrap_or_else(|_| files.client_pem.clone());
-    let conf = kubeconfig::render_with_files(&req.server, &ca.cert.pem(), &cn, &absolute)?;
+    let ca_pem = req.trust_bundle.clone().unwrap_or_else(|| ca.cert.pem());
+    let conf = kubeconfig::render_with_files(&req.server, &ca_pem, &cn, &absolute)?;
     store::write_atomic(&files.kubeconfig, conf.as_bytes(), MODE_SECRET)?;
     Ok(files)
 }

@@ -422,6 +422,8 @@ fn run_kubelet(a: KubeletArgs) -> Result<ExitCode> {
     req.hostnames = a.hostname;
     req.key_algorithm = a.encryption_algorithm;
     req.validity = a.certificate_validity_period;
+    // The whole ca.crt: during a CA rotation it is the old+new bundle the kubelet must trust.
+    req.trust_bundle = pki::store::read_optional(&layout.crt("ca"))?;
     let files = pki::kubelet::issue_kubelet(
         &req,
         &ca,

@@ -6,7 +6,8 @@
 mod common;
 mod rotate_support;
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use common::*;
 use rotate_support::*;
@@ -177,4 +178,66 @@ fn abort_restores_byte_identical_files() {
     assert!(err.contains("finish has begun"), "{err}");
     ok(&rotate(&c, T::FrontProxy, "finish", &[]));
     check_boundary(&c, T::FrontProxy, 1);
+}
+
+/// A small deterministic-per-run pseudo-random sequence (xorshift seeded from the clock).
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        eprintln!("kill-loop seed {seed}");
+        Rng(seed | 1)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_then_rerun() {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    let manifests = write_manifests(&c);
+    let m = manifests.to_string_lossy().into_owned();
+    let mut rng = Rng::new();
+    for phase in ["start", "switch", "finish"] {
+        for _ in 0..5 {
+            let mut args: Vec<String> = vec!["rotate".into(), "ca".into(), phase.into()];
+            if phase == "start" {
+                args.extend(["--manifests-dir".to_string(), m.clone()]);
+            }
+            args.extend(c.dirs());
+            let mut child = Command::new(BIN)
+                .args(&args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(rng.below(300)));
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever moment the kills hit, a rerun completes the phase (or finds it complete).
+        let extra: &[&str] = if phase == "start" {
+            &["--manifests-dir", &m]
+        } else {
+            &[]
+        };
+        ok(&rotate(&c, T::Ca, phase, extra));
+        let count = if phase == "finish" { 1 } else { 2 };
+        check_boundary(&c, T::Ca, count);
+    }
+    assert_eq!(
+        std::fs::read_to_string(manifests.join("kube-controller-manager.yaml")).unwrap(),
+        KCM_MANIFEST
+    );
+    assert!(walk_temps(&c.pki()).is_empty());
+    ok(&c.init(&[]));
 }

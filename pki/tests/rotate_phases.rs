@@ -370,3 +370,76 @@ fn phases_out_of_order_and_concurrent_rotations_are_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn other_subcommands_keep_the_bundle_mid_rotation() {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    ok(&rotate(&c, T::Ca, "start", &[]));
+    // renew re-embeds the whole ca.crt (old+new), not just the signing CA.
+    ok(&c.cmd(&["renew", "admin.conf", "apiserver"]));
+    let (crt, ca) = kubeconfig_files(&c, "admin.conf");
+    assert_eq!(cert_count(&ca), 2);
+    assert_eq!(
+        view(&crt).issuer_cn,
+        "kubernetes",
+        "old CA still signs after start"
+    );
+    // A kubelet.conf that references the kubelet's own rotating client certificate.
+    let kubelet_dir = c.root().join("kubelet-pki");
+    ok(&c.cmd(&[
+        "kubelet",
+        "--node-name",
+        "cp1",
+        "--out-dir",
+        kubelet_dir.to_str().unwrap(),
+        "--server",
+        "https://192.168.10.5:6443",
+    ]));
+    let conf = std::fs::read_to_string(c.conf("kubelet.conf")).unwrap();
+    assert!(conf.contains("client-certificate: "), "{conf}");
+    let out = ok(&rotate(&c, T::Ca, "switch", &[]));
+    assert!(
+        out.contains("kubelet.conf: client certificate is a file reference"),
+        "{out}"
+    );
+    let after = std::fs::read_to_string(c.conf("kubelet.conf")).unwrap();
+    assert!(
+        after.contains("client-certificate: "),
+        "reference kept: {after}"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(&rotate(&c, T::Ca, "status", &["-o", "json"]))).unwrap();
+    let kc = status["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["file"] == "kubeconfig/kubelet.conf")
+        .unwrap()
+        .clone();
+    assert_eq!(kc["count"], 2);
+    assert_eq!(kc["entries"][0]["role"], "new");
+    // sign-csr and kubelet now sign with the new CA (the first entry of ca.crt).
+    ok(&c.cmd(&[
+        "kubelet",
+        "--node-name",
+        "cp1",
+        "--out-dir",
+        kubelet_dir.to_str().unwrap(),
+        "--server",
+        "https://192.168.10.5:6443",
+    ]));
+    let new_cn = cns(&c.path("ca.crt"))[0].clone();
+    assert_eq!(view(&kubelet_dir.join("kubelet.crt")).issuer_cn, new_cn);
+    openssl_verify(
+        &c.path("ca.crt"),
+        &kubelet_dir.join("kubelet.crt"),
+        Some("sslserver"),
+    );
+    ok(&rotate(&c, T::Ca, "finish", &[]));
+    openssl_verify(
+        &c.path("ca.crt"),
+        &kubelet_dir.join("kubelet.crt"),
+        Some("sslserver"),
+    );
+}

@@ -286,7 +286,10 @@ fn lock_and_clean(layout: &Layout, manifests: Option<&Path>) -> Result<store::Di
         layout.cert_dir.join("etcd"),
         layout.kubeconfig_dir.clone(),
         plan::rotation_dir(layout),
-    ] {
+    ]
+    .into_iter()
+    .chain(Target::ALL.map(|t| Plan::new(t, layout.clone(), None).staged_dir()))
+    {
         store::clean_stale_temps(&d);
     }
     if let Some(m) = manifests {
@@ -389,6 +392,12 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
         }
     }
     state::save(&state_path, &s)?;
+    if target == Target::Ca && phase == Phase::Start && plan.kcm_manifest().is_none() {
+        notes.push(
+            "--manifests-dir was not given: before kube-controller-manager restarts, point its --cluster-signing-cert-file/--cluster-signing-key-file at ca-signer.crt/ca-signer.key (ca.crt now holds two certificates, which that flag refuses), and back to ca.crt/ca.key after finish"
+                .to_owned(),
+        );
+    }
     if target == Target::Sa && phase == Phase::Switch {
         notes.push(format!(
             "tokens signed by the old key stay valid until they expire: `finish` is refused before {} (max token lifetime {}s)",

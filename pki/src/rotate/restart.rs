@@ -168,6 +168,12 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
                 CP,
                 "--requestheader-client-ca-file and --proxy-client-cert-file; extension API servers reload the published CA by themselves",
             ),
+            step(
+                "restart",
+                "kube-controller-manager, kube-scheduler",
+                CP,
+                "optional: their --requestheader-client-ca-file only authenticates requests proxied to their own ports",
+            ),
         ],
         (Target::EtcdCa, Some(Start)) => vec![
             step(
