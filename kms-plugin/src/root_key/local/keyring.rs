@@ -228,7 +228,7 @@ impl Keyring {
 
     /// Adds a new version that decrypts only (step one of a multi-node rotation).
     pub fn add_version(dir: &Path) -> Result<VersionInfo, KeyringError> {
-        let keyring = Self::load(dir)?;
+        let keyring = Self::open_or_init(dir)?;
         let version = keyring.versions.keys().next_back().copied().unwrap_or(0) + 1;
         let key = AesKey::generate().map_err(|e| KeyringError::Refused(e.to_string()))?;
         write_key(dir, version, &key)?;
