@@ -419,6 +419,12 @@ fn other_subcommands_keep_the_bundle_mid_rotation() {
         .clone();
     assert_eq!(kc["count"], 2);
     assert_eq!(kc["entries"][0]["role"], "new");
+    // finish refuses while this node's kubelet still holds an old-CA client certificate.
+    let err = fails(&rotate(&c, T::Ca, "finish", &[]));
+    assert!(
+        err.contains("kubelet.conf") && err.contains("pki kubelet"),
+        "{err}"
+    );
     // sign-csr and kubelet now sign with the new CA (the first entry of ca.crt).
     ok(&c.cmd(&[
         "kubelet",

@@ -78,7 +78,7 @@ pub fn take(
     for path in files {
         match fs::read(path) {
             Ok(bytes) => {
-                let copy = label(path);
+                let copy = safe_relative(&label(path));
                 let mode = store::mode_of(path);
                 store::write_atomic(&dir.join(&copy), &bytes, store::MODE_SECRET)?;
                 entries.push(Entry {
@@ -109,6 +109,20 @@ pub fn take(
     })?;
     store::write_atomic(&dir.join("index.json"), text.as_bytes(), store::MODE_SECRET)?;
     Ok(rel)
+}
+
+/// A relative path for a copy inside the backup: no root, no `..`, so a label can never point
+/// outside the backup directory.
+fn safe_relative(label: &str) -> String {
+    let parts: Vec<&str> = label
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != "." && *p != "..")
+        .collect();
+    if parts.is_empty() {
+        "unnamed".to_owned()
+    } else {
+        parts.join("/")
+    }
 }
 
 fn restrict_tree(dir: &Path) -> Result<()> {
@@ -210,6 +224,7 @@ mod tests {
         assert_eq!(std::fs::read(&b).ok(), Some(b"BBB".to_vec()));
         assert!(!gone.exists());
         assert!(restore(&dir)?.is_empty(), "idempotent");
+        assert_eq!(safe_relative("/etc/../x//y"), "etc/x/y");
         Ok(())
     }
 }

@@ -609,17 +609,26 @@ pub fn precheck_finish_ca(plan: &Plan) -> Result<()> {
         let Some(text) = store::read_secret_optional(&path)? else {
             continue;
         };
-        if !kubeconfig::client_is_embedded(&text, &path)? {
-            continue;
-        }
-        let parsed = kubeconfig::parse(&text, &path)?;
+        let embedded = kubeconfig::client_is_embedded(&text, &path)?;
+        let parsed = match kubeconfig::parse(&text, &path) {
+            Ok(p) => p,
+            // A referenced client certificate that is not on this machine (another node's
+            // kubelet) cannot be checked here.
+            Err(Error::Io { .. }) if !embedded => continue,
+            Err(e) => return Err(e),
+        };
         if let Some(cert) = parsed.client_cert
             && !cert.is_signed_by(&ca.cert)
         {
+            let how = if embedded {
+                "rerun `pki rotate ca switch` first".to_owned()
+            } else {
+                "it is the kubelet's own certificate: issue a new one with `pki kubelet` (or let the kubelet rotate it through a CSR) first".to_owned()
+            };
             return Err(Error::invalid(
                 &path,
                 format!(
-                    "client certificate is not signed by the new CA {:?}; rerun `pki rotate ca switch` first",
+                    "client certificate is not signed by the new CA {:?}; {how}",
                     ca.cert.info().common_name
                 ),
             ));

@@ -9,7 +9,7 @@ use super::plan::{Phase, Target};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RestartStep {
-    /// What to do: `copy`, `restart` or `wait`.
+    /// What to do: `copy`, `restart`, `wait` or `update`.
     pub action: &'static str,
     /// The component (or files) concerned.
     pub component: &'static str,
@@ -153,6 +153,12 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
                 "kubelet",
                 ALL,
                 "clientCAFile and kubelet.conf CA data",
+            ),
+            step(
+                "update",
+                "ConfigMap kube-public/cluster-info (`kubeadm init phase bootstrap-token`)",
+                "cluster",
+                "kubeadm join discovers the CA there; joins need the new --discovery-token-ca-cert-hash",
             ),
         ],
         (Target::FrontProxyCa, Some(Start | Switch | Finish)) => vec![
