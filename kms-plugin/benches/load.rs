@@ -191,47 +191,22 @@ async fn clients(socket: &Path, connections: usize) -> Vec<KeyManagementServiceC
     out
 }
 
-async fn drive(socket: &Path, method: Method, concurrency: usize, duration: Duration) -> Measured {
-    if method == Method::Sign {
-        return drive_sign(socket, concurrency, duration).await;
-    }
-    let mut pool = clients(socket, concurrency.min(4)).await;
-    let sealed = pool[0]
-        .encrypt(EncryptRequest { plaintext: vec![7u8; 32], uid: "bench".into() })
-        .await
-        .expect("encrypt")
-        .into_inner();
-    let decrypt = DecryptRequest {
-        ciphertext: sealed.ciphertext,
-        uid: "bench".into(),
-        key_id: sealed.key_id,
-        annotations: sealed.annotations,
-    };
-    // Warm up, then measure.
-    for client in &mut pool {
-        for _ in 0..50 {
-            let _ = client.decrypt(decrypt.clone()).await;
-        }
-    }
+/// Runs `concurrency` workers until `duration` has passed; each repeats `call(worker)` and
+/// records its latency.
+async fn measure<F, Fut>(concurrency: usize, duration: Duration, call: F) -> Measured
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for worker in 0..concurrency {
-        let mut client = pool[worker % pool.len()].clone();
-        let decrypt = decrypt.clone();
+        let call = call.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(50_000);
             while Instant::now() < deadline {
                 let started = Instant::now();
-                match method {
-                    Method::Encrypt => {
-                        let request = EncryptRequest { plaintext: vec![7u8; 32], uid: "0b7c5d5e-3f55-4b8e-9a66-8c4f2a1d9e01".into() };
-                        client.encrypt(request).await.expect("encrypt");
-                    }
-                    Method::Decrypt => {
-                        client.decrypt(decrypt.clone()).await.expect("decrypt");
-                    }
-                    Method::Sign => unreachable!("handled by drive_sign"),
-                }
+                call(worker).await;
                 latencies.push(started.elapsed());
             }
             latencies
@@ -248,6 +223,48 @@ async fn drive(socket: &Path, method: Method, concurrency: usize, duration: Dura
     Measured { requests: latencies.len(), throughput: latencies.len() as f64 / elapsed.as_secs_f64(), p50: pick(0.50), p99: pick(0.99) }
 }
 
+async fn drive(socket: &Path, method: Method, concurrency: usize, duration: Duration) -> Measured {
+    if method == Method::Sign {
+        return drive_sign(socket, concurrency, duration).await;
+    }
+    let mut pool = clients(socket, concurrency.min(4)).await;
+    let sealed = pool[0]
+        .encrypt(EncryptRequest { plaintext: vec![7u8; 32], uid: "bench".into() })
+        .await
+        .expect("encrypt")
+        .into_inner();
+    let decrypt = DecryptRequest {
+        ciphertext: sealed.ciphertext,
+        uid: "bench".into(),
+        key_id: sealed.key_id,
+        annotations: sealed.annotations,
+    };
+    for client in &mut pool {
+        for _ in 0..50 {
+            let _ = client.decrypt(decrypt.clone()).await;
+        }
+    }
+    measure(concurrency, duration, move |worker| {
+        let mut client = pool[worker % pool.len()].clone();
+        let decrypt = decrypt.clone();
+        async move {
+            match method {
+                Method::Encrypt => {
+                    let request = EncryptRequest { plaintext: vec![7u8; 32], uid: "0b7c5d5e-3f55-4b8e-9a66-8c4f2a1d9e01".into() };
+                    client.encrypt(request).await.expect("encrypt");
+                }
+                Method::Decrypt | Method::Sign => {
+                    client.decrypt(decrypt).await.expect("decrypt");
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// A service-account token's claims, base64url-encoded (about 600 bytes, like kube-apiserver's).
+const CLAIMS: &str = "eyJhdWQiOlsiaHR0cHM6Ly9rdWJlcm5ldGVzLmRlZmF1bHQuc3ZjLmNsdXN0ZXIubG9jYWwiXSwiZXhwIjoxODAwMDAwMDAwLCJpYXQiOjE3NjQwMDAwMDAsImlzcyI6Imh0dHBzOi8va3ViZXJuZXRlcy5kZWZhdWx0LnN2Yy5jbHVzdGVyLmxvY2FsIiwia3ViZXJuZXRlcy5pbyI6eyJuYW1lc3BhY2UiOiJkZWZhdWx0Iiwibm9kZSI6eyJuYW1lIjoibm9kZS0xIiwidWlkIjoiMWY4YjQ5ZTMtNGI4ZC00YjE3LWEwZjUtN2IzNjQ3YWI4YjY1In0sInBvZCI6eyJuYW1lIjoiZGVtby02ZjhjOWQ3YjQ1LXh5ejEyIiwidWlkIjoiYTJjNGU2ZjgtMTIzNC01Njc4LTlhYmMtZGVmMDEyMzQ1Njc4In0sInNlcnZpY2VhY2NvdW50Ijp7Im5hbWUiOiJkZWZhdWx0IiwidWlkIjoiYjFiMmIzYjQtYzVjNi1kN2Q4LWU5ZjAtMTIzNDU2Nzg5MGFiIn19LCJuYmYiOjE3NjQwMDAwMDAsInN1YiI6InN5c3RlbTpzZXJ2aWNlYWNjb3VudDpkZWZhdWx0OmRlZmF1bHQifQ";
+
 async fn drive_sign(socket: &Path, concurrency: usize, duration: Duration) -> Measured {
     use kms_proto::externaljwt_v1::SignJwtRequest;
     use kms_proto::externaljwt_v1::external_jwt_signer_client::ExternalJwtSignerClient;
@@ -258,36 +275,18 @@ async fn drive_sign(socket: &Path, concurrency: usize, duration: Duration) -> Me
             .expect("connect");
         pool.push(ExternalJwtSignerClient::new(channel));
     }
-    // A service-account token's claims, base64url-encoded (about 600 bytes like kube-apiserver's).
-    let claims = "eyJhdWQiOlsiaHR0cHM6Ly9rdWJlcm5ldGVzLmRlZmF1bHQuc3ZjLmNsdXN0ZXIubG9jYWwiXSwiZXhwIjoxODAwMDAwMDAwLCJpYXQiOjE3NjQwMDAwMDAsImlzcyI6Imh0dHBzOi8va3ViZXJuZXRlcy5kZWZhdWx0LnN2Yy5jbHVzdGVyLmxvY2FsIiwia3ViZXJuZXRlcy5pbyI6eyJuYW1lc3BhY2UiOiJkZWZhdWx0Iiwibm9kZSI6eyJuYW1lIjoibm9kZS0xIiwidWlkIjoiMWY4YjQ5ZTMtNGI4ZC00YjE3LWEwZjUtN2IzNjQ3YWI4YjY1In0sInBvZCI6eyJuYW1lIjoiZGVtby02ZjhjOWQ3YjQ1LXh5ejEyIiwidWlkIjoiYTJjNGU2ZjgtMTIzNC01Njc4LTlhYmMtZGVmMDEyMzQ1Njc4In0sInNlcnZpY2VhY2NvdW50Ijp7Im5hbWUiOiJkZWZhdWx0IiwidWlkIjoiYjFiMmIzYjQtYzVjNi1kN2Q4LWU5ZjAtMTIzNDU2Nzg5MGFiIn19LCJuYmYiOjE3NjQwMDAwMDAsInN1YiI6InN5c3RlbTpzZXJ2aWNlYWNjb3VudDpkZWZhdWx0OmRlZmF1bHQifQ";
     for client in &mut pool {
         for _ in 0..20 {
-            client.sign(SignJwtRequest { claims: claims.into() }).await.expect("sign");
+            client.sign(SignJwtRequest { claims: CLAIMS.into() }).await.expect("sign");
         }
     }
-    let deadline = Instant::now() + duration;
-    let mut tasks = Vec::new();
-    for worker in 0..concurrency {
+    measure(concurrency, duration, move |worker| {
         let mut client = pool[worker % pool.len()].clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::with_capacity(20_000);
-            while Instant::now() < deadline {
-                let started = Instant::now();
-                client.sign(SignJwtRequest { claims: claims.into() }).await.expect("sign");
-                latencies.push(started.elapsed());
-            }
-            latencies
-        }));
-    }
-    let started = Instant::now();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("worker"));
-    }
-    let elapsed = started.elapsed().max(duration);
-    latencies.sort();
-    let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Measured { requests: latencies.len(), throughput: latencies.len() as f64 / elapsed.as_secs_f64(), p50: pick(0.50), p99: pick(0.99) }
+        async move {
+            client.sign(SignJwtRequest { claims: CLAIMS.into() }).await.expect("sign");
+        }
+    })
+    .await
 }
 
 /// CPU time (user + system) a process has used so far, from /proc.
