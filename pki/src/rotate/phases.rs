@@ -636,3 +636,50 @@ pub fn precheck_finish_ca(plan: &Plan) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::Layout;
+    use crate::rotate::plan::Target;
+
+    fn names(plan: &Plan, phase: Phase) -> Vec<String> {
+        steps(plan, phase).iter().map(|s| s.name(plan)).collect()
+    }
+
+    #[test]
+    fn step_order_per_phase() {
+        let layout = Layout::new("/k/pki", "/k");
+        let ca = Plan::new(Target::Ca, layout.clone(), Some("/m".into()));
+        let start = names(&ca, Phase::Start);
+        assert_eq!(
+            start[..5],
+            [
+                "stage-old",
+                "stage-new",
+                "signer:old",
+                "manifests:signer",
+                "anchor:old+new"
+            ]
+        );
+        assert_eq!(start.len(), 5 + 5, "five kubeconfigs");
+        let switch = names(&ca, Phase::Switch);
+        assert_eq!(switch[0], "leaf:apiserver");
+        // The signer switches before the anchor's first entry (and ca.key) does.
+        assert_eq!(switch[switch.len() - 2..], ["signer:new", "anchor:new+old"]);
+        let finish = names(&ca, Phase::Finish);
+        // ca.crt is a single certificate again before the manifest points back at it.
+        let anchor = finish.iter().position(|n| n == "anchor:new");
+        let restore = finish.iter().position(|n| n == "manifests:restore");
+        assert!(anchor < restore && anchor.is_some());
+        assert_eq!(finish[finish.len() - 2..], ["signer:remove", "unstage"]);
+
+        let sa = Plan::new(Target::Sa, layout, None);
+        assert_eq!(
+            names(&sa, Phase::Start),
+            ["stage-old", "stage-new", "anchor:old+new"]
+        );
+        assert_eq!(names(&sa, Phase::Switch), ["anchor:new+old"]);
+        assert_eq!(names(&sa, Phase::Finish), ["anchor:new", "unstage"]);
+    }
+}
