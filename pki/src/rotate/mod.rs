@@ -336,6 +336,17 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
         }
     }
     if s.running.is_none() {
+        if phase == Phase::Start {
+            // A fresh start never reuses material staged by anything earlier.
+            phases::run_step(
+                &phases::Step::Unstage,
+                &plan,
+                &mut s,
+                &state_path,
+                &settings(opts),
+                &mut notes,
+            )?;
+        }
         let label = |p: &Path| plan.label(p);
         let rel = backup::take(
             &plan.rotation_dir(),
@@ -358,10 +369,7 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
         .running
         .as_ref()
         .map(|r| plan.rotation_dir().join(&r.backup));
-    let settings = phases::StepSettings {
-        ca_validity: opts.ca_validity,
-        leaf_validity: opts.leaf_validity,
-    };
+    let settings = settings(opts);
     let mut done_now = Vec::new();
     for step in phases::steps(&plan, phase) {
         let name = step.name(&plan);
@@ -417,6 +425,13 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
         restart: restart::sequence(target, Some(phase)),
         next: next_command(&s),
     })
+}
+
+fn settings(opts: &Options) -> phases::StepSettings {
+    phases::StepSettings {
+        ca_validity: opts.ca_validity,
+        leaf_validity: opts.leaf_validity,
+    }
 }
 
 fn precheck(plan: &Plan, s: &State, phase: Phase, opts: &Options) -> Result<()> {
@@ -504,10 +519,7 @@ pub fn abort(layout: &Layout, target: Target, opts: &mut Options) -> Result<Outc
         &plan,
         &mut s,
         &state_path,
-        &phases::StepSettings {
-            ca_validity: opts.ca_validity,
-            leaf_validity: opts.leaf_validity,
-        },
+        &settings(opts),
         &mut Vec::new(),
     )?;
     steps.push("unstage".into());

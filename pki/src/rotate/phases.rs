@@ -434,10 +434,32 @@ fn stage_old(plan: &Plan) -> Result<()> {
         None => old_key.exists(),
     };
     if staged_ok {
-        // Staged by an earlier (interrupted) run: it must still load.
+        // Staged by an earlier (interrupted) run of this phase: it must still load and still be
+        // the first entry of the anchor (nothing but this rotation may have changed it).
         let (_, key) = read_key(&old_key)?;
-        if plan.target.ca_id().is_some() {
-            read_ca_cert(&old_crt, &key)?;
+        let anchor = plan.anchor();
+        let text = store::read_optional(&anchor)?.unwrap_or_default();
+        let first_matches = match plan.target.ca_id() {
+            Some(_) => {
+                let staged = read_ca_cert(&old_crt, &key)?;
+                parse_bundle(&text, &anchor)?
+                    .first()
+                    .is_some_and(|c| c.der() == staged.der())
+            }
+            None => public_keys(&text)
+                .first()
+                .is_some_and(|k| same_public_key(k, &key.public_key_der())),
+        };
+        if !first_matches {
+            return Err(Error::invalid(
+                &anchor,
+                format!(
+                    "its first entry is not the staged old {} ({}); run `pki rotate {} abort`",
+                    plan.target,
+                    old_key.display(),
+                    plan.target
+                ),
+            ));
         }
         return Ok(());
     }
