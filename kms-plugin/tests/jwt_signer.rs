@@ -285,3 +285,63 @@ fn bad_configuration_is_refused_with_a_clear_error() {
         assert!(stderr.contains(expected), "expected {expected:?} in {stderr}");
     }
 }
+
+/// The `pki` binary, built beside this one by `cargo test --workspace` / `tests/run.sh`.
+fn pki_binary() -> PathBuf {
+    let path = Path::new(common::BIN).with_file_name("pki");
+    assert!(path.exists(), "{} is missing: build the workspace first (`cargo build --workspace`)", path.display());
+    path
+}
+
+fn pki(args: &[&str], cert_dir: &Path, kubeconfig_dir: &Path) {
+    let output = Command::new(pki_binary())
+        .args(args)
+        .arg("--cert-dir")
+        .arg(cert_dir)
+        .arg("--kubeconfig-dir")
+        .arg(kubeconfig_dir)
+        .output()
+        .expect("run pki");
+    assert!(output.status.success(), "pki {args:?}:\n{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pki_rotate_sa_drives_the_signer_online() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path();
+    let (cert_dir, kubeconfig_dir) = (dir.join("pki"), dir.join("kubeconfigs"));
+    pki(
+        &["init", "--node-name", "cp-1", "--apiserver-advertise-address", "10.0.0.10", "--encryption-algorithm", "ECDSA-P256"],
+        &cert_dir,
+        &kubeconfig_dir,
+    );
+    let sa_key = cert_dir.join("sa.key");
+    let sa_pub = cert_dir.join("sa.pub");
+    let signer = start(dir, &config_text(dir, &sa_key, &[sa_pub.display().to_string()]));
+    let mut client = client(&signer).await;
+    let (old_kid, _) = openssl_kid(&sa_key);
+    let before = sign(&mut client).await;
+    assert_eq!(header_kid(&before), old_kid, "the signer's kid equals kube-apiserver's for sa.key");
+
+    pki(&["rotate", "sa", "start"], &cert_dir, &kubeconfig_dir);
+    assert!(wait_for_keys(&mut client, |kids| kids.len() == 2).await, "start publishes the new key");
+    assert_eq!(header_kid(&sign(&mut client).await), old_kid, "start keeps signing with the old key");
+
+    pki(&["rotate", "sa", "switch"], &cert_dir, &kubeconfig_dir);
+    let (new_kid, _) = openssl_kid(&sa_key);
+    assert_ne!(new_kid, old_kid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = sign(&mut client).await;
+    while header_kid(&after) != new_kid {
+        assert!(Instant::now() < deadline, "the signer never picked up the switched key");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = sign(&mut client).await;
+    }
+    assert_eq!(verify(&mut client, dir, &before).await, Ok("valid ES256".to_owned()), "a pre-switch token still verifies");
+    assert_eq!(verify(&mut client, dir, &after).await, Ok("valid ES256".to_owned()));
+
+    pki(&["rotate", "sa", "finish", "--force"], &cert_dir, &kubeconfig_dir);
+    assert!(wait_for_keys(&mut client, |kids| kids == [new_kid.clone()]).await, "finish retires the old key");
+    assert!(verify(&mut client, dir, &before).await.is_err());
+    assert_eq!(verify(&mut client, dir, &after).await, Ok("valid ES256".to_owned()));
+}
