@@ -50,7 +50,9 @@ impl FromStr for HumanDuration {
         let mut total = Duration::ZERO;
         let mut rest = text;
         while !rest.is_empty() {
-            let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let digits = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if digits == 0 {
                 return Err(format!("invalid duration {text:?}: expected a number"));
             }
@@ -58,7 +60,9 @@ impl FromStr for HumanDuration {
                 .parse()
                 .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
             rest = &rest[digits..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit_len = rest
+                .find(|c: char| c.is_ascii_digit())
+                .unwrap_or(rest.len());
             let unit = &rest[..unit_len];
             rest = &rest[unit_len..];
             let part = match unit {
@@ -106,14 +110,21 @@ mod tests {
             ("1h30m", Duration::from_secs(5_400)),
         ];
         for (text, expected) in cases {
-            assert_eq!(text.parse::<HumanDuration>().map(HumanDuration::get), Ok(expected), "{text}");
+            assert_eq!(
+                text.parse::<HumanDuration>().map(HumanDuration::get),
+                Ok(expected),
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn rejects_garbage() {
         for text in ["", "10", "s", "5 parsecs", "3w", "-1s"] {
-            assert!(text.parse::<HumanDuration>().is_err(), "{text} should be rejected");
+            assert!(
+                text.parse::<HumanDuration>().is_err(),
+                "{text} should be rejected"
+            );
         }
     }
 }

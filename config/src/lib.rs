@@ -14,7 +14,7 @@ pub use duration::HumanDuration;
 pub use error::ConfigError;
 pub use model::{
     AwsBackend, BackendConfig, BackendKind, DecryptCacheConfig, JwtKeyConfig, JwtLocalKey,
-    JwtSignerConfig, LocalBackend, LocalKekPolicy, LogFormat, PluginConfig, Pkcs11Backend,
+    JwtSignerConfig, LocalBackend, LocalKekPolicy, LogFormat, Pkcs11Backend, PluginConfig,
     SecretSource, VerifyOnlyKey,
 };
 pub use socket::{FileMode, MetricsAddress, SocketAddress};

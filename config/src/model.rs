@@ -137,7 +137,13 @@ impl VerifyOnlyKey {
 
     /// Whether these keys are hidden from OIDC discovery.
     pub fn excluded_from_discovery(&self) -> bool {
-        matches!(self, Self::Detailed { exclude_from_oidc_discovery: true, .. })
+        matches!(
+            self,
+            Self::Detailed {
+                exclude_from_oidc_discovery: true,
+                ..
+            }
+        )
     }
 }
 
@@ -356,7 +362,10 @@ fn default_aws_attempts() -> u32 {
     3
 }
 fn default_aws_encryption_context() -> BTreeMap<String, String> {
-    BTreeMap::from([("kubernetes.io/kms-plugin".to_owned(), "kms-plugin".to_owned())])
+    BTreeMap::from([(
+        "kubernetes.io/kms-plugin".to_owned(),
+        "kms-plugin".to_owned(),
+    )])
 }
 fn default_pkcs11_refresh() -> HumanDuration {
     Duration::from_secs(30).into()
@@ -440,7 +449,12 @@ impl PluginConfig {
             reason: reason.to_owned(),
         };
         match (&self.socket, &self.backend, &self.jwt_signer) {
-            (None, None, None) => return Err(invalid("socket", "set socket and backend (KMS v2), jwt_signer, or both")),
+            (None, None, None) => {
+                return Err(invalid(
+                    "socket",
+                    "set socket and backend (KMS v2), jwt_signer, or both",
+                ));
+            }
             (Some(_), None, _) => return Err(invalid("backend", "required when socket is set")),
             (None, Some(_), _) => return Err(invalid("socket", "required when backend is set")),
             _ => {}
@@ -453,9 +467,14 @@ impl PluginConfig {
         };
         match backend.kind {
             BackendKind::Local if backend.local.is_none() => {
-                return Err(invalid("backend.local", "required when backend.kind is local"));
+                return Err(invalid(
+                    "backend.local",
+                    "required when backend.kind is local",
+                ));
             }
-            BackendKind::Pkcs11 => validate_pkcs11(backend.pkcs11.as_ref(), "backend.pkcs11", origin)?,
+            BackendKind::Pkcs11 => {
+                validate_pkcs11(backend.pkcs11.as_ref(), "backend.pkcs11", origin)?
+            }
             BackendKind::Aws => validate_aws(backend.aws.as_ref(), "backend.aws", origin)?,
             BackendKind::Local => {}
         }
@@ -499,21 +518,41 @@ fn invalid_at(origin: &str, field: &str, reason: &str) -> ConfigError {
     }
 }
 
-fn validate_pkcs11(pkcs11: Option<&Pkcs11Backend>, field: &str, origin: &str) -> Result<(), ConfigError> {
+fn validate_pkcs11(
+    pkcs11: Option<&Pkcs11Backend>,
+    field: &str,
+    origin: &str,
+) -> Result<(), ConfigError> {
     let Some(pkcs11) = pkcs11 else {
         return Err(invalid_at(origin, field, "required when kind is pkcs11"));
     };
     if pkcs11.pin_source().is_none() {
-        return Err(invalid_at(origin, field, "set pin_file or pin_env; a PIN is never written in this file"));
+        return Err(invalid_at(
+            origin,
+            field,
+            "set pin_file or pin_env; a PIN is never written in this file",
+        ));
     }
     if pkcs11.pin_file.is_some() && pkcs11.pin_env.is_some() {
-        return Err(invalid_at(origin, field, "set only one of pin_file and pin_env"));
+        return Err(invalid_at(
+            origin,
+            field,
+            "set only one of pin_file and pin_env",
+        ));
     }
     if pkcs11.token_label.is_empty() || pkcs11.key_label.is_empty() {
-        return Err(invalid_at(origin, field, "token_label and key_label must not be empty"));
+        return Err(invalid_at(
+            origin,
+            field,
+            "token_label and key_label must not be empty",
+        ));
     }
     if pkcs11.max_sessions == 0 {
-        return Err(invalid_at(origin, &format!("{field}.max_sessions"), "must be at least 1"));
+        return Err(invalid_at(
+            origin,
+            &format!("{field}.max_sessions"),
+            "must be at least 1",
+        ));
     }
     Ok(())
 }
@@ -523,10 +562,18 @@ fn validate_aws(aws: Option<&AwsBackend>, field: &str, origin: &str) -> Result<(
         return Err(invalid_at(origin, field, "required when kind is aws"));
     };
     if aws.key_id.is_empty() {
-        return Err(invalid_at(origin, &format!("{field}.key_id"), "must not be empty"));
+        return Err(invalid_at(
+            origin,
+            &format!("{field}.key_id"),
+            "must not be empty",
+        ));
     }
     if aws.max_attempts == 0 {
-        return Err(invalid_at(origin, &format!("{field}.max_attempts"), "must be at least 1"));
+        return Err(invalid_at(
+            origin,
+            &format!("{field}.max_attempts"),
+            "must be at least 1",
+        ));
     }
     Ok(())
 }
@@ -542,14 +589,22 @@ impl JwtSignerConfig {
             ));
         }
         if self.refresh_hint.get() < Duration::from_secs(1) {
-            return Err(invalid_at(origin, "jwt_signer.refresh_hint", "must be at least 1s"));
+            return Err(invalid_at(
+                origin,
+                "jwt_signer.refresh_hint",
+                "must be at least 1s",
+            ));
         }
         match self.key.kind {
-            BackendKind::Local if self.key.local.is_none() => {
-                Err(invalid_at(origin, "jwt_signer.key.local", "required when kind is local"))
-            }
+            BackendKind::Local if self.key.local.is_none() => Err(invalid_at(
+                origin,
+                "jwt_signer.key.local",
+                "required when kind is local",
+            )),
             BackendKind::Local => Ok(()),
-            BackendKind::Pkcs11 => validate_pkcs11(self.key.pkcs11.as_ref(), "jwt_signer.key.pkcs11", origin),
+            BackendKind::Pkcs11 => {
+                validate_pkcs11(self.key.pkcs11.as_ref(), "jwt_signer.key.pkcs11", origin)
+            }
             BackendKind::Aws => validate_aws(self.key.aws.as_ref(), "jwt_signer.key.aws", origin),
         }
     }

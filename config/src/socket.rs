@@ -99,7 +99,9 @@ impl FromStr for FileMode {
         let mode = u32::from_str_radix(digits, 8)
             .map_err(|_| format!("invalid file mode {text:?}: expected octal such as 0600"))?;
         if mode > 0o777 {
-            return Err(format!("invalid file mode {text:?}: only permission bits (at most 0777)"));
+            return Err(format!(
+                "invalid file mode {text:?}: only permission bits (at most 0777)"
+            ));
         }
         if mode & 0o002 != 0 {
             return Err(format!(
@@ -132,10 +134,19 @@ mod tests {
 
     #[test]
     fn socket_forms() {
-        assert_eq!("/run/k.sock".parse(), Ok(SocketAddress::Path("/run/k.sock".into())));
-        assert_eq!("unix:///run/k.sock".parse(), Ok(SocketAddress::Path("/run/k.sock".into())));
+        assert_eq!(
+            "/run/k.sock".parse(),
+            Ok(SocketAddress::Path("/run/k.sock".into()))
+        );
+        assert_eq!(
+            "unix:///run/k.sock".parse(),
+            Ok(SocketAddress::Path("/run/k.sock".into()))
+        );
         assert_eq!("@kms".parse(), Ok(SocketAddress::Abstract("kms".into())));
-        assert_eq!("unix:///@kms".parse(), Ok(SocketAddress::Abstract("kms".into())));
+        assert_eq!(
+            "unix:///@kms".parse(),
+            Ok(SocketAddress::Abstract("kms".into()))
+        );
         assert!("".parse::<SocketAddress>().is_err());
         assert!("x".repeat(200).parse::<SocketAddress>().is_err());
     }

@@ -23,7 +23,10 @@ backend:
     let config = PluginConfig::load(file.path()).expect("valid config");
     let backend = config.backend.as_ref().expect("backend");
     assert_eq!(backend.kind, BackendKind::Pkcs11);
-    assert_eq!(config.socket, Some(SocketAddress::Path("/var/run/kms-plugin/kms.sock".into())));
+    assert_eq!(
+        config.socket,
+        Some(SocketAddress::Path("/var/run/kms-plugin/kms.sock".into()))
+    );
     assert_eq!(config.socket_mode.0, 0o600);
     let debug = format!("{:?}", backend.pkcs11);
     assert!(debug.contains("pin_file"));
@@ -32,7 +35,9 @@ backend:
 fn parse_error(text: &str) -> (usize, String) {
     let file = write(text);
     match PluginConfig::load(file.path()) {
-        Err(ConfigError::Parse { line, reason, path, .. }) => {
+        Err(ConfigError::Parse {
+            line, reason, path, ..
+        }) => {
             assert_eq!(path, file.path());
             (line, reason)
         }
@@ -42,7 +47,9 @@ fn parse_error(text: &str) -> (usize, String) {
 
 #[test]
 fn unknown_key_names_line() {
-    let (line, reason) = parse_error("socket: /tmp/k.sock\nsokcet_mode: '0600'\nbackend: { kind: local, local: { state_dir: /tmp } }\n");
+    let (line, reason) = parse_error(
+        "socket: /tmp/k.sock\nsokcet_mode: '0600'\nbackend: { kind: local, local: { state_dir: /tmp } }\n",
+    );
     assert_eq!(line, 2);
     assert!(reason.contains("sokcet_mode"), "{reason}");
 }
@@ -54,7 +61,9 @@ fn bad_values_name_line_and_reason() {
     );
     assert_eq!(line, 5);
     assert!(reason.contains("unit"), "{reason}");
-    let (line, reason) = parse_error("socket: /tmp/k.sock\nsocket_mode: '0666'\nbackend: { kind: local, local: { state_dir: /tmp } }\n");
+    let (line, reason) = parse_error(
+        "socket: /tmp/k.sock\nsocket_mode: '0666'\nbackend: { kind: local, local: { state_dir: /tmp } }\n",
+    );
     assert_eq!(line, 2);
     assert!(reason.contains("world-writable"), "{reason}");
     let (line, _) = parse_error("socket: /tmp/k.sock\nbackend:\n  kind: vault\n");
@@ -63,7 +72,9 @@ fn bad_values_name_line_and_reason() {
 
 #[test]
 fn cross_field_rules() {
-    let file = write("socket: /tmp/k.sock\nbackend:\n  kind: pkcs11\n  pkcs11: { module: /m.so, token_label: t, key_label: k }\n");
+    let file = write(
+        "socket: /tmp/k.sock\nbackend:\n  kind: pkcs11\n  pkcs11: { module: /m.so, token_label: t, key_label: k }\n",
+    );
     let error = PluginConfig::load(file.path()).expect_err("no PIN source");
     assert!(error.to_string().contains("pin_file"), "{error}");
     let file = write("socket: /tmp/k.sock\nbackend:\n  kind: aws\n");
@@ -73,7 +84,8 @@ fn cross_field_rules() {
 
 #[test]
 fn missing_file_is_a_clear_error() {
-    let error = PluginConfig::load(std::path::Path::new("/nonexistent/kms.yaml")).expect_err("missing");
+    let error =
+        PluginConfig::load(std::path::Path::new("/nonexistent/kms.yaml")).expect_err("missing");
     assert!(error.to_string().contains("/nonexistent/kms.yaml"));
 }
 
@@ -101,5 +113,8 @@ fn jwt_signer_section() {
     let error = PluginConfig::load(short.path()).expect_err("too short");
     assert!(error.to_string().contains("at least 10m"), "{error}");
     let nothing = write("log_level: info\n");
-    assert!(PluginConfig::load(nothing.path()).is_err(), "nothing to serve");
+    assert!(
+        PluginConfig::load(nothing.path()).is_err(),
+        "nothing to serve"
+    );
 }

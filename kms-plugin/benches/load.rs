@@ -9,8 +9,12 @@
 
 use kms_config::SocketAddress;
 use kms_proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
-use kms_proto::kms_v2::key_management_service_server::{KeyManagementService, KeyManagementServiceServer};
-use kms_proto::kms_v2::{DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse};
+use kms_proto::kms_v2::key_management_service_server::{
+    KeyManagementService, KeyManagementServiceServer,
+};
+use kms_proto::kms_v2::{
+    DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
+};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -56,16 +60,26 @@ impl kms_proto::externaljwt_v1::external_jwt_signer_server::ExternalJwtSigner fo
 #[tonic::async_trait]
 impl KeyManagementService for Floor {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        Ok(Response::new(StatusResponse { version: "v2".into(), healthz: "ok".into(), key_id: "floor".into() }))
+        Ok(Response::new(StatusResponse {
+            version: "v2".into(),
+            healthz: "ok".into(),
+            key_id: "floor".into(),
+        }))
     }
 
-    async fn decrypt(&self, request: Request<DecryptRequest>) -> Result<Response<DecryptResponse>, Status> {
+    async fn decrypt(
+        &self,
+        request: Request<DecryptRequest>,
+    ) -> Result<Response<DecryptResponse>, Status> {
         let request = request.into_inner();
         let plaintext = request.ciphertext[..request.ciphertext.len().saturating_sub(28)].to_vec();
         Ok(Response::new(DecryptResponse { plaintext }))
     }
 
-    async fn encrypt(&self, request: Request<EncryptRequest>) -> Result<Response<EncryptResponse>, Status> {
+    async fn encrypt(
+        &self,
+        request: Request<EncryptRequest>,
+    ) -> Result<Response<EncryptResponse>, Status> {
         let request = request.into_inner();
         let mut ciphertext = vec![0u8; 12];
         ciphertext.extend_from_slice(&request.plaintext);
@@ -89,13 +103,24 @@ fn serve_floor(socket: &str) {
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
         let server = tonic::transport::Server::builder()
             .add_service(KeyManagementServiceServer::new(Floor))
-            .add_service(kms_proto::externaljwt_v1::external_jwt_signer_server::ExternalJwtSignerServer::new(SignerFloor));
+            .add_service(
+                kms_proto::externaljwt_v1::external_jwt_signer_server::ExternalJwtSignerServer::new(
+                    SignerFloor,
+                ),
+            );
         if std::env::var_os("KMS_BENCH_FLOOR_NORMALIZE").is_some() {
             use tokio_stream::StreamExt;
-            let incoming = incoming.map(|c| c.map(kms_plugin::server::authority::AuthorityNormalizer::new));
-            server.serve_with_incoming(incoming).await.expect("floor server");
+            let incoming =
+                incoming.map(|c| c.map(kms_plugin::server::authority::AuthorityNormalizer::new));
+            server
+                .serve_with_incoming(incoming)
+                .await
+                .expect("floor server");
         } else {
-            server.serve_with_incoming(incoming).await.expect("floor server");
+            server
+                .serve_with_incoming(incoming)
+                .await
+                .expect("floor server");
         }
     });
 }
@@ -107,7 +132,9 @@ struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -128,7 +155,7 @@ fn write_signing_key(path: &Path) {
         &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
         &aws_lc_rs::rand::SystemRandom::new(),
     )
-        .expect("generate key");
+    .expect("generate key");
     let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()));
     std::fs::write(path, pem).expect("write key");
 }
@@ -148,7 +175,11 @@ fn start_plugin(dir: &Path) -> (Server, PathBuf) {
     let child = Command::new(env!("CARGO_BIN_EXE_kms-plugin"))
         .args(["serve", "--config"])
         .arg(dir.join("plugin.yaml"))
-        .args(std::env::var("KMS_BENCH_PLUGIN_ARGS").unwrap_or_default().split_whitespace())
+        .args(
+            std::env::var("KMS_BENCH_PLUGIN_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn plugin");
@@ -186,7 +217,11 @@ async fn clients(socket: &Path, connections: usize) -> Vec<KeyManagementServiceC
     let mut out = Vec::new();
     for _ in 0..connections {
         let address = SocketAddress::Path(socket.to_owned());
-        out.push(kms_plugin::client::connect(&address, Duration::from_secs(10)).await.expect("connect"));
+        out.push(
+            kms_plugin::client::connect(&address, Duration::from_secs(10))
+                .await
+                .expect("connect"),
+        );
     }
     out
 }
@@ -220,7 +255,12 @@ where
     let elapsed = started.elapsed().max(duration);
     latencies.sort();
     let pick = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Measured { requests: latencies.len(), throughput: latencies.len() as f64 / elapsed.as_secs_f64(), p50: pick(0.50), p99: pick(0.99) }
+    Measured {
+        requests: latencies.len(),
+        throughput: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: pick(0.50),
+        p99: pick(0.99),
+    }
 }
 
 async fn drive(socket: &Path, method: Method, concurrency: usize, duration: Duration) -> Measured {
@@ -229,7 +269,10 @@ async fn drive(socket: &Path, method: Method, concurrency: usize, duration: Dura
     }
     let mut pool = clients(socket, concurrency.min(4)).await;
     let sealed = pool[0]
-        .encrypt(EncryptRequest { plaintext: vec![7u8; 32], uid: "bench".into() })
+        .encrypt(EncryptRequest {
+            plaintext: vec![7u8; 32],
+            uid: "bench".into(),
+        })
         .await
         .expect("encrypt")
         .into_inner();
@@ -250,7 +293,10 @@ async fn drive(socket: &Path, method: Method, concurrency: usize, duration: Dura
         async move {
             match method {
                 Method::Encrypt => {
-                    let request = EncryptRequest { plaintext: vec![7u8; 32], uid: "0b7c5d5e-3f55-4b8e-9a66-8c4f2a1d9e01".into() };
+                    let request = EncryptRequest {
+                        plaintext: vec![7u8; 32],
+                        uid: "0b7c5d5e-3f55-4b8e-9a66-8c4f2a1d9e01".into(),
+                    };
                     client.encrypt(request).await.expect("encrypt");
                 }
                 Method::Decrypt | Method::Sign => {
@@ -270,20 +316,33 @@ async fn drive_sign(socket: &Path, concurrency: usize, duration: Duration) -> Me
     use kms_proto::externaljwt_v1::external_jwt_signer_client::ExternalJwtSignerClient;
     let mut pool = Vec::new();
     for _ in 0..concurrency.min(4) {
-        let channel = kms_plugin::client::channel(&SocketAddress::Path(socket.to_owned()), Duration::from_secs(10))
-            .await
-            .expect("connect");
+        let channel = kms_plugin::client::channel(
+            &SocketAddress::Path(socket.to_owned()),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("connect");
         pool.push(ExternalJwtSignerClient::new(channel));
     }
     for client in &mut pool {
         for _ in 0..20 {
-            client.sign(SignJwtRequest { claims: CLAIMS.into() }).await.expect("sign");
+            client
+                .sign(SignJwtRequest {
+                    claims: CLAIMS.into(),
+                })
+                .await
+                .expect("sign");
         }
     }
     measure(concurrency, duration, move |worker| {
         let mut client = pool[worker % pool.len()].clone();
         async move {
-            client.sign(SignJwtRequest { claims: CLAIMS.into() }).await.expect("sign");
+            client
+                .sign(SignJwtRequest {
+                    claims: CLAIMS.into(),
+                })
+                .await
+                .expect("sign");
         }
     })
     .await
@@ -305,27 +364,57 @@ fn main() {
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
-    let duration = if quick { Duration::from_millis(700) } else { Duration::from_secs(3) };
+    let duration = if quick {
+        Duration::from_millis(700)
+    } else {
+        Duration::from_secs(3)
+    };
     let temp = tempfile::tempdir().expect("tempdir");
     let (plugin, jwt_socket) = start_plugin(temp.path());
     let floor = start_floor(temp.path());
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    println!("kms-plugin load: {} s per cell, client and servers on this machine ({} cores)", duration.as_secs_f64(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "kms-plugin load: {} s per cell, client and servers on this machine ({} cores)",
+        duration.as_secs_f64(),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     println!(
         "{:<8} {:>5} | {:>10} {:>8} {:>8} {:>9} | {:>10} {:>8} {:>8} {:>9} | {:>10}",
-        "method", "conc", "plugin/s", "p50 µs", "p99 µs", "cpu µs/op", "floor/s", "p50 µs", "p99 µs", "cpu µs/op", "floor/plugin"
+        "method",
+        "conc",
+        "plugin/s",
+        "p50 µs",
+        "p99 µs",
+        "cpu µs/op",
+        "floor/s",
+        "p50 µs",
+        "p99 µs",
+        "cpu µs/op",
+        "floor/plugin"
     );
     let mut worst: f64 = 0.0;
     for method in [Method::Encrypt, Method::Decrypt, Method::Sign] {
         for concurrency in [1usize, 4, 16, 64] {
-            let target = if method == Method::Sign { jwt_socket.as_path() } else { plugin.socket.as_path() };
+            let target = if method == Method::Sign {
+                jwt_socket.as_path()
+            } else {
+                plugin.socket.as_path()
+            };
             let (p, f, p_cpu, f_cpu) = runtime.block_on(async {
                 let before = cpu_time(plugin.child.id());
                 let p = drive(target, method, concurrency, duration).await;
-                let p_cpu = (cpu_time(plugin.child.id()) - before).as_secs_f64() * 1e6 / p.requests as f64;
+                let p_cpu =
+                    (cpu_time(plugin.child.id()) - before).as_secs_f64() * 1e6 / p.requests as f64;
                 let before = cpu_time(floor.child.id());
                 let f = drive(&floor.socket, method, concurrency, duration).await;
-                let f_cpu = (cpu_time(floor.child.id()) - before).as_secs_f64() * 1e6 / f.requests as f64;
+                let f_cpu =
+                    (cpu_time(floor.child.id()) - before).as_secs_f64() * 1e6 / f.requests as f64;
                 (p, f, p_cpu, f_cpu)
             });
             let ratio = f.throughput / p.throughput;
@@ -352,5 +441,7 @@ fn main() {
             );
         }
     }
-    println!("worst Encrypt/Decrypt throughput ratio floor/plugin: {worst:.2}x (target ≤ 1.25x); Sign rows include ES256 signing");
+    println!(
+        "worst Encrypt/Decrypt throughput ratio floor/plugin: {worst:.2}x (target ≤ 1.25x); Sign rows include ES256 signing"
+    );
 }

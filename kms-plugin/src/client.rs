@@ -7,19 +7,31 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Connects to the plugin at `address` (a path or `@abstract`). Sends `:authority: localhost`
 /// like kube-apiserver 1.32+.
-pub async fn connect(address: &SocketAddress, timeout: Duration) -> Result<KeyManagementServiceClient<Channel>, tonic::transport::Error> {
-    Ok(KeyManagementServiceClient::new(channel(address, timeout).await?))
+pub async fn connect(
+    address: &SocketAddress,
+    timeout: Duration,
+) -> Result<KeyManagementServiceClient<Channel>, tonic::transport::Error> {
+    Ok(KeyManagementServiceClient::new(
+        channel(address, timeout).await?,
+    ))
 }
 
 /// A gRPC channel to `address`, for any service the plugin serves there.
-pub async fn channel(address: &SocketAddress, timeout: Duration) -> Result<Channel, tonic::transport::Error> {
+pub async fn channel(
+    address: &SocketAddress,
+    timeout: Duration,
+) -> Result<Channel, tonic::transport::Error> {
     let address = address.clone();
     Endpoint::from_static("http://localhost")
         .connect_timeout(timeout)
         .timeout(timeout)
         .connect_with_connector(tower::service_fn(move |_| {
             let address = address.clone();
-            async move { connect_stream(&address).await.map(hyper_util::rt::TokioIo::new) }
+            async move {
+                connect_stream(&address)
+                    .await
+                    .map(hyper_util::rt::TokioIo::new)
+            }
         }))
         .await
 }

@@ -9,7 +9,9 @@ use std::path::Path;
 /// the directory. The temp file is created with `mode` from the start, so secrets are never
 /// readable by others even for an instant.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| io::Error::other("path has no parent directory"))?;
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("path has no parent directory"))?;
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::other("path has no file name"))?
@@ -38,7 +40,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 /// Creates `dir` (and parents) with mode 0700 if absent; tightens an existing directory to 0700.
 pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     if !dir.exists() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
     }
     let mut permissions = fs::metadata(dir)?.permissions();
     if permissions.mode() & 0o777 != 0o700 {
@@ -59,7 +64,10 @@ mod tests {
         write_atomic(&path, b"one", 0o600).expect("first write");
         write_atomic(&path, b"two", 0o600).expect("second write");
         assert_eq!(fs::read(&path).expect("read"), b"two");
-        assert_eq!(fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
         let leftovers: Vec<_> = fs::read_dir(dir.path()).expect("list").collect();
         assert_eq!(leftovers.len(), 1, "no temp files left behind");
     }
@@ -69,6 +77,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let state = dir.path().join("a/b");
         ensure_private_dir(&state).expect("create");
-        assert_eq!(fs::metadata(&state).expect("meta").permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&state).expect("meta").permissions().mode() & 0o777,
+            0o700
+        );
     }
 }

@@ -75,12 +75,21 @@ pub async fn probe(root: &dyn RootKey, timeout: Duration) -> Result<(), String> 
         .await
         .map_err(|_| format!("{} root key: wrap timed out after {timeout:?}", root.kind()))?
         .map_err(|e| format!("{} root key: wrap failed: {e}", root.kind()))?;
-    let unwrapped = tokio::time::timeout(timeout, root.unwrap(&wrapped.key_id, &wrapped.ciphertext))
-        .await
-        .map_err(|_| format!("{} root key: unwrap timed out after {timeout:?}", root.kind()))?
-        .map_err(|e| format!("{} root key: unwrap failed: {e}", root.kind()))?;
+    let unwrapped =
+        tokio::time::timeout(timeout, root.unwrap(&wrapped.key_id, &wrapped.ciphertext))
+            .await
+            .map_err(|_| {
+                format!(
+                    "{} root key: unwrap timed out after {timeout:?}",
+                    root.kind()
+                )
+            })?
+            .map_err(|e| format!("{} root key: unwrap failed: {e}", root.kind()))?;
     if !unwrapped.ct_eq(&key) {
-        return Err(format!("{} root key: unwrap returned a different key", root.kind()));
+        return Err(format!(
+            "{} root key: unwrap returned a different key",
+            root.kind()
+        ));
     }
     Ok(())
 }
@@ -142,7 +151,14 @@ mod tests {
         assert!(!health.get().healthy, "unhealthy until the first probe");
         let (_refresh_tx, refresh_rx) = watch::channel(0);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let task = spawn_background(fake.clone(), health.clone(), Duration::from_millis(50), Duration::from_millis(30), refresh_rx, stop_rx);
+        let task = spawn_background(
+            fake.clone(),
+            health.clone(),
+            Duration::from_millis(50),
+            Duration::from_millis(30),
+            refresh_rx,
+            stop_rx,
+        );
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(health.get().healthz, "ok");
         fake.delay_ms.store(500, Ordering::SeqCst);
@@ -153,7 +169,11 @@ mod tests {
         fake.delay_ms.store(0, Ordering::SeqCst);
         fake.down.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(health.get().healthz.contains("fake backend is down"), "{}", health.get().healthz);
+        assert!(
+            health.get().healthz.contains("fake backend is down"),
+            "{}",
+            health.get().healthz
+        );
         fake.down.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(health.get().healthz, "ok", "recovers by itself");

@@ -73,29 +73,65 @@ impl Metrics {
     /// Registers every metric; `backend` names the root key kind in build info.
     pub fn new(backend: &str) -> Self {
         let mut registry = Registry::with_prefix("kms_plugin");
-        let rpc = Family::<RpcLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
-        registry.register("operations_latency_seconds", "Latency of KMS v2 gRPC calls, by method and status code", rpc.clone());
+        let rpc = Family::<RpcLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "operations_latency_seconds",
+            "Latency of KMS v2 gRPC calls, by method and status code",
+            rpc.clone(),
+        );
         let backend_family =
-            Family::<BackendLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+            Family::<BackendLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
         registry.register(
             "root_key_operations_latency_seconds",
             "Latency of root key backend calls, by operation and outcome",
             backend_family.clone(),
         );
         let cache_size = Gauge::default();
-        registry.register("kek_cache_size", "Unwrapped local KEKs held by the Decrypt cache", cache_size.clone());
+        registry.register(
+            "kek_cache_size",
+            "Unwrapped local KEKs held by the Decrypt cache",
+            cache_size.clone(),
+        );
         let cache_hits = Counter::default();
-        registry.register("kek_cache_hits", "Decrypt cache lookups answered from memory", cache_hits.clone());
+        registry.register(
+            "kek_cache_hits",
+            "Decrypt cache lookups answered from memory",
+            cache_hits.clone(),
+        );
         let cache_misses = Counter::default();
-        registry.register("kek_cache_misses", "Decrypt cache lookups that needed a root key unwrap", cache_misses.clone());
+        registry.register(
+            "kek_cache_misses",
+            "Decrypt cache lookups that needed a root key unwrap",
+            cache_misses.clone(),
+        );
         let kek_uses = Gauge::default();
-        registry.register("local_kek_uses", "Encryptions under the current local KEK", kek_uses.clone());
+        registry.register(
+            "local_kek_uses",
+            "Encryptions under the current local KEK",
+            kek_uses.clone(),
+        );
         let kek_age = Gauge::<f64, AtomicU64>::default();
-        registry.register("local_kek_age_seconds", "Age of the current local KEK", kek_age.clone());
+        registry.register(
+            "local_kek_age_seconds",
+            "Age of the current local KEK",
+            kek_age.clone(),
+        );
         let kek_wraps = Counter::default();
-        registry.register("local_kek_wraps", "Local KEKs wrapped by the root key", kek_wraps.clone());
+        registry.register(
+            "local_kek_wraps",
+            "Local KEKs wrapped by the root key",
+            kek_wraps.clone(),
+        );
         let key_id = Family::<KeyIdLabels, Gauge>::default();
-        registry.register("key_id_hash", "SHA-256 of the current root key id (value 1)", key_id.clone());
+        registry.register(
+            "key_id_hash",
+            "SHA-256 of the current root key id (value 1)",
+            key_id.clone(),
+        );
         let last_probe = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "root_key_last_successful_probe_timestamp_seconds",
@@ -103,10 +139,17 @@ impl Metrics {
             last_probe.clone(),
         );
         let healthy = Gauge::default();
-        registry.register("root_key_healthy", "1 when the last root key probe succeeded", healthy.clone());
+        registry.register(
+            "root_key_healthy",
+            "1 when the last root key probe succeeded",
+            healthy.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
-            .get_or_create(&BuildLabels { version: env!("CARGO_PKG_VERSION").into(), backend: backend.into() })
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").into(),
+                backend: backend.into(),
+            })
             .set(1);
         registry.register("build_info", "Build information (value 1)", build);
         Self {
@@ -128,14 +171,20 @@ impl Metrics {
     /// Records one gRPC call.
     pub fn observe_rpc(&self, method: &str, code: tonic::Code, elapsed: Duration) {
         self.rpc
-            .get_or_create(&RpcLabels { method_name: method.into(), grpc_status_code: code_name(code).into() })
+            .get_or_create(&RpcLabels {
+                method_name: method.into(),
+                grpc_status_code: code_name(code).into(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Records one root key backend call.
     pub fn observe_backend(&self, operation: &str, outcome: &str, elapsed: Duration) {
         self.backend
-            .get_or_create(&BackendLabels { operation: operation.into(), outcome: outcome.into() })
+            .get_or_create(&BackendLabels {
+                operation: operation.into(),
+                outcome: outcome.into(),
+            })
             .observe(elapsed.as_secs_f64());
     }
 
@@ -143,19 +192,29 @@ impl Metrics {
     pub fn render(&self, envelope: &Envelope, health: &Health) -> String {
         let cache = envelope.unwraps();
         self.cache_size.set(cache.len() as i64);
-        self.cache_hits.inc_by(cache.hits().saturating_sub(self.cache_hits.get()));
-        self.cache_misses.inc_by(cache.misses().saturating_sub(self.cache_misses.get()));
-        self.kek_wraps.inc_by(envelope.keks().wraps().saturating_sub(self.kek_wraps.get()));
+        self.cache_hits
+            .inc_by(cache.hits().saturating_sub(self.cache_hits.get()));
+        self.cache_misses
+            .inc_by(cache.misses().saturating_sub(self.cache_misses.get()));
+        self.kek_wraps
+            .inc_by(envelope.keks().wraps().saturating_sub(self.kek_wraps.get()));
         if let Some(kek) = envelope.keks().current() {
             self.kek_uses.set(kek.uses() as i64);
             self.kek_age.set(kek.age().as_secs_f64());
         }
-        let hash = hex::encode(Sha256::digest(envelope.root().primary_key_id().as_str().as_bytes()));
+        let hash = hex::encode(Sha256::digest(
+            envelope.root().primary_key_id().as_str().as_bytes(),
+        ));
         self.key_id.clear();
-        self.key_id.get_or_create(&KeyIdLabels { key_id_hash: hash }).set(1);
+        self.key_id
+            .get_or_create(&KeyIdLabels { key_id_hash: hash })
+            .set(1);
         let state = health.get();
         self.healthy.set(i64::from(state.healthy));
-        if let Some(at) = state.last_success.and_then(|t| t.duration_since(UNIX_EPOCH).ok()) {
+        if let Some(at) = state
+            .last_success
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        {
             self.last_probe.set(at.as_secs_f64());
         }
         let mut text = String::new();

@@ -17,8 +17,15 @@ use tonic::transport::Channel;
 const VERIFIER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jwt_verify.py");
 
 fn openssl(args: &[&str]) -> Vec<u8> {
-    let output = Command::new("openssl").args(args).output().expect("openssl");
-    assert!(output.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output.stdout
 }
 
@@ -27,8 +34,24 @@ fn make_key(path: &Path, kind: &str) {
     let p = path.to_str().expect("utf-8");
     match kind {
         "rsa" => openssl(&["genrsa", "-traditional", "-out", p, "2048"]),
-        "ec" => openssl(&["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", p]),
-        "ec384" => openssl(&["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out", p]),
+        "ec" => openssl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            p,
+        ]),
+        "ec384" => openssl(&[
+            "ecparam",
+            "-name",
+            "secp384r1",
+            "-genkey",
+            "-noout",
+            "-out",
+            p,
+        ]),
         "rsa1024" => openssl(&["genrsa", "-traditional", "-out", p, "1024"]),
         other => panic!("{other}"),
     };
@@ -36,8 +59,18 @@ fn make_key(path: &Path, kind: &str) {
 
 /// kube-apiserver's kid, computed from openssl's DER encoding of the public key.
 fn openssl_kid(key: &Path) -> (String, Vec<u8>) {
-    let der = openssl(&["pkey", "-in", key.to_str().expect("utf-8"), "-pubout", "-outform", "DER"]);
-    (base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&der)), der)
+    let der = openssl(&[
+        "pkey",
+        "-in",
+        key.to_str().expect("utf-8"),
+        "-pubout",
+        "-outform",
+        "DER",
+    ]);
+    (
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&der)),
+        der,
+    )
 }
 
 fn public_pem(key: &Path) -> Vec<u8> {
@@ -80,43 +113,84 @@ fn start(dir: &Path, config: &str) -> Signer {
     let socket = dir.join("jwt.sock");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "signer never listened:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            Instant::now() < deadline,
+            "signer never listened:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Signer { child, socket, log }
 }
 
 async fn client(signer: &Signer) -> ExternalJwtSignerClient<Channel> {
-    let channel = kms_plugin::client::channel(&SocketAddress::Path(signer.socket.clone()), Duration::from_secs(10))
-        .await
-        .expect("connect");
+    let channel = kms_plugin::client::channel(
+        &SocketAddress::Path(signer.socket.clone()),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("connect");
     ExternalJwtSignerClient::new(channel)
 }
 
 fn claims() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("time").as_secs();
-    let json = format!(r#"{{"iss":"https://kubernetes.default.svc","sub":"system:serviceaccount:default:demo","aud":["api"],"iat":{now},"exp":{}}}"#, now + 3600);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let json = format!(
+        r#"{{"iss":"https://kubernetes.default.svc","sub":"system:serviceaccount:default:demo","aud":["api"],"iat":{now},"exp":{}}}"#,
+        now + 3600
+    );
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
 }
 
 async fn sign(client: &mut ExternalJwtSignerClient<Channel>) -> String {
     let claims = claims();
-    let reply = client.sign(SignJwtRequest { claims: claims.clone() }).await.expect("sign").into_inner();
+    let reply = client
+        .sign(SignJwtRequest {
+            claims: claims.clone(),
+        })
+        .await
+        .expect("sign")
+        .into_inner();
     format!("{}.{claims}.{}", reply.header, reply.signature)
 }
 
 /// Verifies `token` independently against the key FetchKeys publishes under its kid.
-async fn verify(client: &mut ExternalJwtSignerClient<Channel>, dir: &Path, token: &str) -> Result<String, String> {
+async fn verify(
+    client: &mut ExternalJwtSignerClient<Channel>,
+    dir: &Path,
+    token: &str,
+) -> Result<String, String> {
     let header: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().expect("header")).expect("b64"),
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').next().expect("header"))
+            .expect("b64"),
     )
     .expect("json");
     let kid = header["kid"].as_str().expect("kid").to_owned();
-    let keys = client.fetch_keys(FetchKeysRequest {}).await.expect("fetch").into_inner();
-    let key = keys.keys.iter().find(|k| k.key_id == kid).ok_or_else(|| format!("kid {kid} not published"))?;
-    let der_file = dir.join(format!("{}.der", hex::encode(&Sha256::digest(kid.as_bytes())[..6])));
+    let keys = client
+        .fetch_keys(FetchKeysRequest {})
+        .await
+        .expect("fetch")
+        .into_inner();
+    let key = keys
+        .keys
+        .iter()
+        .find(|k| k.key_id == kid)
+        .ok_or_else(|| format!("kid {kid} not published"))?;
+    let der_file = dir.join(format!(
+        "{}.der",
+        hex::encode(&Sha256::digest(kid.as_bytes())[..6])
+    ));
     std::fs::write(&der_file, &key.key).expect("write der");
-    let output = Command::new("python3").arg(VERIFIER).arg(token).arg(&der_file).output().expect("python3");
+    let output = Command::new("python3")
+        .arg(VERIFIER)
+        .arg(token)
+        .arg(&der_file)
+        .output()
+        .expect("python3");
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     } else {
@@ -127,10 +201,17 @@ async fn verify(client: &mut ExternalJwtSignerClient<Channel>, dir: &Path, token
     }
 }
 
-async fn wait_for_keys(client: &mut ExternalJwtSignerClient<Channel>, check: impl Fn(&[String]) -> bool) -> bool {
+async fn wait_for_keys(
+    client: &mut ExternalJwtSignerClient<Channel>,
+    check: impl Fn(&[String]) -> bool,
+) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        let keys = client.fetch_keys(FetchKeysRequest {}).await.expect("fetch").into_inner();
+        let keys = client
+            .fetch_keys(FetchKeysRequest {})
+            .await
+            .expect("fetch")
+            .into_inner();
         let kids: Vec<String> = keys.keys.iter().map(|k| k.key_id.clone()).collect();
         if check(&kids) {
             return true;
@@ -149,13 +230,24 @@ async fn tokens_verify_independently_for_rsa_and_ecdsa_keys() {
         let signer = start(temp.path(), &config_text(temp.path(), &key, &[]));
         let mut client = client(&signer).await;
 
-        let metadata = client.metadata(MetadataRequest {}).await.expect("metadata").into_inner();
+        let metadata = client
+            .metadata(MetadataRequest {})
+            .await
+            .expect("metadata")
+            .into_inner();
         assert_eq!(metadata.max_token_expiration_seconds, 86_400);
 
-        let keys = client.fetch_keys(FetchKeysRequest {}).await.expect("fetch").into_inner();
+        let keys = client
+            .fetch_keys(FetchKeysRequest {})
+            .await
+            .expect("fetch")
+            .into_inner();
         let (expected_kid, expected_der) = openssl_kid(&key);
         assert_eq!(keys.keys.len(), 1);
-        assert_eq!(keys.keys[0].key_id, expected_kid, "kid equals kube-apiserver's computation");
+        assert_eq!(
+            keys.keys[0].key_id, expected_kid,
+            "kid equals kube-apiserver's computation"
+        );
         assert_eq!(keys.keys[0].key, expected_der, "PKIX DER public key");
         assert!(!keys.keys[0].exclude_from_oidc_discovery);
         assert_eq!(keys.refresh_hint_seconds, 30);
@@ -163,21 +255,37 @@ async fn tokens_verify_independently_for_rsa_and_ecdsa_keys() {
 
         let token = sign(&mut client).await;
         let header = String::from_utf8(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().expect("header")).expect("b64"),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(token.split('.').next().expect("header"))
+                .expect("b64"),
         )
         .expect("utf-8");
-        assert_eq!(header, format!(r#"{{"alg":"{alg}","kid":"{expected_kid}","typ":"JWT"}}"#));
-        assert_eq!(verify(&mut client, temp.path(), &token).await, Ok(format!("valid {alg}")));
+        assert_eq!(
+            header,
+            format!(r#"{{"alg":"{alg}","kid":"{expected_kid}","typ":"JWT"}}"#)
+        );
+        assert_eq!(
+            verify(&mut client, temp.path(), &token).await,
+            Ok(format!("valid {alg}"))
+        );
 
         // A tampered token fails the same independent check.
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r#"{"sub":"system:serviceaccount:kube-system:admin"}"#);
-        assert!(verify(&mut client, temp.path(), &parts.join(".")).await.is_err());
+        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(r#"{"sub":"system:serviceaccount:kube-system:admin"}"#);
+        assert!(
+            verify(&mut client, temp.path(), &parts.join("."))
+                .await
+                .is_err()
+        );
 
         // The v1alpha1 package (kube-apiserver 1.32–1.35) answers the same way.
-        let channel = kms_plugin::client::channel(&SocketAddress::Path(signer.socket.clone()), Duration::from_secs(5))
-            .await
-            .expect("connect");
+        let channel = kms_plugin::client::channel(
+            &SocketAddress::Path(signer.socket.clone()),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("connect");
         let mut alpha = AlphaClient::new(channel);
         let reply = alpha
             .sign(kms_proto::externaljwt_v1alpha1::SignJwtRequest { claims: claims() })
@@ -188,13 +296,22 @@ async fn tokens_verify_independently_for_rsa_and_ecdsa_keys() {
 
         // Garbage claims are refused with a clear error.
         for bad in ["", "not base64url!", "a.b"] {
-            let error = client.sign(SignJwtRequest { claims: bad.into() }).await.expect_err(bad);
+            let error = client
+                .sign(SignJwtRequest { claims: bad.into() })
+                .await
+                .expect_err(bad);
             assert_eq!(error.code(), tonic::Code::InvalidArgument);
         }
         let logs = std::fs::read_to_string(&signer.log).unwrap_or_default();
         let key_pem = std::fs::read_to_string(&key).expect("key");
-        let body: String = key_pem.lines().filter(|l| !l.starts_with("-----")).collect();
-        assert!(!logs.contains(&body[..40]), "private key material in the log");
+        let body: String = key_pem
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        assert!(
+            !logs.contains(&body[..40]),
+            "private key material in the log"
+        );
     }
 }
 
@@ -214,7 +331,10 @@ async fn rotation_overlap_keeps_unexpired_tokens_valid() {
     std::fs::write(dir.join("legacy.pub"), public_pem(&legacy_key)).expect("legacy");
     let verify_only = [
         sa_pub.display().to_string(),
-        format!("{{ path: {}, exclude_from_oidc_discovery: true }}", dir.join("legacy.pub").display()),
+        format!(
+            "{{ path: {}, exclude_from_oidc_discovery: true }}",
+            dir.join("legacy.pub").display()
+        ),
     ];
     let signer = start(dir, &config_text(dir, &sa_key, &verify_only));
     let mut client = client(&signer).await;
@@ -222,18 +342,40 @@ async fn rotation_overlap_keeps_unexpired_tokens_valid() {
     let (new_kid, _) = openssl_kid(&new_key);
     let (legacy_kid, _) = openssl_kid(&legacy_key);
 
-    let keys = client.fetch_keys(FetchKeysRequest {}).await.expect("fetch").into_inner();
-    assert_eq!(keys.keys.len(), 2, "the signer plus the legacy key; sa.pub repeats the signer");
-    let legacy = keys.keys.iter().find(|k| k.key_id == legacy_kid).expect("legacy published");
-    assert!(legacy.exclude_from_oidc_discovery, "legacy keys stay out of OIDC discovery");
+    let keys = client
+        .fetch_keys(FetchKeysRequest {})
+        .await
+        .expect("fetch")
+        .into_inner();
+    assert_eq!(
+        keys.keys.len(),
+        2,
+        "the signer plus the legacy key; sa.pub repeats the signer"
+    );
+    let legacy = keys
+        .keys
+        .iter()
+        .find(|k| k.key_id == legacy_kid)
+        .expect("legacy published");
+    assert!(
+        legacy.exclude_from_oidc_discovery,
+        "legacy keys stay out of OIDC discovery"
+    );
     let before = sign(&mut client).await;
 
     // start: sa.pub publishes old and new; the old key still signs.
     let mut both = public_pem(&old_key);
     both.extend(public_pem(&new_key));
     std::fs::write(&sa_pub, &both).expect("bundle");
-    assert!(wait_for_keys(&mut client, |kids| kids.contains(&new_kid)).await, "new key published before it signs");
-    assert_eq!(header_kid(&sign(&mut client).await), old_kid, "the old key signs until switch");
+    assert!(
+        wait_for_keys(&mut client, |kids| kids.contains(&new_kid)).await,
+        "new key published before it signs"
+    );
+    assert_eq!(
+        header_kid(&sign(&mut client).await),
+        old_kid,
+        "the old key signs until switch"
+    );
 
     // switch: the new key signs; tokens signed before still verify.
     std::fs::copy(&new_key, &sa_key).expect("switch");
@@ -244,19 +386,31 @@ async fn rotation_overlap_keeps_unexpired_tokens_valid() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         after = sign(&mut client).await;
     }
-    assert_eq!(verify(&mut client, dir, &after).await, Ok("valid ES256".to_owned()));
-    assert_eq!(verify(&mut client, dir, &before).await, Ok("valid RS256".to_owned()), "pre-switch token still verifies");
+    assert_eq!(
+        verify(&mut client, dir, &after).await,
+        Ok("valid ES256".to_owned())
+    );
+    assert_eq!(
+        verify(&mut client, dir, &before).await,
+        Ok("valid RS256".to_owned()),
+        "pre-switch token still verifies"
+    );
 
     // finish: the old public key leaves the bundle; old tokens stop verifying.
     std::fs::write(&sa_pub, public_pem(&new_key)).expect("finish");
     assert!(wait_for_keys(&mut client, |kids| !kids.contains(&old_kid)).await);
     assert!(verify(&mut client, dir, &before).await.is_err());
-    assert_eq!(verify(&mut client, dir, &after).await, Ok("valid ES256".to_owned()));
+    assert_eq!(
+        verify(&mut client, dir, &after).await,
+        Ok("valid ES256".to_owned())
+    );
 }
 
 fn header_kid(token: &str) -> String {
     let header: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().expect("header")).expect("b64"),
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').next().expect("header"))
+            .expect("b64"),
     )
     .expect("json");
     header["kid"].as_str().expect("kid").to_owned()
@@ -271,25 +425,45 @@ fn bad_configuration_is_refused_with_a_clear_error() {
     let good = dir.join("good.key");
     make_key(&good, "ec");
     let cases = [
-        (config_text(dir, &dir.join("missing.key"), &[]), "missing.key"),
+        (
+            config_text(dir, &dir.join("missing.key"), &[]),
+            "missing.key",
+        ),
         (config_text(dir, &weak, &[]), "RSA ≥ 2048 bits"),
-        (config_text(dir, &good, &[]).replace("24h", "5m"), "at least 10m"),
-        (config_text(dir, &good, &[dir.join("nothing.pub").display().to_string()]), "nothing.pub"),
+        (
+            config_text(dir, &good, &[]).replace("24h", "5m"),
+            "at least 10m",
+        ),
+        (
+            config_text(dir, &good, &[dir.join("nothing.pub").display().to_string()]),
+            "nothing.pub",
+        ),
     ];
     for (config, expected) in cases {
         let path = dir.join("bad.yaml");
         std::fs::write(&path, &config).expect("write");
-        let output = Command::new(common::BIN).args(["serve", "--config"]).arg(&path).output().expect("run");
+        let output = Command::new(common::BIN)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run");
         assert!(!output.status.success(), "{config}");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(expected), "expected {expected:?} in {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "expected {expected:?} in {stderr}"
+        );
     }
 }
 
 /// The `pki` binary, built beside this one by `cargo test --workspace` / `tests/run.sh`.
 fn pki_binary() -> PathBuf {
     let path = Path::new(common::BIN).with_file_name("pki");
-    assert!(path.exists(), "{} is missing: build the workspace first (`cargo build --workspace`)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`)",
+        path.display()
+    );
     path
 }
 
@@ -302,7 +476,12 @@ fn pki(args: &[&str], cert_dir: &Path, kubeconfig_dir: &Path) {
         .arg(kubeconfig_dir)
         .output()
         .expect("run pki");
-    assert!(output.status.success(), "pki {args:?}:\n{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "pki {args:?}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -311,21 +490,43 @@ async fn pki_rotate_sa_drives_the_signer_online() {
     let dir = temp.path();
     let (cert_dir, kubeconfig_dir) = (dir.join("pki"), dir.join("kubeconfigs"));
     pki(
-        &["init", "--node-name", "cp-1", "--apiserver-advertise-address", "10.0.0.10", "--encryption-algorithm", "ECDSA-P256"],
+        &[
+            "init",
+            "--node-name",
+            "cp-1",
+            "--apiserver-advertise-address",
+            "10.0.0.10",
+            "--encryption-algorithm",
+            "ECDSA-P256",
+        ],
         &cert_dir,
         &kubeconfig_dir,
     );
     let sa_key = cert_dir.join("sa.key");
     let sa_pub = cert_dir.join("sa.pub");
-    let signer = start(dir, &config_text(dir, &sa_key, &[sa_pub.display().to_string()]));
+    let signer = start(
+        dir,
+        &config_text(dir, &sa_key, &[sa_pub.display().to_string()]),
+    );
     let mut client = client(&signer).await;
     let (old_kid, _) = openssl_kid(&sa_key);
     let before = sign(&mut client).await;
-    assert_eq!(header_kid(&before), old_kid, "the signer's kid equals kube-apiserver's for sa.key");
+    assert_eq!(
+        header_kid(&before),
+        old_kid,
+        "the signer's kid equals kube-apiserver's for sa.key"
+    );
 
     pki(&["rotate", "sa", "start"], &cert_dir, &kubeconfig_dir);
-    assert!(wait_for_keys(&mut client, |kids| kids.len() == 2).await, "start publishes the new key");
-    assert_eq!(header_kid(&sign(&mut client).await), old_kid, "start keeps signing with the old key");
+    assert!(
+        wait_for_keys(&mut client, |kids| kids.len() == 2).await,
+        "start publishes the new key"
+    );
+    assert_eq!(
+        header_kid(&sign(&mut client).await),
+        old_kid,
+        "start keeps signing with the old key"
+    );
 
     pki(&["rotate", "sa", "switch"], &cert_dir, &kubeconfig_dir);
     let (new_kid, _) = openssl_kid(&sa_key);
@@ -333,15 +534,35 @@ async fn pki_rotate_sa_drives_the_signer_online() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut after = sign(&mut client).await;
     while header_kid(&after) != new_kid {
-        assert!(Instant::now() < deadline, "the signer never picked up the switched key");
+        assert!(
+            Instant::now() < deadline,
+            "the signer never picked up the switched key"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         after = sign(&mut client).await;
     }
-    assert_eq!(verify(&mut client, dir, &before).await, Ok("valid ES256".to_owned()), "a pre-switch token still verifies");
-    assert_eq!(verify(&mut client, dir, &after).await, Ok("valid ES256".to_owned()));
+    assert_eq!(
+        verify(&mut client, dir, &before).await,
+        Ok("valid ES256".to_owned()),
+        "a pre-switch token still verifies"
+    );
+    assert_eq!(
+        verify(&mut client, dir, &after).await,
+        Ok("valid ES256".to_owned())
+    );
 
-    pki(&["rotate", "sa", "finish", "--force"], &cert_dir, &kubeconfig_dir);
-    assert!(wait_for_keys(&mut client, |kids| kids == [new_kid.clone()]).await, "finish retires the old key");
+    pki(
+        &["rotate", "sa", "finish", "--force"],
+        &cert_dir,
+        &kubeconfig_dir,
+    );
+    assert!(
+        wait_for_keys(&mut client, |kids| kids == [new_kid.clone()]).await,
+        "finish retires the old key"
+    );
     assert!(verify(&mut client, dir, &before).await.is_err());
-    assert_eq!(verify(&mut client, dir, &after).await, Ok("valid ES256".to_owned()));
+    assert_eq!(
+        verify(&mut client, dir, &after).await,
+        Ok("valid ES256".to_owned())
+    );
 }

@@ -14,7 +14,8 @@ fn is_fqdn(key: &str) -> bool {
         && labels.iter().all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -35,12 +36,30 @@ async fn contract_limits_and_round_trip() {
     for len in [1usize, 32, 500, 996] {
         let plaintext = random_bytes(len);
         let sealed = encrypt(&mut client, &plaintext).await;
-        assert!(!sealed.ciphertext.is_empty() && sealed.ciphertext.len() <= 1024, "ciphertext {}", sealed.ciphertext.len());
-        assert_eq!(sealed.key_id, status.key_id, "Encrypt's key_id equals Status's");
-        let total: usize = sealed.annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(
+            !sealed.ciphertext.is_empty() && sealed.ciphertext.len() <= 1024,
+            "ciphertext {}",
+            sealed.ciphertext.len()
+        );
+        assert_eq!(
+            sealed.key_id, status.key_id,
+            "Encrypt's key_id equals Status's"
+        );
+        let total: usize = sealed
+            .annotations
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
         assert!(total <= 32 * 1024);
-        assert!(sealed.annotations.keys().all(|k| is_fqdn(k)), "{:?}", sealed.annotations.keys());
-        assert_eq!(decrypt(&mut client, &sealed).await.expect("decrypt"), plaintext);
+        assert!(
+            sealed.annotations.keys().all(|k| is_fqdn(k)),
+            "{:?}",
+            sealed.annotations.keys()
+        );
+        assert_eq!(
+            decrypt(&mut client, &sealed).await.expect("decrypt"),
+            plaintext
+        );
         plaintexts.push(plaintext);
     }
     // The largest plaintext fills the ciphertext limit exactly; one more byte is refused.
@@ -48,7 +67,10 @@ async fn contract_limits_and_round_trip() {
     assert_eq!(sealed.ciphertext.len(), 1024);
     for bad in [Vec::new(), random_bytes(997)] {
         let error = client
-            .encrypt(EncryptRequest { plaintext: bad, uid: uid() })
+            .encrypt(EncryptRequest {
+                plaintext: bad,
+                uid: uid(),
+            })
             .await
             .expect_err("out of limits");
         assert_eq!(error.code(), tonic::Code::InvalidArgument);
@@ -62,17 +84,26 @@ async fn contract_limits_and_round_trip() {
 
     // Nothing secret reaches the log: no plaintext, no root key bytes.
     let logs = plugin.logs();
-    assert!(logs.contains("method=\"Encrypt\"") || logs.contains("Encrypt"), "{logs}");
+    assert!(
+        logs.contains("method=\"Encrypt\"") || logs.contains("Encrypt"),
+        "{logs}"
+    );
     for plaintext in plaintexts.iter().chain([&seed]) {
         if plaintext.len() >= 8 {
-            assert!(!logs.contains(&hex::encode(plaintext)), "plaintext leaked into the log");
+            assert!(
+                !logs.contains(&hex::encode(plaintext)),
+                "plaintext leaked into the log"
+            );
         }
     }
     for entry in std::fs::read_dir(&plugin.state_dir).expect("state") {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "key") {
             let key = std::fs::read(&path).expect("key");
-            assert!(!logs.contains(&hex::encode(&key)), "root key leaked into the log");
+            assert!(
+                !logs.contains(&hex::encode(&key)),
+                "root key leaked into the log"
+            );
         }
     }
 }
@@ -107,7 +138,8 @@ async fn every_tamper_and_garbage_case_fails_opaquely() {
         cases.push((format!("renamed annotation {key}"), r));
     }
     let mut r = good.clone();
-    r.annotations.insert("extra.example.com".into(), b"1".to_vec());
+    r.annotations
+        .insert("extra.example.com".into(), b"1".to_vec());
     cases.push(("extra annotation".into(), r));
     let mut r = good.clone();
     r.annotations = HashMap::new();
@@ -141,15 +173,26 @@ async fn every_tamper_and_garbage_case_fails_opaquely() {
             ciphertext: random_bytes(60),
             uid: uid(),
             key_id: hex::encode(random_bytes(8)),
-            annotations: HashMap::from([(hex::encode(random_bytes(4)) + ".example.com", random_bytes(40))]),
+            annotations: HashMap::from([(
+                hex::encode(random_bytes(4)) + ".example.com",
+                random_bytes(40),
+            )]),
         },
     ));
 
     // A key_id that exists but did not seal this data: rotate, then claim the new id.
     let rotated = plugin.admin(&["rotate"]);
-    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
     assert!(
-        eventually(Duration::from_secs(10), async || status(&mut client).await.key_id != sealed.key_id).await,
+        rotated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rotated.stderr)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), async || status(&mut client)
+            .await
+            .key_id
+            != sealed.key_id)
+        .await,
         "rotation not picked up"
     );
     let new_key_id = status(&mut client).await.key_id;
@@ -176,7 +219,10 @@ async fn every_tamper_and_garbage_case_fails_opaquely() {
     // The untampered request still decrypts after all of that, under the old version.
     assert_eq!(decrypt(&mut client, &sealed).await.expect("decrypt"), seed);
     let logs = plugin.logs();
-    assert!(logs.contains("ciphertext failed authentication"), "log has the precise reason");
+    assert!(
+        logs.contains("ciphertext failed authentication"),
+        "log has the precise reason"
+    );
     assert!(logs.contains("unexpected annotation"));
     assert!(logs.contains("unknown root key id"));
 }
@@ -197,9 +243,18 @@ async fn restart_durability() {
     let key_id_before = sealed[0].0.key_id.clone();
     plugin.spawn();
     let mut client = plugin.client().await;
-    assert_eq!(status(&mut client).await.key_id, key_id_before, "key_id is stable across restarts");
+    assert_eq!(
+        status(&mut client).await.key_id,
+        key_id_before,
+        "key_id is stable across restarts"
+    );
     for (envelope, seed) in &sealed {
-        assert_eq!(&decrypt(&mut client, envelope).await.expect("decrypt after restart"), seed);
+        assert_eq!(
+            &decrypt(&mut client, envelope)
+                .await
+                .expect("decrypt after restart"),
+            seed
+        );
     }
 }
 
@@ -214,25 +269,48 @@ async fn rotation_while_serving() {
 
     // Two-step rotation: an added version only decrypts; Status and Encrypt keep v1.
     let added = plugin.admin(&["rotate", "--add-only"]);
-    assert!(added.status.success(), "{}", String::from_utf8_lossy(&added.stderr));
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(status(&mut client).await.key_id, v1);
     assert_eq!(encrypt(&mut client, &random_bytes(32)).await.key_id, v1);
 
     let promoted = plugin.admin(&["promote", "--version", "2"]);
-    assert!(promoted.status.success(), "{}", String::from_utf8_lossy(&promoted.stderr));
-    assert!(eventually(Duration::from_secs(10), async || status(&mut client).await.key_id != v1).await);
+    assert!(
+        promoted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promoted.stderr)
+    );
+    assert!(
+        eventually(Duration::from_secs(10), async || status(&mut client)
+            .await
+            .key_id
+            != v1)
+        .await
+    );
     let v2 = status(&mut client).await.key_id;
     assert!(v2.starts_with("local:v2:"), "{v2}");
     let new = encrypt(&mut client, &random_bytes(32)).await;
     assert_eq!(new.key_id, v2, "Encrypt and Status move together");
-    assert_eq!(decrypt(&mut client, &old).await.expect("old data decrypts"), old_seed);
+    assert_eq!(
+        decrypt(&mut client, &old).await.expect("old data decrypts"),
+        old_seed
+    );
 
     // One-step rotation picked up through SIGHUP as well.
     let rotated = plugin.admin(&["rotate"]);
     assert!(rotated.status.success());
     plugin.signal("HUP");
-    assert!(eventually(Duration::from_secs(10), async || status(&mut client).await.key_id.starts_with("local:v3:")).await);
+    assert!(
+        eventually(Duration::from_secs(10), async || status(&mut client)
+            .await
+            .key_id
+            .starts_with("local:v3:"))
+        .await
+    );
     assert_eq!(decrypt(&mut client, &old).await.expect("v1 data"), old_seed);
 
     // Removing v1 is explicit, and the primary cannot be removed.
@@ -246,7 +324,10 @@ async fn rotation_while_serving() {
     let mut fresh = plugin.client().await;
     let listed = plugin.admin(&["versions"]);
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
-    assert!(!listed.contains("v1\t") && listed.contains("v3\tprimary"), "{listed}");
+    assert!(
+        !listed.contains("v1\t") && listed.contains("v3\tprimary"),
+        "{listed}"
+    );
     assert!(decrypt(&mut fresh, &new).await.is_ok());
 }
 
@@ -276,12 +357,22 @@ async fn thousands_of_concurrent_calls_over_many_connections() {
     assert_eq!(total, 4000);
 }
 
-fn status_reply(plugin: &Plugin, authority: &[u8], encoding: raw_h2::AuthorityEncoding, calls: usize) {
+fn status_reply(
+    plugin: &Plugin,
+    authority: &[u8],
+    encoding: raw_h2::AuthorityEncoding,
+    calls: usize,
+) {
     let mut connection = raw_h2::RawConnection::connect(&plugin.socket);
     for call in 0..calls {
         let reply = connection
             .unary("/v2.KeyManagementService/Status", authority, encoding, &[])
-            .unwrap_or_else(|e| panic!("authority {:?} call {call}: {e}", String::from_utf8_lossy(authority)));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "authority {:?} call {call}: {e}",
+                    String::from_utf8_lossy(authority)
+                )
+            });
         assert_eq!(reply.grpc_status.as_deref(), Some("0"), "{reply:?}");
         let status = StatusResponse::decode(reply.message.as_slice()).expect("StatusResponse");
         assert_eq!(status.version, "v2");
@@ -296,22 +387,40 @@ fn every_authority_form_real_clients_send() {
     let path = plugin.socket.display().to_string();
     let encoded = path.replace('/', "%2F");
     for authority in ["localhost", path.as_str(), encoded.as_str(), "kms.sock"] {
-        for encoding in [raw_h2::AuthorityEncoding::Plain, raw_h2::AuthorityEncoding::Indexed] {
+        for encoding in [
+            raw_h2::AuthorityEncoding::Plain,
+            raw_h2::AuthorityEncoding::Indexed,
+        ] {
             status_reply(&plugin, authority.as_bytes(), encoding, 3);
         }
     }
     // An Encrypt/Decrypt pair through a path authority, on one connection.
     let mut connection = raw_h2::RawConnection::connect(&plugin.socket);
-    let request = EncryptRequest { plaintext: b"seed-over-raw-h2".to_vec(), uid: uid() };
+    let request = EncryptRequest {
+        plaintext: b"seed-over-raw-h2".to_vec(),
+        uid: uid(),
+    };
     let reply = connection
-        .unary("/v2.KeyManagementService/Encrypt", path.as_bytes(), raw_h2::AuthorityEncoding::Indexed, &request.encode_to_vec())
+        .unary(
+            "/v2.KeyManagementService/Encrypt",
+            path.as_bytes(),
+            raw_h2::AuthorityEncoding::Indexed,
+            &request.encode_to_vec(),
+        )
         .expect("encrypt");
     assert_eq!(reply.grpc_status.as_deref(), Some("0"));
-    let sealed = kms_proto::kms_v2::EncryptResponse::decode(reply.message.as_slice()).expect("EncryptResponse");
+    let sealed = kms_proto::kms_v2::EncryptResponse::decode(reply.message.as_slice())
+        .expect("EncryptResponse");
     let reply = connection
-        .unary("/v2.KeyManagementService/Decrypt", path.as_bytes(), raw_h2::AuthorityEncoding::Indexed, &decrypt_request(&sealed).encode_to_vec())
+        .unary(
+            "/v2.KeyManagementService/Decrypt",
+            path.as_bytes(),
+            raw_h2::AuthorityEncoding::Indexed,
+            &decrypt_request(&sealed).encode_to_vec(),
+        )
         .expect("decrypt");
-    let opened = kms_proto::kms_v2::DecryptResponse::decode(reply.message.as_slice()).expect("DecryptResponse");
+    let opened = kms_proto::kms_v2::DecryptResponse::decode(reply.message.as_slice())
+        .expect("DecryptResponse");
     assert_eq!(opened.plaintext, b"seed-over-raw-h2");
 }
 

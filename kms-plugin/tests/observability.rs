@@ -8,16 +8,31 @@ use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("write");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
-    let code = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status line");
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -25,7 +40,10 @@ fn http_get(port: u16, path: &str) -> (u16, String) {
 async fn metrics_health_endpoints_and_json_logs_without_secrets() {
     let temp = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let plugin = Plugin::start_with(temp.path(), &format!("metrics_address: 127.0.0.1:{port}\nlog_format: json\n"));
+    let plugin = Plugin::start_with(
+        temp.path(),
+        &format!("metrics_address: 127.0.0.1:{port}\nlog_format: json\n"),
+    );
     let mut client = plugin.client().await;
     let status = status(&mut client).await;
     let mut secrets = Vec::new();
@@ -34,7 +52,10 @@ async fn metrics_health_endpoints_and_json_logs_without_secrets() {
         let seed = random_bytes(32);
         let request_uid = uid();
         let sealed = client
-            .encrypt(kms_proto::kms_v2::EncryptRequest { plaintext: seed.clone(), uid: request_uid.clone() })
+            .encrypt(kms_proto::kms_v2::EncryptRequest {
+                plaintext: seed.clone(),
+                uid: request_uid.clone(),
+            })
             .await
             .expect("encrypt")
             .into_inner();
@@ -66,19 +87,31 @@ async fn metrics_health_endpoints_and_json_logs_without_secrets() {
         "kms_plugin_root_key_healthy 1",
         "kms_plugin_build_info{version=",
     ] {
-        assert!(metrics.contains(expected), "missing {expected} in\n{metrics}");
+        assert!(
+            metrics.contains(expected),
+            "missing {expected} in\n{metrics}"
+        );
     }
     let hash = hex::encode(Sha256::digest(status.key_id.as_bytes()));
-    assert!(metrics.contains(&format!("kms_plugin_key_id_hash{{key_id_hash=\"{hash}\"}} 1")));
-    assert!(!metrics.contains(&status.key_id), "raw key_id must never be exported");
+    assert!(metrics.contains(&format!(
+        "kms_plugin_key_id_hash{{key_id_hash=\"{hash}\"}} 1"
+    )));
+    assert!(
+        !metrics.contains(&status.key_id),
+        "raw key_id must never be exported"
+    );
 
     // Logs: one JSON object per line; RPC lines carry the request uid; no secret anywhere.
     let logs = plugin.logs();
     for line in logs.lines() {
-        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
     for request_uid in &uids {
-        assert!(logs.contains(&format!("\"uid\":\"{request_uid}\"")), "uid {request_uid} not logged");
+        assert!(
+            logs.contains(&format!("\"uid\":\"{request_uid}\"")),
+            "uid {request_uid} not logged"
+        );
     }
     let mut forbidden: Vec<String> = Vec::new();
     for secret in &secrets {
@@ -94,6 +127,9 @@ async fn metrics_health_endpoints_and_json_logs_without_secrets() {
         }
     }
     for secret in forbidden {
-        assert!(!logs.contains(&secret) && !metrics.contains(&secret), "a secret reached the logs or metrics");
+        assert!(
+            !logs.contains(&secret) && !metrics.contains(&secret),
+            "a secret reached the logs or metrics"
+        );
     }
 }

@@ -16,9 +16,18 @@ fn stale_socket_is_replaced_and_default_mode_is_0600() {
     let socket = temp.path().join("kms.sock");
     // A socket file whose process is gone, as after a crash.
     drop(std::os::unix::net::UnixListener::bind(&socket).expect("bind"));
-    assert!(std::fs::symlink_metadata(&socket).expect("stale file").file_type().is_socket());
+    assert!(
+        std::fs::symlink_metadata(&socket)
+            .expect("stale file")
+            .file_type()
+            .is_socket()
+    );
     let plugin = Plugin::start_local(temp.path());
-    let mode = std::fs::metadata(&plugin.socket).expect("socket").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&plugin.socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     assert!(plugin.logs().contains("removed a stale socket"));
 }
@@ -27,11 +36,18 @@ fn stale_socket_is_replaced_and_default_mode_is_0600() {
 fn live_socket_is_left_alone() {
     let temp = tempfile::tempdir().expect("tempdir");
     let first = Plugin::start_local(temp.path());
-    let second = Command::new(BIN).args(["serve", "--config"]).arg(&first.config).output().expect("run");
+    let second = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&first.config)
+        .output()
+        .expect("run");
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("another process is serving"), "{stderr}");
-    assert!(probe_healthy(&first.address()), "the first plugin keeps serving");
+    assert!(
+        probe_healthy(&first.address()),
+        "the first plugin keeps serving"
+    );
 }
 
 #[test]
@@ -56,7 +72,11 @@ fn something_else_at_the_socket_path_is_not_deleted() {
 fn configured_socket_mode_applies() {
     let temp = tempfile::tempdir().expect("tempdir");
     let plugin = Plugin::start_with(temp.path(), "socket_mode: '0660'\n");
-    let mode = std::fs::metadata(&plugin.socket).expect("socket").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&plugin.socket)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o660);
 }
 
@@ -79,11 +99,18 @@ fn abstract_socket() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = Command::new(BIN).args(["status", "--socket", &format!("@{name}")]).output().expect("status");
+    let status = Command::new(BIN)
+        .args(["status", "--socket", &format!("@{name}")])
+        .output()
+        .expect("status");
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let exit = child.wait().expect("wait");
     assert!(healthy, "abstract socket never answered");
-    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stdout));
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
     assert!(exit.success(), "clean exit on SIGTERM: {exit}");
 }
 
@@ -105,7 +132,10 @@ async fn sigterm_drains_calls_in_flight_then_removes_the_socket() {
             loop {
                 match decrypt(&mut client, &sealed).await {
                     Ok(plaintext) => {
-                        assert_eq!(plaintext, *seed, "a call answered during shutdown must be right");
+                        assert_eq!(
+                            plaintext, *seed,
+                            "a call answered during shutdown must be right"
+                        );
                         ok.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(_) => {
@@ -135,10 +165,17 @@ async fn sigterm_drains_calls_in_flight_then_removes_the_socket() {
             .expect("workers stop once the plugin is gone")
             .expect("no wrong answer");
     }
-    assert!(status.success(), "exit 0 after SIGTERM, got {status}\n{}", plugin.logs());
+    assert!(
+        status.success(),
+        "exit 0 after SIGTERM, got {status}\n{}",
+        plugin.logs()
+    );
     assert!(!plugin.socket.exists(), "socket removed on shutdown");
     let logs = plugin.logs();
-    assert!(logs.contains("SIGTERM received") && logs.contains("removed socket"), "{logs}");
+    assert!(
+        logs.contains("SIGTERM received") && logs.contains("removed socket"),
+        "{logs}"
+    );
 }
 
 #[test]
@@ -146,11 +183,21 @@ fn broken_config_names_file_line_and_reason() {
     let temp = tempfile::tempdir().expect("tempdir");
     let config = temp.path().join("kms.yaml");
     std::fs::write(&config, "socket: /tmp/x.sock\nbackend:\n  kind: local\n  local: { state_dir: /tmp/s }\nhealth_probe_interval: often\n").expect("write");
-    let output = Command::new(BIN).args(["serve", "--config"]).arg(&config).output().expect("run");
+    let output = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains(&format!("{}:5:", config.display())), "{stderr}");
-    let missing = Command::new(BIN).args(["serve", "--config", "/nonexistent/kms.yaml"]).output().expect("run");
+    assert!(
+        stderr.contains(&format!("{}:5:", config.display())),
+        "{stderr}"
+    );
+    let missing = Command::new(BIN)
+        .args(["serve", "--config", "/nonexistent/kms.yaml"])
+        .output()
+        .expect("run");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/kms.yaml"));
 }
 
@@ -158,7 +205,11 @@ fn broken_config_names_file_line_and_reason() {
 fn status_command_is_a_liveness_probe() {
     let temp = tempfile::tempdir().expect("tempdir");
     let plugin = Plugin::start_local(temp.path());
-    let healthy = Command::new(BIN).args(["status", "--socket"]).arg(&plugin.socket).output().expect("status");
+    let healthy = Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(&plugin.socket)
+        .output()
+        .expect("status");
     assert!(healthy.status.success());
     assert!(String::from_utf8_lossy(&healthy.stdout).contains("healthz: ok"));
     let absent = Command::new(BIN)
@@ -171,9 +222,22 @@ fn status_command_is_a_liveness_probe() {
 
 #[test]
 fn help_shows_examples_for_every_subcommand() {
-    for sub in ["serve", "rotate", "promote", "remove-version", "versions", "status"] {
-        let output = Command::new(BIN).args([sub, "--help"]).output().expect("help");
+    for sub in [
+        "serve",
+        "rotate",
+        "promote",
+        "remove-version",
+        "versions",
+        "status",
+    ] {
+        let output = Command::new(BIN)
+            .args([sub, "--help"])
+            .output()
+            .expect("help");
         assert!(output.status.success());
-        assert!(String::from_utf8_lossy(&output.stdout).contains("Example:"), "{sub} --help lacks an example");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Example:"),
+            "{sub} --help lacks an example"
+        );
     }
 }

@@ -24,7 +24,10 @@ impl UnwrapCache {
     /// after `timeout`.
     pub fn new(max_entries: u64, ttl: Duration, timeout: Duration) -> Self {
         Self {
-            entries: Cache::builder().max_capacity(max_entries).time_to_live(ttl).build(),
+            entries: Cache::builder()
+                .max_capacity(max_entries)
+                .time_to_live(ttl)
+                .build(),
             timeout,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -96,10 +99,18 @@ impl UnwrapCache {
 fn describe_shared(error: &EnvelopeError) -> EnvelopeError {
     match error {
         EnvelopeError::Timeout(after) => EnvelopeError::Timeout(*after),
-        EnvelopeError::RootKey(RootKeyError::UnknownKey(id)) => RootKeyError::UnknownKey(id.clone()).into(),
-        EnvelopeError::RootKey(RootKeyError::Integrity(id)) => RootKeyError::Integrity(id.clone()).into(),
-        EnvelopeError::RootKey(RootKeyError::Unavailable(why)) => RootKeyError::Unavailable(why.clone()).into(),
-        EnvelopeError::RootKey(RootKeyError::Denied(why)) => RootKeyError::Denied(why.clone()).into(),
+        EnvelopeError::RootKey(RootKeyError::UnknownKey(id)) => {
+            RootKeyError::UnknownKey(id.clone()).into()
+        }
+        EnvelopeError::RootKey(RootKeyError::Integrity(id)) => {
+            RootKeyError::Integrity(id.clone()).into()
+        }
+        EnvelopeError::RootKey(RootKeyError::Unavailable(why)) => {
+            RootKeyError::Unavailable(why.clone()).into()
+        }
+        EnvelopeError::RootKey(RootKeyError::Denied(why)) => {
+            RootKeyError::Denied(why.clone()).into()
+        }
         other => RootKeyError::Backend(other.to_string()).into(),
     }
 }

@@ -57,7 +57,9 @@ pub struct Annotations<'a> {
 }
 
 /// Checks that `annotations` hold exactly the v1 set and returns the wrapped KEK.
-pub fn parse_annotations(annotations: &HashMap<String, Vec<u8>>) -> Result<Annotations<'_>, FormatError> {
+pub fn parse_annotations(
+    annotations: &HashMap<String, Vec<u8>>,
+) -> Result<Annotations<'_>, FormatError> {
     if let Some(extra) = annotations
         .keys()
         .find(|k| k.as_str() != WRAPPED_KEK_ANNOTATION && k.as_str() != FORMAT_ANNOTATION)
@@ -68,7 +70,9 @@ pub fn parse_annotations(annotations: &HashMap<String, Vec<u8>>) -> Result<Annot
         .get(FORMAT_ANNOTATION)
         .ok_or(FormatError::MissingAnnotation(FORMAT_ANNOTATION))?;
     if format.as_slice() != FORMAT_V1 {
-        return Err(FormatError::UnsupportedFormat(String::from_utf8_lossy(format).into_owned()));
+        return Err(FormatError::UnsupportedFormat(
+            String::from_utf8_lossy(format).into_owned(),
+        ));
     }
     let wrapped_kek = annotations
         .get(WRAPPED_KEK_ANNOTATION)
@@ -86,7 +90,9 @@ pub fn build_annotations(wrapped_kek: &[u8]) -> HashMap<String, Vec<u8>> {
 
 /// The additional authenticated data binding format, key id and wrapped KEK.
 pub fn aad(key_id: &str, wrapped_kek: &[u8]) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(AAD_LABEL.len() + FORMAT_V1.len() + 8 + key_id.len() + wrapped_kek.len());
+    let mut aad = Vec::with_capacity(
+        AAD_LABEL.len() + FORMAT_V1.len() + 8 + key_id.len() + wrapped_kek.len(),
+    );
     aad.extend_from_slice(AAD_LABEL);
     aad.extend_from_slice(FORMAT_V1);
     aad.extend_from_slice(&(key_id.len() as u32).to_be_bytes());
@@ -105,7 +111,13 @@ pub fn seal(
     plaintext: &[u8],
 ) -> Vec<u8> {
     let aad = aad(key_id, wrapped_kek);
-    let sealed = match kek.encrypt(Nonce::from_slice(nonce), Payload { msg: plaintext, aad: &aad }) {
+    let sealed = match kek.encrypt(
+        Nonce::from_slice(nonce),
+        Payload {
+            msg: plaintext,
+            aad: &aad,
+        },
+    ) {
         Ok(sealed) => sealed,
         Err(_) => unreachable!("AES-GCM sealing fails only past 64 GiB"),
     };
@@ -116,14 +128,25 @@ pub fn seal(
 }
 
 /// Opens a ciphertext produced by [`seal`].
-pub fn open(kek: &Aes256Gcm, key_id: &str, wrapped_kek: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>, FormatError> {
+pub fn open(
+    kek: &Aes256Gcm,
+    key_id: &str,
+    wrapped_kek: &[u8],
+    ciphertext: &[u8],
+) -> Result<Vec<u8>, FormatError> {
     if ciphertext.len() < NONCE_LEN + TAG_LEN + 1 || ciphertext.len() > MAX_CIPHERTEXT_LEN {
         return Err(FormatError::CiphertextLength(ciphertext.len()));
     }
     let (nonce, sealed) = ciphertext.split_at(NONCE_LEN);
     let aad = aad(key_id, wrapped_kek);
-    kek.decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
-        .map_err(|_| FormatError::Authentication)
+    kek.decrypt(
+        Nonce::from_slice(nonce),
+        Payload {
+            msg: sealed,
+            aad: &aad,
+        },
+    )
+    .map_err(|_| FormatError::Authentication)
 }
 
 #[cfg(test)]
@@ -153,15 +176,7 @@ mod tests {
 
     #[test]
     fn aad_layout_is_stable() {
-        let expected = [
-            AAD_LABEL,
-            b"1",
-            &[0, 0, 0, 2],
-            b"id",
-            &[0, 0, 0, 3],
-            b"wkk",
-        ]
-        .concat();
+        let expected = [AAD_LABEL, b"1", &[0, 0, 0, 2], b"id", &[0, 0, 0, 3], b"wkk"].concat();
         assert_eq!(aad("id", b"wkk"), expected);
     }
 
@@ -172,12 +187,21 @@ mod tests {
         for bit in 0..sealed.len() * 8 {
             let mut tampered = sealed.clone();
             tampered[bit / 8] ^= 1 << (bit % 8);
-            assert_eq!(open(&kek, "kid", b"wrapped", &tampered), Err(FormatError::Authentication));
+            assert_eq!(
+                open(&kek, "kid", b"wrapped", &tampered),
+                Err(FormatError::Authentication)
+            );
         }
         assert!(open(&kek, "kie", b"wrapped", &sealed).is_err());
         assert!(open(&kek, "kid", b"wrappee", &sealed).is_err());
-        assert_eq!(open(&kek, "kid", b"wrapped", &sealed[..20]), Err(FormatError::CiphertextLength(20)));
-        assert_eq!(open(&kek, "kid", b"wrapped", &[]), Err(FormatError::CiphertextLength(0)));
+        assert_eq!(
+            open(&kek, "kid", b"wrapped", &sealed[..20]),
+            Err(FormatError::CiphertextLength(20))
+        );
+        assert_eq!(
+            open(&kek, "kid", b"wrapped", &[]),
+            Err(FormatError::CiphertextLength(0))
+        );
     }
 
     #[test]
@@ -186,13 +210,22 @@ mod tests {
         assert_eq!(parse_annotations(&good).expect("valid").wrapped_kek, b"w");
         let mut extra = good.clone();
         extra.insert("other.example.com".into(), vec![]);
-        assert!(matches!(parse_annotations(&extra), Err(FormatError::UnexpectedAnnotation(_))));
+        assert!(matches!(
+            parse_annotations(&extra),
+            Err(FormatError::UnexpectedAnnotation(_))
+        ));
         let mut missing = good.clone();
         missing.remove(FORMAT_ANNOTATION);
-        assert_eq!(parse_annotations(&missing).err(), Some(FormatError::MissingAnnotation(FORMAT_ANNOTATION)));
+        assert_eq!(
+            parse_annotations(&missing).err(),
+            Some(FormatError::MissingAnnotation(FORMAT_ANNOTATION))
+        );
         let mut future = good;
         future.insert(FORMAT_ANNOTATION.into(), b"2".to_vec());
-        assert!(matches!(parse_annotations(&future), Err(FormatError::UnsupportedFormat(_))));
+        assert!(matches!(
+            parse_annotations(&future),
+            Err(FormatError::UnsupportedFormat(_))
+        ));
     }
 
     #[test]
@@ -202,7 +235,11 @@ mod tests {
             assert!(labels.len() >= 2, "{key}");
             for label in labels {
                 assert!(!label.is_empty() && label.len() <= 63, "{key}");
-                assert!(label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
+                assert!(
+                    label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                );
                 assert!(!label.starts_with('-') && !label.ends_with('-'));
             }
         }

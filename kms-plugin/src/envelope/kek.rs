@@ -79,11 +79,16 @@ impl KekManager {
     }
 
     fn usable(&self, kek: &CurrentKek, primary: &KeyId) -> bool {
-        &kek.key_id == primary && kek.age() < self.policy.max_age && kek.uses() < self.policy.max_uses
+        &kek.key_id == primary
+            && kek.age() < self.policy.max_age
+            && kek.uses() < self.policy.max_uses
     }
 
     /// Reserves one use of the current KEK, replacing it first when it must or should be.
-    pub async fn for_encrypt(&self, unwraps: &UnwrapCache) -> Result<Arc<CurrentKek>, EnvelopeError> {
+    pub async fn for_encrypt(
+        &self,
+        unwraps: &UnwrapCache,
+    ) -> Result<Arc<CurrentKek>, EnvelopeError> {
         let primary = self.root.primary_key_id();
         if let Some(kek) = self.current()
             && self.usable(&kek, &primary)
@@ -118,7 +123,8 @@ impl KekManager {
     }
 
     async fn install(&self, unwraps: &UnwrapCache) -> Result<Arc<CurrentKek>, EnvelopeError> {
-        let key = AesKey::generate().map_err(|e| crate::root_key::RootKeyError::Backend(format!("no randomness: {e}")))?;
+        let key = AesKey::generate()
+            .map_err(|e| crate::root_key::RootKeyError::Backend(format!("no randomness: {e}")))?;
         let timeout = self.policy.wrap_timeout;
         self.wraps.fetch_add(1, Ordering::Relaxed);
         let wrapped = tokio::time::timeout(timeout, self.root.wrap(&key))
@@ -126,7 +132,13 @@ impl KekManager {
             .map_err(|_| EnvelopeError::Timeout(timeout))??;
         let cipher = Arc::new(Aes256Gcm::new(key.expose().into()));
         let wrapped_bytes: Arc<[u8]> = Arc::from(wrapped.ciphertext);
-        unwraps.insert(wrapped.key_id.clone(), wrapped_bytes.clone(), cipher.clone()).await;
+        unwraps
+            .insert(
+                wrapped.key_id.clone(),
+                wrapped_bytes.clone(),
+                cipher.clone(),
+            )
+            .await;
         let kek = Arc::new(CurrentKek {
             key_id: wrapped.key_id,
             cipher,

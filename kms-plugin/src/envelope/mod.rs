@@ -57,7 +57,11 @@ impl Envelope {
     /// An envelope over `root` with the given KEK policy and unwrap cache.
     pub fn new(root: Arc<dyn RootKey>, policy: KekPolicy, unwraps: UnwrapCache) -> Self {
         let keks = KekManager::new(root.clone(), policy);
-        Self { root, keks, unwraps }
+        Self {
+            root,
+            keks,
+            unwraps,
+        }
     }
 
     /// The root key backend.
@@ -86,8 +90,15 @@ impl Envelope {
         }
         let kek = self.keks.for_encrypt(&self.unwraps).await?;
         let mut nonce = [0u8; format::NONCE_LEN];
-        getrandom::fill(&mut nonce).map_err(|e| RootKeyError::Backend(format!("no randomness: {e}")))?;
-        let ciphertext = format::seal(&kek.cipher, &nonce, kek.key_id.as_str(), &kek.wrapped, plaintext);
+        getrandom::fill(&mut nonce)
+            .map_err(|e| RootKeyError::Backend(format!("no randomness: {e}")))?;
+        let ciphertext = format::seal(
+            &kek.cipher,
+            &nonce,
+            kek.key_id.as_str(),
+            &kek.wrapped,
+            plaintext,
+        );
         Ok(Sealed {
             ciphertext,
             key_id: kek.key_id.clone(),
@@ -103,7 +114,10 @@ impl Envelope {
         annotations: &HashMap<String, Vec<u8>>,
     ) -> Result<Vec<u8>, EnvelopeError> {
         let key_id = KeyId::new(key_id).ok_or_else(|| {
-            EnvelopeError::InvalidRequest(format!("key_id must be 1 to 1024 bytes, got {}", key_id.len()))
+            EnvelopeError::InvalidRequest(format!(
+                "key_id must be 1 to 1024 bytes, got {}",
+                key_id.len()
+            ))
         })?;
         let annotations_len: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
         if annotations_len > format::MAX_ANNOTATIONS_LEN {
@@ -113,11 +127,21 @@ impl Envelope {
             )));
         }
         let parsed = format::parse_annotations(annotations)?;
-        if ciphertext.len() < format::NONCE_LEN + format::TAG_LEN + 1 || ciphertext.len() > format::MAX_CIPHERTEXT_LEN {
+        if ciphertext.len() < format::NONCE_LEN + format::TAG_LEN + 1
+            || ciphertext.len() > format::MAX_CIPHERTEXT_LEN
+        {
             return Err(FormatError::CiphertextLength(ciphertext.len()).into());
         }
-        let kek = self.unwraps.get_or_unwrap(&self.root, &key_id, parsed.wrapped_kek).await?;
-        Ok(format::open(&kek, key_id.as_str(), parsed.wrapped_kek, ciphertext)?)
+        let kek = self
+            .unwraps
+            .get_or_unwrap(&self.root, &key_id, parsed.wrapped_kek)
+            .await?;
+        Ok(format::open(
+            &kek,
+            key_id.as_str(),
+            parsed.wrapped_kek,
+            ciphertext,
+        )?)
     }
 }
 

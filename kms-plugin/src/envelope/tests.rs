@@ -7,7 +7,11 @@ use std::sync::atomic::Ordering;
 fn envelope(fake: &Arc<FakeRootKey>, max_uses: u64, max_age: Duration) -> Envelope {
     Envelope::new(
         fake.clone(),
-        KekPolicy { max_uses, max_age, wrap_timeout: Duration::from_millis(300) },
+        KekPolicy {
+            max_uses,
+            max_age,
+            wrap_timeout: Duration::from_millis(300),
+        },
         UnwrapCache::new(100, Duration::from_secs(60), Duration::from_millis(300)),
     )
 }
@@ -21,7 +25,11 @@ async fn encrypts_share_one_wrap_until_the_use_limit() {
     }
     assert_eq!(fake.wraps.load(Ordering::SeqCst), 1);
     env.encrypt(b"seed").await.expect("encrypt");
-    assert_eq!(fake.wraps.load(Ordering::SeqCst), 2, "the 1001st use needs a fresh KEK");
+    assert_eq!(
+        fake.wraps.load(Ordering::SeqCst),
+        2,
+        "the 1001st use needs a fresh KEK"
+    );
 }
 
 #[tokio::test]
@@ -33,7 +41,10 @@ async fn key_id_change_rotates_at_once_and_old_data_still_opens() {
     let new = env.encrypt(b"new seed").await.expect("encrypt");
     assert_eq!(new.key_id.as_str(), "root-2");
     assert_eq!(fake.wraps.load(Ordering::SeqCst), 2);
-    let opened = env.decrypt(&old.ciphertext, old.key_id.as_str(), &old.annotations).await.expect("old");
+    let opened = env
+        .decrypt(&old.ciphertext, old.key_id.as_str(), &old.annotations)
+        .await
+        .expect("old");
     assert_eq!(opened, b"old seed");
 }
 
@@ -44,11 +55,17 @@ async fn aged_kek_is_replaced_but_kept_while_the_root_key_is_down() {
     let first = env.encrypt(b"a").await.expect("encrypt");
     tokio::time::sleep(Duration::from_millis(80)).await;
     fake.down.store(true, Ordering::SeqCst);
-    let second = env.encrypt(b"b").await.expect("old KEK keeps serving while the backend is down");
+    let second = env
+        .encrypt(b"b")
+        .await
+        .expect("old KEK keeps serving while the backend is down");
     assert_eq!(first.annotations, second.annotations, "same wrapped KEK");
     fake.down.store(false, Ordering::SeqCst);
     let third = env.encrypt(b"c").await.expect("encrypt");
-    assert_ne!(first.annotations, third.annotations, "replaced once the backend is back");
+    assert_ne!(
+        first.annotations, third.annotations,
+        "replaced once the backend is back"
+    );
 }
 
 #[tokio::test]
@@ -60,7 +77,10 @@ async fn use_limit_is_hard_when_the_root_key_is_down() {
     }
     fake.down.store(true, Ordering::SeqCst);
     let error = env.encrypt(b"x").await.expect_err("must rotate but cannot");
-    assert!(matches!(error, EnvelopeError::RootKey(RootKeyError::Unavailable(_))), "{error}");
+    assert!(
+        matches!(error, EnvelopeError::RootKey(RootKeyError::Unavailable(_))),
+        "{error}"
+    );
 }
 
 #[tokio::test]
@@ -76,14 +96,26 @@ async fn concurrent_decrypt_misses_share_one_unwrap() {
     for _ in 0..20 {
         for sealed in &sealed {
             let reader = reader.clone();
-            let sealed = (sealed.ciphertext.clone(), sealed.key_id.clone(), sealed.annotations.clone());
-            tasks.push(tokio::spawn(async move { reader.decrypt(&sealed.0, sealed.1.as_str(), &sealed.2).await }));
+            let sealed = (
+                sealed.ciphertext.clone(),
+                sealed.key_id.clone(),
+                sealed.annotations.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                reader
+                    .decrypt(&sealed.0, sealed.1.as_str(), &sealed.2)
+                    .await
+            }));
         }
     }
     for task in tasks {
         assert_eq!(task.await.expect("join").expect("decrypt"), b"seed");
     }
-    assert_eq!(fake.unwraps.load(Ordering::SeqCst) - before, 1, "1000 decrypts, one local KEK, one unwrap");
+    assert_eq!(
+        fake.unwraps.load(Ordering::SeqCst) - before,
+        1,
+        "1000 decrypts, one local KEK, one unwrap"
+    );
     assert_eq!(reader.unwraps().misses(), 1);
 }
 
@@ -93,13 +125,29 @@ async fn cached_keks_keep_decrypting_while_the_root_key_is_down() {
     let env = envelope(&fake, 1000, Duration::from_secs(3600));
     let sealed = env.encrypt(b"seed").await.expect("encrypt");
     fake.down.store(true, Ordering::SeqCst);
-    assert_eq!(env.decrypt(&sealed.ciphertext, sealed.key_id.as_str(), &sealed.annotations).await.expect("cached"), b"seed");
+    assert_eq!(
+        env.decrypt(
+            &sealed.ciphertext,
+            sealed.key_id.as_str(),
+            &sealed.annotations
+        )
+        .await
+        .expect("cached"),
+        b"seed"
+    );
     let other = envelope(&fake, 1000, Duration::from_secs(3600));
     let error = other
-        .decrypt(&sealed.ciphertext, sealed.key_id.as_str(), &sealed.annotations)
+        .decrypt(
+            &sealed.ciphertext,
+            sealed.key_id.as_str(),
+            &sealed.annotations,
+        )
         .await
         .expect_err("uncached needs the backend");
-    assert!(matches!(error, EnvelopeError::RootKey(RootKeyError::Unavailable(_))));
+    assert!(matches!(
+        error,
+        EnvelopeError::RootKey(RootKeyError::Unavailable(_))
+    ));
 }
 
 #[tokio::test]

@@ -66,6 +66,9 @@ mod tests {
     #[test]
     fn kid_is_unpadded_base64url_of_sha256() {
         // SHA-256("abc") = ba7816bf 8f01cfea 414140de 5dae2223 b00361a3 96177a9c b410ff61 f20015ad
-        assert_eq!(kid_for(b"abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
+        assert_eq!(
+            kid_for(b"abc"),
+            "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
+        );
     }
 }

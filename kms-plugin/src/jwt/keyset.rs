@@ -33,34 +33,46 @@ pub struct KeySet {
 /// Reads every public key in a PEM file: `PUBLIC KEY` (SPKI), `RSA PUBLIC KEY` (PKCS#1) or
 /// certificates' keys are not accepted here.
 pub fn read_public_keys(path: &Path) -> Result<Vec<Vec<u8>>, SigningKeyError> {
-    let text = std::fs::read(path).map_err(|e| SigningKeyError::Load(format!("{}: {e}", path.display())))?;
-    let blocks = pem::parse_many(&text).map_err(|e| SigningKeyError::Load(format!("{}: not PEM: {e}", path.display())))?;
+    let text = std::fs::read(path)
+        .map_err(|e| SigningKeyError::Load(format!("{}: {e}", path.display())))?;
+    let blocks = pem::parse_many(&text)
+        .map_err(|e| SigningKeyError::Load(format!("{}: not PEM: {e}", path.display())))?;
     let mut keys = Vec::new();
     for block in blocks {
         match block.tag() {
             "PUBLIC KEY" => keys.push(block.contents().to_vec()),
             "RSA PUBLIC KEY" => {
-                let key = aws_lc_rs::rsa::PublicEncryptingKey::from_der(block.contents())
-                    .map_err(|_| SigningKeyError::Load(format!("{}: bad RSA PUBLIC KEY", path.display())))?;
-                let der = key
-                    .as_der()
-                    .map_err(|_| SigningKeyError::Load(format!("{}: cannot re-encode RSA key", path.display())))?;
+                let key = aws_lc_rs::rsa::PublicEncryptingKey::from_der(block.contents()).map_err(
+                    |_| SigningKeyError::Load(format!("{}: bad RSA PUBLIC KEY", path.display())),
+                )?;
+                let der = key.as_der().map_err(|_| {
+                    SigningKeyError::Load(format!("{}: cannot re-encode RSA key", path.display()))
+                })?;
                 keys.push(der.as_ref().to_vec());
             }
             other => {
-                return Err(SigningKeyError::Load(format!("{}: unexpected PEM block {other:?}", path.display())));
+                return Err(SigningKeyError::Load(format!(
+                    "{}: unexpected PEM block {other:?}",
+                    path.display()
+                )));
             }
         }
     }
     if keys.is_empty() {
-        return Err(SigningKeyError::Load(format!("{}: no public key", path.display())));
+        return Err(SigningKeyError::Load(format!(
+            "{}: no public key",
+            path.display()
+        )));
     }
     Ok(keys)
 }
 
 impl KeySet {
     /// Assembles the set from the signer and the verify-only key files.
-    pub fn assemble(signer: Arc<dyn SigningKey>, verify_only: &[VerifyOnlyKey]) -> Result<Self, SigningKeyError> {
+    pub fn assemble(
+        signer: Arc<dyn SigningKey>,
+        verify_only: &[VerifyOnlyKey],
+    ) -> Result<Self, SigningKeyError> {
         let signer_kid = kid_for(signer.public_key_der());
         let mut keys = vec![PublishedKey {
             kid: signer_kid.clone(),
@@ -71,11 +83,20 @@ impl KeySet {
             for der in read_public_keys(entry.path())? {
                 let kid = kid_for(&der);
                 if keys.iter().all(|k| k.kid != kid) {
-                    keys.push(PublishedKey { kid, der, exclude_from_oidc_discovery: entry.excluded_from_discovery() });
+                    keys.push(PublishedKey {
+                        kid,
+                        der,
+                        exclude_from_oidc_discovery: entry.excluded_from_discovery(),
+                    });
                 }
             }
         }
-        Ok(Self { signer, signer_kid, keys, loaded_at: SystemTime::now() })
+        Ok(Self {
+            signer,
+            signer_kid,
+            keys,
+            loaded_at: SystemTime::now(),
+        })
     }
 }
 

@@ -25,7 +25,8 @@ impl FileSigningKey {
     /// Loads the first private key in `path`.
     pub fn load(path: &Path) -> Result<Self, SigningKeyError> {
         let text = Zeroizing::new(
-            std::fs::read(path).map_err(|e| SigningKeyError::Load(format!("{}: {e}", path.display())))?,
+            std::fs::read(path)
+                .map_err(|e| SigningKeyError::Load(format!("{}: {e}", path.display())))?,
         );
         Self::from_pem(&text).map_err(|e| SigningKeyError::Load(format!("{}: {e}", path.display())))
     }
@@ -47,19 +48,48 @@ impl FileSigningKey {
             if pair.public_modulus_len() < 256 {
                 return Err("RSA keys below 2048 bits are refused".into());
             }
-            let public_der = pair.public_key().as_der().map_err(|_| "cannot encode the public key")?.as_ref().to_vec();
-            return Ok(Self { inner: Inner::Rsa(pair), algorithm: JwsAlgorithm::Rs256, public_der, rng: SystemRandom::new() });
+            let public_der = pair
+                .public_key()
+                .as_der()
+                .map_err(|_| "cannot encode the public key")?
+                .as_ref()
+                .to_vec();
+            return Ok(Self {
+                inner: Inner::Rsa(pair),
+                algorithm: JwsAlgorithm::Rs256,
+                public_der,
+                rng: SystemRandom::new(),
+            });
         }
         for (alg, jws) in [
-            (&signature::ECDSA_P256_SHA256_FIXED_SIGNING, JwsAlgorithm::Es256),
-            (&signature::ECDSA_P384_SHA384_FIXED_SIGNING, JwsAlgorithm::Es384),
+            (
+                &signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                JwsAlgorithm::Es256,
+            ),
+            (
+                &signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+                JwsAlgorithm::Es384,
+            ),
         ] {
             if let Ok(pair) = EcdsaKeyPair::from_private_key_der(alg, &der) {
-                let public_der = pair.public_key().as_der().map_err(|_| "cannot encode the public key")?.as_ref().to_vec();
-                return Ok(Self { inner: Inner::Ec(pair), algorithm: jws, public_der, rng: SystemRandom::new() });
+                let public_der = pair
+                    .public_key()
+                    .as_der()
+                    .map_err(|_| "cannot encode the public key")?
+                    .as_ref()
+                    .to_vec();
+                return Ok(Self {
+                    inner: Inner::Ec(pair),
+                    algorithm: jws,
+                    public_der,
+                    rng: SystemRandom::new(),
+                });
             }
         }
-        Err(format!("unsupported private key ({}): expected RSA ≥ 2048 bits or ECDSA P-256/P-384", block.tag()))
+        Err(format!(
+            "unsupported private key ({}): expected RSA ≥ 2048 bits or ECDSA P-256/P-384",
+            block.tag()
+        ))
     }
 }
 

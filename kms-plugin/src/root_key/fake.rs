@@ -51,7 +51,11 @@ impl FakeRootKey {
 
 fn pad(key_id: &KeyId, bytes: &[u8]) -> Vec<u8> {
     let seed = key_id.as_str().as_bytes();
-    bytes.iter().enumerate().map(|(i, b)| b ^ seed[i % seed.len()] ^ 0x5a).collect()
+    bytes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b ^ seed[i % seed.len()] ^ 0x5a)
+        .collect()
 }
 
 #[async_trait]
@@ -68,12 +72,16 @@ impl RootKey for FakeRootKey {
         self.wraps.fetch_add(1, Ordering::SeqCst);
         self.behave().await?;
         let key_id = self.primary_key_id();
-        Ok(WrappedKey { ciphertext: pad(&key_id, key.expose()), key_id })
+        Ok(WrappedKey {
+            ciphertext: pad(&key_id, key.expose()),
+            key_id,
+        })
     }
 
     async fn unwrap(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
         self.unwraps.fetch_add(1, Ordering::SeqCst);
         self.behave().await?;
-        AesKey::from_slice(&pad(key_id, wrapped)).ok_or_else(|| RootKeyError::Integrity(key_id.to_string()))
+        AesKey::from_slice(&pad(key_id, wrapped))
+            .ok_or_else(|| RootKeyError::Integrity(key_id.to_string()))
     }
 }

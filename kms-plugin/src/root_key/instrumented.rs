@@ -28,7 +28,8 @@ impl Instrumented {
             Err(RootKeyError::Denied(_)) => "denied",
             Err(_) => "error",
         };
-        self.metrics.observe_backend(operation, outcome, started.elapsed());
+        self.metrics
+            .observe_backend(operation, outcome, started.elapsed());
     }
 }
 

@@ -3,17 +3,17 @@
 //! [`RootKey`] is the one trait every backend implements; [`build`] is the one place that turns
 //! configuration into a backend. The envelope only ever sees `Arc<dyn RootKey>`.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 mod error;
 mod factory;
-pub mod instrumented;
 #[cfg(test)]
 pub mod fake;
+pub mod instrumented;
 mod key_id;
 pub mod local;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
-#[cfg(feature = "aws")]
-pub mod aws;
 
 pub use error::RootKeyError;
 pub use factory::build;

@@ -124,13 +124,19 @@ impl<S> AuthorityNormalizer<S> {
                         return Ok(());
                     }
                     let header = &self.raw[..FRAME_HEADER_LEN];
-                    let length = (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
+                    let length = (usize::from(header[0]) << 16)
+                        | (usize::from(header[1]) << 8)
+                        | usize::from(header[2]);
                     let kind = header[3];
                     let flags = header[4];
-                    let stream_id = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+                    let stream_id =
+                        u32::from_be_bytes([header[5], header[6], header[7], header[8]])
+                            & 0x7fff_ffff;
                     let carries_headers = kind == TYPE_HEADERS || kind == TYPE_CONTINUATION;
                     if self.pending.is_some() && kind != TYPE_CONTINUATION {
-                        return Err(protocol_error("a header block was interrupted by another frame"));
+                        return Err(protocol_error(
+                            "a header block was interrupted by another frame",
+                        ));
                     }
                     if kind == TYPE_PUSH_PROMISE {
                         return Err(protocol_error("clients must not send PUSH_PROMISE"));
@@ -158,12 +164,20 @@ impl<S> AuthorityNormalizer<S> {
     }
 
     /// Handles one HEADERS or CONTINUATION frame.
-    fn header_frame(&mut self, kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> io::Result<()> {
+    fn header_frame(
+        &mut self,
+        kind: u8,
+        flags: u8,
+        stream_id: u32,
+        payload: &[u8],
+    ) -> io::Result<()> {
         let fragment = if kind == TYPE_HEADERS {
             let mut body = payload;
             let mut padding = 0usize;
             if flags & FLAG_PADDED != 0 {
-                let (&pad, rest) = body.split_first().ok_or_else(|| protocol_error("padded HEADERS without pad length"))?;
+                let (&pad, rest) = body
+                    .split_first()
+                    .ok_or_else(|| protocol_error("padded HEADERS without pad length"))?;
                 padding = usize::from(pad);
                 body = rest;
             }
@@ -190,10 +204,17 @@ impl<S> AuthorityNormalizer<S> {
         } else {
             match &self.pending {
                 Some(block) if block.stream_id == stream_id => payload,
-                _ => return Err(protocol_error("CONTINUATION without a preceding HEADERS on its stream")),
+                _ => {
+                    return Err(protocol_error(
+                        "CONTINUATION without a preceding HEADERS on its stream",
+                    ));
+                }
             }
         };
-        let block = self.pending.as_mut().ok_or_else(|| protocol_error("no header block in progress"))?;
+        let block = self
+            .pending
+            .as_mut()
+            .ok_or_else(|| protocol_error("no header block in progress"))?;
         if block.fragment.len() + fragment.len() > MAX_HEADER_BLOCK {
             return Err(protocol_error("header block too large"));
         }
@@ -242,11 +263,27 @@ impl<S> AuthorityNormalizer<S> {
         if rest.is_empty() {
             flags |= FLAG_END_HEADERS;
         }
-        put_frame(&mut self.out, TYPE_HEADERS, flags, block.stream_id, &first_payload);
+        put_frame(
+            &mut self.out,
+            TYPE_HEADERS,
+            flags,
+            block.stream_id,
+            &first_payload,
+        );
         while !rest.is_empty() {
             let take = rest.len().min(OUT_MAX_FRAME);
-            let flags = if take == rest.len() { FLAG_END_HEADERS } else { 0 };
-            put_frame(&mut self.out, TYPE_CONTINUATION, flags, block.stream_id, &rest[..take]);
+            let flags = if take == rest.len() {
+                FLAG_END_HEADERS
+            } else {
+                0
+            };
+            put_frame(
+                &mut self.out,
+                TYPE_CONTINUATION,
+                flags,
+                block.stream_id,
+                &rest[..take],
+            );
             rest = &rest[take..];
         }
         Ok(())
@@ -254,7 +291,10 @@ impl<S> AuthorityNormalizer<S> {
 }
 
 fn protocol_error(reason: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("HTTP/2 protocol error from client: {reason}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("HTTP/2 protocol error from client: {reason}"),
+    )
 }
 
 fn put_frame(out: &mut BytesMut, kind: u8, flags: u8, stream_id: u32, payload: &[u8]) {
@@ -304,7 +344,11 @@ fn encode_literal(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for AuthorityNormalizer<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
             if !this.out.is_empty() {
@@ -317,7 +361,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityNormalizer<S> {
                 return Poll::Ready(Ok(()));
             }
             this.raw.reserve(READ_CHUNK);
-            let read = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.raw))?;
+            let read = ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut this.inner),
+                cx,
+                &mut this.raw
+            ))?;
             if read == 0 {
                 this.eof = true;
                 // A connection cut mid-frame: hand h2 whatever arrived so it sees the truncation.
@@ -334,7 +382,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityNormalizer<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityNormalizer<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -359,7 +411,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for AuthorityNormalizer<S> {
     }
 }
 
-impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected for AuthorityNormalizer<S> {
+impl<S: tonic::transport::server::Connected> tonic::transport::server::Connected
+    for AuthorityNormalizer<S>
+{
     type ConnectInfo = S::ConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
@@ -411,7 +465,8 @@ mod tests {
         let mut others = Vec::new();
         let mut block = Vec::new();
         while !rest.is_empty() {
-            let length = (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
+            let length =
+                (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
             let (kind, flags) = (rest[3], rest[4]);
             let payload = &rest[9..9 + length];
             assert!(length <= OUT_MAX_FRAME);
@@ -424,7 +479,8 @@ mod tests {
                 TYPE_CONTINUATION => block.extend_from_slice(payload),
                 _ => others.push((kind, flags, payload.to_vec())),
             }
-            if (kind == TYPE_HEADERS || kind == TYPE_CONTINUATION) && flags & FLAG_END_HEADERS != 0 {
+            if (kind == TYPE_HEADERS || kind == TYPE_CONTINUATION) && flags & FLAG_END_HEADERS != 0
+            {
                 blocks.push(decoder.decode(&block).expect("valid HPACK"));
                 block.clear();
             }
@@ -434,7 +490,11 @@ mod tests {
     }
 
     fn authority(block: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
-        block.iter().find(|(n, _)| n == b":authority").map(|(_, v)| v.clone()).expect(":authority")
+        block
+            .iter()
+            .find(|(n, _)| n == b":authority")
+            .map(|(_, v)| v.clone())
+            .expect(":authority")
     }
 
     #[tokio::test]
@@ -444,19 +504,34 @@ mod tests {
         // Request 1: :authority sent with incremental indexing (dynamic index 62).
         let mut block = vec![0x83, 0x86]; // :method POST, :scheme http
         block.extend(indexed_literal(b":authority", b"/var/run/kms.sock"));
-        block.extend(indexed_literal(b":path", b"/v2.KeyManagementService/Status"));
+        block.extend(indexed_literal(
+            b":path",
+            b"/v2.KeyManagementService/Status",
+        ));
         input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &block));
         input.extend(frame(0x0, FLAG_END_STREAM, 1, &[0, 0, 0, 0, 0]));
         // Request 2: both referenced by index (62 = :path, 63 = :authority).
-        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 3, &[0x83, 0x86, 0x80 | 63, 0x80 | 62]));
+        input.extend(frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS,
+            3,
+            &[0x83, 0x86, 0x80 | 63, 0x80 | 62],
+        ));
         let output = run(input).await;
         let (blocks, others) = decode_output(&output);
         assert_eq!(blocks.len(), 2);
         for block in &blocks {
             assert_eq!(authority(block), b"localhost");
-            assert!(block.contains(&(b":path".to_vec(), b"/v2.KeyManagementService/Status".to_vec())));
+            assert!(block.contains(&(
+                b":path".to_vec(),
+                b"/v2.KeyManagementService/Status".to_vec()
+            )));
         }
-        assert_eq!(others[1], (0x0, FLAG_END_STREAM, vec![0, 0, 0, 0, 0]), "DATA untouched");
+        assert_eq!(
+            others[1],
+            (0x0, FLAG_END_STREAM, vec![0, 0, 0, 0, 0]),
+            "DATA untouched"
+        );
     }
 
     #[tokio::test]
@@ -482,7 +557,12 @@ mod tests {
         payload.extend_from_slice(first);
         payload.extend_from_slice(&[0, 0, 0]);
         let mut input = PREFACE.to_vec();
-        input.extend(frame(TYPE_HEADERS, FLAG_PADDED | FLAG_PRIORITY | FLAG_END_STREAM, 5, &payload));
+        input.extend(frame(
+            TYPE_HEADERS,
+            FLAG_PADDED | FLAG_PRIORITY | FLAG_END_STREAM,
+            5,
+            &payload,
+        ));
         let (a, b) = second.split_at(5000);
         input.extend(frame(TYPE_CONTINUATION, 0, 5, a));
         input.extend(frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 5, b));
@@ -490,7 +570,10 @@ mod tests {
         // The first emitted frame keeps END_STREAM and the priority fields.
         let first_frame = &output[PREFACE.len()..];
         assert_eq!(first_frame[3], TYPE_HEADERS);
-        assert_eq!(first_frame[4] & (FLAG_END_STREAM | FLAG_PRIORITY), FLAG_END_STREAM | FLAG_PRIORITY);
+        assert_eq!(
+            first_frame[4] & (FLAG_END_STREAM | FLAG_PRIORITY),
+            FLAG_END_STREAM | FLAG_PRIORITY
+        );
         assert_eq!(&first_frame[9..14], &[0x80, 0, 0, 1, 15]);
         let (blocks, _) = decode_output(&output);
         assert_eq!(blocks.len(), 1);
@@ -501,20 +584,33 @@ mod tests {
     #[tokio::test]
     async fn interleaved_frame_inside_header_block_is_an_error() {
         let mut input = PREFACE.to_vec();
-        input.extend(frame(TYPE_HEADERS, 0, 1, &indexed_literal(b":authority", b"x")));
+        input.extend(frame(
+            TYPE_HEADERS,
+            0,
+            1,
+            &indexed_literal(b":authority", b"x"),
+        ));
         input.extend(frame(0x0, 0, 1, b"data"));
         let (mut client, server) = tokio::io::duplex(1 << 16);
         client.write_all(&input).await.expect("write");
         drop(client);
         let mut output = Vec::new();
-        let error = AuthorityNormalizer::new(server).read_to_end(&mut output).await.expect_err("protocol error");
+        let error = AuthorityNormalizer::new(server)
+            .read_to_end(&mut output)
+            .await
+            .expect_err("protocol error");
         assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }
 
     #[tokio::test]
     async fn byte_at_a_time_delivery_gives_the_same_output() {
         let mut input = PREFACE.to_vec();
-        input.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &indexed_literal(b":authority", b"/s.sock")));
+        input.extend(frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS,
+            1,
+            &indexed_literal(b":authority", b"/s.sock"),
+        ));
         input.extend(frame(0x0, FLAG_END_STREAM, 1, b"payload"));
         let whole = run(input.clone()).await;
         let (mut client, server) = tokio::io::duplex(1);
@@ -524,7 +620,10 @@ mod tests {
             }
         });
         let mut output = Vec::new();
-        AuthorityNormalizer::new(server).read_to_end(&mut output).await.expect("read");
+        AuthorityNormalizer::new(server)
+            .read_to_end(&mut output)
+            .await
+            .expect("read");
         writer.await.expect("writer");
         assert_eq!(output, whole);
     }

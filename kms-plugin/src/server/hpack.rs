@@ -96,23 +96,16 @@ const STATIC_TABLE: [(&str, &str); 61] = [
 /// Code length in bits of each symbol (0..=255 and EOS = 256) of the canonical Huffman code of
 /// RFC 7541 Appendix B. Codes are assigned in order of (length, symbol).
 const HUFFMAN_CODE_LENGTHS: [u8; 257] = [
-    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28,
-    28, 28, 28, 28, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 28,
-    6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6,
-    5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 7, 8, 15, 6, 12, 10,
-    13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
-    7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19, 13, 14, 6,
-    15, 5, 6, 5, 6, 5, 6, 6, 6, 5, 7, 7, 6, 6, 6, 5,
-    6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7, 15, 11, 14, 13, 28,
-    20, 22, 20, 20, 22, 22, 22, 23, 22, 23, 23, 23, 23, 23, 24, 23,
-    24, 24, 22, 23, 24, 23, 23, 23, 23, 21, 22, 23, 22, 23, 23, 24,
-    22, 21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23, 23,
-    21, 21, 22, 21, 23, 22, 23, 23, 20, 22, 22, 22, 23, 22, 22, 23,
-    26, 26, 20, 19, 22, 23, 22, 25, 26, 26, 26, 27, 27, 26, 24, 25,
-    19, 21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27,
-    20, 24, 20, 21, 22, 21, 21, 23, 22, 22, 25, 25, 24, 24, 26, 23,
-    26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27, 27, 27, 26,
-    30,
+    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28, 30, 28,
+    28, 28, 28, 28, 28, 28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8, 6, 6, 6, 5, 5,
+    5, 6, 6, 6, 6, 6, 6, 6, 7, 8, 15, 6, 12, 10, 13, 6, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7,
+    7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19, 13, 14, 6, 15, 5, 6, 5, 6, 5, 6, 6, 6, 5, 7, 7, 6, 6,
+    6, 5, 6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7, 15, 11, 14, 13, 28, 20, 22, 20, 20, 22, 22, 22, 23, 22,
+    23, 23, 23, 23, 23, 24, 23, 24, 24, 22, 23, 24, 23, 23, 23, 23, 21, 22, 23, 22, 23, 23, 24, 22,
+    21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24, 21, 22, 23, 23, 21, 21, 22, 21, 23, 22, 23, 23, 20,
+    22, 22, 22, 23, 22, 22, 23, 26, 26, 20, 19, 22, 23, 22, 25, 26, 26, 26, 27, 27, 26, 24, 25, 19,
+    21, 26, 27, 27, 26, 27, 24, 21, 21, 26, 26, 28, 27, 27, 27, 20, 24, 20, 21, 22, 21, 21, 23, 22,
+    22, 25, 25, 24, 24, 26, 23, 26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27, 27, 27, 26, 30,
 ];
 
 /// The static table index for a header: `(Some(i), true)` when entry `i` is exactly
@@ -157,7 +150,12 @@ static CANONICAL: LazyLock<Canonical> = LazyLock::new(|| {
         offset[len] = index;
         index += count[len] as usize;
     }
-    Canonical { first_code, count, offset, symbols }
+    Canonical {
+        first_code,
+        count,
+        offset,
+        symbols,
+    }
 });
 
 /// Decodes a Huffman-coded string into `out`.
@@ -236,7 +234,12 @@ pub struct HpackDecoder {
 impl HpackDecoder {
     /// A decoder whose peer may grow the dynamic table up to `allowed_max` bytes.
     pub fn new(allowed_max: usize) -> Self {
-        Self { dynamic: VecDeque::new(), size: 0, max_size: allowed_max, allowed_max }
+        Self {
+            dynamic: VecDeque::new(),
+            size: 0,
+            max_size: allowed_max,
+            allowed_max,
+        }
     }
 
     fn entry(&self, index: usize) -> Result<(&[u8], &[u8]), HpackError> {
@@ -274,7 +277,11 @@ impl HpackDecoder {
     }
 
     /// Decodes one complete header block, calling `emit(name, value)` for each header in order.
-    pub fn decode(&mut self, block: &[u8], mut emit: impl FnMut(&[u8], &[u8])) -> Result<(), HpackError> {
+    pub fn decode(
+        &mut self,
+        block: &[u8],
+        mut emit: impl FnMut(&[u8], &[u8]),
+    ) -> Result<(), HpackError> {
         let mut rest = block;
         let mut seen_header = false;
         while let Some(&first) = rest.first() {
@@ -293,7 +300,11 @@ impl HpackDecoder {
                 self.evict_to(size);
                 rest = &rest[used..];
             } else {
-                let (indexing, prefix) = if first & 0xc0 == 0x40 { (true, 6) } else { (false, 4) };
+                let (indexing, prefix) = if first & 0xc0 == 0x40 {
+                    (true, 6)
+                } else {
+                    (false, 4)
+                };
                 let (name_index, mut used) = read_integer(rest, prefix)?;
                 let mut name = Vec::new();
                 if name_index == 0 {
@@ -348,7 +359,11 @@ mod tests {
     #[test]
     fn rfc7541_c4_huffman_examples() {
         let mut out = Vec::new();
-        huffman_decode(&hex::decode("f1e3c2e5f23a6ba0ab90f4ff").expect("hex"), &mut out).expect("decode");
+        huffman_decode(
+            &hex::decode("f1e3c2e5f23a6ba0ab90f4ff").expect("hex"),
+            &mut out,
+        )
+        .expect("decode");
         assert_eq!(out, b"www.example.com");
         out.clear();
         huffman_decode(&hex::decode("a8eb10649cbf").expect("hex"), &mut out).expect("decode");
@@ -358,11 +373,16 @@ mod tests {
     #[test]
     fn huffman_agrees_with_an_independent_decoder_on_every_byte() {
         let all: Vec<u8> = (0..=255u8).collect();
-        for chunk in all.chunks(7).chain([&b"/var/run/kms-plugin/kms.sock"[..], b""]) {
+        for chunk in all
+            .chunks(7)
+            .chain([&b"/var/run/kms-plugin/kms.sock"[..], b""])
+        {
             let encoded = huffman_encode(chunk);
             let mut ours = Vec::new();
             huffman_decode(&encoded, &mut ours).expect("ours");
-            let theirs = loona_hpack::huffman::HuffmanDecoder::new().decode(&encoded).expect("loona");
+            let theirs = loona_hpack::huffman::HuffmanDecoder::new()
+                .decode(&encoded)
+                .expect("loona");
             assert_eq!(ours, chunk);
             assert_eq!(theirs, chunk);
         }
@@ -372,9 +392,15 @@ mod tests {
     fn bad_huffman_is_rejected() {
         let mut out = Vec::new();
         // Thirty 1-bits form EOS.
-        assert_eq!(huffman_decode(&[0xff, 0xff, 0xff, 0xfc], &mut out), Err(HpackError::BadHuffman));
+        assert_eq!(
+            huffman_decode(&[0xff, 0xff, 0xff, 0xfc], &mut out),
+            Err(HpackError::BadHuffman)
+        );
         // Padding with a zero bit.
-        assert_eq!(huffman_decode(&[0x00], &mut out), Err(HpackError::BadHuffman));
+        assert_eq!(
+            huffman_decode(&[0x00], &mut out),
+            Err(HpackError::BadHuffman)
+        );
     }
 
     #[test]
@@ -385,7 +411,8 @@ mod tests {
             let block = [0x80 | index];
             let expected = reference.decode(&block).expect("loona");
             let mut got = Vec::new();
-            ours.decode(&block, |n, v| got.push((n.to_vec(), v.to_vec()))).expect("ours");
+            ours.decode(&block, |n, v| got.push((n.to_vec(), v.to_vec())))
+                .expect("ours");
             assert_eq!(got, expected, "static index {index}");
         }
     }
@@ -402,10 +429,21 @@ mod tests {
         for block in blocks {
             last.clear();
             decoder
-                .decode(&hex::decode(block).expect("hex"), |n, v| last.push((String::from_utf8_lossy(n).into_owned(), String::from_utf8_lossy(v).into_owned())))
+                .decode(&hex::decode(block).expect("hex"), |n, v| {
+                    last.push((
+                        String::from_utf8_lossy(n).into_owned(),
+                        String::from_utf8_lossy(v).into_owned(),
+                    ))
+                })
                 .expect("decode");
         }
-        let expected = [(":method", "GET"), (":scheme", "https"), (":path", "/index.html"), (":authority", "www.example.com"), ("custom-key", "custom-value")];
+        let expected = [
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":path", "/index.html"),
+            (":authority", "www.example.com"),
+            ("custom-key", "custom-value"),
+        ];
         assert_eq!(last, expected.map(|(n, v)| (n.to_owned(), v.to_owned())));
         assert_eq!(decoder.size, 164, "table size after C.3.3");
     }
@@ -419,14 +457,34 @@ mod tests {
         decoder.decode(&block, |_, _| {}).expect("decode");
         assert_eq!(decoder.dynamic.len(), 1);
         // A second entry evicts the first.
-        decoder.decode(&hex::decode("410f7777772e6578616d706c652e636f6e").expect("hex"), |_, _| {}).expect("decode");
+        decoder
+            .decode(
+                &hex::decode("410f7777772e6578616d706c652e636f6e").expect("hex"),
+                |_, _| {},
+            )
+            .expect("decode");
         assert_eq!(decoder.dynamic.len(), 1);
         assert_eq!(decoder.dynamic[0].1, b"www.example.con");
         // Beyond what the server granted, or after a header: rejected.
-        assert_eq!(decoder.decode(&[0x3f, 0xe2, 0x1f], |_, _| {}), Err(HpackError::BadSizeUpdate));
-        assert_eq!(decoder.decode(&[0x82, 0x20], |_, _| {}), Err(HpackError::BadSizeUpdate));
-        assert_eq!(decoder.decode(&[0x80 | 70], |_, _| {}), Err(HpackError::BadIndex(70)));
-        assert_eq!(decoder.decode(&[0x41, 0x05, b'a'], |_, _| {}), Err(HpackError::Truncated));
-        assert_eq!(decoder.decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], |_, _| {}), Err(HpackError::IntegerOverflow));
+        assert_eq!(
+            decoder.decode(&[0x3f, 0xe2, 0x1f], |_, _| {}),
+            Err(HpackError::BadSizeUpdate)
+        );
+        assert_eq!(
+            decoder.decode(&[0x82, 0x20], |_, _| {}),
+            Err(HpackError::BadSizeUpdate)
+        );
+        assert_eq!(
+            decoder.decode(&[0x80 | 70], |_, _| {}),
+            Err(HpackError::BadIndex(70))
+        );
+        assert_eq!(
+            decoder.decode(&[0x41, 0x05, b'a'], |_, _| {}),
+            Err(HpackError::Truncated)
+        );
+        assert_eq!(
+            decoder.decode(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], |_, _| {}),
+            Err(HpackError::IntegerOverflow)
+        );
     }
 }

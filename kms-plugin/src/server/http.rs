@@ -23,7 +23,13 @@ struct Shared {
 async fn render_metrics(State(shared): State<Shared>) -> impl IntoResponse {
     shared.envelope.unwraps().sync().await;
     let body = shared.metrics.render(&shared.envelope, &shared.health);
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
 }
 
 async fn ready(State(shared): State<Shared>) -> impl IntoResponse {
@@ -31,7 +37,10 @@ async fn ready(State(shared): State<Shared>) -> impl IntoResponse {
     if state.healthy {
         (StatusCode::OK, "ok\n".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("{}\n", state.healthz))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", state.healthz),
+        )
     }
 }
 
@@ -56,10 +65,17 @@ pub async fn bind(
         .route("/healthz", get(ready))
         .route("/readyz", get(ready))
         .route("/livez", get(live))
-        .with_state(Shared { metrics, envelope, health });
+        .with_state(Shared {
+            metrics,
+            envelope,
+            health,
+        });
     tracing::info!(%address, "serving /metrics, /healthz, /livez, /readyz");
     Ok(async move {
-        if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+        if let Err(error) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
             tracing::warn!(%error, "metrics listener failed");
         }
     })

@@ -13,7 +13,9 @@ use tokio::net::UnixListener;
 #[non_exhaustive]
 pub enum ListenError {
     /// Another process accepts connections on the socket.
-    #[error("{0}: another process is serving on this socket; refusing to start (stop it, or choose another path)")]
+    #[error(
+        "{0}: another process is serving on this socket; refusing to start (stop it, or choose another path)"
+    )]
     InUse(PathBuf),
     /// Something that is not a socket occupies the path.
     #[error("{0}: exists and is not a socket; refusing to remove it")]
@@ -51,7 +53,9 @@ impl BoundSocket {
         {
             match fs::remove_file(&path) {
                 Ok(()) => tracing::info!(socket = %path.display(), "removed socket"),
-                Err(error) => tracing::warn!(socket = %path.display(), %error, "could not remove socket"),
+                Err(error) => {
+                    tracing::warn!(socket = %path.display(), %error, "could not remove socket")
+                }
             }
         }
     }
@@ -64,12 +68,21 @@ impl Drop for BoundSocket {
 }
 
 fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ListenError + 'a {
-    move |source| ListenError::Io { what, path: path.display().to_string(), source }
+    move |source| ListenError::Io {
+        what,
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Binds `address`. A file socket gets `mode` (and owner/group if given) before it appears at
 /// its final path, so no client ever sees looser permissions.
-pub fn bind(address: &SocketAddress, mode: FileMode, uid: Option<u32>, gid: Option<u32>) -> Result<BoundSocket, ListenError> {
+pub fn bind(
+    address: &SocketAddress,
+    mode: FileMode,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Result<BoundSocket, ListenError> {
     match address {
         SocketAddress::Abstract(name) => bind_abstract(name),
         SocketAddress::Path(path) => bind_path(path, mode, uid, gid),
@@ -79,32 +92,52 @@ pub fn bind(address: &SocketAddress, mode: FileMode, uid: Option<u32>, gid: Opti
 fn bind_abstract(name: &str) -> Result<BoundSocket, ListenError> {
     use std::os::linux::net::SocketAddrExt;
     let display = format!("@{name}");
-    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-        .map_err(io_error("invalid abstract socket name", Path::new(&display)))?;
+    let address = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).map_err(
+        io_error("invalid abstract socket name", Path::new(&display)),
+    )?;
     let listener = std::os::unix::net::UnixListener::bind_addr(&address).map_err(|source| {
         if source.kind() == io::ErrorKind::AddrInUse {
             ListenError::InUse(PathBuf::from(&display))
         } else {
-            ListenError::Io { what: "bind", path: display.clone(), source }
+            ListenError::Io {
+                what: "bind",
+                path: display.clone(),
+                source,
+            }
         }
     })?;
-    listener.set_nonblocking(true).map_err(io_error("set_nonblocking", Path::new(&display)))?;
-    let listener = UnixListener::from_std(listener).map_err(io_error("register", Path::new(&display)))?;
-    Ok(BoundSocket { listener: Some(listener), file: None })
+    listener
+        .set_nonblocking(true)
+        .map_err(io_error("set_nonblocking", Path::new(&display)))?;
+    let listener =
+        UnixListener::from_std(listener).map_err(io_error("register", Path::new(&display)))?;
+    Ok(BoundSocket {
+        listener: Some(listener),
+        file: None,
+    })
 }
 
-fn bind_path(path: &Path, mode: FileMode, uid: Option<u32>, gid: Option<u32>) -> Result<BoundSocket, ListenError> {
+fn bind_path(
+    path: &Path,
+    mode: FileMode,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Result<BoundSocket, ListenError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent).map_err(io_error("create directory", parent))?;
     }
     clear_stale(path)?;
     // Bind under a temporary name, fix permissions, then move into place.
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temp = path.with_file_name(format!(".{file_name}.{}", std::process::id()));
     let _ = fs::remove_file(&temp);
     let listener = UnixListener::bind(&temp).map_err(io_error("bind", &temp))?;
     let prepared = (|| {
-        fs::set_permissions(&temp, fs::Permissions::from_mode(mode.0)).map_err(io_error("chmod", &temp))?;
+        fs::set_permissions(&temp, fs::Permissions::from_mode(mode.0))
+            .map_err(io_error("chmod", &temp))?;
         if uid.is_some() || gid.is_some() {
             std::os::unix::fs::chown(&temp, uid, gid).map_err(io_error("chown", &temp))?;
         }

@@ -47,14 +47,21 @@ fn serve_on(
     router: tonic::transport::server::Router,
 ) -> anyhow::Result<Running> {
     let mut socket = listener::bind(address, mode, uid, gid)?;
-    let listener = socket.take_listener().ok_or_else(|| anyhow::anyhow!("listener already taken"))?;
+    let listener = socket
+        .take_listener()
+        .ok_or_else(|| anyhow::anyhow!("listener already taken"))?;
     let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityNormalizer::new));
     let (drain, drained) = oneshot::channel::<()>();
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = drained.await;
     }));
     tracing::info!(socket = %address, "serving {name}");
-    Ok(Running { name, socket, drain, task })
+    Ok(Running {
+        name,
+        socket,
+        drain,
+        task,
+    })
 }
 
 /// The KMS v2 side: root key, envelope, health probe, metrics.
@@ -77,7 +84,11 @@ async fn start_kms(
             max_age: config.local_kek.max_age.get(),
             wrap_timeout: timeout,
         },
-        UnwrapCache::new(config.decrypt_cache.max_entries, config.decrypt_cache.ttl.get(), timeout),
+        UnwrapCache::new(
+            config.decrypt_cache.max_entries,
+            config.decrypt_cache.ttl.get(),
+            timeout,
+        ),
     ));
     let health = Arc::new(Health::default());
     let mut tasks = vec![health::spawn_background(
@@ -90,15 +101,29 @@ async fn start_kms(
     )];
     if let Some(address) = config.metrics_address {
         let mut stopped = stop.subscribe();
-        let serving = http::bind(address.0, metrics.clone(), envelope.clone(), health.clone(), async move {
-            let _ = stopped.changed().await;
-        })
+        let serving = http::bind(
+            address.0,
+            metrics.clone(),
+            envelope.clone(),
+            health.clone(),
+            async move {
+                let _ = stopped.changed().await;
+            },
+        )
         .await?;
         tasks.push(tokio::spawn(serving));
     }
     let service = KmsService::new(envelope, health, metrics);
-    let router = tonic::transport::Server::builder().add_service(KeyManagementServiceServer::new(service));
-    let running = serve_on("KMS v2", address, config.socket_mode, config.socket_uid, config.socket_gid, router)?;
+    let router =
+        tonic::transport::Server::builder().add_service(KeyManagementServiceServer::new(service));
+    let running = serve_on(
+        "KMS v2",
+        address,
+        config.socket_mode,
+        config.socket_uid,
+        config.socket_gid,
+        router,
+    )?;
     Ok((running, tasks))
 }
 
@@ -113,7 +138,8 @@ pub async fn run(
     let mut servers = Vec::new();
     let mut tasks = Vec::new();
     if let (Some(address), Some(backend)) = (&config.socket, &config.backend) {
-        let (running, background) = start_kms(&config, address, backend, reload.clone(), &stop_tx).await?;
+        let (running, background) =
+            start_kms(&config, address, backend, reload.clone(), &stop_tx).await?;
         servers.push(running);
         tasks.extend(background);
     }
@@ -135,7 +161,10 @@ pub async fn run(
 
     shutdown.await;
     let grace = config.shutdown_grace.get();
-    tracing::info!(?grace, "shutting down: no new connections, draining in-flight calls");
+    tracing::info!(
+        ?grace,
+        "shutting down: no new connections, draining in-flight calls"
+    );
     let _ = stop_tx.send(true);
     let mut waiting = Vec::new();
     for server in servers {

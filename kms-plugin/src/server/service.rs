@@ -5,7 +5,9 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::root_key::RootKeyError;
 use kms_proto::kms_v2::key_management_service_server::KeyManagementService;
-use kms_proto::kms_v2::{DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse};
+use kms_proto::kms_v2::{
+    DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
+};
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
@@ -23,7 +25,11 @@ pub struct KmsService {
 impl KmsService {
     /// A service over `envelope`, reporting `health` in Status.
     pub fn new(envelope: Arc<Envelope>, health: Arc<Health>, metrics: Arc<Metrics>) -> Self {
-        Self { envelope, health, metrics }
+        Self {
+            envelope,
+            health,
+            metrics,
+        }
     }
 }
 
@@ -38,26 +44,43 @@ fn loggable_uid(uid: &str) -> &str {
 /// Short outcome label for logs and metrics, and the opaque status for the wire.
 fn classify(error: &EnvelopeError) -> (&'static str, Status) {
     match error {
-        EnvelopeError::InvalidRequest(reason) => ("invalid_request", Status::invalid_argument(reason.clone())),
-        EnvelopeError::Format(_) | EnvelopeError::RootKey(RootKeyError::Integrity(_)) => {
-            ("invalid_ciphertext", Status::invalid_argument("decryption failed"))
+        EnvelopeError::InvalidRequest(reason) => {
+            ("invalid_request", Status::invalid_argument(reason.clone()))
         }
-        EnvelopeError::RootKey(RootKeyError::UnknownKey(_)) => ("unknown_key_id", Status::invalid_argument("decryption failed")),
-        EnvelopeError::RootKey(RootKeyError::Unavailable(_)) | EnvelopeError::Timeout(_) => {
-            ("backend_unavailable", Status::unavailable("root key backend unavailable"))
-        }
-        EnvelopeError::RootKey(RootKeyError::Denied(_)) => ("backend_denied", Status::internal("root key operation failed")),
-        EnvelopeError::RootKey(_) => ("backend_error", Status::internal("root key operation failed")),
+        EnvelopeError::Format(_) | EnvelopeError::RootKey(RootKeyError::Integrity(_)) => (
+            "invalid_ciphertext",
+            Status::invalid_argument("decryption failed"),
+        ),
+        EnvelopeError::RootKey(RootKeyError::UnknownKey(_)) => (
+            "unknown_key_id",
+            Status::invalid_argument("decryption failed"),
+        ),
+        EnvelopeError::RootKey(RootKeyError::Unavailable(_)) | EnvelopeError::Timeout(_) => (
+            "backend_unavailable",
+            Status::unavailable("root key backend unavailable"),
+        ),
+        EnvelopeError::RootKey(RootKeyError::Denied(_)) => (
+            "backend_denied",
+            Status::internal("root key operation failed"),
+        ),
+        EnvelopeError::RootKey(_) => (
+            "backend_error",
+            Status::internal("root key operation failed"),
+        ),
     }
 }
 
 #[tonic::async_trait]
 impl KeyManagementService for KmsService {
-    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
         let started = Instant::now();
         let health = self.health.get();
         let key_id = self.envelope.root().primary_key_id();
-        self.metrics.observe_rpc("Status", tonic::Code::Ok, started.elapsed());
+        self.metrics
+            .observe_rpc("Status", tonic::Code::Ok, started.elapsed());
         tracing::info!(method = "Status", healthz = %health.healthz, key_id = %key_id, duration_us = started.elapsed().as_micros() as u64, "rpc");
         Ok(Response::new(StatusResponse {
             version: API_VERSION.into(),
@@ -66,28 +89,39 @@ impl KeyManagementService for KmsService {
         }))
     }
 
-    async fn decrypt(&self, request: Request<DecryptRequest>) -> Result<Response<DecryptResponse>, Status> {
+    async fn decrypt(
+        &self,
+        request: Request<DecryptRequest>,
+    ) -> Result<Response<DecryptResponse>, Status> {
         let started = Instant::now();
         let request = request.into_inner();
-        let result = self.envelope.decrypt(&request.ciphertext, &request.key_id, &request.annotations).await;
+        let result = self
+            .envelope
+            .decrypt(&request.ciphertext, &request.key_id, &request.annotations)
+            .await;
         let uid = loggable_uid(&request.uid);
         let duration_us = started.elapsed().as_micros() as u64;
         match result {
             Ok(plaintext) => {
-                self.metrics.observe_rpc("Decrypt", tonic::Code::Ok, started.elapsed());
+                self.metrics
+                    .observe_rpc("Decrypt", tonic::Code::Ok, started.elapsed());
                 tracing::info!(method = "Decrypt", uid, outcome = "ok", duration_us, "rpc");
                 Ok(Response::new(DecryptResponse { plaintext }))
             }
             Err(error) => {
                 let (outcome, status) = classify(&error);
-                self.metrics.observe_rpc("Decrypt", status.code(), started.elapsed());
+                self.metrics
+                    .observe_rpc("Decrypt", status.code(), started.elapsed());
                 tracing::warn!(method = "Decrypt", uid, outcome, duration_us, %error, "rpc");
                 Err(status)
             }
         }
     }
 
-    async fn encrypt(&self, request: Request<EncryptRequest>) -> Result<Response<EncryptResponse>, Status> {
+    async fn encrypt(
+        &self,
+        request: Request<EncryptRequest>,
+    ) -> Result<Response<EncryptResponse>, Status> {
         let started = Instant::now();
         let request = request.into_inner();
         let result = self.envelope.encrypt(&request.plaintext).await;
@@ -95,7 +129,8 @@ impl KeyManagementService for KmsService {
         let duration_us = started.elapsed().as_micros() as u64;
         match result {
             Ok(sealed) => {
-                self.metrics.observe_rpc("Encrypt", tonic::Code::Ok, started.elapsed());
+                self.metrics
+                    .observe_rpc("Encrypt", tonic::Code::Ok, started.elapsed());
                 tracing::info!(method = "Encrypt", uid, outcome = "ok", duration_us, key_id = %sealed.key_id, "rpc");
                 Ok(Response::new(EncryptResponse {
                     ciphertext: sealed.ciphertext,
@@ -105,7 +140,8 @@ impl KeyManagementService for KmsService {
             }
             Err(error) => {
                 let (outcome, status) = classify(&error);
-                self.metrics.observe_rpc("Encrypt", status.code(), started.elapsed());
+                self.metrics
+                    .observe_rpc("Encrypt", status.code(), started.elapsed());
                 tracing::warn!(method = "Encrypt", uid, outcome, duration_us, %error, "rpc");
                 Err(status)
             }

@@ -5,7 +5,9 @@ pub mod raw_h2;
 
 use kms_config::SocketAddress;
 use kms_proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
-use kms_proto::kms_v2::{DecryptRequest, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse};
+use kms_proto::kms_v2::{
+    DecryptRequest, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -58,7 +60,11 @@ impl Plugin {
 
     /// Spawns the binary (again) with the same config and waits until it is healthy.
     pub fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&self.config)
@@ -87,13 +93,19 @@ impl Plugin {
             if healthy {
                 return;
             }
-            assert!(Instant::now() < deadline, "plugin never became healthy:\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "plugin never became healthy:\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     pub async fn client(&self) -> KeyManagementServiceClient<Channel> {
-        kms_plugin::client::connect(&self.address(), Duration::from_secs(10)).await.expect("connect")
+        kms_plugin::client::connect(&self.address(), Duration::from_secs(10))
+            .await
+            .expect("connect")
     }
 
     pub fn pid(&self) -> u32 {
@@ -102,7 +114,11 @@ impl Plugin {
 
     /// Sends a signal by name with the `kill` utility.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status().expect("kill");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
         assert!(status.success());
     }
 
@@ -146,7 +162,10 @@ impl Plugin {
 pub fn probe_healthy(address: &SocketAddress) -> bool {
     let address = address.clone();
     std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
         runtime.block_on(async {
             match kms_plugin::client::connect(&address, Duration::from_secs(1)).await {
                 Ok(mut client) => client
@@ -172,12 +191,22 @@ impl Drop for Plugin {
 }
 
 pub async fn status(client: &mut KeyManagementServiceClient<Channel>) -> StatusResponse {
-    client.status(StatusRequest {}).await.expect("status").into_inner()
+    client
+        .status(StatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
 }
 
-pub async fn encrypt(client: &mut KeyManagementServiceClient<Channel>, plaintext: &[u8]) -> EncryptResponse {
+pub async fn encrypt(
+    client: &mut KeyManagementServiceClient<Channel>,
+    plaintext: &[u8],
+) -> EncryptResponse {
     client
-        .encrypt(EncryptRequest { plaintext: plaintext.to_vec(), uid: uid() })
+        .encrypt(EncryptRequest {
+            plaintext: plaintext.to_vec(),
+            uid: uid(),
+        })
         .await
         .expect("encrypt")
         .into_inner()
@@ -192,8 +221,14 @@ pub fn decrypt_request(sealed: &EncryptResponse) -> DecryptRequest {
     }
 }
 
-pub async fn decrypt(client: &mut KeyManagementServiceClient<Channel>, sealed: &EncryptResponse) -> Result<Vec<u8>, tonic::Status> {
-    client.decrypt(decrypt_request(sealed)).await.map(|r| r.into_inner().plaintext)
+pub async fn decrypt(
+    client: &mut KeyManagementServiceClient<Channel>,
+    sealed: &EncryptResponse,
+) -> Result<Vec<u8>, tonic::Status> {
+    client
+        .decrypt(decrypt_request(sealed))
+        .await
+        .map(|r| r.into_inner().plaintext)
 }
 
 pub fn random_bytes(len: usize) -> Vec<u8> {

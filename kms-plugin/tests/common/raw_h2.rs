@@ -62,8 +62,15 @@ pub struct Reply {
 impl RawConnection {
     pub fn connect(path: &Path) -> Self {
         let stream = UnixStream::connect(path).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-        let mut connection = Self { stream, next_stream: 1, decoder: loona_hpack::Decoder::new(), authority_indexed: false };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut connection = Self {
+            stream,
+            next_stream: 1,
+            decoder: loona_hpack::Decoder::new(),
+            authority_indexed: false,
+        };
         let mut hello = PREFACE.to_vec();
         hello.extend(frame(0x4, 0, 0, &[]));
         connection.stream.write_all(&hello).expect("preface");
@@ -71,7 +78,13 @@ impl RawConnection {
     }
 
     /// One unary gRPC call of `method` with `message` (already protobuf-encoded).
-    pub fn unary(&mut self, method: &str, authority: &[u8], encoding: AuthorityEncoding, message: &[u8]) -> Result<Reply, String> {
+    pub fn unary(
+        &mut self,
+        method: &str,
+        authority: &[u8],
+        encoding: AuthorityEncoding,
+        message: &[u8],
+    ) -> Result<Reply, String> {
         let stream_id = self.next_stream;
         self.next_stream += 2;
         let mut block = vec![0x83, 0x86]; // :method POST, :scheme http (static table)
@@ -106,28 +119,47 @@ impl RawConnection {
 
     fn read_exact(&mut self, len: usize) -> Result<Vec<u8>, String> {
         let mut buf = vec![0u8; len];
-        self.stream.read_exact(&mut buf).map_err(|e| format!("read: {e}"))?;
+        self.stream
+            .read_exact(&mut buf)
+            .map_err(|e| format!("read: {e}"))?;
         Ok(buf)
     }
 
     fn read_reply(&mut self, stream_id: u32) -> Result<Reply, String> {
-        let mut reply = Reply { grpc_status: None, message: Vec::new() };
+        let mut reply = Reply {
+            grpc_status: None,
+            message: Vec::new(),
+        };
         let mut data = Vec::new();
         loop {
             let header = self.read_exact(9)?;
-            let length = (usize::from(header[0]) << 16) | (usize::from(header[1]) << 8) | usize::from(header[2]);
+            let length = (usize::from(header[0]) << 16)
+                | (usize::from(header[1]) << 8)
+                | usize::from(header[2]);
             let (kind, flags) = (header[3], header[4]);
             let id = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
             let payload = self.read_exact(length)?;
             match kind {
-                0x4 if flags & 0x1 == 0 => self.stream.write_all(&frame(0x4, 0x1, 0, &[])).map_err(|e| e.to_string())?,
-                0x6 if flags & 0x1 == 0 => self.stream.write_all(&frame(0x6, 0x1, 0, &payload)).map_err(|e| e.to_string())?,
+                0x4 if flags & 0x1 == 0 => self
+                    .stream
+                    .write_all(&frame(0x4, 0x1, 0, &[]))
+                    .map_err(|e| e.to_string())?,
+                0x6 if flags & 0x1 == 0 => self
+                    .stream
+                    .write_all(&frame(0x6, 0x1, 0, &payload))
+                    .map_err(|e| e.to_string())?,
                 0x7 => return Err(format!("GOAWAY {:?}", &payload[4..8])),
                 0x3 if id == stream_id => {
-                    return Err(format!("RST_STREAM code {}", u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])));
+                    return Err(format!(
+                        "RST_STREAM code {}",
+                        u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])
+                    ));
                 }
                 0x1 if id == stream_id => {
-                    let headers = self.decoder.decode(&payload).map_err(|e| format!("hpack: {e:?}"))?;
+                    let headers = self
+                        .decoder
+                        .decode(&payload)
+                        .map_err(|e| format!("hpack: {e:?}"))?;
                     for (name, value) in headers {
                         if name == b"grpc-status" {
                             reply.grpc_status = Some(String::from_utf8_lossy(&value).into_owned());

@@ -79,7 +79,10 @@ struct DirFingerprint {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyringError + '_ {
-    move |source| KeyringError::Io { path: path.to_owned(), source }
+    move |source| KeyringError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 fn key_path(dir: &Path, version: u32) -> PathBuf {
@@ -100,7 +103,10 @@ pub fn derive_key_id(version: u32, key: &AesKey) -> KeyId {
 }
 
 fn parse_version(name: &str) -> Option<u32> {
-    name.strip_prefix(KEY_PREFIX)?.strip_suffix(KEY_SUFFIX)?.parse().ok()
+    name.strip_prefix(KEY_PREFIX)?
+        .strip_suffix(KEY_SUFFIX)?
+        .parse()
+        .ok()
 }
 
 fn fingerprint(dir: &Path) -> Result<DirFingerprint, KeyringError> {
@@ -120,7 +126,10 @@ fn fingerprint(dir: &Path) -> Result<DirFingerprint, KeyringError> {
         }
     }
     key_files.sort();
-    Ok(DirFingerprint { primary_text, key_files })
+    Ok(DirFingerprint {
+        primary_text,
+        key_files,
+    })
 }
 
 fn read_key(path: &Path) -> Result<AesKey, KeyringError> {
@@ -144,7 +153,10 @@ fn read_key(path: &Path) -> Result<AesKey, KeyringError> {
 fn write_key(dir: &Path, version: u32, key: &AesKey) -> Result<(), KeyringError> {
     let path = key_path(dir, version);
     if path.exists() {
-        return Err(KeyringError::Refused(format!("{} already exists", path.display())));
+        return Err(KeyringError::Refused(format!(
+            "{} already exists",
+            path.display()
+        )));
     }
     write_atomic(&path, key.expose(), 0o600).map_err(io_err(&path))
 }
@@ -172,24 +184,45 @@ impl Keyring {
         let fingerprint = fingerprint(dir)?;
         let mut versions = BTreeMap::new();
         for (name, _) in &fingerprint.key_files {
-            let Some(version) = parse_version(name) else { continue };
+            let Some(version) = parse_version(name) else {
+                continue;
+            };
             let key = read_key(&dir.join(name))?;
             let key_id = derive_key_id(version, &key);
             let cipher = super::cipher_for(&key);
-            versions.insert(version, LoadedVersion { version, key_id, cipher });
+            versions.insert(
+                version,
+                LoadedVersion {
+                    version,
+                    key_id,
+                    cipher,
+                },
+            );
         }
         let primary_path = dir.join(PRIMARY_FILE);
-        let primary: u32 = fingerprint.primary_text.trim().parse().map_err(|_| KeyringError::Corrupt {
-            path: primary_path.clone(),
-            reason: "expected the primary version number".into(),
-        })?;
+        let primary: u32 =
+            fingerprint
+                .primary_text
+                .trim()
+                .parse()
+                .map_err(|_| KeyringError::Corrupt {
+                    path: primary_path.clone(),
+                    reason: "expected the primary version number".into(),
+                })?;
         if !versions.contains_key(&primary) {
             return Err(KeyringError::Corrupt {
                 path: primary_path,
-                reason: format!("names version {primary}, but {} is missing", key_path(dir, primary).display()),
+                reason: format!(
+                    "names version {primary}, but {} is missing",
+                    key_path(dir, primary).display()
+                ),
             });
         }
-        Ok(Self { versions, primary, fingerprint })
+        Ok(Self {
+            versions,
+            primary,
+            fingerprint,
+        })
     }
 
     /// Reloads only if the directory changed since this keyring was loaded.
@@ -210,7 +243,13 @@ impl Keyring {
 
     /// The version a key id names, if it is held here (fingerprint included).
     pub fn find(&self, key_id: &KeyId) -> Option<&LoadedVersion> {
-        let version: u32 = key_id.as_str().strip_prefix("local:v")?.split(':').next()?.parse().ok()?;
+        let version: u32 = key_id
+            .as_str()
+            .strip_prefix("local:v")?
+            .split(':')
+            .next()?
+            .parse()
+            .ok()?;
         self.versions.get(&version).filter(|v| &v.key_id == key_id)
     }
 
@@ -232,7 +271,11 @@ impl Keyring {
         let version = keyring.versions.keys().next_back().copied().unwrap_or(0) + 1;
         let key = AesKey::generate().map_err(|e| KeyringError::Refused(e.to_string()))?;
         write_key(dir, version, &key)?;
-        Ok(VersionInfo { version, key_id: derive_key_id(version, &key), primary: false })
+        Ok(VersionInfo {
+            version,
+            key_id: derive_key_id(version, &key),
+            primary: false,
+        })
     }
 
     /// Makes an existing version primary (step two of a multi-node rotation).
@@ -241,7 +284,11 @@ impl Keyring {
         let loaded = keyring.versions.get(&version).ok_or_else(|| {
             KeyringError::Refused(format!("version {version} is not in {}", dir.display()))
         })?;
-        let info = VersionInfo { version, key_id: loaded.key_id.clone(), primary: true };
+        let info = VersionInfo {
+            version,
+            key_id: loaded.key_id.clone(),
+            primary: true,
+        };
         write_primary(dir, version)?;
         Ok(info)
     }
@@ -261,11 +308,16 @@ impl Keyring {
             )));
         }
         if !keyring.versions.contains_key(&version) {
-            return Err(KeyringError::Refused(format!("version {version} is not in {}", dir.display())));
+            return Err(KeyringError::Refused(format!(
+                "version {version} is not in {}",
+                dir.display()
+            )));
         }
         let path = key_path(dir, version);
         fs::remove_file(&path).map_err(io_err(&path))?;
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir))
     }
 }
 
@@ -280,24 +332,44 @@ mod tests {
         let first = Keyring::open_or_init(&state).expect("init");
         let v1 = first.primary().key_id.clone();
         assert!(v1.as_str().starts_with("local:v1:"));
-        assert_eq!(fs::metadata(&state).expect("meta").permissions().mode() & 0o777, 0o700);
         assert_eq!(
-            fs::metadata(key_path(&state, 1)).expect("meta").permissions().mode() & 0o777,
+            fs::metadata(&state).expect("meta").permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(
+            fs::metadata(key_path(&state, 1))
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777,
             0o600
         );
         // Reopening keeps the same id: it never changes without a rotation.
-        assert_eq!(Keyring::open_or_init(&state).expect("reopen").primary().key_id, v1);
+        assert_eq!(
+            Keyring::open_or_init(&state)
+                .expect("reopen")
+                .primary()
+                .key_id,
+            v1
+        );
 
         let added = Keyring::add_version(&state).expect("add");
         assert_eq!(added.version, 2);
         let reloaded = first.reloaded(&state).expect("reload").expect("changed");
-        assert_eq!(reloaded.primary().key_id, v1, "an added version is decrypt-only");
+        assert_eq!(
+            reloaded.primary().key_id,
+            v1,
+            "an added version is decrypt-only"
+        );
         assert!(reloaded.find(&added.key_id).is_some());
 
         Keyring::promote(&state, 2).expect("promote");
         let promoted = Keyring::load(&state).expect("load");
         assert_eq!(promoted.primary().key_id, added.key_id);
-        assert!(Keyring::remove(&state, 2).is_err(), "primary cannot be removed");
+        assert!(
+            Keyring::remove(&state, 2).is_err(),
+            "primary cannot be removed"
+        );
         Keyring::remove(&state, 1).expect("remove old");
         assert!(Keyring::load(&state).expect("load").find(&v1).is_none());
     }

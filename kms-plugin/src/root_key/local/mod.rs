@@ -33,7 +33,8 @@ pub struct LocalRootKey {
 impl LocalRootKey {
     /// Opens the state directory, creating it with a first root key version if it is empty.
     pub fn open_or_init(dir: &Path, poll_interval: Duration) -> Result<Self, RootKeyError> {
-        let keyring = Keyring::open_or_init(dir).map_err(|e| RootKeyError::Backend(e.to_string()))?;
+        let keyring =
+            Keyring::open_or_init(dir).map_err(|e| RootKeyError::Backend(e.to_string()))?;
         Ok(Self {
             dir: dir.to_owned(),
             poll_interval,
@@ -86,7 +87,13 @@ impl RootKey for LocalRootKey {
         let aad = wrap_aad(&primary.key_id);
         let sealed = primary
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), Payload { msg: key.expose(), aad: &aad })
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: key.expose(),
+                    aad: &aad,
+                },
+            )
             .map_err(|_| RootKeyError::Backend("AES-GCM seal failed".into()))?;
         Ok(WrappedKey {
             key_id: primary.key_id.clone(),
@@ -112,7 +119,13 @@ impl RootKey for LocalRootKey {
         let opened = zeroize::Zeroizing::new(
             version
                 .cipher
-                .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad: &aad })
+                .decrypt(
+                    Nonce::from_slice(nonce),
+                    Payload {
+                        msg: sealed,
+                        aad: &aad,
+                    },
+                )
                 .map_err(|_| RootKeyError::Integrity(key_id.to_string()))?,
         );
         AesKey::from_slice(&opened).ok_or_else(|| RootKeyError::Integrity(key_id.to_string()))
