@@ -17,13 +17,19 @@ const MAX_CLAIMS_LEN: usize = 64 * 1024;
 const SIGN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Builds the signing key `config` selects. The one place that maps key kinds to key stores.
-pub async fn build_signing_key(config: &JwtSignerConfig) -> Result<Arc<dyn SigningKey>, SigningKeyError> {
+pub async fn build_signing_key(
+    config: &JwtSignerConfig,
+) -> Result<Arc<dyn SigningKey>, SigningKeyError> {
     match config.key.kind {
         BackendKind::Local => {
-            let local = config.key.local.as_ref().ok_or_else(|| SigningKeyError::Load("jwt_signer.key.local is not configured".into()))?;
+            let local = config.key.local.as_ref().ok_or_else(|| {
+                SigningKeyError::Load("jwt_signer.key.local is not configured".into())
+            })?;
             Ok(Arc::new(FileSigningKey::load(&local.key_file)?))
         }
-        other => Err(SigningKeyError::Load(format!("signing keys of kind {other:?} are not available in this build"))),
+        other => Err(SigningKeyError::Load(format!(
+            "signing keys of kind {other:?} are not available in this build"
+        ))),
     }
 }
 
@@ -43,7 +49,10 @@ impl JwtSigner {
         let signer = build_signing_key(&config).await?;
         let keys = KeySet::assemble(signer, &config.verify_only_keys)?;
         tracing::info!(kid = %keys.signer_kid, alg = keys.signer.algorithm().name(), published = keys.keys.len(), "service-account signing key ready");
-        Ok(Self { config, keys: RwLock::new(Arc::new(keys)) })
+        Ok(Self {
+            config,
+            keys: RwLock::new(Arc::new(keys)),
+        })
     }
 
     /// The current key set.
@@ -55,7 +64,12 @@ impl JwtSigner {
     }
 
     fn watched_files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = self.config.verify_only_keys.iter().map(|k| k.path().to_owned()).collect();
+        let mut files: Vec<PathBuf> = self
+            .config
+            .verify_only_keys
+            .iter()
+            .map(|k| k.path().to_owned())
+            .collect();
         if let Some(local) = &self.config.key.local {
             files.push(local.key_file.clone());
         }
@@ -88,7 +102,11 @@ impl JwtSigner {
     }
 
     /// Polls the key files and reloads on change or on `reload` (SIGHUP) until `stop`.
-    pub fn spawn_watcher(self: &Arc<Self>, mut reload: watch::Receiver<u64>, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_watcher(
+        self: &Arc<Self>,
+        mut reload: watch::Receiver<u64>,
+        mut stop: watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
         let signer = self.clone();
         tokio::spawn(async move {
             let files = signer.watched_files();
@@ -120,20 +138,37 @@ impl JwtSigner {
         let duration_us = started.elapsed().as_micros() as u64;
         match &result {
             Ok(_) => tracing::info!(method = "Sign", outcome = "ok", duration_us, "rpc"),
-            Err(status) => tracing::warn!(method = "Sign", outcome = "error", duration_us, reason = status.message(), "rpc"),
+            Err(status) => tracing::warn!(
+                method = "Sign",
+                outcome = "error",
+                duration_us,
+                reason = status.message(),
+                "rpc"
+            ),
         }
         result
     }
 
     async fn sign_inner(&self, claims: &str) -> Result<(String, String), Status> {
         if claims.is_empty() || claims.len() > MAX_CLAIMS_LEN {
-            return Err(Status::invalid_argument(format!("claims must be 1 to {MAX_CLAIMS_LEN} bytes")));
+            return Err(Status::invalid_argument(format!(
+                "claims must be 1 to {MAX_CLAIMS_LEN} bytes"
+            )));
         }
-        if !claims.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(Status::invalid_argument("claims must be unpadded base64url"));
+        if !claims
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Status::invalid_argument(
+                "claims must be unpadded base64url",
+            ));
         }
         let keys = self.keys();
-        let header = format!(r#"{{"alg":"{}","kid":"{}","typ":"JWT"}}"#, keys.signer.algorithm().name(), keys.signer_kid);
+        let header = format!(
+            r#"{{"alg":"{}","kid":"{}","typ":"JWT"}}"#,
+            keys.signer.algorithm().name(),
+            keys.signer_kid
+        );
         let header = b64(header.as_bytes());
         let message = format!("{header}.{claims}");
         let signature = tokio::time::timeout(SIGN_TIMEOUT, keys.signer.sign(message.as_bytes()))
@@ -153,8 +188,17 @@ impl JwtSigner {
     pub fn fetch_keys(&self) -> (Vec<super::PublishedKey>, prost_types::Timestamp, i64) {
         let keys = self.keys();
         let timestamp = prost_types::Timestamp::from(keys.loaded_at);
-        tracing::info!(method = "FetchKeys", outcome = "ok", keys = keys.keys.len(), "rpc");
-        (keys.keys.clone(), timestamp, self.config.refresh_hint.get().as_secs() as i64)
+        tracing::info!(
+            method = "FetchKeys",
+            outcome = "ok",
+            keys = keys.keys.len(),
+            "rpc"
+        );
+        (
+            keys.keys.clone(),
+            timestamp,
+            self.config.refresh_hint.get().as_secs() as i64,
+        )
     }
 
     /// The longest token lifetime kube-apiserver may issue.
@@ -177,7 +221,10 @@ macro_rules! signer_service {
                 request: Request<kms_proto::$pkg::SignJwtRequest>,
             ) -> Result<Response<kms_proto::$pkg::SignJwtResponse>, Status> {
                 let (header, signature) = self.0.sign(&request.into_inner().claims).await?;
-                Ok(Response::new(kms_proto::$pkg::SignJwtResponse { header, signature }))
+                Ok(Response::new(kms_proto::$pkg::SignJwtResponse {
+                    header,
+                    signature,
+                }))
             }
 
             async fn fetch_keys(
@@ -211,5 +258,13 @@ macro_rules! signer_service {
     };
 }
 
-signer_service!(SignerV1, externaljwt_v1, "`v1.ExternalJWTSigner` (kube-apiserver ≥ 1.36).");
-signer_service!(SignerV1Alpha1, externaljwt_v1alpha1, "`v1alpha1.ExternalJWTSigner` (kube-apiserver 1.32–1.35).");
+signer_service!(
+    SignerV1,
+    externaljwt_v1,
+    "`v1.ExternalJWTSigner` (kube-apiserver ≥ 1.36)."
+);
+signer_service!(
+    SignerV1Alpha1,
+    externaljwt_v1alpha1,
+    "`v1alpha1.ExternalJWTSigner` (kube-apiserver 1.32–1.35)."
+);
