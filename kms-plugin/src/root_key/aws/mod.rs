@@ -38,8 +38,8 @@
 //! (and on every earlier key whose wrapped KEKs are still stored); the encryption context can be
 //! pinned in the key policy with `kms:EncryptionContext:<key>` conditions.
 
-mod client;
-mod error;
+pub(crate) mod client;
+pub(crate) mod error;
 
 use super::{KeyId, RootKey, RootKeyError, WrappedKey};
 use crate::secret::AesKey;

@@ -47,12 +47,12 @@
 //! SIGHUP. Versions are never deleted by the plugin: delete an old one in the token only once
 //! no stored data is wrapped under it any more.
 
-mod error;
+pub(crate) mod error;
 mod gcm;
 mod init;
 mod keys;
-mod pin;
-mod token;
+pub(crate) mod pin;
+pub(crate) mod token;
 
 pub use init::{InitOutcome, init_root_key};
 
