@@ -75,6 +75,36 @@ enum Command {
         #[arg(long, default_value = "3s")]
         timeout: HumanDuration,
     },
+    /// Set up the HSM (PKCS#11) root key.
+    #[command(subcommand)]
+    Hsm(HsmCommand),
+    /// Manage the service-account token signer's key.
+    #[command(subcommand)]
+    JwtSigner(JwtSignerCommand),
+}
+
+#[derive(Subcommand)]
+enum HsmCommand {
+    /// Create the first root key version in the token unless one exists; prints its key id.
+    ///
+    /// Example: kms-plugin hsm init --config /etc/kms-plugin/config.yaml
+    Init {
+        /// Plugin configuration with `backend.kind: pkcs11`.
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum JwtSignerCommand {
+    /// Create the EC P-256 signing key pair in the token unless it exists; prints its kid.
+    ///
+    /// Example: kms-plugin jwt-signer init-key --config /etc/kms-plugin/config.yaml
+    InitKey {
+        /// Plugin configuration with `jwt_signer.key.kind: pkcs11`.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -234,6 +264,52 @@ async fn status(socket: SocketAddress, timeout: Duration) -> anyhow::Result<bool
     Ok(status.healthz == "ok")
 }
 
+#[cfg(feature = "pkcs11")]
+async fn hsm_init(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = PluginConfig::load(path)?;
+    let pkcs11 = config
+        .backend
+        .as_ref()
+        .filter(|b| b.kind == BackendKind::Pkcs11)
+        .and_then(|b| b.pkcs11.as_ref())
+        .ok_or_else(|| anyhow::anyhow!("{}: backend.kind is not pkcs11", path.display()))?;
+    let outcome = kms_plugin::root_key::pkcs11::init_root_key(pkcs11).await?;
+    let what = match outcome {
+        kms_plugin::root_key::pkcs11::InitOutcome::Created(_) => "created",
+        _ => "already present",
+    };
+    println!("root key {what}: key_id {}", outcome.key_id());
+    Ok(())
+}
+
+#[cfg(feature = "pkcs11")]
+async fn jwt_init_key(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = PluginConfig::load(path)?;
+    let pkcs11 = config
+        .jwt_signer
+        .as_ref()
+        .filter(|j| j.key.kind == BackendKind::Pkcs11)
+        .and_then(|j| j.key.pkcs11.as_ref())
+        .ok_or_else(|| anyhow::anyhow!("{}: jwt_signer.key.kind is not pkcs11", path.display()))?;
+    let outcome = kms_plugin::jwt::pkcs11::generate_signing_key(pkcs11).await?;
+    let what = match outcome {
+        kms_plugin::jwt::pkcs11::InitKeyOutcome::Created(_) => "created",
+        _ => "already present",
+    };
+    println!("signing key {what}: kid {}", outcome.kid());
+    Ok(())
+}
+
+#[cfg(not(feature = "pkcs11"))]
+async fn hsm_init(_: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no PKCS#11 support (cargo feature pkcs11)")
+}
+
+#[cfg(not(feature = "pkcs11"))]
+async fn jwt_init_key(_: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::bail!("this build has no PKCS#11 support (cargo feature pkcs11)")
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args).await?,
@@ -255,6 +331,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("v{}\t{role}\t{}", info.version, info.key_id);
             }
         }
+        Command::Hsm(HsmCommand::Init { config }) => hsm_init(&config).await?,
+        Command::JwtSigner(JwtSignerCommand::InitKey { config }) => jwt_init_key(&config).await?,
         Command::Status { socket, timeout } => {
             if !status(socket, timeout.get()).await? {
                 return Ok(ExitCode::from(1));

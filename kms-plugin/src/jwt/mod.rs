@@ -5,9 +5,15 @@
 //! key plus the public keys kept for a rotation overlap or for legacy tokens, reloaded when their
 //! files change. [`service`] serves both the `v1` and `v1alpha1` packages.
 
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(any(feature = "pkcs11", feature = "aws"))]
+mod der;
 pub mod key;
 pub mod keyset;
 pub mod local;
+#[cfg(feature = "pkcs11")]
+pub mod pkcs11;
 pub mod service;
 
 pub use key::{JwsAlgorithm, SigningKey, SigningKeyError, kid_for};

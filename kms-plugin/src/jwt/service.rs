@@ -27,6 +27,23 @@ pub async fn build_signing_key(
             })?;
             Ok(Arc::new(FileSigningKey::load(&local.key_file)?))
         }
+        #[cfg(feature = "pkcs11")]
+        BackendKind::Pkcs11 => {
+            let pkcs11 = config.key.pkcs11.as_ref().ok_or_else(|| {
+                SigningKeyError::Load("jwt_signer.key.pkcs11 is not configured".into())
+            })?;
+            Ok(Arc::new(
+                super::pkcs11::Pkcs11SigningKey::open(pkcs11).await?,
+            ))
+        }
+        #[cfg(feature = "aws")]
+        BackendKind::Aws => {
+            let aws = config.key.aws.as_ref().ok_or_else(|| {
+                SigningKeyError::Load("jwt_signer.key.aws is not configured".into())
+            })?;
+            Ok(Arc::new(super::aws::AwsSigningKey::connect(aws).await?))
+        }
+        #[allow(unreachable_patterns)]
         other => Err(SigningKeyError::Load(format!(
             "signing keys of kind {other:?} are not available in this build"
         ))),
@@ -179,7 +196,12 @@ impl JwtSigner {
             })?
             .map_err(|error| {
                 tracing::warn!(%error, "signing failed");
-                Status::internal("signing failed")
+                match error {
+                    SigningKeyError::Unavailable(_) => {
+                        Status::unavailable("signing key unavailable")
+                    }
+                    _ => Status::internal("signing failed"),
+                }
             })?;
         Ok((header, b64(&signature)))
     }

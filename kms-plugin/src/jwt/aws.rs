@@ -1,0 +1,183 @@
+//! A service-account signing key in AWS KMS: an asymmetric `ECC_NIST_P256` `SIGN_VERIFY` key
+//! (ES256).
+//!
+//! - At startup GetPublicKey returns the DER `SubjectPublicKeyInfo` FetchKeys publishes, and
+//!   the key ARN the configured `key_id` (key id, ARN, alias or alias ARN) resolves to. An
+//!   unreachable KMS is retried for `startup_timeout`; a key of another spec or usage is refused.
+//! - Sign uses that ARN (not the alias, so a re-pointed alias never signs with a key whose public
+//!   key is not published; SIGHUP re-resolves it), `ECDSA_SHA_256`, and `MessageType=RAW`: KMS
+//!   hashes the signing input itself (RAW accepts up to 4096 bytes; longer inputs are refused).
+//!   KMS answers a DER `ECDSA-Sig-Value`, converted here to JWS `r || s`.
+//! - Timeouts and retries are the client's (`attempt_timeout`, `operation_timeout`,
+//!   `max_attempts`); `encryption_context` and `key_refresh_interval` do not apply to signing.
+//!
+//! The plugin's identity needs `kms:GetPublicKey` and `kms:Sign` on the key.
+
+use super::der;
+use super::key::{JwsAlgorithm, SigningKey, SigningKeyError};
+use crate::root_key::RootKeyError;
+use crate::root_key::aws::{client, error::map_sdk_error};
+use async_trait::async_trait;
+use aws_sdk_kms::primitives::Blob;
+use aws_sdk_kms::types::{KeySpec, KeyUsageType, MessageType, SigningAlgorithmSpec};
+use kms_config::AwsBackend;
+use std::time::{Duration, Instant};
+
+/// Longest message KMS signs with `MessageType=RAW`.
+pub const MAX_RAW_MESSAGE_LEN: usize = 4096;
+
+/// Longest pause between startup attempts.
+const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(5);
+
+/// An ES256 signing key in AWS KMS.
+pub struct AwsSigningKey {
+    client: aws_sdk_kms::Client,
+    key_arn: String,
+    public_der: Vec<u8>,
+}
+
+fn remote_call(op: &'static str, key: &str) {
+    tracing::debug!(target: "kms_plugin::root_key::remote", backend = "aws", op, key, "remote call");
+}
+
+fn to_signing_error(error: RootKeyError, other: fn(String) -> SigningKeyError) -> SigningKeyError {
+    if error.is_transient() {
+        SigningKeyError::Unavailable(error.to_string())
+    } else {
+        other(error.to_string())
+    }
+}
+
+/// GetPublicKey: the key ARN and its DER public key, refused unless ECC_NIST_P256 / SIGN_VERIFY.
+async fn public_key(
+    client: &aws_sdk_kms::Client,
+    key: &str,
+) -> Result<(String, Vec<u8>), RootKeyError> {
+    remote_call("get_public_key", key);
+    let out = client
+        .get_public_key()
+        .key_id(key)
+        .send()
+        .await
+        .map_err(|e| map_sdk_error("GetPublicKey", key, e))?;
+    if out.key_spec() != Some(&KeySpec::EccNistP256)
+        || out.key_usage() != Some(&KeyUsageType::SignVerify)
+    {
+        return Err(RootKeyError::Backend(format!(
+            "KMS key {key} must be an asymmetric ECC_NIST_P256 key with key usage SIGN_VERIFY for ES256 signing; it is {:?} / {:?}",
+            out.key_spec().map(KeySpec::as_str),
+            out.key_usage().map(KeyUsageType::as_str)
+        )));
+    }
+    let arn = out
+        .key_id()
+        .filter(|arn| !arn.is_empty())
+        .ok_or_else(|| {
+            RootKeyError::Backend(format!("GetPublicKey {key}: no key ARN in the answer"))
+        })?
+        .to_owned();
+    let der = out.public_key.map(Blob::into_inner).unwrap_or_default();
+    // The answer must be the canonical P-256 SubjectPublicKeyInfo: the kid is a hash of it.
+    let canonical = der
+        .len()
+        .checked_sub(der::P256_POINT_LEN)
+        .and_then(|start| der::p256_spki(&der[start..]).ok());
+    if canonical.as_deref() != Some(der.as_slice()) {
+        return Err(RootKeyError::Backend(format!(
+            "GetPublicKey {key}: the public key is not a P-256 SubjectPublicKeyInfo ({} bytes)",
+            der.len()
+        )));
+    }
+    Ok((arn, der))
+}
+
+/// A pause of `base` scaled by a random factor in [0.5, 1.0].
+fn jittered(base: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let scale = match getrandom::fill(&mut byte) {
+        Ok(()) => 0.5 + f64::from(byte[0]) / 510.0,
+        Err(_) => 0.75,
+    };
+    base.mul_f64(scale)
+}
+
+impl AwsSigningKey {
+    /// Builds the client and fetches the public key, retrying an unreachable KMS for
+    /// `startup_timeout`.
+    pub async fn connect(config: &AwsBackend) -> Result<Self, SigningKeyError> {
+        let client = client::build(config)
+            .await
+            .map_err(|e| to_signing_error(e, SigningKeyError::Load))?;
+        let started = Instant::now();
+        let budget = config.startup_timeout.get();
+        let mut backoff = Duration::from_millis(250);
+        let (key_arn, public_der) = loop {
+            match public_key(&client, &config.key_id).await {
+                Ok(found) => break found,
+                Err(error) if error.is_transient() => {
+                    let pause = jittered(backoff);
+                    if started.elapsed() + pause >= budget {
+                        return Err(SigningKeyError::Unavailable(format!(
+                            "AWS KMS still unreachable after {:?} at startup (jwt_signer.key.aws.startup_timeout): {error}",
+                            started.elapsed()
+                        )));
+                    }
+                    tracing::warn!(%error, retry_in = ?pause, "AWS KMS unreachable at startup; retrying");
+                    tokio::time::sleep(pause).await;
+                    backoff = (backoff * 2).min(MAX_STARTUP_BACKOFF);
+                }
+                Err(error) => return Err(SigningKeyError::Load(error.to_string())),
+            }
+        };
+        tracing::info!(key = %config.key_id, key_arn = %key_arn, "resolved the AWS KMS signing key");
+        Ok(Self {
+            client,
+            key_arn,
+            public_der,
+        })
+    }
+}
+
+#[async_trait]
+impl SigningKey for AwsSigningKey {
+    fn algorithm(&self) -> JwsAlgorithm {
+        JwsAlgorithm::Es256
+    }
+
+    fn public_key_der(&self) -> &[u8] {
+        &self.public_der
+    }
+
+    async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SigningKeyError> {
+        if message.len() > MAX_RAW_MESSAGE_LEN {
+            return Err(SigningKeyError::Sign(format!(
+                "the JWS signing input is {} bytes; AWS KMS signs at most {MAX_RAW_MESSAGE_LEN} bytes with MessageType=RAW",
+                message.len()
+            )));
+        }
+        remote_call("sign", &self.key_arn);
+        let out = self
+            .client
+            .sign()
+            .key_id(&self.key_arn)
+            .message(Blob::new(message))
+            .message_type(MessageType::Raw)
+            .signing_algorithm(SigningAlgorithmSpec::EcdsaSha256)
+            .send()
+            .await
+            .map_err(|e| {
+                to_signing_error(
+                    map_sdk_error("Sign", &self.key_arn, e),
+                    SigningKeyError::Sign,
+                )
+            })?;
+        let signature = out
+            .signature
+            .ok_or_else(|| SigningKeyError::Sign("KMS Sign answered without a signature".into()))?;
+        der::ecdsa_der_to_fixed(signature.as_ref(), der::P256_FIELD_LEN).map_err(|e| {
+            SigningKeyError::Sign(format!(
+                "KMS Sign answered a malformed ECDSA signature: {e}"
+            ))
+        })
+    }
+}
