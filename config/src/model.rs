@@ -478,6 +478,11 @@ impl PluginConfig {
             BackendKind::Aws => validate_aws(backend.aws.as_ref(), "backend.aws", origin)?,
             BackendKind::Local => {}
         }
+        if let Some(local) = &backend.local
+            && local.poll_interval.get() < MIN_INTERVAL
+        {
+            return Err(invalid("backend.local.poll_interval", "must be at least 100ms"));
+        }
         if self.local_kek.max_uses == 0 || self.local_kek.max_uses > 1 << 32 {
             return Err(invalid(
                 "local_kek.max_uses",
@@ -509,6 +514,9 @@ fn line_of_quoted_value(text: &str, reason: &str) -> Option<(usize, usize)> {
         .enumerate()
         .find_map(|(index, line)| line.find(value).map(|column| (index + 1, column + 1)))
 }
+
+/// Shortest polling interval accepted anywhere (a zero interval would spin).
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 fn invalid_at(origin: &str, field: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid {
@@ -587,6 +595,9 @@ impl JwtSignerConfig {
                 "jwt_signer.max_token_expiration",
                 "must be at least 10m (kube-apiserver rejects shorter)",
             ));
+        }
+        if self.poll_interval.get() < MIN_INTERVAL {
+            return Err(invalid_at(origin, "jwt_signer.poll_interval", "must be at least 100ms"));
         }
         if self.refresh_hint.get() < Duration::from_secs(1) {
             return Err(invalid_at(
