@@ -41,10 +41,19 @@ fn remote_call(op: &'static str, key: &str) {
 }
 
 fn to_signing_error(error: RootKeyError, other: fn(String) -> SigningKeyError) -> SigningKeyError {
-    if error.is_transient() {
-        SigningKeyError::Unavailable(error.to_string())
+    let transient = error.is_transient();
+    // The root key wording ("root key backend error: ...") would mislead here: keep the detail.
+    let text = match error {
+        RootKeyError::Unavailable(text)
+        | RootKeyError::Denied(text)
+        | RootKeyError::Backend(text) => text,
+        RootKeyError::UnknownKey(key) => format!("KMS key {key} not found"),
+        other => other.to_string(),
+    };
+    if transient {
+        SigningKeyError::Unavailable(text)
     } else {
-        other(error.to_string())
+        other(text)
     }
 }
 
@@ -60,7 +69,10 @@ async fn public_key(
         .send()
         .await
         .map_err(|e| map_sdk_error("GetPublicKey", key, e))?;
-    if out.key_spec() != Some(&KeySpec::EccNistP256)
+    // moto leaves KeySpec out of the answer; the DER check below then decides the curve.
+    if out
+        .key_spec()
+        .is_some_and(|spec| spec != &KeySpec::EccNistP256)
         || out.key_usage() != Some(&KeyUsageType::SignVerify)
     {
         return Err(RootKeyError::Backend(format!(
@@ -126,7 +138,7 @@ impl AwsSigningKey {
                     tokio::time::sleep(pause).await;
                     backoff = (backoff * 2).min(MAX_STARTUP_BACKOFF);
                 }
-                Err(error) => return Err(SigningKeyError::Load(error.to_string())),
+                Err(error) => return Err(to_signing_error(error, SigningKeyError::Load)),
             }
         };
         tracing::info!(key = %config.key_id, key_arn = %key_arn, "resolved the AWS KMS signing key");
