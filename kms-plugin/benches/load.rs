@@ -5,7 +5,9 @@
 //! levels. The floor answers Encrypt and Decrypt with messages of the plugin's sizes but does no
 //! cryptography, no `:authority` normalisation and no logging: it is what the transport costs.
 //!
-//! Run: `cargo bench -p kms-plugin --bench load` (add `-- --quick` for a short run).
+//! Run: `cargo bench -p kms-plugin --bench load` (add `-- --quick` for a short run). With
+//! `KMS_BENCH_SOFTHSM=1`, a second plugin signs with an ES256 key in a fresh SoftHSM2 token and
+//! `Sign(hsm)` rows are added.
 
 use kms_config::SocketAddress;
 use kms_proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
@@ -188,6 +190,78 @@ fn start_plugin(dir: &Path) -> (Server, PathBuf) {
     (Server { child, socket }, jwt_socket)
 }
 
+/// A signer-only plugin whose key is in a fresh SoftHSM2 token under `dir` (`KMS_BENCH_SOFTHSM=1`).
+fn start_hsm_signer(dir: &Path) -> Server {
+    const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+    let dir = dir.join("softhsm");
+    std::fs::create_dir_all(dir.join("tokens")).expect("token dir");
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            dir.join("tokens").display()
+        ),
+    )
+    .expect("softhsm conf");
+    std::fs::write(dir.join("pin"), "bench-pin\n").expect("pin");
+    let init = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            "bench",
+            "--pin",
+            "bench-pin",
+            "--so-pin",
+            "bench-so-pin",
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .expect(
+            "softhsm2-util (KMS_BENCH_SOFTHSM=1 needs SoftHSM2: bash .ci/provision-softhsm.sh)",
+        );
+    assert!(
+        init.status.success(),
+        "init-token: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let socket = dir.join("jwt.sock");
+    let config = dir.join("plugin.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "jwt_signer:\n  socket: {}\n  max_token_expiration: 1h\n  key: {{ kind: pkcs11, pkcs11: {{ module: {MODULE}, token_label: bench, pin_file: {}, key_label: sa, max_sessions: 4 }} }}\n",
+            socket.display(),
+            dir.join("pin").display()
+        ),
+    )
+    .expect("config");
+    let plugin = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kms-plugin"));
+        command.env("SOFTHSM2_CONF", &conf);
+        command
+    };
+    let made = plugin()
+        .args(["jwt-signer", "init-key", "--config"])
+        .arg(&config)
+        .output()
+        .expect("init-key");
+    assert!(
+        made.status.success(),
+        "init-key: {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let child = plugin()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn hsm signer");
+    wait_for(&socket);
+    Server { child, socket }
+}
+
 fn start_floor(dir: &Path) -> Server {
     let socket = dir.join("floor.sock");
     let child = Command::new(std::env::current_exe().expect("current exe"))
@@ -204,6 +278,8 @@ enum Method {
     Encrypt,
     Decrypt,
     Sign,
+    /// Sign by a plugin whose key is in SoftHSM2.
+    SignHsm,
 }
 
 struct Measured {
@@ -264,7 +340,7 @@ where
 }
 
 async fn drive(socket: &Path, method: Method, concurrency: usize, duration: Duration) -> Measured {
-    if method == Method::Sign {
+    if matches!(method, Method::Sign | Method::SignHsm) {
         return drive_sign(socket, concurrency, duration).await;
     }
     let mut pool = clients(socket, concurrency.min(4)).await;
@@ -299,7 +375,7 @@ async fn drive(socket: &Path, method: Method, concurrency: usize, duration: Dura
                     };
                     client.encrypt(request).await.expect("encrypt");
                 }
-                Method::Decrypt | Method::Sign => {
+                Method::Decrypt | Method::Sign | Method::SignHsm => {
                     client.decrypt(decrypt).await.expect("decrypt");
                 }
             }
@@ -372,6 +448,10 @@ fn main() {
     let temp = tempfile::tempdir().expect("tempdir");
     let (plugin, jwt_socket) = start_plugin(temp.path());
     let floor = start_floor(temp.path());
+    let hsm = (std::env::var("KMS_BENCH_SOFTHSM").as_deref() == Ok("1"))
+        .then(|| start_hsm_signer(temp.path()));
+    let mut methods = vec![Method::Encrypt, Method::Decrypt, Method::Sign];
+    methods.extend(hsm.as_ref().map(|_| Method::SignHsm));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -385,7 +465,7 @@ fn main() {
             .unwrap_or(1)
     );
     println!(
-        "{:<8} {:>5} | {:>10} {:>8} {:>8} {:>9} | {:>10} {:>8} {:>8} {:>9} | {:>10}",
+        "{:<9} {:>5} | {:>10} {:>8} {:>8} {:>9} | {:>10} {:>8} {:>8} {:>9} | {:>10}",
         "method",
         "conc",
         "plugin/s",
@@ -399,18 +479,17 @@ fn main() {
         "floor/plugin"
     );
     let mut worst: f64 = 0.0;
-    for method in [Method::Encrypt, Method::Decrypt, Method::Sign] {
+    for method in methods {
         for concurrency in [1usize, 4, 16, 64] {
-            let target = if method == Method::Sign {
-                jwt_socket.as_path()
-            } else {
-                plugin.socket.as_path()
+            let (target, pid) = match (method, &hsm) {
+                (Method::Sign, _) => (jwt_socket.as_path(), plugin.child.id()),
+                (Method::SignHsm, Some(hsm)) => (hsm.socket.as_path(), hsm.child.id()),
+                _ => (plugin.socket.as_path(), plugin.child.id()),
             };
             let (p, f, p_cpu, f_cpu) = runtime.block_on(async {
-                let before = cpu_time(plugin.child.id());
+                let before = cpu_time(pid);
                 let p = drive(target, method, concurrency, duration).await;
-                let p_cpu =
-                    (cpu_time(plugin.child.id()) - before).as_secs_f64() * 1e6 / p.requests as f64;
+                let p_cpu = (cpu_time(pid) - before).as_secs_f64() * 1e6 / p.requests as f64;
                 let before = cpu_time(floor.child.id());
                 let f = drive(&floor.socket, method, concurrency, duration).await;
                 let f_cpu =
@@ -418,15 +497,16 @@ fn main() {
                 (p, f, p_cpu, f_cpu)
             });
             let ratio = f.throughput / p.throughput;
-            if method != Method::Sign {
+            if !matches!(method, Method::Sign | Method::SignHsm) {
                 worst = worst.max(ratio);
             }
             println!(
-                "{:<8} {:>5} | {:>10.0} {:>8} {:>8} {:>9.1} | {:>10.0} {:>8} {:>8} {:>9.1} | {:>9.2}x",
+                "{:<9} {:>5} | {:>10.0} {:>8} {:>8} {:>9.1} | {:>10.0} {:>8} {:>8} {:>9.1} | {:>9.2}x",
                 match method {
                     Method::Encrypt => "Encrypt",
                     Method::Decrypt => "Decrypt",
                     Method::Sign => "Sign",
+                    Method::SignHsm => "Sign(hsm)",
                 },
                 concurrency,
                 p.throughput,

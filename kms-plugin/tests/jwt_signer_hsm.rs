@@ -84,7 +84,7 @@ impl Hsm {
         fs::write(
             &config,
             format!(
-                "log_level: info\njwt_signer:\n  socket: {socket}\n  max_token_expiration: 24h\n  key:\n    kind: pkcs11\n    \
+                "log_level: \"info,kms_plugin::root_key::remote=debug\"\njwt_signer:\n  socket: {socket}\n  max_token_expiration: 24h\n  key:\n    kind: pkcs11\n    \
                  pkcs11:\n      module: {MODULE}\n      token_label: {TOKEN_LABEL}\n      pin_file: {pin}\n      \
                  key_label: {KEY_LABEL}\n      max_sessions: 4\n",
                 socket = dir.path().join("jwt.sock").display(),
@@ -353,8 +353,35 @@ async fn init_key_then_tokens_verify_independently() {
     parts[1] = b64(br#"{"sub":"system:serviceaccount:kube-system:admin"}"#);
     assert!(verify(hsm.dir.path(), &parts.join("."), &der).is_err());
 
+    // SIGHUP re-opens the key (a second login on the same module) and keeps signing.
+    let hup = Command::new("kill")
+        .args(["-HUP", &signer.child.id().to_string()])
+        .status();
+    assert!(hup.is_ok_and(|s| s.success()), "kill -HUP failed");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while signer.logs().matches("find_signing_key").count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not re-open the key:\n{}",
+            signer.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for _ in 0..3 {
+        let token = sign(&mut client).await.expect("Sign after SIGHUP");
+        assert_eq!(
+            verify(hsm.dir.path(), &token, &der),
+            Ok("valid ES256".to_owned())
+        );
+    }
+    assert_eq!(published(&mut client).await.0, kid);
+
     let logs = signer.logs();
     assert!(logs.contains("service-account signing key ready"), "{logs}");
+    assert!(
+        !logs.contains("keeping the current"),
+        "the reload failed: {logs}"
+    );
     assert!(!logs.contains(PIN), "the PIN reached the log");
 }
 

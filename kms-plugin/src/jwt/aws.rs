@@ -12,6 +12,11 @@
 //!   `max_attempts`); `encryption_context` and `key_refresh_interval` do not apply to signing.
 //!
 //! The plugin's identity needs `kms:GetPublicKey` and `kms:Sign` on the key.
+//!
+//! Rotating to a new KMS key follows the three phases of the rotation guide: publish the new
+//! key's public PEM in `verify_only_keys` (SIGHUP), point the alias at it and SIGHUP (it now
+//! signs), keep the old key's public PEM in `verify_only_keys` until the longest token lifetime
+//! has passed.
 
 use super::der;
 use super::key::{JwsAlgorithm, SigningKey, SigningKeyError};

@@ -317,11 +317,11 @@ impl Pkcs11SigningKey {
     /// Signs a fixed message and verifies it with the public key read from the token.
     async fn self_test(&self) -> Result<(), SigningKeyError> {
         let signature = self.sign(SELF_TEST_MESSAGE).await?;
-        let point = self
-            .inner
-            .public_der
-            .get(self.inner.public_der.len() - der::P256_POINT_LEN..)
-            .unwrap_or_default();
+        let spki = &self.inner.public_der;
+        let point = spki
+            .len()
+            .checked_sub(der::P256_POINT_LEN)
+            .map_or(&[][..], |start| &spki[start..]);
         aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED, point)
             .verify(SELF_TEST_MESSAGE, &signature)
             .map_err(|_| {
