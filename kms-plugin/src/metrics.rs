@@ -19,18 +19,18 @@ use std::time::{Duration, UNIX_EPOCH};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RpcLabels {
     /// `Status`, `Encrypt` or `Decrypt`.
-    pub method_name: String,
+    pub method_name: &'static str,
     /// The gRPC status code name, e.g. `OK` or `InvalidArgument`.
-    pub grpc_status_code: String,
+    pub grpc_status_code: &'static str,
 }
 
 /// Labels of a root key backend call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
     /// `wrap`, `unwrap`, `refresh` or `rotate`.
-    pub operation: String,
+    pub operation: &'static str,
     /// `ok` or an error class (`unavailable`, `integrity`, `unknown_key`, `denied`, `error`).
-    pub outcome: String,
+    pub outcome: &'static str,
 }
 
 /// Labels of the key id hash.
@@ -169,22 +169,19 @@ impl Metrics {
     }
 
     /// Records one gRPC call.
-    pub fn observe_rpc(&self, method: &str, code: tonic::Code, elapsed: Duration) {
+    pub fn observe_rpc(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
         self.rpc
             .get_or_create(&RpcLabels {
-                method_name: method.into(),
-                grpc_status_code: code_name(code).into(),
+                method_name: method,
+                grpc_status_code: code_name(code),
             })
             .observe(elapsed.as_secs_f64());
     }
 
     /// Records one root key backend call.
-    pub fn observe_backend(&self, operation: &str, outcome: &str, elapsed: Duration) {
+    pub fn observe_backend(&self, operation: &'static str, outcome: &'static str, elapsed: Duration) {
         self.backend
-            .get_or_create(&BackendLabels {
-                operation: operation.into(),
-                outcome: outcome.into(),
-            })
+            .get_or_create(&BackendLabels { operation, outcome })
             .observe(elapsed.as_secs_f64());
     }
 
