@@ -198,3 +198,36 @@ impl SigningKey for AwsSigningKey {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_failures_are_unavailable_and_keep_their_detail() {
+        let unavailable = to_signing_error(
+            RootKeyError::Unavailable("KMS Sign (k): timeout".into()),
+            SigningKeyError::Sign,
+        );
+        assert!(
+            matches!(&unavailable, SigningKeyError::Unavailable(text) if text == "KMS Sign (k): timeout"),
+            "{unavailable:?}"
+        );
+        let denied = to_signing_error(
+            RootKeyError::Denied("KMS Sign (k): AccessDeniedException".into()),
+            SigningKeyError::Sign,
+        );
+        assert!(
+            matches!(&denied, SigningKeyError::Sign(text) if !text.contains("root key")),
+            "{denied:?}"
+        );
+        let missing = to_signing_error(
+            RootKeyError::UnknownKey("alias/x".into()),
+            SigningKeyError::Load,
+        );
+        assert!(
+            matches!(&missing, SigningKeyError::Load(text) if text == "KMS key alias/x not found"),
+            "{missing:?}"
+        );
+    }
+}
