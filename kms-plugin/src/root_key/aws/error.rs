@@ -1,7 +1,7 @@
 //! How AWS KMS failures map onto [`RootKeyError`].
 
 use crate::root_key::RootKeyError;
-use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 
 /// Maps a failed KMS call of any operation. `key_id` names the key involved (for messages and
 /// for the variants that carry it).
@@ -18,10 +18,7 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + HttpStatus,
 {
-    let text = format!(
-        "KMS {operation} ({key_id}): {}",
-        DisplayErrorContext(&error)
-    );
+    let text = format!("KMS {operation} ({key_id}): {}", describe(&error));
     match &error {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             RootKeyError::Unavailable(text)
@@ -34,6 +31,32 @@ where
         ),
         _ => RootKeyError::Backend(text),
     }
+}
+
+/// One line for a failed call: the service's error code and message, or the chain of error
+/// messages (not `DisplayErrorContext`, whose `Debug` dump of the SDK error and raw response
+/// would reach logs and `Status.healthz`).
+fn describe<E, R>(error: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    if let SdkError::ServiceError(service) = error
+        && let Some(code) = service.err().code()
+    {
+        return match service.err().message() {
+            Some(message) => format!("{code}: {message}"),
+            None => code.to_owned(),
+        };
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The HTTP status of a raw response, when there is one.
