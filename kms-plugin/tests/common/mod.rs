@@ -1,19 +1,31 @@
 //! Test harness: runs the real `kms-plugin` binary on a real Unix socket.
+//!
+//! Shared by every integration test binary: the plugin process ([`Plugin`]), KMS v2 calls
+//! ([`status`], [`encrypt`], [`decrypt`], [`many`]), waiting ([`eventually`], [`wait_status`],
+//! [`bounded`]) and scraping `/metrics` ([`metric`]). The backends' worlds live in
+//! [`softhsm`] (a SoftHSM2 token) and [`moto`] (moto's KMS server and a TCP relay).
 #![allow(dead_code, missing_docs)]
 
+#[cfg(feature = "aws")]
+pub mod moto;
 pub mod raw_h2;
+#[cfg(feature = "pkcs11")]
+pub mod softhsm;
 
 use kms_config::SocketAddress;
 use kms_proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
 use kms_proto::kms_v2::{
     DecryptRequest, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
 };
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_kms-plugin");
+
+pub type Client = KeyManagementServiceClient<Channel>;
 
 /// A running plugin with its own temp directory, socket, state and log file.
 pub struct Plugin {
@@ -23,6 +35,17 @@ pub struct Plugin {
     pub state_dir: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Extra environment of the plugin process (e.g. `SOFTHSM2_CONF`, dummy AWS credentials).
+    pub env: Vec<(String, String)>,
+}
+
+/// A plugin config: `socket`, the probe interval, a 2 s backend deadline and a short shutdown
+/// grace; `extra` adds top-level lines and `backend` is the `backend:` section.
+pub fn plugin_config(socket: &Path, probe: &str, extra: &str, backend: &str) -> String {
+    format!(
+        "socket: {}\nhealth_probe_interval: {probe}\nbackend_timeout: 2s\nshutdown_grace: 1s\n{extra}{backend}",
+        socket.display()
+    )
 }
 
 /// A configuration for the local backend with fast polling and probing.
@@ -53,9 +76,33 @@ impl Plugin {
             state_dir,
             config,
             log: temp.join("plugin.log"),
+            env: Vec::new(),
         };
         plugin.spawn();
         plugin
+    }
+
+    /// Writes `yaml` to `<dir>/<name>.yaml` (its socket must be [`Plugin::socket_of`]), starts
+    /// the plugin with `env` and waits until it is healthy. It logs to `<dir>/<name>.log`.
+    pub fn launch(dir: &Path, name: &str, yaml: &str, env: Vec<(String, String)>) -> Self {
+        let config = dir.join(format!("{name}.yaml"));
+        std::fs::write(&config, yaml).expect("write config");
+        let mut plugin = Self {
+            child: None,
+            dir: dir.to_owned(),
+            socket: Self::socket_of(dir, name),
+            state_dir: dir.join("state"),
+            config,
+            log: dir.join(format!("{name}.log")),
+            env,
+        };
+        plugin.spawn();
+        plugin
+    }
+
+    /// The socket of the plugin [`Plugin::launch`] names `name` in `dir`.
+    pub fn socket_of(dir: &Path, name: &str) -> PathBuf {
+        dir.join(format!("{name}.sock"))
     }
 
     /// Spawns the binary (again) with the same config and waits until it is healthy.
@@ -65,10 +112,7 @@ impl Plugin {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&self.config)
-            .stdout(Stdio::null())
+        let child = serve_command(&self.config, &self.env)
             .stderr(log)
             .spawn()
             .expect("spawn kms-plugin");
@@ -114,12 +158,18 @@ impl Plugin {
 
     /// Sends a signal by name with the `kill` utility.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        signal_pid(self.pid(), name);
+    }
+
+    /// Restarts the process (SIGTERM, then the same config again) and waits until it is healthy.
+    pub fn restart(&mut self) {
+        let exit = self.stop();
+        assert!(
+            exit.success(),
+            "plugin exited with {exit} on SIGTERM:\n{}",
+            self.logs()
+        );
+        self.spawn();
     }
 
     /// SIGTERM, then waits for the exit (at most 15 s).
@@ -156,6 +206,65 @@ impl Plugin {
             .output()
             .expect("run kms-plugin")
     }
+}
+
+/// Sends signal `name` to `pid` with the `kill` utility.
+pub fn signal_pid(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status();
+    assert!(ok.is_ok_and(|s| s.success()), "kill -{name} {pid} failed");
+}
+
+/// `kms-plugin serve --config <config>` with `env`, stdin and stdout closed.
+pub fn serve_command(config: &Path, env: &[(String, String)]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--config"])
+        .arg(config)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        // No profile or session of this machine reaches a backend under test.
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    command
+}
+
+/// Runs `kms-plugin serve` with a config that must not start; returns its stderr once it has
+/// exited unsuccessfully within `limit`.
+pub fn serve_must_fail(config: &Path, env: &[(String, String)], limit: Duration) -> String {
+    let started = Instant::now();
+    let mut child = serve_command(config, env)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kms-plugin");
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "kms-plugin with {} still runs after {limit:?}",
+                config.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(
+        !status.success(),
+        "startup must fail, exited with {status}:\n{stderr}"
+    );
+    stderr
 }
 
 /// One Status call on a private runtime in its own thread (callers may be inside a runtime).
@@ -259,4 +368,118 @@ pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     false
+}
+
+/// Polls Status every 100 ms until `ok(healthz, key_id)` holds; panics after `timeout` with
+/// what it last saw. Returns that key_id.
+pub async fn wait_status(
+    client: &mut Client,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&str, &str) -> bool,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let StatusResponse {
+            healthz, key_id, ..
+        } = status(client).await;
+        if ok(&healthz, &key_id) {
+            return key_id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still healthz={healthz:?} key_id={key_id:?} after {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs `count` calls of `call` over `workers` concurrent clients, returning the results in order.
+pub async fn many<T: Send + 'static, F, Fut>(
+    client: &Client,
+    count: usize,
+    workers: usize,
+    call: F,
+) -> Vec<T>
+where
+    F: Fn(Client, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = T> + Send,
+{
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let (client, call) = (client.clone(), call.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for i in (worker..count).step_by(workers) {
+                out.push((i, call(client.clone(), i).await));
+            }
+            out
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("worker"));
+    }
+    all.sort_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, v)| v).collect()
+}
+
+/// Awaits `call` and checks it ended within `limit` (a call's deadline plus slack).
+pub async fn bounded<T>(
+    what: &str,
+    limit: Duration,
+    call: impl std::future::Future<Output = T>,
+) -> T {
+    let started = Instant::now();
+    let value = call.await;
+    assert!(
+        started.elapsed() < limit,
+        "{what} took {:?} (limit {limit:?})",
+        started.elapsed()
+    );
+    value
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// One HTTP/1.1 GET to 127.0.0.1:`port`; returns the status code and the body.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The value of the sample `series` (name and labels exactly as exposed) on the plugin's
+/// `/metrics` at 127.0.0.1:`port`; 0 when the series is not exposed yet.
+pub fn metric(port: u16, series: &str) -> f64 {
+    let (code, body) = http_get(port, "/metrics");
+    assert_eq!(code, 200, "/metrics: {body}");
+    body.lines()
+        .find_map(|line| {
+            let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+            Some(value.trim().parse().expect("metric value"))
+        })
+        .unwrap_or(0.0)
 }
