@@ -12,7 +12,6 @@ use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use common::moto::{ALIAS, Moto, REGION, backend_yaml, create_key, plugin_env, point_alias};
 use common::*;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A test's world: temp dir, moto, a key behind [`ALIAS`].
@@ -69,22 +68,10 @@ fn library_api() {
             "lib",
             &world.yaml("lib", &world.moto.endpoint(), "test-cluster"),
         );
-        let exe = std::env::current_exe().expect("test binary");
-        let out = Command::new(exe)
-            .envs(world.env())
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN")
-            .args(["--exact", "library_api", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, world.moto.endpoint())
-            .env(CONFIG_ENV, &config)
-            .output()
-            .expect("child test process");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "library checks failed:\n{text}");
+        let mut env = world.env();
+        env.push((CHILD_ENV.into(), world.moto.endpoint()));
+        env.push((CONFIG_ENV.into(), config.display().to_string()));
+        let text = run_test_in_child("library_api", &env);
         assert!(
             text.contains("library checks passed"),
             "child ran no checks:\n{text}"

@@ -14,8 +14,7 @@ mod common;
 use common::softhsm::{Hsm, MODULE, PIN, REMOTE_TARGET, TOKEN_LABEL};
 use common::*;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// Set in the child process that runs library calls.
@@ -36,29 +35,6 @@ fn write_config(hsm: &Hsm, name: &str, probe: &str, refresh: &str) -> (PathBuf, 
     (path, yaml)
 }
 
-/// Runs the `library_api` test of this binary in a child process with `SOFTHSM2_CONF` set.
-fn library_child(hsm: &Hsm, config: &Path) -> String {
-    let exe = std::env::current_exe().expect("test binary");
-    let out = Command::new(exe)
-        .args(["--exact", "library_api", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "library")
-        .env(CONFIG_ENV, config)
-        .env("SOFTHSM2_CONF", &hsm.conf)
-        .output()
-        .expect("child test process");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "library child failed:\n{text}");
-    assert!(
-        text.contains("1 passed"),
-        "library child ran no test:\n{text}"
-    );
-    text
-}
-
 // ---------------------------------------------------------------------------------------------
 // Library API (runs in a child process that has SOFTHSM2_CONF set).
 
@@ -68,7 +44,10 @@ fn library_api() {
         let temp = tempfile::tempdir().expect("tempdir");
         let hsm = Hsm::new(temp.path());
         let (config, _) = write_config(&hsm, "lib", "1h", "1h");
-        let output = library_child(&hsm, &config);
+        let mut env = hsm.env();
+        env.push((CHILD_ENV.into(), "library".into()));
+        env.push((CONFIG_ENV.into(), config.display().to_string()));
+        let output = run_test_in_child("library_api", &env);
         assert!(output.contains("library checks passed"), "{output}");
         assert!(
             output.contains("PKCS#11 session lost; reopening it and retrying once"),

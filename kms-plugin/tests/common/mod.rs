@@ -267,6 +267,31 @@ pub fn serve_must_fail(config: &Path, env: &[(String, String)], limit: Duration)
     stderr
 }
 
+/// Runs the test `name` of this very test binary again in a child process with `env` (for
+/// library calls whose dependencies read their environment once per process); returns the
+/// child's output once that one test has passed in it.
+pub fn run_test_in_child(name: &str, env: &[(String, String)]) -> String {
+    let exe = std::env::current_exe().expect("test binary");
+    let out = Command::new(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .output()
+        .expect("child test process");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child `{name}` failed:\n{text}");
+    assert!(
+        text.contains("1 passed"),
+        "child `{name}` ran no test:\n{text}"
+    );
+    text
+}
+
 /// One Status call on a private runtime in its own thread (callers may be inside a runtime).
 pub fn probe_healthy(address: &SocketAddress) -> bool {
     let address = address.clone();
