@@ -456,7 +456,11 @@ pub async fn tamper<B: Backend>() {
         "the untampered request still decrypts after all of that"
     );
     let logs = plugin.logs();
-    for reason in ["ciphertext failed authentication", "unexpected annotation"] {
+    for reason in [
+        "ciphertext failed authentication",
+        "unexpected annotation",
+        "unknown root key id",
+    ] {
         assert!(
             logs.contains(reason),
             "the log has the precise reason {reason:?}"
