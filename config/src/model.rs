@@ -481,7 +481,10 @@ impl PluginConfig {
         if let Some(local) = &backend.local
             && local.poll_interval.get() < MIN_INTERVAL
         {
-            return Err(invalid("backend.local.poll_interval", "must be at least 100ms"));
+            return Err(invalid(
+                "backend.local.poll_interval",
+                "must be at least 100ms",
+            ));
         }
         if self.local_kek.max_uses == 0 || self.local_kek.max_uses > 1 << 32 {
             return Err(invalid(
@@ -597,7 +600,11 @@ impl JwtSignerConfig {
             ));
         }
         if self.poll_interval.get() < MIN_INTERVAL {
-            return Err(invalid_at(origin, "jwt_signer.poll_interval", "must be at least 100ms"));
+            return Err(invalid_at(
+                origin,
+                "jwt_signer.poll_interval",
+                "must be at least 100ms",
+            ));
         }
         if self.refresh_hint.get() < Duration::from_secs(1) {
             return Err(invalid_at(

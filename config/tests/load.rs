@@ -121,7 +121,9 @@ fn jwt_signer_section() {
 
 #[test]
 fn zero_intervals_are_refused() {
-    let file = write("socket: /tmp/k.sock\nbackend: { kind: local, local: { state_dir: /tmp/s, poll_interval: 0s } }\n");
+    let file = write(
+        "socket: /tmp/k.sock\nbackend: { kind: local, local: { state_dir: /tmp/s, poll_interval: 0s } }\n",
+    );
     let error = PluginConfig::load(file.path()).expect_err("zero poll");
     assert!(error.to_string().contains("poll_interval"), "{error}");
 }

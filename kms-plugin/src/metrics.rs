@@ -179,7 +179,12 @@ impl Metrics {
     }
 
     /// Records one root key backend call.
-    pub fn observe_backend(&self, operation: &'static str, outcome: &'static str, elapsed: Duration) {
+    pub fn observe_backend(
+        &self,
+        operation: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
         self.backend
             .get_or_create(&BackendLabels { operation, outcome })
             .observe(elapsed.as_secs_f64());

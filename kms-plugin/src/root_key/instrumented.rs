@@ -19,7 +19,12 @@ impl Instrumented {
         Self { inner, metrics }
     }
 
-    fn record<T>(&self, operation: &'static str, started: Instant, result: &Result<T, RootKeyError>) {
+    fn record<T>(
+        &self,
+        operation: &'static str,
+        started: Instant,
+        result: &Result<T, RootKeyError>,
+    ) {
         let outcome = match result {
             Ok(_) => "ok",
             Err(RootKeyError::Unavailable(_)) => "unavailable",
