@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use kms_config::{BackendKind, FileMode, HumanDuration, LogFormat, MetricsAddress, PluginConfig, SocketAddress};
+use kms_config::{
+    BackendKind, FileMode, HumanDuration, LogFormat, MetricsAddress, PluginConfig, SocketAddress,
+};
 use kms_plugin::root_key::local::Keyring;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -197,16 +199,22 @@ fn state_dir(target: &KeyTarget) -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from("kms-state"));
     };
     let config = PluginConfig::load(path)?;
-    let backend = config.backend.as_ref().ok_or_else(|| anyhow::anyhow!("{}: no backend configured", path.display()))?;
+    let backend = config
+        .backend
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("{}: no backend configured", path.display()))?;
     match (&backend.kind, &backend.local) {
         (BackendKind::Local, Some(local)) => Ok(local.state_dir.clone()),
-        (kind, _) => anyhow::bail!("{}: backend kind {kind:?} has no local state directory", path.display()),
+        (kind, _) => anyhow::bail!(
+            "{}: backend kind {kind:?} has no local state directory",
+            path.display()
+        ),
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = serve_config(&args)?;
-    kms_plugin::telemetry::init_logging(config.log_format, &config.log_level)?;
+    let _log_guard = kms_plugin::telemetry::init_logging(config.log_format, &config.log_level)?;
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -234,7 +242,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn rotate(target: KeyTarget, add_only: bool) -> anyhow::Result<()> {
     if let Some(path) = &target.config {
         let config = PluginConfig::load(path)?;
-        let backend = config.backend.as_ref().ok_or_else(|| anyhow::anyhow!("{}: no backend configured", path.display()))?;
+        let backend = config
+            .backend
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("{}: no backend configured", path.display()))?;
         if backend.kind != BackendKind::Local {
             anyhow::ensure!(!add_only, "--add-only applies to the local backend only");
             let root = kms_plugin::root_key::build(backend).await?;
@@ -244,10 +255,25 @@ async fn rotate(target: KeyTarget, add_only: bool) -> anyhow::Result<()> {
         }
     }
     let dir = state_dir(&target)?;
-    let info = if add_only { Keyring::add_version(&dir)? } else { Keyring::rotate(&dir)? };
-    let role = if info.primary { "primary" } else { "decrypt-only until promoted" };
-    println!("added root key version {} ({role}): key_id {}", info.version, info.key_id);
-    println!("file: {}", dir.join(format!("root-key-v{}.key", info.version)).display());
+    let info = if add_only {
+        Keyring::add_version(&dir)?
+    } else {
+        Keyring::rotate(&dir)?
+    };
+    let role = if info.primary {
+        "primary"
+    } else {
+        "decrypt-only until promoted"
+    };
+    println!(
+        "added root key version {} ({role}): key_id {}",
+        info.version, info.key_id
+    );
+    println!(
+        "file: {}",
+        dir.join(format!("root-key-v{}.key", info.version))
+            .display()
+    );
     Ok(())
 }
 
@@ -260,7 +286,10 @@ async fn status(socket: SocketAddress, timeout: Duration) -> anyhow::Result<bool
         .await
         .with_context(|| format!("Status call to {socket} failed"))?
         .into_inner();
-    println!("version: {}\nhealthz: {}\nkey_id: {}", status.version, status.healthz, status.key_id);
+    println!(
+        "version: {}\nhealthz: {}\nkey_id: {}",
+        status.version, status.healthz, status.key_id
+    );
     Ok(status.healthz == "ok")
 }
 
@@ -317,7 +346,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Promote { target, version } => {
             let dir = state_dir(&target)?;
             let info = Keyring::promote(&dir, version)?;
-            println!("root key version {} is primary: key_id {}", info.version, info.key_id);
+            println!(
+                "root key version {} is primary: key_id {}",
+                info.version, info.key_id
+            );
         }
         Command::RemoveVersion { target, version } => {
             let dir = state_dir(&target)?;
@@ -327,7 +359,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Versions { target } => {
             let dir = state_dir(&target)?;
             for info in Keyring::load(&dir)?.list() {
-                let role = if info.primary { "primary" } else { "decrypt-only" };
+                let role = if info.primary {
+                    "primary"
+                } else {
+                    "decrypt-only"
+                };
                 println!("v{}\t{role}\t{}", info.version, info.key_id);
             }
         }

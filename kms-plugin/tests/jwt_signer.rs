@@ -302,6 +302,7 @@ async fn tokens_verify_independently_for_rsa_and_ecdsa_keys() {
                 .expect_err(bad);
             assert_eq!(error.code(), tonic::Code::InvalidArgument);
         }
+        std::thread::sleep(Duration::from_millis(250)); // the plugin's log flush interval
         let logs = std::fs::read_to_string(&signer.log).unwrap_or_default();
         let key_pem = std::fs::read_to_string(&key).expect("key");
         let body: String = key_pem

@@ -159,6 +159,8 @@ struct Signer {
 
 impl Signer {
     fn logs(&self) -> String {
+        // Informational lines reach stderr within the plugin's 100 ms flush interval.
+        std::thread::sleep(std::time::Duration::from_millis(250));
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 

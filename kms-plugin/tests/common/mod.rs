@@ -193,7 +193,10 @@ impl Plugin {
         }
     }
 
+    /// The plugin's log so far. Informational lines reach stderr within the plugin's 100 ms
+    /// flush interval, so this waits a little longer than that first.
     pub fn logs(&self) -> String {
+        std::thread::sleep(Duration::from_millis(250));
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
