@@ -3,31 +3,14 @@
 
 mod common;
 
-use base64::Engine;
+use common::jwt::{Client, Signer, b64, header, header_kid, openssl};
 use kms_config::SocketAddress;
-use kms_proto::externaljwt_v1::external_jwt_signer_client::ExternalJwtSignerClient;
 use kms_proto::externaljwt_v1::{FetchKeysRequest, MetadataRequest, SignJwtRequest};
 use kms_proto::externaljwt_v1alpha1::external_jwt_signer_client::ExternalJwtSignerClient as AlphaClient;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
-
-const VERIFIER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jwt_verify.py");
-
-fn openssl(args: &[&str]) -> Vec<u8> {
-    let output = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
 
 /// Writes a kubeadm-style key: RSA PKCS#1 (`RSA PRIVATE KEY`) or EC SEC1 (`EC PRIVATE KEY`).
 fn make_key(path: &Path, kind: &str) {
@@ -67,27 +50,11 @@ fn openssl_kid(key: &Path) -> (String, Vec<u8>) {
         "-outform",
         "DER",
     ]);
-    (
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(&der)),
-        der,
-    )
+    (b64(&Sha256::digest(&der)), der)
 }
 
 fn public_pem(key: &Path) -> Vec<u8> {
     openssl(&["pkey", "-in", key.to_str().expect("utf-8"), "-pubout"])
-}
-
-struct Signer {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Drop for Signer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn config_text(dir: &Path, key_file: &Path, verify_only: &[String]) -> String {
@@ -99,112 +66,33 @@ fn config_text(dir: &Path, key_file: &Path, verify_only: &[String]) -> String {
     )
 }
 
-fn start(dir: &Path, config: &str) -> Signer {
+/// Starts `kms-plugin serve` with `config`; returns it and a client once it listens.
+async fn start(dir: &Path, config: &str) -> (Signer, Client) {
     let config_path = dir.join("signer.yaml");
     std::fs::write(&config_path, config).expect("config");
-    let log = dir.join("signer.log");
-    let child = Command::new(common::BIN)
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let socket = dir.join("jwt.sock");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "signer never listened:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Signer { child, socket, log }
+    let mut command = Command::new(common::BIN);
+    command.args(["serve", "--config"]).arg(&config_path);
+    let mut signer = Signer::spawn(command, dir.join("signer.log"), dir.join("jwt.sock"));
+    let client = signer.client().await;
+    (signer, client)
 }
 
-async fn client(signer: &Signer) -> ExternalJwtSignerClient<Channel> {
-    let channel = kms_plugin::client::channel(
-        &SocketAddress::Path(signer.socket.clone()),
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("connect");
-    ExternalJwtSignerClient::new(channel)
-}
-
-fn claims() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs();
-    let json = format!(
-        r#"{{"iss":"https://kubernetes.default.svc","sub":"system:serviceaccount:default:demo","aud":["api"],"iat":{now},"exp":{}}}"#,
-        now + 3600
-    );
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
-}
-
-async fn sign(client: &mut ExternalJwtSignerClient<Channel>) -> String {
-    let claims = claims();
-    let reply = client
-        .sign(SignJwtRequest {
-            claims: claims.clone(),
-        })
-        .await
-        .expect("sign")
-        .into_inner();
-    format!("{}.{claims}.{}", reply.header, reply.signature)
+async fn sign(client: &mut Client) -> String {
+    common::jwt::sign(client).await.expect("sign")
 }
 
 /// Verifies `token` independently against the key FetchKeys publishes under its kid.
-async fn verify(
-    client: &mut ExternalJwtSignerClient<Channel>,
-    dir: &Path,
-    token: &str,
-) -> Result<String, String> {
-    let header: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token.split('.').next().expect("header"))
-            .expect("b64"),
-    )
-    .expect("json");
-    let kid = header["kid"].as_str().expect("kid").to_owned();
-    let keys = client
-        .fetch_keys(FetchKeysRequest {})
-        .await
-        .expect("fetch")
-        .into_inner();
+async fn verify(client: &mut Client, dir: &Path, token: &str) -> Result<String, String> {
+    let kid = header_kid(token);
+    let keys = common::jwt::fetch_keys(client).await;
     let key = keys
-        .keys
         .iter()
         .find(|k| k.key_id == kid)
         .ok_or_else(|| format!("kid {kid} not published"))?;
-    let der_file = dir.join(format!(
-        "{}.der",
-        hex::encode(&Sha256::digest(kid.as_bytes())[..6])
-    ));
-    std::fs::write(&der_file, &key.key).expect("write der");
-    let output = Command::new("python3")
-        .arg(VERIFIER)
-        .arg(token)
-        .arg(&der_file)
-        .output()
-        .expect("python3");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "independent verifier rejected the token (needs `pip install cryptography`):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
+    common::jwt::verify(dir, token, &key.key)
 }
 
-async fn wait_for_keys(
-    client: &mut ExternalJwtSignerClient<Channel>,
-    check: impl Fn(&[String]) -> bool,
-) -> bool {
+async fn wait_for_keys(client: &mut Client, check: impl Fn(&[String]) -> bool) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         let keys = client
@@ -227,8 +115,7 @@ async fn tokens_verify_independently_for_rsa_and_ecdsa_keys() {
         let temp = tempfile::tempdir().expect("tempdir");
         let key = temp.path().join("sa.key");
         make_key(&key, kind);
-        let signer = start(temp.path(), &config_text(temp.path(), &key, &[]));
-        let mut client = client(&signer).await;
+        let (signer, mut client) = start(temp.path(), &config_text(temp.path(), &key, &[])).await;
 
         let metadata = client
             .metadata(MetadataRequest {})
@@ -254,14 +141,8 @@ async fn tokens_verify_independently_for_rsa_and_ecdsa_keys() {
         assert!(keys.data_timestamp.is_some_and(|t| t.seconds > 0));
 
         let token = sign(&mut client).await;
-        let header = String::from_utf8(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(token.split('.').next().expect("header"))
-                .expect("b64"),
-        )
-        .expect("utf-8");
         assert_eq!(
-            header,
+            header(&token),
             format!(r#"{{"alg":"{alg}","kid":"{expected_kid}","typ":"JWT"}}"#)
         );
         assert_eq!(
@@ -271,8 +152,7 @@ async fn tokens_verify_independently_for_rsa_and_ecdsa_keys() {
 
         // A tampered token fails the same independent check.
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(r#"{"sub":"system:serviceaccount:kube-system:admin"}"#);
+        parts[1] = b64(br#"{"sub":"system:serviceaccount:kube-system:admin"}"#);
         assert!(
             verify(&mut client, temp.path(), &parts.join("."))
                 .await
@@ -288,7 +168,9 @@ async fn tokens_verify_independently_for_rsa_and_ecdsa_keys() {
         .expect("connect");
         let mut alpha = AlphaClient::new(channel);
         let reply = alpha
-            .sign(kms_proto::externaljwt_v1alpha1::SignJwtRequest { claims: claims() })
+            .sign(kms_proto::externaljwt_v1alpha1::SignJwtRequest {
+                claims: common::jwt::claims(),
+            })
             .await
             .expect("alpha sign")
             .into_inner();
@@ -302,8 +184,7 @@ async fn tokens_verify_independently_for_rsa_and_ecdsa_keys() {
                 .expect_err(bad);
             assert_eq!(error.code(), tonic::Code::InvalidArgument);
         }
-        std::thread::sleep(Duration::from_millis(250)); // the plugin's log flush interval
-        let logs = std::fs::read_to_string(&signer.log).unwrap_or_default();
+        let logs = signer.logs();
         let key_pem = std::fs::read_to_string(&key).expect("key");
         let body: String = key_pem
             .lines()
@@ -337,8 +218,7 @@ async fn rotation_overlap_keeps_unexpired_tokens_valid() {
             dir.join("legacy.pub").display()
         ),
     ];
-    let signer = start(dir, &config_text(dir, &sa_key, &verify_only));
-    let mut client = client(&signer).await;
+    let (_signer, mut client) = start(dir, &config_text(dir, &sa_key, &verify_only)).await;
     let (old_kid, _) = openssl_kid(&old_key);
     let (new_kid, _) = openssl_kid(&new_key);
     let (legacy_kid, _) = openssl_kid(&legacy_key);
@@ -405,16 +285,6 @@ async fn rotation_overlap_keeps_unexpired_tokens_valid() {
         verify(&mut client, dir, &after).await,
         Ok("valid ES256".to_owned())
     );
-}
-
-fn header_kid(token: &str) -> String {
-    let header: serde_json::Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token.split('.').next().expect("header"))
-            .expect("b64"),
-    )
-    .expect("json");
-    header["kid"].as_str().expect("kid").to_owned()
 }
 
 #[test]
@@ -505,11 +375,11 @@ async fn pki_rotate_sa_drives_the_signer_online() {
     );
     let sa_key = cert_dir.join("sa.key");
     let sa_pub = cert_dir.join("sa.pub");
-    let signer = start(
+    let (_signer, mut client) = start(
         dir,
         &config_text(dir, &sa_key, &[sa_pub.display().to_string()]),
-    );
-    let mut client = client(&signer).await;
+    )
+    .await;
     let (old_kid, _) = openssl_kid(&sa_key);
     let before = sign(&mut client).await;
     assert_eq!(

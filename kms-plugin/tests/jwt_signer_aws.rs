@@ -4,160 +4,19 @@
 //! `moto_server` on a free port. Needs moto: `bash .ci/provision-moto.sh`.
 #![cfg(feature = "aws")]
 
-use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+mod common;
+
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
-use base64::Engine;
-use kms_config::SocketAddress;
-use kms_proto::externaljwt_v1::external_jwt_signer_client::ExternalJwtSignerClient;
-use kms_proto::externaljwt_v1::{FetchKeysRequest, SignJwtRequest};
+use common::jwt::{Client, Signer, assert_es256_token, b64, published, sign, sign_claims, verify};
+use common::moto::{ALIAS, Moto, REGION, Relay, create_key, plugin_env, point_alias};
 use sha2::{Digest, Sha256};
 use std::fs;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tonic::transport::Channel;
 
-const ALIAS: &str = "alias/jwt-signer-test";
-const REGION: &str = "us-east-1";
-const VERIFIER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jwt_verify.py");
 /// The client's operation_timeout (1.5 s, below) plus slack; the signer's own cap is 5 s.
 const SIGN_DEADLINE: Duration = Duration::from_millis(3000);
-
-type Client = ExternalJwtSignerClient<Channel>;
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-fn signal(pid: u32, name: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status();
-    assert!(ok.is_ok_and(|s| s.success()), "kill -{name} {pid} failed");
-}
-
-/// A `moto_server` on 127.0.0.1; killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Moto {
-    fn start(dir: &Path) -> Self {
-        let found = Command::new("moto_server")
-            .arg("--help")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        assert!(
-            found.is_ok_and(|s| s.success()),
-            "moto_server is not installed: run `bash .ci/provision-moto.sh` (pip install 'moto[server]') before these tests"
-        );
-        let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(dir.join("moto.out")).expect("moto stdout"))
-            .stderr(fs::File::create(dir.join("moto.log")).expect("moto log"))
-            .spawn()
-            .expect("spawn moto_server");
-        let moto = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "moto_server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        moto
-    }
-
-    fn sdk(&self) -> aws_sdk_kms::Client {
-        let config = aws_sdk_kms::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
-            .endpoint_url(format!("http://127.0.0.1:{}", self.port))
-            .credentials_provider(Credentials::new("testing", "testing", None, None, "test"))
-            .build();
-        aws_sdk_kms::Client::from_conf(config)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        signal(self.child.id(), "CONT");
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A TCP relay in front of moto: stopping it refuses connections as a stopped KMS endpoint
-/// does; resuming it on the same port brings KMS back with its keys.
-struct Relay {
-    port: u16,
-    target: u16,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Relay {
-    async fn start(target: u16) -> Self {
-        let mut relay = Self {
-            port: free_port(),
-            target,
-            tasks: Vec::new(),
-            conns: Default::default(),
-        };
-        relay.resume().await;
-        relay
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn resume(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
-                Ok(listener) => break listener,
-                Err(error) => {
-                    assert!(Instant::now() < deadline, "relay cannot rebind: {error}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        };
-        let (target, conns) = (self.target, self.conns.clone());
-        self.tasks.push(tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut outbound) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                conns.lock().expect("conns").push(conn);
-            }
-        }));
-    }
-
-    fn stop(&mut self) {
-        for task in self.tasks.drain(..) {
-            task.abort();
-        }
-        for conn in self.conns.lock().expect("conns").drain(..) {
-            conn.abort();
-        }
-    }
-}
 
 /// A test's world: temp dir, moto, an ECC_NIST_P256 signing key behind [`ALIAS`].
 struct World {
@@ -185,12 +44,7 @@ impl World {
             .and_then(|m| m.arn())
             .expect("ARN")
             .to_owned();
-        kms.create_alias()
-            .alias_name(ALIAS)
-            .target_key_id(&key_arn)
-            .send()
-            .await
-            .expect("CreateAlias");
+        point_alias(&kms, &key_arn, true).await;
         Self {
             dir,
             moto,
@@ -218,23 +72,7 @@ impl World {
 
     /// `kms-plugin serve` with dummy credentials and no shared AWS files of this machine.
     fn command(&self, config: &Path) -> Command {
-        for name in ["aws-config", "aws-credentials"] {
-            fs::write(self.path(name), "").expect("empty AWS file");
-        }
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kms-plugin"));
-        command
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", self.path("aws-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", self.path("aws-credentials"))
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_SESSION_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        command
+        common::serve_command(config, &plugin_env(self.dir.path()))
     }
 
     fn serve(&self, config: &Path) -> Signer {
@@ -243,17 +81,11 @@ impl World {
             .expect("stem")
             .to_string_lossy()
             .into_owned();
-        let log = self.path(&format!("{stem}.log"));
-        let child = self
-            .command(config)
-            .stderr(fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn kms-plugin");
-        Signer {
-            child,
-            log,
-            socket: self.path(&format!("{stem}.sock")),
-        }
+        Signer::spawn(
+            self.command(config),
+            self.path(&format!("{stem}.log")),
+            self.path(&format!("{stem}.sock")),
+        )
     }
 
     /// The key's DER public key and kid as KMS itself reports them, checked by openssl.
@@ -283,109 +115,10 @@ impl World {
     }
 }
 
-/// A running `kms-plugin serve`; killed on drop.
-struct Signer {
-    child: Child,
-    log: PathBuf,
-    socket: PathBuf,
-}
-
-impl Signer {
-    fn logs(&self) -> String {
-        // Informational lines reach stderr within the plugin's 100 ms flush interval.
-        std::thread::sleep(std::time::Duration::from_millis(250));
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn client(&mut self) -> Client {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!("kms-plugin exited with {status}:\n{}", self.logs());
-            }
-            if self.socket.exists()
-                && let Ok(channel) = kms_plugin::client::channel(
-                    &SocketAddress::Path(self.socket.clone()),
-                    Duration::from_secs(5),
-                )
-                .await
-            {
-                return ExternalJwtSignerClient::new(channel);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the signer did not listen in time:\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Signer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn claims() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs();
-    b64(format!(
-        r#"{{"iss":"https://kubernetes.default.svc","sub":"system:serviceaccount:default:demo","aud":["api"],"iat":{now},"exp":{}}}"#,
-        now + 3600
-    )
-    .as_bytes())
-}
-
-async fn sign_claims(client: &mut Client, claims: String) -> Result<String, tonic::Status> {
-    let reply = client
-        .sign(SignJwtRequest {
-            claims: claims.clone(),
-        })
-        .await?
-        .into_inner();
-    Ok(format!("{}.{claims}.{}", reply.header, reply.signature))
-}
-
-async fn published(client: &mut Client) -> (String, Vec<u8>) {
-    let keys = client
-        .fetch_keys(FetchKeysRequest {})
-        .await
-        .expect("FetchKeys")
-        .into_inner();
-    assert_eq!(keys.keys.len(), 1, "only the signing key is published");
-    (keys.keys[0].key_id.clone(), keys.keys[0].key.clone())
-}
-
-fn verify(dir: &Path, token: &str, der: &[u8]) -> Result<String, String> {
-    let der_file = dir.join("published.der");
-    fs::write(&der_file, der).expect("write der");
-    let output = Command::new("python3")
-        .arg(VERIFIER)
-        .arg(token)
-        .arg(&der_file)
-        .output()
-        .expect("python3");
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "independent verifier rejected the token (needs `pip install cryptography`):\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        ))
-    }
-}
-
 /// Signing fails within the deadline, and FetchKeys keeps answering from memory.
 async fn check_outage(client: &mut Client, kid: &str, what: &str) {
     let started = Instant::now();
-    let error = sign_claims(client, claims())
-        .await
-        .expect_err("KMS is down");
+    let error = sign(client).await.expect_err("KMS is down");
     let took = started.elapsed();
     assert_eq!(error.code(), tonic::Code::Unavailable, "{what}: {error:?}");
     assert!(
@@ -395,7 +128,7 @@ async fn check_outage(client: &mut Client, kid: &str, what: &str) {
     println!("{what}: Sign failed with {:?} after {took:?}", error.code());
     let started = Instant::now();
     assert_eq!(
-        published(client).await.0,
+        published(client).await.key_id,
         kid,
         "{what}: FetchKeys answers from memory"
     );
@@ -408,7 +141,7 @@ async fn check_outage(client: &mut Client, kid: &str, what: &str) {
 async fn check_recovery(client: &mut Client, dir: &Path, der: &[u8], what: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let token = loop {
-        match sign_claims(client, claims()).await {
+        match sign(client).await {
             Ok(token) => break token,
             Err(error) => {
                 assert!(Instant::now() < deadline, "{what}: no recovery: {error:?}");
@@ -426,29 +159,19 @@ async fn check_recovery(client: &mut Client, dir: &Path, der: &[u8], what: &str)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_key_signs_tokens_that_verify_independently() {
     let world = World::new().await;
-    let endpoint = format!("http://127.0.0.1:{}", world.moto.port);
+    let endpoint = world.moto.endpoint();
     let (expected_kid, expected_der) = world.expected_key().await;
     let mut signer = world.serve(&world.config("signer", ALIAS, &endpoint));
     let mut client = signer.client().await;
 
-    let (kid, der) = published(&mut client).await;
+    let key = published(&mut client).await;
+    let (kid, der) = (key.key_id, key.key);
     assert_eq!(der, expected_der, "FetchKeys publishes KMS's public key");
     assert_eq!(kid, expected_kid, "kid equals kube-apiserver's computation");
 
     for _ in 0..4 {
-        let token = sign_claims(&mut client, claims()).await.expect("Sign");
-        let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(token.split('.').next().expect("header"))
-            .expect("b64");
-        assert_eq!(
-            String::from_utf8(header).expect("utf-8"),
-            format!(r#"{{"alg":"ES256","kid":"{kid}","typ":"JWT"}}"#),
-            "header exactly alg, kid, typ"
-        );
-        assert_eq!(
-            verify(world.dir.path(), &token, &der),
-            Ok("valid ES256".to_owned())
-        );
+        let token = sign(&mut client).await.expect("Sign");
+        assert_es256_token(world.dir.path(), &token, &kid, &der);
     }
 
     // A signing input beyond KMS's RAW limit (4096 bytes) is refused, not truncated or hashed.
@@ -470,7 +193,7 @@ async fn kms_outage_fails_sign_in_time_and_fetch_keys_answers() {
     let (kid, der) = world.expected_key().await;
     let mut signer = world.serve(&world.config("outage", &world.key_arn, &relay.endpoint()));
     let mut client = signer.client().await;
-    assert_eq!(published(&mut client).await.0, kid);
+    assert_eq!(published(&mut client).await.key_id, kid);
     check_recovery(&mut client, world.dir.path(), &der, "before").await;
 
     // KMS stopped: connections refused.
@@ -480,26 +203,17 @@ async fn kms_outage_fails_sign_in_time_and_fetch_keys_answers() {
     check_recovery(&mut client, world.dir.path(), &der, "after the stop").await;
 
     // KMS hung: requests accepted, never answered.
-    signal(world.moto.child.id(), "STOP");
+    world.moto.signal("STOP");
     check_outage(&mut client, &kid, "hung KMS").await;
-    signal(world.moto.child.id(), "CONT");
+    world.moto.signal("CONT");
     check_recovery(&mut client, world.dir.path(), &der, "after the hang").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_unfit_for_es256_are_refused_at_startup() {
     let world = World::new().await;
-    let endpoint = format!("http://127.0.0.1:{}", world.moto.port);
-    let symmetric = world
-        .kms
-        .create_key()
-        .send()
-        .await
-        .expect("CreateKey")
-        .key_metadata()
-        .and_then(|m| m.arn())
-        .expect("ARN")
-        .to_owned();
+    let endpoint = world.moto.endpoint();
+    let symmetric = create_key(&world.kms).await;
     let out = world
         .command(&world.config("symmetric", &symmetric, &endpoint))
         .stderr(Stdio::piped())

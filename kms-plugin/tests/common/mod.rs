@@ -6,6 +6,7 @@
 //! [`softhsm`] (a SoftHSM2 token) and [`moto`] (moto's KMS server and a TCP relay).
 #![allow(dead_code, missing_docs)]
 
+pub mod jwt;
 #[cfg(feature = "aws")]
 pub mod moto;
 pub mod raw_h2;

@@ -35,6 +35,11 @@ pub struct Hsm {
 impl Hsm {
     /// Initialises a fresh token labelled [`TOKEN_LABEL`] under `dir` (no root key yet).
     pub fn new(dir: &Path) -> Self {
+        Self::with_pin(dir, PIN)
+    }
+
+    /// [`Hsm::new`] with the user PIN `pin` (in the token and in the PIN file `dir/pin`).
+    pub fn with_pin(dir: &Path, pin: &str) -> Self {
         require_softhsm();
         let tokens = dir.join("tokens");
         fs::create_dir(&tokens).expect("token dir");
@@ -47,7 +52,7 @@ impl Hsm {
             ),
         )
         .expect("softhsm conf");
-        fs::write(dir.join("pin"), format!("{PIN}\n")).expect("pin file");
+        fs::write(dir.join("pin"), format!("{pin}\n")).expect("pin file");
         let out = Command::new("softhsm2-util")
             .args([
                 "--init-token",
@@ -55,7 +60,7 @@ impl Hsm {
                 "--label",
                 TOKEN_LABEL,
                 "--pin",
-                PIN,
+                pin,
                 "--so-pin",
                 SO_PIN,
             ])
