@@ -1,4 +1,4 @@
-//! Key material types: fixed size, no `Clone`, no `Debug` that shows bytes, zeroized on drop.
+//! Key material: fixed size, no `Clone`, no `Debug` that shows bytes, zeroized on drop.
 
 use std::fmt;
 use zeroize::Zeroizing;
@@ -51,27 +51,6 @@ impl fmt::Debug for AesKey {
     }
 }
 
-/// A secret byte string of any length (a PIN, a plaintext seed), zeroized on drop.
-pub struct SecretBytes(Zeroizing<Vec<u8>>);
-
-impl SecretBytes {
-    /// Takes ownership of `bytes`; they are zeroized when this value is dropped.
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Zeroizing::new(bytes))
-    }
-
-    /// The secret bytes.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretBytes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SecretBytes(<{} bytes redacted>)", self.0.len())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,8 +60,6 @@ mod tests {
         let key = AesKey::from_slice(&[0xAB; 32]).expect("32 bytes");
         let shown = format!("{key:?}");
         assert!(!shown.to_lowercase().contains("ab"), "{shown}");
-        let secret = SecretBytes::new(b"1234".to_vec());
-        assert_eq!(format!("{secret:?}"), "SecretBytes(<4 bytes redacted>)");
     }
 
     #[test]
