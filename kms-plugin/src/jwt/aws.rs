@@ -26,13 +26,9 @@ use async_trait::async_trait;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, MessageType, SigningAlgorithmSpec};
 use kms_config::AwsBackend;
-use std::time::{Duration, Instant};
 
 /// Longest message KMS signs with `MessageType=RAW`.
 pub const MAX_RAW_MESSAGE_LEN: usize = 4096;
-
-/// Longest pause between startup attempts.
-const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(5);
 
 /// An ES256 signing key in AWS KMS.
 pub struct AwsSigningKey {
@@ -108,16 +104,6 @@ async fn public_key(
     Ok((arn, der))
 }
 
-/// A pause of `base` scaled by a random factor in [0.5, 1.0].
-fn jittered(base: Duration) -> Duration {
-    let mut byte = [0u8; 1];
-    let scale = match getrandom::fill(&mut byte) {
-        Ok(()) => 0.5 + f64::from(byte[0]) / 510.0,
-        Err(_) => 0.75,
-    };
-    base.mul_f64(scale)
-}
-
 impl AwsSigningKey {
     /// Builds the client and fetches the public key, retrying an unreachable KMS for
     /// `startup_timeout`.
@@ -125,27 +111,13 @@ impl AwsSigningKey {
         let client = client::build(config)
             .await
             .map_err(|e| to_signing_error(e, SigningKeyError::Load))?;
-        let started = Instant::now();
-        let budget = config.startup_timeout.get();
-        let mut backoff = Duration::from_millis(250);
-        let (key_arn, public_der) = loop {
-            match public_key(&client, &config.key_id).await {
-                Ok(found) => break found,
-                Err(error) if error.is_transient() => {
-                    let pause = jittered(backoff);
-                    if started.elapsed() + pause >= budget {
-                        return Err(SigningKeyError::Unavailable(format!(
-                            "AWS KMS still unreachable after {:?} at startup (jwt_signer.key.aws.startup_timeout): {error}",
-                            started.elapsed()
-                        )));
-                    }
-                    tracing::warn!(%error, retry_in = ?pause, "AWS KMS unreachable at startup; retrying");
-                    tokio::time::sleep(pause).await;
-                    backoff = (backoff * 2).min(MAX_STARTUP_BACKOFF);
-                }
-                Err(error) => return Err(to_signing_error(error, SigningKeyError::Load)),
-            }
-        };
+        let (key_arn, public_der) = client::retry_at_startup(
+            config.startup_timeout.get(),
+            "jwt_signer.key.aws.startup_timeout",
+            || public_key(&client, &config.key_id),
+        )
+        .await
+        .map_err(|e| to_signing_error(e, SigningKeyError::Load))?;
         tracing::info!(key = %config.key_id, key_arn = %key_arn, "resolved the AWS KMS signing key");
         Ok(Self {
             client,

@@ -5,7 +5,8 @@ use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use kms_config::AwsBackend;
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 /// A KMS client for `config`.
 ///
@@ -50,4 +51,51 @@ pub async fn build(config: &AwsBackend) -> Result<aws_sdk_kms::Client, RootKeyEr
         ));
     }
     Ok(aws_sdk_kms::Client::new(&sdk_config))
+}
+
+/// Longest pause between startup attempts.
+const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A pause of `base` scaled by a random factor in [0.5, 1.0].
+pub fn jittered(base: Duration) -> Duration {
+    let mut byte = [0u8; 1];
+    let scale = match getrandom::fill(&mut byte) {
+        Ok(()) => 0.5 + f64::from(byte[0]) / 510.0,
+        Err(_) => 0.75,
+    };
+    base.mul_f64(scale)
+}
+
+/// Runs `call` until it succeeds or fails for good, retrying transient failures (KMS
+/// unreachable) with jittered backoff for at most `budget`; `setting` names the configuration
+/// key of the budget in the final error.
+pub async fn retry_at_startup<T, F, Fut>(
+    budget: Duration,
+    setting: &str,
+    mut call: F,
+) -> Result<T, RootKeyError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, RootKeyError>>,
+{
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(error) if error.is_transient() => {
+                let pause = jittered(backoff);
+                if started.elapsed() + pause >= budget {
+                    return Err(RootKeyError::Unavailable(format!(
+                        "AWS KMS still unreachable after {:?} at startup ({setting}): {error}",
+                        started.elapsed()
+                    )));
+                }
+                tracing::warn!(%error, retry_in = ?pause, "AWS KMS unreachable at startup; retrying");
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(MAX_STARTUP_BACKOFF);
+            }
+            Err(error) => return Err(error),
+        }
+    }
 }

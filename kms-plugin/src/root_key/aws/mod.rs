@@ -50,14 +50,11 @@ use error::map_sdk_error;
 use kms_config::AwsBackend;
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 /// Shortest refresh interval honoured (a zero interval would stop the refresh timer).
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Longest pause between startup attempts.
-const MAX_STARTUP_BACKOFF: Duration = Duration::from_secs(5);
 
 /// A symmetric key in AWS KMS.
 pub struct AwsRootKey {
@@ -123,50 +120,17 @@ async fn describe(client: &aws_sdk_kms::Client, key: &str) -> Result<KeyId, Root
     Ok(arn)
 }
 
-/// A pause of `base` scaled by a random factor in [0.5, 1.0].
-fn jittered(base: Duration) -> Duration {
-    let mut byte = [0u8; 1];
-    let scale = match getrandom::fill(&mut byte) {
-        Ok(()) => 0.5 + f64::from(byte[0]) / 510.0,
-        Err(_) => 0.75,
-    };
-    base.mul_f64(scale)
-}
-
-/// DescribeKey at startup, retried while KMS is unreachable for at most `budget`.
-async fn resolve_at_startup(
-    client: &aws_sdk_kms::Client,
-    key: &str,
-    budget: Duration,
-) -> Result<KeyId, RootKeyError> {
-    let started = Instant::now();
-    let mut backoff = Duration::from_millis(250);
-    loop {
-        match describe(client, key).await {
-            Ok(arn) => return Ok(arn),
-            Err(error) if error.is_transient() => {
-                let pause = jittered(backoff);
-                if started.elapsed() + pause >= budget {
-                    return Err(RootKeyError::Unavailable(format!(
-                        "AWS KMS still unreachable after {:?} at startup (backend.aws.startup_timeout): {error}",
-                        started.elapsed()
-                    )));
-                }
-                tracing::warn!(%error, retry_in = ?pause, "AWS KMS unreachable at startup; retrying");
-                tokio::time::sleep(pause).await;
-                backoff = (backoff * 2).min(MAX_STARTUP_BACKOFF);
-            }
-            Err(error) => return Err(error),
-        }
-    }
-}
-
 impl AwsRootKey {
     /// Builds the client and resolves the configured key to its ARN (see the module docs for
     /// what happens while KMS is unreachable).
     pub async fn connect(config: &AwsBackend) -> Result<Self, RootKeyError> {
         let client = client::build(config).await?;
-        let arn = resolve_at_startup(&client, &config.key_id, config.startup_timeout.get()).await?;
+        let arn = client::retry_at_startup(
+            config.startup_timeout.get(),
+            "backend.aws.startup_timeout",
+            || describe(&client, &config.key_id),
+        )
+        .await?;
         tracing::info!(key = %config.key_id, key_arn = %arn, "resolved the AWS KMS root key");
         Ok(Self {
             client,
@@ -291,7 +255,7 @@ mod tests {
     #[test]
     fn jitter_stays_within_half_and_full() {
         for _ in 0..100 {
-            let pause = jittered(Duration::from_secs(2));
+            let pause = client::jittered(Duration::from_secs(2));
             assert!(
                 pause >= Duration::from_secs(1) && pause <= Duration::from_secs(2),
                 "{pause:?}"
