@@ -385,9 +385,7 @@ fn dual_stack_endpoint_and_extra_sans() {
 #[test]
 fn ipv6_advertise_address() {
     let c = Cluster::new();
-    let mut args: Vec<String> = vec!["init".into()];
-    args.extend(c.dirs());
-    for a in [
+    let args = c.init_args(&[
         "--node-name",
         "cp6",
         "--apiserver-advertise-address",
@@ -396,9 +394,7 @@ fn ipv6_advertise_address() {
         "ECDSA-P384",
         "--service-cidr",
         "fd00:96::/108",
-    ] {
-        args.push(a.into());
-    }
+    ]);
     ok(&run(&args));
     let v = view(&c.path("apiserver.crt"));
     assert!(
@@ -422,16 +418,12 @@ fn ipv6_advertise_address() {
 #[test]
 fn default_algorithm_is_rsa_2048() {
     let c = Cluster::new();
-    let mut args: Vec<String> = vec!["init".into()];
-    args.extend(c.dirs());
-    for a in [
+    let args = c.init_args(&[
         "--node-name",
         "cp1",
         "--apiserver-advertise-address",
         "192.168.10.5",
-    ] {
-        args.push(a.into());
-    }
+    ]);
     ok(&run(&args));
     for f in ["ca", "apiserver", "etcd/server", "front-proxy-client"] {
         let v = view(&c.path(&format!("{f}.crt")));
@@ -491,18 +483,7 @@ fn validity_flags_apply() {
 fn killed_runs_leave_complete_files_and_a_rerun_completes() {
     for delay_ms in [60u64, 100, 125, 150, 175, 200, 240] {
         let c = Cluster::new();
-        let mut args: Vec<String> = vec!["init".into()];
-        args.extend(c.dirs());
-        for a in [
-            "--node-name",
-            "cp1",
-            "--apiserver-advertise-address",
-            "192.168.10.5",
-            "--encryption-algorithm",
-            "ECDSA-P256",
-        ] {
-            args.push(a.into());
-        }
+        let args = c.default_init_args(&[]);
         let mut child = std::process::Command::new(BIN)
             .args(&args)
             .stdout(std::process::Stdio::null())
@@ -600,18 +581,7 @@ fn accepts_an_openssl_made_set() {
 fn concurrent_runs_do_not_interfere() {
     let c = Cluster::new();
     let spawn = || {
-        let mut args: Vec<String> = vec!["init".into()];
-        args.extend(c.dirs());
-        for a in [
-            "--node-name",
-            "cp1",
-            "--apiserver-advertise-address",
-            "192.168.10.5",
-            "--encryption-algorithm",
-            "ECDSA-P256",
-        ] {
-            args.push(a.into());
-        }
+        let args = c.default_init_args(&[]);
         std::process::Command::new(BIN).args(&args).output()
     };
     let (a, b) = std::thread::scope(|s| {

@@ -129,18 +129,14 @@ apiServer:
 ";
     let f = c.root().join("kubeadm.yaml");
     std::fs::write(&f, yaml).unwrap();
-    let mut args: Vec<String> = vec!["init".into()];
-    args.extend(c.dirs());
-    for a in [
+    let args = c.init_args(&[
         "--config",
         f.to_str().unwrap(),
         "--node-name",
         "cp1",
         "--apiserver-advertise-address",
         "192.168.10.5",
-    ] {
-        args.push(a.into());
-    }
+    ]);
     ok(&run(&args));
     let api = view(&c.path("apiserver.crt"));
     assert_eq!(

@@ -42,21 +42,29 @@ impl Cluster {
             self.root().to_string_lossy().into(),
         ]
     }
-    /// `pki init` with ECDSA-P256 and the given extra args.
-    pub fn init(&self, extra: &[&str]) -> Output {
+    /// Arguments of `pki init` on this cluster's directories followed by `flags`.
+    pub fn init_args(&self, flags: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec!["init".into()];
         args.extend(self.dirs());
-        for a in [
+        args.extend(flags.iter().map(|s| s.to_string()));
+        args
+    }
+    /// Arguments of the usual test `pki init`: node cp1, 192.168.10.5, ECDSA-P256, then `extra`.
+    pub fn default_init_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut flags = vec![
             "--node-name",
             "cp1",
             "--apiserver-advertise-address",
             "192.168.10.5",
             "--encryption-algorithm",
             "ECDSA-P256",
-        ] {
-            args.push(a.into());
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
+        ];
+        flags.extend_from_slice(extra);
+        self.init_args(&flags)
+    }
+    /// `pki init` with ECDSA-P256 and the given extra args.
+    pub fn init(&self, extra: &[&str]) -> Output {
+        let args = self.default_init_args(extra);
         run(&args)
     }
     /// Runs a subcommand with `--cert-dir`/`--kubeconfig-dir` appended.
