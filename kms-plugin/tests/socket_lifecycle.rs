@@ -69,15 +69,17 @@ fn something_else_at_the_socket_path_is_not_deleted() {
 }
 
 #[test]
-fn configured_socket_mode_applies() {
+fn configured_socket_mode_and_owner_apply() {
+    use std::os::unix::fs::MetadataExt;
     let temp = tempfile::tempdir().expect("tempdir");
-    let plugin = Plugin::start_with(temp.path(), "socket_mode: '0660'\n");
-    let mode = std::fs::metadata(&plugin.socket)
-        .expect("socket")
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o660);
+    // The tests run as root (as CI does), which may hand the socket to any uid/gid.
+    let plugin = Plugin::start_with(
+        temp.path(),
+        "socket_mode: '0660'\nsocket_uid: 4321\nsocket_gid: 4322\n",
+    );
+    let meta = std::fs::metadata(&plugin.socket).expect("socket");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    assert_eq!((meta.uid(), meta.gid()), (4321, 4322));
 }
 
 #[test]
