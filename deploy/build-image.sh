@@ -43,10 +43,14 @@ runtime=${RUNTIME_IMAGE:-$(dockerfile_default RUNTIME_IMAGE)}
 
 # podman does not guess a registry for short names when it cannot ask; docker means Docker Hub.
 qualified() {
-    case ${1%%/*} in
-        *.*|*:*|localhost) echo "$1" ;;
-        *) if [[ $1 == */* ]]; then echo "docker.io/$1"; else echo "docker.io/library/$1"; fi ;;
-    esac
+    if [[ $1 != */* ]]; then
+        echo "docker.io/library/$1"
+    else
+        case ${1%%/*} in
+            *.*|*:*|localhost) echo "$1" ;;
+            *) echo "docker.io/$1" ;;
+        esac
+    fi
 }
 
 present_or_pulled() {
@@ -75,7 +79,7 @@ unpack_debs() {
     for package in "$@"; do
         deb=$(ls "$work/debs/${package}"_*.deb)
         dpkg-deb -x "$deb" "$root"
-        dpkg-deb -f "$deb" Package Version | paste -sd= >> "$root.packages"
+        dpkg-deb --show --showformat '${Package}=${Version}\n' "$deb" >> "$root.packages"
     done
 }
 
@@ -114,7 +118,7 @@ substitute_runtime() {
     rm -rf "$root/var/run" && ln -s /run "$root/var/run"
     rm -rf "$root/usr/share/doc"/*/changelog* "$root/usr/share/man" "$root/usr/share/lintian"
     import_rootfs "$root" "$image" \
-        "LABEL org.opencontainers.image.description=substitute for $runtime from Debian packages: $(paste -sd' ' "$root.packages")" \
+        "LABEL org.opencontainers.image.description=\"substitute for $runtime from Debian packages: $(paste -sd' ' "$root.packages")\"" \
         "LABEL $recipe_label=$recipe" \
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
         "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt" \
@@ -137,7 +141,7 @@ substitute_builder() {
     done
     install -D -m 0755 "$source" "$root/prebuilt/kms-plugin"
     import_rootfs "$root" "$image" \
-        "LABEL org.opencontainers.image.description=substitute builder: busybox-static and a kms-plugin built on the host" \
+        "LABEL org.opencontainers.image.description=\"substitute builder: busybox-static and a kms-plugin built on the host\"" \
         "ENV PATH=/bin"
     echo "$image"
 }

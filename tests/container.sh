@@ -51,7 +51,7 @@ summary_printed=
 cleanup() {
     # An unexpected error ends the script early: count it, so the run's total shows it.
     [ -n "$summary_printed" ] || echo "container: $passed passed, $((failed + 1)) failed (aborted)"
-    engine rm -f -t 0 "$name" >/dev/null 2>&1 || true
+    engine rm -f "$name" >/dev/null 2>&1 || true
     engine rmi "$tag" >/dev/null 2>&1 || true
     rm -rf "$work"
 }
