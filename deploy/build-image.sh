@@ -18,19 +18,19 @@
 # --binary FILE uses FILE as that binary (e.g. one `cargo build` already produced) and skips the
 # builder base altogether. Substitute bases are kept and reused (`<engine> rmi` them to rebuild).
 set -euo pipefail
-cd "$(dirname "$0")/.."
-source deploy/container-engine.sh
 
 binary=
 tag=localhost/kms-plugin:latest
 while [ $# -gt 0 ]; do
     case $1 in
-        --binary) binary=${2:?--binary needs a file}; shift 2 ;;
+        --binary) binary=$(realpath -e "${2:?--binary needs a file}"); shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed -e '$d' -e 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "build-image: unknown option $1" >&2; exit 2 ;;
         *) tag=$1; shift ;;
     esac
 done
+cd "$(dirname "$0")/.."
+source deploy/container-engine.sh
 
 say() { echo "build-image: $*" >&2; }
 engine_pick || { say "no container engine: install podman (.ci/provision-podman.sh) or docker"; exit 1; }
@@ -61,7 +61,7 @@ present_or_pulled() {
 
 # A substitute base is reused while this script, which assembles it, is unchanged.
 recipe_label=org.kms-plugin.substitute-recipe
-recipe=$(sha256sum "$0" | cut -c1-16)
+recipe=$(sha256sum deploy/build-image.sh | cut -c1-16)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -150,13 +150,16 @@ runtime_q=$(qualified "$runtime")
 present_or_pulled "$runtime_q" || runtime_q=$(substitute_runtime)
 
 build_args=()
+prebuilt=yes
 if [ -n "$binary" ]; then
     say "builder: the given binary $binary (no compilation in the image)"
     builder_q=$(substitute_builder "$binary")
     build_args+=(--build-arg PREBUILT_BINARY=/prebuilt/kms-plugin)
 else
     builder_q=$(qualified "$builder")
-    if ! present_or_pulled "$builder_q"; then
+    if present_or_pulled "$builder_q"; then
+        prebuilt=
+    else
         say "$builder cannot be pulled: building kms-plugin with the host's toolchain instead"
         target_dir=$(cargo metadata --format-version 1 --no-deps \
             | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
@@ -167,8 +170,6 @@ else
     fi
 fi
 
-prebuilt=
-[[ " ${build_args[*]} " == *" --build-arg PREBUILT_BINARY="* ]] && prebuilt=yes
 if [ "${ENGINE[0]}" = podman ]; then
     # Bases are local by now. A prebuilt binary needs no network, and its builder stage is a
     # copy not worth caching (nor keeping as an unnamed image).
