@@ -64,6 +64,12 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     durable::sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
+/// Makes `dir` a private directory: created (with parents) mode 0700 from the start, or an
+/// existing one tightened to 0700.
+pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+    durable::ensure_private_dir(dir).map_err(|e| Error::io(dir, e))
+}
+
 /// Reads a file as UTF-8 text; `Ok(None)` when it does not exist.
 pub fn read_optional(path: &Path) -> Result<Option<String>> {
     match fs::read(path) {
