@@ -40,12 +40,6 @@ pub struct Index {
     pub entries: Vec<Entry>,
 }
 
-/// Creates `dir` (and missing parents) with mode 0700.
-pub fn create_private_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(dir, e))
-}
-
 /// Backs up every file `plan` may touch, before `what` (a phase or `abort`), into
 /// `backups/<ts>-<target>-<what>/`; returns that path relative to the rotation directory.
 pub fn take_for(plan: &Plan, what: &str) -> Result<String> {
@@ -67,8 +61,8 @@ pub fn take(
     label: &dyn Fn(&Path) -> String,
 ) -> Result<String> {
     let backups = rotation_dir.join("backups");
-    create_private_dir(rotation_dir)?;
-    create_private_dir(&backups)?;
+    store::ensure_private_dir(rotation_dir)?;
+    store::ensure_private_dir(&backups)?;
     let now = OffsetDateTime::now_utc();
     let stamp = format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
@@ -87,7 +81,7 @@ pub fn take(
         n += 1;
     }
     let dir = rotation_dir.join(&rel);
-    create_private_dir(&dir)?;
+    store::ensure_private_dir(&dir)?;
     let mut entries = Vec::new();
     for path in files {
         match fs::read(path) {

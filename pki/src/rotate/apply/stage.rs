@@ -14,7 +14,6 @@ use crate::key::{PrivateKey, algorithm_of_spki};
 use crate::layout;
 use crate::profile;
 use crate::rotate::anchor::public_keys;
-use crate::rotate::backup::create_private_dir;
 use crate::rotate::material::{read_ca_cert, read_key};
 use crate::rotate::plan::Plan;
 use crate::rotate::precheck::precheck_start;
@@ -23,8 +22,8 @@ use crate::store::{self, MODE_SECRET};
 /// Copies the current CA (or key) to the staging area. When an interrupted run staged it
 /// already, checks that it is still the first entry of the anchor instead.
 pub(super) fn stage_old(plan: &Plan) -> Result<()> {
-    create_private_dir(&plan.rotation_dir())?;
-    create_private_dir(&plan.staged_dir())?;
+    store::ensure_private_dir(&plan.rotation_dir())?;
+    store::ensure_private_dir(&plan.staged_dir())?;
     let (old_crt, old_key) = (plan.staged_old_crt(), plan.staged_old_key());
     let staged = match plan.target.ca_id() {
         Some(_) => old_key.exists() && old_crt.exists(),
