@@ -358,7 +358,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Versions { target } => {
             let dir = state_dir(&target)?;
-            for info in Keyring::load(&dir)?.list() {
+            let keyring = Keyring::load(&dir)?;
+            for name in keyring.unexpected() {
+                eprintln!(
+                    "warning: {}: {name:?} is not a root key version (root-key-v<N>.key); ignored",
+                    dir.display()
+                );
+            }
+            for info in keyring.list() {
                 let role = if info.primary {
                     "primary"
                 } else {

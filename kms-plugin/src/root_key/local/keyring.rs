@@ -1,21 +1,17 @@
-//! The versioned root keys of the local backend, as stored in the state directory.
+//! The versioned root keys of the local backend as loaded in memory: every version of the state
+//! directory and which one is primary. Changing the directory is [`super::admin`]'s job.
 
+use super::state_dir::{Listing, PRIMARY_FILE, io_err, key_path, read_key, scan};
 use crate::root_key::KeyId;
 use crate::secret::AesKey;
 use aes_gcm::Aes256Gcm;
-use durable::{create_new, ensure_private_dir, write_atomic};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
-const PRIMARY_FILE: &str = "primary";
-const KEY_PREFIX: &str = "root-key-v";
-const KEY_SUFFIX: &str = ".key";
 const KEY_ID_LABEL: &[u8] = b"kms-plugin local root key id v1";
 
 /// A problem with the state directory or a command run against it.
@@ -66,8 +62,8 @@ pub struct VersionInfo {
 
 /// All root key versions in the state directory, and which one is primary.
 pub struct Keyring {
-    versions: BTreeMap<u32, LoadedVersion>,
-    primary: u32,
+    pub(super) versions: BTreeMap<u32, LoadedVersion>,
+    pub(super) primary: u32,
     fingerprint: DirFingerprint,
 }
 
@@ -75,18 +71,7 @@ pub struct Keyring {
 #[derive(Clone, PartialEq, Eq)]
 struct DirFingerprint {
     primary_text: String,
-    key_files: Vec<(String, Option<SystemTime>)>,
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> KeyringError + '_ {
-    move |source| KeyringError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-fn key_path(dir: &Path, version: u32) -> PathBuf {
-    dir.join(format!("{KEY_PREFIX}{version}{KEY_SUFFIX}"))
+    listing: Listing,
 }
 
 /// Derives the key id of a version: `local:v<N>:<fingerprint>`. The fingerprint is an HMAC of a
@@ -102,13 +87,6 @@ pub fn derive_key_id(version: u32, key: &AesKey) -> KeyId {
     KeyId::new(&id).unwrap_or_else(|| unreachable!("a short, non-empty id"))
 }
 
-fn parse_version(name: &str) -> Option<u32> {
-    name.strip_prefix(KEY_PREFIX)?
-        .strip_suffix(KEY_SUFFIX)?
-        .parse()
-        .ok()
-}
-
 fn fingerprint(dir: &Path) -> Result<DirFingerprint, KeyringError> {
     let primary_path = dir.join(PRIMARY_FILE);
     let primary_text = match fs::read_to_string(&primary_path) {
@@ -116,84 +94,39 @@ fn fingerprint(dir: &Path) -> Result<DirFingerprint, KeyringError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(io_err(&primary_path)(e)),
     };
-    let mut key_files = Vec::new();
-    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if parse_version(&name).is_some() {
-            let modified = entry.metadata().ok().and_then(|m| m.modified().ok());
-            key_files.push((name, modified));
-        }
-    }
-    key_files.sort();
     Ok(DirFingerprint {
         primary_text,
-        key_files,
+        listing: scan(dir)?,
     })
 }
 
-fn read_key(path: &Path) -> Result<AesKey, KeyringError> {
-    let metadata = fs::metadata(path).map_err(io_err(path))?;
-    if metadata.permissions().mode() & 0o077 != 0 {
-        return Err(KeyringError::Corrupt {
-            path: path.to_owned(),
-            reason: format!(
-                "root key file is readable by others (mode {:o}); expected 0600",
-                metadata.permissions().mode() & 0o777
-            ),
-        });
-    }
-    let bytes = zeroize::Zeroizing::new(fs::read(path).map_err(io_err(path))?);
-    AesKey::from_slice(&bytes).ok_or_else(|| KeyringError::Corrupt {
-        path: path.to_owned(),
-        reason: format!("expected 32 key bytes, found {}", bytes.len()),
-    })
-}
-
-fn write_key(dir: &Path, version: u32, key: &AesKey) -> Result<(), KeyringError> {
-    let path = key_path(dir, version);
-    // Never replaces a key version, even when two writers race for the same number.
-    create_new(&path, key.expose(), 0o600).map_err(|e| match e.kind() {
-        io::ErrorKind::AlreadyExists => {
-            KeyringError::Refused(format!("{} already exists", path.display()))
-        }
-        _ => io_err(&path)(e),
-    })
-}
-
-fn write_primary(dir: &Path, version: u32) -> Result<(), KeyringError> {
-    let path = dir.join(PRIMARY_FILE);
-    write_atomic(&path, format!("{version}\n").as_bytes(), 0o600).map_err(io_err(&path))
+/// Whether the state directory holds no version yet.
+pub(super) fn has_no_version(dir: &Path) -> Result<bool, KeyringError> {
+    Ok(scan(dir)?.keys.is_empty())
 }
 
 impl Keyring {
-    /// Loads the state directory, creating it and version 1 if it holds no key yet.
-    pub fn open_or_init(dir: &Path) -> Result<Self, KeyringError> {
-        ensure_private_dir(dir).map_err(io_err(dir))?;
-        if fingerprint(dir)?.key_files.is_empty() {
-            let key = AesKey::generate().map_err(|e| KeyringError::Refused(e.to_string()))?;
-            write_key(dir, 1, &key)?;
-            write_primary(dir, 1)?;
-            tracing::info!(state_dir = %dir.display(), key_id = %derive_key_id(1, &key), "created the first local root key");
-        }
-        Self::load(dir)
-    }
-
     /// Loads every version and the primary pointer; refuses a directory that does not add up.
+    /// Entries that are not version files are reported in the log and by [`Keyring::unexpected`],
+    /// never read.
     pub fn load(dir: &Path) -> Result<Self, KeyringError> {
         let fingerprint = fingerprint(dir)?;
+        if !fingerprint.listing.unexpected.is_empty() {
+            tracing::warn!(
+                state_dir = %dir.display(),
+                entries = ?fingerprint.listing.unexpected,
+                "the state directory holds entries that are not root key versions (expected root-key-v<N>.key and primary); they are ignored"
+            );
+        }
         let mut versions = BTreeMap::new();
-        for (name, _) in &fingerprint.key_files {
-            let Some(version) = parse_version(name) else {
-                continue;
-            };
+        for (version, name, _) in &fingerprint.listing.keys {
             let key = read_key(&dir.join(name))?;
-            let key_id = derive_key_id(version, &key);
+            let key_id = derive_key_id(*version, &key);
             let cipher = super::cipher_for(&key);
             versions.insert(
-                version,
+                *version,
                 LoadedVersion {
-                    version,
+                    version: *version,
                     key_id,
                     cipher,
                 },
@@ -265,65 +198,22 @@ impl Keyring {
             .collect()
     }
 
-    /// Adds a new version that decrypts only (step one of a multi-node rotation).
-    pub fn add_version(dir: &Path) -> Result<VersionInfo, KeyringError> {
-        let keyring = Self::open_or_init(dir)?;
-        let version = keyring.versions.keys().next_back().copied().unwrap_or(0) + 1;
-        let key = AesKey::generate().map_err(|e| KeyringError::Refused(e.to_string()))?;
-        write_key(dir, version, &key)?;
-        Ok(VersionInfo {
-            version,
-            key_id: derive_key_id(version, &key),
-            primary: false,
-        })
+    /// Entries of the state directory that are not version files (never read).
+    pub fn unexpected(&self) -> &[String] {
+        &self.fingerprint.listing.unexpected
     }
 
-    /// Makes an existing version primary (step two of a multi-node rotation).
-    pub fn promote(dir: &Path, version: u32) -> Result<VersionInfo, KeyringError> {
-        let keyring = Self::load(dir)?;
-        let loaded = keyring.versions.get(&version).ok_or_else(|| {
-            KeyringError::Refused(format!("version {version} is not in {}", dir.display()))
-        })?;
-        let info = VersionInfo {
-            version,
-            key_id: loaded.key_id.clone(),
-            primary: true,
-        };
-        write_primary(dir, version)?;
-        Ok(info)
-    }
-
-    /// Adds a new version and makes it primary at once (single-node rotation).
-    pub fn rotate(dir: &Path) -> Result<VersionInfo, KeyringError> {
-        let added = Self::add_version(dir)?;
-        Self::promote(dir, added.version)
-    }
-
-    /// Deletes a version that is not primary. Data sealed under it no longer decrypts.
-    pub fn remove(dir: &Path, version: u32) -> Result<(), KeyringError> {
-        let keyring = Self::load(dir)?;
-        if version == keyring.primary {
-            return Err(KeyringError::Refused(format!(
-                "version {version} is primary; promote another version first"
-            )));
-        }
-        if !keyring.versions.contains_key(&version) {
-            return Err(KeyringError::Refused(format!(
-                "version {version} is not in {}",
-                dir.display()
-            )));
-        }
-        let path = key_path(dir, version);
-        fs::remove_file(&path).map_err(io_err(&path))?;
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err(dir))
+    /// The highest version present.
+    pub(super) fn newest(&self) -> u32 {
+        self.versions.keys().next_back().copied().unwrap_or(0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use durable::write_atomic;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn init_rotate_promote_remove() {

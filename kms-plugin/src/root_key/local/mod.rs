@@ -6,8 +6,13 @@
 //!
 //! A version that exists but is not primary decrypts only: that is how a new version is carried
 //! to every control-plane node before any node encrypts with it.
+//!
+//! [`state_dir`] owns the files (strict names, the lock, the owner of new files), `keyring` the
+//! loaded versions, `admin` the commands that change the directory (each under the lock).
 
+mod admin;
 mod keyring;
+pub mod state_dir;
 
 pub use keyring::{Keyring, KeyringError, VersionInfo};
 
