@@ -81,11 +81,9 @@ fn library_api() {
     };
     let path = PathBuf::from(std::env::var(CONFIG_ENV).expect("config path"));
     let config = kms_config::PluginConfig::load(&path).expect("config");
-    let aws = config
-        .backend
-        .expect("backend section")
-        .aws
-        .expect("aws section");
+    let Some(kms_config::BackendConfig::Aws(aws)) = config.backend else {
+        panic!("not an aws backend")
+    };
     runtime.block_on(library_checks(aws, &endpoint));
 }
 

@@ -63,11 +63,9 @@ fn library_api() {
         .init();
     let config_path = PathBuf::from(std::env::var(CONFIG_ENV).expect("config path"));
     let config = kms_config::PluginConfig::load(&config_path).expect("config");
-    let pkcs11 = config
-        .backend
-        .expect("backend section")
-        .pkcs11
-        .expect("pkcs11 section");
+    let Some(kms_config::BackendConfig::Pkcs11(pkcs11)) = config.backend else {
+        panic!("not a pkcs11 backend")
+    };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(library_checks(&pkcs11));
 }
@@ -99,7 +97,7 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
     let wrong_pin = tempfile::NamedTempFile::new().expect("temp file");
     fs::write(wrong_pin.path(), "999999\n").expect("write");
     let mut wrong = config.clone();
-    wrong.pin_file = Some(wrong_pin.path().to_owned());
+    wrong.pin = kms_config::SecretSource::File(wrong_pin.path().to_owned());
     let Err(error) = Pkcs11RootKey::open(&wrong).await else {
         panic!("a wrong PIN opened the token")
     };

@@ -192,10 +192,7 @@ fn sign_digest(
 
 /// Opens the token named by `config` and logs in, on the calling (blocking) thread.
 fn open_token(config: &Pkcs11Backend) -> Result<Token, Pkcs11Error> {
-    let source = config
-        .pin_source()
-        .ok_or_else(|| Pkcs11Error::Pin("set pin_file or pin_env".into()))?;
-    Token::open(&config.module, &config.token_label, read_pin(&source)?)
+    Token::open(&config.module, &config.token_label, read_pin(&config.pin)?)
 }
 
 struct Inner {
@@ -282,7 +279,7 @@ impl Pkcs11SigningKey {
     /// Opens the token, logs in, finds the key labelled `key_label`, reads its public key and
     /// checks one signature against it.
     pub async fn open(config: &Pkcs11Backend) -> Result<Self, SigningKeyError> {
-        let sessions = config.max_sessions.max(1);
+        let sessions = config.max_sessions.get();
         let config = config.clone();
         let inner = tokio::task::spawn_blocking(move || {
             let token = open_token(&config)?;

@@ -16,23 +16,13 @@ use std::time::{Duration, Instant};
 /// retried with exponential backoff and jitter (the SDK's standard mode) up to `max_attempts`,
 /// while access-denied and invalid-ciphertext errors are never retried.
 pub async fn build(config: &AwsBackend) -> Result<aws_sdk_kms::Client, RootKeyError> {
-    for (field, value) in [
-        ("attempt_timeout", config.attempt_timeout.get()),
-        ("operation_timeout", config.operation_timeout.get()),
-    ] {
-        if value.is_zero() {
-            return Err(RootKeyError::Backend(format!(
-                "backend.aws.{field} must be greater than zero"
-            )));
-        }
-    }
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(config.attempt_timeout.get())
         .operation_attempt_timeout(config.attempt_timeout.get())
         .operation_timeout(config.operation_timeout.get())
         .build();
     let retries = RetryConfig::standard()
-        .with_max_attempts(config.max_attempts)
+        .with_max_attempts(config.max_attempts.get())
         .with_initial_backoff(Duration::from_millis(100))
         .with_max_backoff(Duration::from_secs(2));
     let mut loader = aws_config::defaults(BehaviorVersion::latest())

@@ -53,9 +53,6 @@ use std::sync::RwLock;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
-/// Shortest refresh interval honoured (a zero interval would stop the refresh timer).
-const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-
 /// A symmetric key in AWS KMS.
 pub struct AwsRootKey {
     client: aws_sdk_kms::Client,
@@ -141,7 +138,7 @@ impl AwsRootKey {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             current: RwLock::new(arn),
-            refresh_interval: config.key_refresh_interval.get().max(MIN_REFRESH_INTERVAL),
+            refresh_interval: config.key_refresh_interval.get(),
         })
     }
 

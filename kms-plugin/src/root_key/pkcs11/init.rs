@@ -31,10 +31,11 @@ impl InitOutcome {
 pub async fn init_root_key(config: &Pkcs11Backend) -> Result<InitOutcome, RootKeyError> {
     let config = config.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let source = config
-            .pin_source()
-            .ok_or_else(|| Pkcs11Error::Pin("set pin_file or pin_env".into()))?;
-        let token = Token::open(&config.module, &config.token_label, pin::read_pin(&source)?)?;
+        let token = Token::open(
+            &config.module,
+            &config.token_label,
+            pin::read_pin(&config.pin)?,
+        )?;
         token.require_mechanism(MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN")?;
         token.require_mechanism(MechanismType::AES_GCM, "CKM_AES_GCM")?;
         let session = token.take()?;

@@ -72,9 +72,6 @@ use tokio::sync::Semaphore;
 /// Least time between two re-listings caused by unwraps naming an unknown version.
 const MISS_RELIST_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Shortest refresh interval honoured (a zero interval would stop the refresh timer).
-const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-
 /// Root keys held in a PKCS#11 token.
 pub struct Pkcs11RootKey {
     inner: Arc<Inner>,
@@ -194,8 +191,8 @@ impl Pkcs11RootKey {
         let inner = open_inner(config).await?;
         Ok(Self {
             inner: Arc::new(inner),
-            permits: Arc::new(Semaphore::new(config.max_sessions)),
-            refresh_interval: config.refresh_interval.get().max(MIN_REFRESH_INTERVAL),
+            permits: Arc::new(Semaphore::new(config.max_sessions.get())),
+            refresh_interval: config.refresh_interval.get(),
         })
     }
 
@@ -228,10 +225,7 @@ impl Pkcs11RootKey {
 async fn open_inner(config: &Pkcs11Backend) -> Result<Inner, RootKeyError> {
     let config = config.clone();
     let opened = tokio::task::spawn_blocking(move || {
-        let source = config
-            .pin_source()
-            .ok_or_else(|| Pkcs11Error::Pin("set pin_file or pin_env".into()))?;
-        let pin = pin::read_pin(&source)?;
+        let pin = pin::read_pin(&config.pin)?;
         let token = Token::open(&config.module, &config.token_label, pin)?;
         token.require_mechanism(MechanismType::AES_GCM, "CKM_AES_GCM")?;
         let session = token.take()?;
