@@ -3,8 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kms_config::{
-    BackendConfig, FileMode, HumanDuration, JwtKeyConfig, LogFormat, MetricsAddress, PluginConfig,
-    SocketAddress,
+    BackendConfig, FileMode, HumanDuration, LogFormat, MetricsAddress, PluginConfig, SocketAddress,
 };
 use kms_plugin::root_key::local::Keyring;
 use std::path::PathBuf;
@@ -313,7 +312,8 @@ async fn hsm_init(path: &std::path::Path) -> anyhow::Result<()> {
 #[cfg(feature = "pkcs11")]
 async fn jwt_init_key(path: &std::path::Path) -> anyhow::Result<()> {
     let config = PluginConfig::load(path)?;
-    let Some(JwtKeyConfig::Pkcs11(pkcs11)) = config.jwt_signer.as_ref().map(|j| &j.key) else {
+    let Some(kms_config::JwtKeyConfig::Pkcs11(pkcs11)) = config.jwt_signer.as_ref().map(|j| &j.key)
+    else {
         anyhow::bail!("{}: jwt_signer.key.kind is not pkcs11", path.display());
     };
     let outcome = kms_plugin::jwt::pkcs11::generate_signing_key(pkcs11).await?;
