@@ -171,7 +171,7 @@ impl RootKey for AwsRootKey {
         }
     }
 
-    async fn wrap(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
+    async fn wrap_kek(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
         // Encrypt under the resolved ARN, not the alias: the answer's key id then always equals
         // what Status reports, even between an alias change and the next refresh.
         let arn = self.primary_key_id();
@@ -203,7 +203,7 @@ impl RootKey for AwsRootKey {
         })
     }
 
-    async fn unwrap(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
+    async fn unwrap_kek(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
         if !is_key_arn(key_id.as_str()) {
             return Err(RootKeyError::UnknownKey(key_id.to_string()));
         }

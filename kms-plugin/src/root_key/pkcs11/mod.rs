@@ -214,7 +214,7 @@ impl RootKey for Pkcs11RootKey {
         self.primary().key_id
     }
 
-    async fn wrap(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
+    async fn wrap_kek(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
         let primary = self.primary();
         let key = AesKey::from_slice(key.expose())
             .ok_or_else(|| RootKeyError::Backend("bad KEK length".into()))?;
@@ -238,7 +238,7 @@ impl RootKey for Pkcs11RootKey {
         .await
     }
 
-    async fn unwrap(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
+    async fn unwrap_kek(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
         let id = keys::parse_key_id(&self.inner.key_label, key_id)
             .ok_or_else(|| RootKeyError::UnknownKey(key_id.to_string()))?;
         if wrapped.len() != gcm::WRAPPED_LEN {
