@@ -1,19 +1,26 @@
 //! Typed configuration for `kms-plugin`, loaded from YAML and validated before anything starts.
 //!
-//! Every value is checked while it is parsed, so an error names the file, the line and the reason.
-//! Secrets (HSM PINs, cloud credentials) are never part of this configuration: it only names the
-//! file or environment variable that holds them.
+//! Every value is checked while it is parsed, so an error names the file, the line and the reason,
+//! and a value of these types is valid by construction: the backends that use it check nothing
+//! again. A key store ([`BackendConfig`], [`JwtKeyConfig`]) is an enum holding exactly the
+//! section its `kind` selects. Secrets (HSM PINs, cloud credentials) are never part of this
+//! configuration: a [`SecretSource`] only names the file or environment variable that holds them.
 #![forbid(unsafe_code)]
 
+mod backend;
 mod error;
+mod location;
 mod model;
+mod secret_source;
 mod socket;
 
+pub use backend::{
+    AwsBackend, BackendConfig, BackendKind, JwtKeyConfig, JwtLocalKey, LocalBackend, Pkcs11Backend,
+};
 pub use durable::HumanDuration;
 pub use error::ConfigError;
 pub use model::{
-    AwsBackend, BackendConfig, BackendKind, DecryptCacheConfig, JwtKeyConfig, JwtLocalKey,
-    JwtSignerConfig, LocalBackend, LocalKekPolicy, LogFormat, Pkcs11Backend, PluginConfig,
-    SecretSource, VerifyOnlyKey,
+    DecryptCacheConfig, JwtSignerConfig, LocalKekPolicy, LogFormat, PluginConfig, VerifyOnlyKey,
 };
+pub use secret_source::SecretSource;
 pub use socket::{FileMode, MetricsAddress, SocketAddress};

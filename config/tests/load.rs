@@ -1,6 +1,8 @@
 //! Loading configuration files: the example parses, mistakes name file and line.
 
-use kms_config::{BackendKind, ConfigError, PluginConfig, SocketAddress};
+use kms_config::{
+    BackendConfig, BackendKind, ConfigError, PluginConfig, SecretSource, SocketAddress,
+};
 use std::io::Write;
 
 fn write(text: &str) -> tempfile::NamedTempFile {
@@ -22,14 +24,16 @@ backend:
     );
     let config = PluginConfig::load(file.path()).expect("valid config");
     let backend = config.backend.as_ref().expect("backend");
-    assert_eq!(backend.kind, BackendKind::Pkcs11);
+    assert_eq!(backend.kind(), BackendKind::Pkcs11);
     assert_eq!(
         config.socket,
         Some(SocketAddress::Path("/var/run/kms-plugin/kms.sock".into()))
     );
     assert_eq!(config.socket_mode.0, 0o600);
-    let debug = format!("{:?}", backend.pkcs11);
-    assert!(debug.contains("pin_file"));
+    let BackendConfig::Pkcs11(pkcs11) = backend else {
+        panic!("not pkcs11: {backend:?}")
+    };
+    assert_eq!(pkcs11.pin, SecretSource::File("/etc/kms-plugin/pin".into()));
 }
 
 fn parse_error(text: &str) -> (usize, String) {
@@ -126,4 +130,29 @@ fn zero_intervals_are_refused() {
     );
     let error = PluginConfig::load(file.path()).expect_err("zero poll");
     assert!(error.to_string().contains("poll_interval"), "{error}");
+}
+
+#[test]
+fn selected_section_errors_name_line_and_field() {
+    for (yaml, field, line) in [
+        (
+            "socket: /tmp/k.sock\nbackend:\n  kind: pkcs11\n  pkcs11: { module: /m.so, token_label: t, key_label: k, pin_env: P, max_sessions: 0 }\n",
+            "backend.pkcs11.max_sessions",
+            4,
+        ),
+        (
+            "socket: /tmp/k.sock\nbackend:\n  kind: aws\n  aws:\n    key_id: k\n    attempt_timeout: 0s\n",
+            "backend.aws.attempt_timeout",
+            6,
+        ),
+        (
+            "jwt_signer:\n  socket: /j.sock\n  max_token_expiration: 1h\n  key:\n    kind: aws\n    aws: { key_id: k, max_attempts: 0 }\n",
+            "jwt_signer.key.aws.max_attempts",
+            6,
+        ),
+    ] {
+        let (at, reason) = parse_error(yaml);
+        assert!(reason.contains(field), "{field}: {reason}");
+        assert_eq!(at, line, "{field}: {reason}");
+    }
 }

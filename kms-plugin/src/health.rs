@@ -71,20 +71,22 @@ impl Health {
 /// One wrap and unwrap of a throwaway key through the root key, each bounded by `timeout`.
 pub async fn probe(root: &dyn RootKey, timeout: Duration) -> Result<(), String> {
     let key = AesKey::generate().map_err(|e| format!("no randomness: {e}"))?;
-    let wrapped = tokio::time::timeout(timeout, root.wrap(&key))
+    let wrapped = tokio::time::timeout(timeout, root.wrap_kek(&key))
         .await
         .map_err(|_| format!("{} root key: wrap timed out after {timeout:?}", root.kind()))?
         .map_err(|e| format!("{} root key: wrap failed: {e}", root.kind()))?;
-    let unwrapped =
-        tokio::time::timeout(timeout, root.unwrap(&wrapped.key_id, &wrapped.ciphertext))
-            .await
-            .map_err(|_| {
-                format!(
-                    "{} root key: unwrap timed out after {timeout:?}",
-                    root.kind()
-                )
-            })?
-            .map_err(|e| format!("{} root key: unwrap failed: {e}", root.kind()))?;
+    let unwrapped = tokio::time::timeout(
+        timeout,
+        root.unwrap_kek(&wrapped.key_id, &wrapped.ciphertext),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "{} root key: unwrap timed out after {timeout:?}",
+            root.kind()
+        )
+    })?
+    .map_err(|e| format!("{} root key: unwrap failed: {e}", root.kind()))?;
     if !unwrapped.ct_eq(&key) {
         return Err(format!(
             "{} root key: unwrap returned a different key",

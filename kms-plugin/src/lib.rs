@@ -3,7 +3,10 @@
 //! kube-apiserver asks the plugin to seal and open the seeds behind etcd Secret encryption. The
 //! plugin keeps a two-tier envelope: a root key that never leaves its [`root_key`] backend wraps
 //! local key-encrypting keys, and those seal the seeds ([`envelope`]). The [`server`] serves the
-//! gRPC contract on a Unix socket; [`health`] probes the root key in the background.
+//! gRPC contract on a Unix socket; [`health`] probes the root key in the background. The
+//! optional [`jwt`] signer keeps kube-apiserver's service-account signing key in the same kinds
+//! of store. Both reach an HSM or AWS KMS through the `keystore` crate, which owns the
+//! connection; their `pkcs11` and `aws` modules only add their algorithms and map its errors.
 #![deny(unsafe_code)]
 
 pub mod client;

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use kms_config::{
-    BackendKind, FileMode, HumanDuration, LogFormat, MetricsAddress, PluginConfig, SocketAddress,
+    BackendConfig, FileMode, HumanDuration, LogFormat, MetricsAddress, PluginConfig, SocketAddress,
 };
 use kms_plugin::root_key::local::Keyring;
 use std::path::PathBuf;
@@ -168,7 +168,7 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<PluginConfig> {
         config.socket = Some(socket.clone());
     }
     if let Some(state_dir) = &args.state_dir
-        && let Some(local) = config.backend.as_mut().and_then(|b| b.local.as_mut())
+        && let Some(BackendConfig::Local(local)) = config.backend.as_mut()
     {
         local.state_dir = state_dir.clone();
     }
@@ -203,11 +203,12 @@ fn state_dir(target: &KeyTarget) -> anyhow::Result<PathBuf> {
         .backend
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("{}: no backend configured", path.display()))?;
-    match (&backend.kind, &backend.local) {
-        (BackendKind::Local, Some(local)) => Ok(local.state_dir.clone()),
-        (kind, _) => anyhow::bail!(
-            "{}: backend kind {kind:?} has no local state directory",
-            path.display()
+    match backend {
+        BackendConfig::Local(local) => Ok(local.state_dir.clone()),
+        other => anyhow::bail!(
+            "{}: backend kind {:?} has no local state directory",
+            path.display(),
+            other.kind()
         ),
     }
 }
@@ -246,7 +247,7 @@ async fn rotate(target: KeyTarget, add_only: bool) -> anyhow::Result<()> {
             .backend
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("{}: no backend configured", path.display()))?;
-        if backend.kind != BackendKind::Local {
+        if !matches!(backend, BackendConfig::Local(_)) {
             anyhow::ensure!(!add_only, "--add-only applies to the local backend only");
             let root = kms_plugin::root_key::build(backend).await?;
             let key_id = root.rotate().await?;
@@ -296,12 +297,9 @@ async fn status(socket: SocketAddress, timeout: Duration) -> anyhow::Result<bool
 #[cfg(feature = "pkcs11")]
 async fn hsm_init(path: &std::path::Path) -> anyhow::Result<()> {
     let config = PluginConfig::load(path)?;
-    let pkcs11 = config
-        .backend
-        .as_ref()
-        .filter(|b| b.kind == BackendKind::Pkcs11)
-        .and_then(|b| b.pkcs11.as_ref())
-        .ok_or_else(|| anyhow::anyhow!("{}: backend.kind is not pkcs11", path.display()))?;
+    let Some(BackendConfig::Pkcs11(pkcs11)) = &config.backend else {
+        anyhow::bail!("{}: backend.kind is not pkcs11", path.display());
+    };
     let outcome = kms_plugin::root_key::pkcs11::init_root_key(pkcs11).await?;
     let what = match outcome {
         kms_plugin::root_key::pkcs11::InitOutcome::Created(_) => "created",
@@ -314,12 +312,10 @@ async fn hsm_init(path: &std::path::Path) -> anyhow::Result<()> {
 #[cfg(feature = "pkcs11")]
 async fn jwt_init_key(path: &std::path::Path) -> anyhow::Result<()> {
     let config = PluginConfig::load(path)?;
-    let pkcs11 = config
-        .jwt_signer
-        .as_ref()
-        .filter(|j| j.key.kind == BackendKind::Pkcs11)
-        .and_then(|j| j.key.pkcs11.as_ref())
-        .ok_or_else(|| anyhow::anyhow!("{}: jwt_signer.key.kind is not pkcs11", path.display()))?;
+    let Some(kms_config::JwtKeyConfig::Pkcs11(pkcs11)) = config.jwt_signer.as_ref().map(|j| &j.key)
+    else {
+        anyhow::bail!("{}: jwt_signer.key.kind is not pkcs11", path.display());
+    };
     let outcome = kms_plugin::jwt::pkcs11::generate_signing_key(pkcs11).await?;
     let what = match outcome {
         kms_plugin::jwt::pkcs11::InitKeyOutcome::Created(_) => "created",

@@ -81,11 +81,9 @@ fn library_api() {
     };
     let path = PathBuf::from(std::env::var(CONFIG_ENV).expect("config path"));
     let config = kms_config::PluginConfig::load(&path).expect("config");
-    let aws = config
-        .backend
-        .expect("backend section")
-        .aws
-        .expect("aws section");
+    let Some(kms_config::BackendConfig::Aws(aws)) = config.backend else {
+        panic!("not an aws backend")
+    };
     runtime.block_on(library_checks(aws, &endpoint));
 }
 
@@ -110,13 +108,13 @@ async fn library_checks(config: kms_config::AwsBackend, endpoint: &str) {
     );
 
     let kek = AesKey::generate().expect("rng");
-    let wrapped = root.wrap(&kek).await.expect("wrap");
+    let wrapped = root.wrap_kek(&kek).await.expect("wrap");
     assert_eq!(
         wrapped.key_id, first,
         "the wrapped key names the key ARN, not the alias"
     );
     assert!(
-        root.unwrap(&first, &wrapped.ciphertext)
+        root.unwrap_kek(&first, &wrapped.ciphertext)
             .await
             .expect("unwrap")
             .ct_eq(&kek)
@@ -125,11 +123,14 @@ async fn library_checks(config: kms_config::AwsBackend, endpoint: &str) {
     let mut tampered = wrapped.ciphertext.clone();
     let middle = tampered.len() / 2;
     tampered[middle] ^= 1;
-    let error = root.unwrap(&first, &tampered).await.expect_err("tampered");
+    let error = root
+        .unwrap_kek(&first, &tampered)
+        .await
+        .expect_err("tampered");
     assert!(matches!(error, RootKeyError::Integrity(_)), "{error:?}");
     let alias = KeyId::new(ALIAS).expect("id");
     let error = root
-        .unwrap(&alias, &wrapped.ciphertext)
+        .unwrap_kek(&alias, &wrapped.ciphertext)
         .await
         .expect_err("not an ARN");
     assert!(matches!(error, RootKeyError::UnknownKey(_)), "{error:?}");
@@ -141,7 +142,7 @@ async fn library_checks(config: kms_config::AwsBackend, endpoint: &str) {
         .insert("kubernetes.io/cluster".into(), "other".into());
     let other = AwsRootKey::connect(&other).await.expect("connect other");
     let error = other
-        .unwrap(&first, &wrapped.ciphertext)
+        .unwrap_kek(&first, &wrapped.ciphertext)
         .await
         .expect_err("context");
     assert!(matches!(error, RootKeyError::Integrity(_)), "{error:?}");
@@ -159,7 +160,7 @@ async fn library_checks(config: kms_config::AwsBackend, endpoint: &str) {
         .send()
         .await
         .expect("alias");
-    let before_refresh = root.wrap(&kek).await.expect("wrap before refresh");
+    let before_refresh = root.wrap_kek(&kek).await.expect("wrap before refresh");
     assert_eq!(
         before_refresh.key_id, first,
         "until refresh, wraps match what Status reports"
@@ -167,10 +168,10 @@ async fn library_checks(config: kms_config::AwsBackend, endpoint: &str) {
     assert_eq!(root.primary_key_id(), first);
     root.refresh().await.expect("refresh");
     assert_eq!(root.primary_key_id().as_str(), second);
-    let rewrapped = root.wrap(&kek).await.expect("wrap under the new key");
+    let rewrapped = root.wrap_kek(&kek).await.expect("wrap under the new key");
     assert_eq!(rewrapped.key_id.as_str(), second);
     assert!(
-        root.unwrap(&first, &wrapped.ciphertext)
+        root.unwrap_kek(&first, &wrapped.ciphertext)
             .await
             .expect("old key")
             .ct_eq(&kek)

@@ -63,11 +63,9 @@ fn library_api() {
         .init();
     let config_path = PathBuf::from(std::env::var(CONFIG_ENV).expect("config path"));
     let config = kms_config::PluginConfig::load(&config_path).expect("config");
-    let pkcs11 = config
-        .backend
-        .expect("backend section")
-        .pkcs11
-        .expect("pkcs11 section");
+    let Some(kms_config::BackendConfig::Pkcs11(pkcs11)) = config.backend else {
+        panic!("not a pkcs11 backend")
+    };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(library_checks(&pkcs11));
 }
@@ -99,7 +97,7 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
     let wrong_pin = tempfile::NamedTempFile::new().expect("temp file");
     fs::write(wrong_pin.path(), "999999\n").expect("write");
     let mut wrong = config.clone();
-    wrong.pin_file = Some(wrong_pin.path().to_owned());
+    wrong.pin = kms_config::SecretSource::File(wrong_pin.path().to_owned());
     let Err(error) = Pkcs11RootKey::open(&wrong).await else {
         panic!("a wrong PIN opened the token")
     };
@@ -112,17 +110,17 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
     let root = std::sync::Arc::new(Pkcs11RootKey::open(config).await.expect("open"));
     assert_eq!(root.primary_key_id(), first);
     let kek = AesKey::generate().expect("rng");
-    let wrapped = root.wrap(&kek).await.expect("wrap");
+    let wrapped = root.wrap_kek(&kek).await.expect("wrap");
     assert_eq!(wrapped.key_id, first);
     assert_eq!(wrapped.ciphertext.len(), 60, "IV + key + tag");
     assert!(
         !wrapped.ciphertext.windows(32).any(|w| w == kek.expose()),
         "wrapped form hides the key"
     );
-    let again = root.wrap(&kek).await.expect("wrap again");
+    let again = root.wrap_kek(&kek).await.expect("wrap again");
     assert_ne!(again.ciphertext, wrapped.ciphertext, "fresh IV per wrap");
     assert!(
-        root.unwrap(&first, &wrapped.ciphertext)
+        root.unwrap_kek(&first, &wrapped.ciphertext)
             .await
             .expect("unwrap")
             .ct_eq(&kek)
@@ -132,9 +130,9 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
     let mut tasks = Vec::new();
     for _ in 0..32 {
         let (root, first, sealed) = (root.clone(), first.clone(), wrapped.ciphertext.clone());
-        tasks.push(tokio::spawn(
-            async move { root.unwrap(&first, &sealed).await },
-        ));
+        tasks.push(tokio::spawn(async move {
+            root.unwrap_kek(&first, &sealed).await
+        }));
     }
     for task in tasks {
         let key = task.await.expect("task").expect("concurrent unwrap");
@@ -145,32 +143,35 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
     // reopens a session, logs in again and retries once, unseen by the caller.
     logout_everywhere();
     let key = root
-        .unwrap(&first, &wrapped.ciphertext)
+        .unwrap_kek(&first, &wrapped.ciphertext)
         .await
         .expect("after logout");
     assert!(key.ct_eq(&kek));
     logout_everywhere();
-    let rewrapped = root.wrap(&kek).await.expect("wrap after logout");
+    let rewrapped = root.wrap_kek(&kek).await.expect("wrap after logout");
     assert_eq!(rewrapped.key_id, first);
 
     for position in [0, 12, 59] {
         let mut tampered = wrapped.ciphertext.clone();
         tampered[position] ^= 1;
-        let error = root.unwrap(&first, &tampered).await.expect_err("tampered");
+        let error = root
+            .unwrap_kek(&first, &tampered)
+            .await
+            .expect_err("tampered");
         assert!(
             matches!(error, RootKeyError::Integrity(_)),
             "byte {position}: {error:?}"
         );
     }
     let short = root
-        .unwrap(&first, &wrapped.ciphertext[..59])
+        .unwrap_kek(&first, &wrapped.ciphertext[..59])
         .await
         .expect_err("short");
     assert!(matches!(short, RootKeyError::Integrity(_)), "{short:?}");
     // The AAD binds the key id: the same bytes under another (unknown) version fail.
     let other = KeyId::new("pkcs11:root:00000000000000090000000000000000").expect("id");
     let unknown = root
-        .unwrap(&other, &wrapped.ciphertext)
+        .unwrap_kek(&other, &wrapped.ciphertext)
         .await
         .expect_err("unknown");
     assert!(
@@ -179,7 +180,7 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
     );
     let foreign = KeyId::new("local:v1:abc").expect("id");
     assert!(matches!(
-        root.unwrap(&foreign, &wrapped.ciphertext).await,
+        root.unwrap_kek(&foreign, &wrapped.ciphertext).await,
         Err(RootKeyError::UnknownKey(_))
     ));
 
@@ -194,23 +195,23 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
     assert_eq!(root.primary_key_id(), first, "not yet refreshed");
     root.refresh().await.expect("refresh");
     assert_eq!(root.primary_key_id(), second);
-    let rewrapped = root.wrap(&kek).await.expect("wrap under v2");
+    let rewrapped = root.wrap_kek(&kek).await.expect("wrap under v2");
     assert_eq!(rewrapped.key_id, second);
     assert!(
-        root.unwrap(&first, &wrapped.ciphertext)
+        root.unwrap_kek(&first, &wrapped.ciphertext)
             .await
             .expect("old version")
             .ct_eq(&kek)
     );
     assert!(
-        root.unwrap(&second, &rewrapped.ciphertext)
+        root.unwrap_kek(&second, &rewrapped.ciphertext)
             .await
             .expect("new version")
             .ct_eq(&kek)
     );
     // Bytes wrapped under v2 do not open as v1 (the AAD names the version).
     let swapped = root
-        .unwrap(&first, &rewrapped.ciphertext)
+        .unwrap_kek(&first, &rewrapped.ciphertext)
         .await
         .expect_err("wrong version");
     assert!(matches!(swapped, RootKeyError::Integrity(_)), "{swapped:?}");

@@ -37,7 +37,7 @@ impl World {
         fs::write(
             &config,
             format!(
-                "log_level: \"info,kms_plugin::root_key::remote=debug\"\njwt_signer:\n  socket: {socket}\n  max_token_expiration: 24h\n  key:\n    kind: pkcs11\n    \
+                "log_level: \"info,kms_plugin::jwt::remote=debug\"\njwt_signer:\n  socket: {socket}\n  max_token_expiration: 24h\n  key:\n    kind: pkcs11\n    \
                  pkcs11:\n      module: {MODULE}\n      token_label: {TOKEN_LABEL}\n      pin_file: {pin}\n      \
                  key_label: {KEY_LABEL}\n      max_sessions: 4\n",
                 socket = dir.path().join("jwt.sock").display(),

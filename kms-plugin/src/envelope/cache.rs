@@ -57,7 +57,7 @@ impl UnwrapCache {
             .entries
             .try_get_with(entry, async {
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                let key = tokio::time::timeout(timeout, root.unwrap(key_id, wrapped))
+                let key = tokio::time::timeout(timeout, root.unwrap_kek(key_id, wrapped))
                     .await
                     .map_err(|_| EnvelopeError::Timeout(timeout))??;
                 Ok::<_, EnvelopeError>(Arc::new(Aes256Gcm::new(key.expose().into())))

@@ -127,7 +127,7 @@ impl KekManager {
             .map_err(|e| crate::root_key::RootKeyError::Backend(format!("no randomness: {e}")))?;
         let timeout = self.policy.wrap_timeout;
         self.wraps.fetch_add(1, Ordering::Relaxed);
-        let wrapped = tokio::time::timeout(timeout, self.root.wrap(&key))
+        let wrapped = tokio::time::timeout(timeout, self.root.wrap_kek(&key))
             .await
             .map_err(|_| EnvelopeError::Timeout(timeout))??;
         let cipher = Arc::new(Aes256Gcm::new(key.expose().into()));

@@ -8,8 +8,11 @@
 //!   key is not published; SIGHUP re-resolves it), `ECDSA_SHA_256`, and `MessageType=RAW`: KMS
 //!   hashes the signing input itself (RAW accepts up to 4096 bytes; longer inputs are refused).
 //!   KMS answers a DER `ECDSA-Sig-Value`, converted here to JWS `r || s`.
-//! - Timeouts and retries are the client's (`attempt_timeout`, `operation_timeout`,
-//!   `max_attempts`); `encryption_context` and `key_refresh_interval` do not apply to signing.
+//! - The client, its timeouts and retries (`attempt_timeout`, `operation_timeout`,
+//!   `max_attempts`), the startup retry and the classification of SDK errors are the `keystore`
+//!   crate's; this module maps its [`KeyStoreError`]s into [`SigningKeyError`] and logs each
+//!   request with target `kms_plugin::jwt::remote`. `encryption_context` and
+//!   `key_refresh_interval` do not apply to signing.
 //!
 //! The plugin's identity needs `kms:GetPublicKey` and `kms:Sign` on the key.
 //!
@@ -20,11 +23,11 @@
 
 use super::der;
 use super::key::{JwsAlgorithm, SigningKey, SigningKeyError};
-use crate::root_key::RootKeyError;
-use crate::root_key::aws::{client, error::map_sdk_error};
 use async_trait::async_trait;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyUsageType, MessageType, SigningAlgorithmSpec};
+use keystore::aws::{build, map_sdk_error, retry_at_startup};
+use keystore::{ErrorKind, KeyStoreError};
 use kms_config::AwsBackend;
 
 /// Longest message KMS signs with `MessageType=RAW`.
@@ -38,23 +41,20 @@ pub struct AwsSigningKey {
 }
 
 fn remote_call(op: &'static str, key: &str) {
-    tracing::debug!(target: "kms_plugin::root_key::remote", backend = "aws", op, key, "remote call");
+    tracing::debug!(target: "kms_plugin::jwt::remote", backend = "aws", op, key, "remote call");
 }
 
-fn to_signing_error(error: RootKeyError, other: fn(String) -> SigningKeyError) -> SigningKeyError {
-    let transient = error.is_transient();
-    // The root key wording ("root key backend error: ...") would mislead here: keep the detail.
-    let text = match error {
-        RootKeyError::Unavailable(text)
-        | RootKeyError::Denied(text)
-        | RootKeyError::Backend(text) => text,
-        RootKeyError::UnknownKey(key) => format!("KMS key {key} not found"),
-        other => other.to_string(),
-    };
-    if transient {
-        SigningKeyError::Unavailable(text)
-    } else {
-        other(text)
+/// Maps a failure of a call about `key`: transient failures are `Unavailable`, a key KMS does
+/// not know is `other("KMS key <key> not found")`, the rest `other` with the key store's detail.
+fn to_signing_error(
+    key: &str,
+    error: KeyStoreError,
+    other: fn(String) -> SigningKeyError,
+) -> SigningKeyError {
+    match error.kind() {
+        ErrorKind::Transient => SigningKeyError::Unavailable(error.into_message()),
+        ErrorKind::NotFound => other(format!("KMS key {key} not found")),
+        _ => other(error.into_message()),
     }
 }
 
@@ -62,7 +62,7 @@ fn to_signing_error(error: RootKeyError, other: fn(String) -> SigningKeyError) -
 async fn public_key(
     client: &aws_sdk_kms::Client,
     key: &str,
-) -> Result<(String, Vec<u8>), RootKeyError> {
+) -> Result<(String, Vec<u8>), KeyStoreError> {
     remote_call("get_public_key", key);
     let out = client
         .get_public_key()
@@ -76,7 +76,7 @@ async fn public_key(
         .is_some_and(|spec| spec != &KeySpec::EccNistP256)
         || out.key_usage() != Some(&KeyUsageType::SignVerify)
     {
-        return Err(RootKeyError::Backend(format!(
+        return Err(KeyStoreError::configuration(format!(
             "KMS key {key} must be an asymmetric ECC_NIST_P256 key with key usage SIGN_VERIFY for ES256 signing; it is {:?} / {:?}",
             out.key_spec().map(KeySpec::as_str),
             out.key_usage().map(KeyUsageType::as_str)
@@ -86,7 +86,7 @@ async fn public_key(
         .key_id()
         .filter(|arn| !arn.is_empty())
         .ok_or_else(|| {
-            RootKeyError::Backend(format!("GetPublicKey {key}: no key ARN in the answer"))
+            KeyStoreError::configuration(format!("GetPublicKey {key}: no key ARN in the answer"))
         })?
         .to_owned();
     let der = out.public_key.map(Blob::into_inner).unwrap_or_default();
@@ -96,7 +96,7 @@ async fn public_key(
         .checked_sub(der::P256_POINT_LEN)
         .and_then(|start| der::p256_spki(&der[start..]).ok());
     if canonical.as_deref() != Some(der.as_slice()) {
-        return Err(RootKeyError::Backend(format!(
+        return Err(KeyStoreError::configuration(format!(
             "GetPublicKey {key}: the public key is not a P-256 SubjectPublicKeyInfo ({} bytes)",
             der.len()
         )));
@@ -108,16 +108,16 @@ impl AwsSigningKey {
     /// Builds the client and fetches the public key, retrying an unreachable KMS for
     /// `startup_timeout`.
     pub async fn connect(config: &AwsBackend) -> Result<Self, SigningKeyError> {
-        let client = client::build(config)
+        let client = build(config)
             .await
-            .map_err(|e| to_signing_error(e, SigningKeyError::Load))?;
-        let (key_arn, public_der) = client::retry_at_startup(
+            .map_err(|e| to_signing_error(&config.key_id, e, SigningKeyError::Load))?;
+        let (key_arn, public_der) = retry_at_startup(
             config.startup_timeout.get(),
             "jwt_signer.key.aws.startup_timeout",
             || public_key(&client, &config.key_id),
         )
         .await
-        .map_err(|e| to_signing_error(e, SigningKeyError::Load))?;
+        .map_err(|e| to_signing_error(&config.key_id, e, SigningKeyError::Load))?;
         tracing::info!(key = %config.key_id, key_arn = %key_arn, "resolved the AWS KMS signing key");
         Ok(Self {
             client,
@@ -156,6 +156,7 @@ impl SigningKey for AwsSigningKey {
             .await
             .map_err(|e| {
                 to_signing_error(
+                    &self.key_arn,
                     map_sdk_error("Sign", &self.key_arn, e),
                     SigningKeyError::Sign,
                 )
@@ -178,7 +179,8 @@ mod tests {
     #[test]
     fn transient_failures_are_unavailable_and_keep_their_detail() {
         let unavailable = to_signing_error(
-            RootKeyError::Unavailable("KMS Sign (k): timeout".into()),
+            "k",
+            KeyStoreError::transient("KMS Sign (k): timeout"),
             SigningKeyError::Sign,
         );
         assert!(
@@ -186,15 +188,17 @@ mod tests {
             "{unavailable:?}"
         );
         let denied = to_signing_error(
-            RootKeyError::Denied("KMS Sign (k): AccessDeniedException".into()),
+            "k",
+            KeyStoreError::denied("KMS Sign (k): AccessDeniedException"),
             SigningKeyError::Sign,
         );
         assert!(
-            matches!(&denied, SigningKeyError::Sign(text) if !text.contains("root key")),
+            matches!(&denied, SigningKeyError::Sign(text) if text == "KMS Sign (k): AccessDeniedException"),
             "{denied:?}"
         );
         let missing = to_signing_error(
-            RootKeyError::UnknownKey("alias/x".into()),
+            "alias/x",
+            KeyStoreError::not_found("KMS GetPublicKey (alias/x): NotFoundException"),
             SigningKeyError::Load,
         );
         assert!(

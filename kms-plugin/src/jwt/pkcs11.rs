@@ -1,9 +1,11 @@
 //! A service-account signing key held in a PKCS#11 token: an EC P-256 private key (ES256).
 //!
-//! - The token is found by its label and the user PIN read from `pin_file` or `pin_env`, held
-//!   zeroized, never logged, with the root key backend's session pool and recovery: a session or
-//!   login the token dropped is reopened, the key handle found again, and the call retried once;
-//!   a token no longer listed makes the module re-initialise (at most once a second).
+//! - The connection is the `keystore` crate's [`Token`]: found by its label, the user PIN read
+//!   from `pin_file` or `pin_env` and held zeroized, pooled sessions and recovery: a session or
+//!   login the token dropped is reopened, the key handle found again here, and the call retried
+//!   once; a token no longer listed makes the module re-initialise (at most once a second).
+//!   Its [`KeyStoreError`]s map into [`SigningKeyError`]; token calls log one `debug` line each
+//!   with target `kms_plugin::jwt::remote`.
 //! - The private key is the one `CKO_PRIVATE_KEY` / `CKK_EC` object labelled `key_label`; it must
 //!   be sensitive and non-extractable. Its public point comes from the public key object with
 //!   the same label and `CKA_ID` (or from the private key, where the token keeps it there).
@@ -11,63 +13,37 @@
 //!   the digest, which yields `r || s`, the JWS ES256 signature as it is.
 //! - At startup one signature is made and checked against the public key read, so a public
 //!   key object that does not belong to the private key is caught before anything is published.
-//! - Every token call runs on `spawn_blocking`, at most `max_sessions` at once.
+//! - Every token call runs on a worker thread, at most `max_sessions` at once.
 //!
 //! Create the key with `kms-plugin jwt-signer init-key --config FILE` ([`generate_signing_key`]).
 
 use super::der;
 use super::key::{JwsAlgorithm, SigningKey, SigningKeyError, kid_for};
-use crate::root_key::RootKeyError;
-use crate::root_key::pkcs11::error::Pkcs11Error;
-use crate::root_key::pkcs11::pin::read_pin;
-use crate::root_key::pkcs11::token::Token;
 use async_trait::async_trait;
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
+use keystore::pkcs11::{Token, Workers, blocking};
+use keystore::{ErrorKind, KeyStoreError};
 use kms_config::Pkcs11Backend;
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, RwLock};
-use tokio::sync::Semaphore;
 
 /// Message signed at startup to check that the public key belongs to the private key.
 const SELF_TEST_MESSAGE: &[u8] = b"kms-plugin jwt signer pkcs11 self-test";
 /// Length of the `CKA_ID` given to key pairs created by [`generate_signing_key`].
 const GENERATED_ID_LEN: usize = 16;
 
-/// Why a token operation failed: the token itself, or what was found in it.
-enum Failure {
-    Token(Pkcs11Error),
-    Key(String),
-}
-
-impl From<Pkcs11Error> for Failure {
-    fn from(error: Pkcs11Error) -> Self {
-        Self::Token(error)
-    }
-}
-
-impl From<cryptoki::error::Error> for Failure {
-    fn from(error: cryptoki::error::Error) -> Self {
-        Self::Token(error.into())
-    }
-}
-
-impl Failure {
-    /// Maps to [`SigningKeyError`]: lost or absent tokens are `Unavailable`; other token
-    /// failures are `other` (load or sign); a wrong key is `Load`.
-    fn into_signing_error(self, other: fn(String) -> SigningKeyError) -> SigningKeyError {
-        match self {
-            Self::Key(text) => SigningKeyError::Load(text),
-            Self::Token(error) => {
-                let text = error.to_string();
-                if RootKeyError::from(error).is_transient() {
-                    SigningKeyError::Unavailable(text)
-                } else {
-                    other(text)
-                }
-            }
-        }
+/// Maps a key store failure to [`SigningKeyError`]: lost or absent tokens are `Unavailable`; a
+/// key that is missing or not the one required is `Load`; other failures are `other` (load or
+/// sign).
+fn signing_error(error: KeyStoreError, other: fn(String) -> SigningKeyError) -> SigningKeyError {
+    let kind = error.kind();
+    let text = error.into_message();
+    match kind {
+        ErrorKind::Transient => SigningKeyError::Unavailable(text),
+        ErrorKind::NotFound | ErrorKind::Integrity => SigningKeyError::Load(text),
+        _ => other(text),
     }
 }
 
@@ -79,7 +55,7 @@ struct FoundKey {
 }
 
 fn remote_call(op: &'static str, label: &str) {
-    tracing::debug!(target: "kms_plugin::root_key::remote", backend = "pkcs11", op, label, "remote call");
+    tracing::debug!(target: "kms_plugin::jwt::remote", backend = "pkcs11", op, label, "remote call");
 }
 
 /// The `CKA_EC_POINT` of the public key object matching the private key (same label and
@@ -89,7 +65,7 @@ fn read_point(
     label: &str,
     id: &[u8],
     private: ObjectHandle,
-) -> Result<Vec<u8>, Failure> {
+) -> Result<Vec<u8>, KeyStoreError> {
     let template = [
         Attribute::Class(ObjectClass::PUBLIC_KEY),
         Attribute::KeyType(KeyType::EC),
@@ -105,18 +81,18 @@ fn read_point(
         };
         for attribute in attributes {
             if let Attribute::EcPoint(value) = attribute {
-                let point = der::unwrap_ec_point(&value).map_err(Failure::Key)?;
+                let point = der::unwrap_ec_point(&value).map_err(KeyStoreError::integrity)?;
                 return Ok(point.to_vec());
             }
         }
     }
-    Err(Failure::Key(format!(
+    Err(KeyStoreError::not_found(format!(
         "no CKA_EC_POINT for the EC key labelled {label:?}: the token holds no matching public key object (same label and CKA_ID)"
     )))
 }
 
 /// Finds the one EC P-256 private key labelled `label` and reads its public key.
-fn find_key(session: &Session, label: &str) -> Result<Option<FoundKey>, Failure> {
+fn find_key(session: &Session, label: &str) -> Result<Option<FoundKey>, KeyStoreError> {
     remote_call("find_signing_key", label);
     let template = [
         Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -128,7 +104,7 @@ fn find_key(session: &Session, label: &str) -> Result<Option<FoundKey>, Failure>
         [] => return Ok(None),
         [one] => *one,
         more => {
-            return Err(Failure::Key(format!(
+            return Err(KeyStoreError::configuration(format!(
                 "{} EC private keys are labelled {label:?}; the signing key's label must be unique",
                 more.len()
             )));
@@ -152,18 +128,18 @@ fn find_key(session: &Session, label: &str) -> Result<Option<FoundKey>, Failure>
         }
     }
     if params != der::P256_CURVE_OID {
-        return Err(Failure::Key(format!(
+        return Err(KeyStoreError::configuration(format!(
             "the EC key labelled {label:?} is not on P-256 (CKA_EC_PARAMS {}); ES256 needs prime256v1",
             hex::encode(&params)
         )));
     }
     if !sensitive || extractable {
-        return Err(Failure::Key(format!(
+        return Err(KeyStoreError::configuration(format!(
             "the EC key labelled {label:?} must be CKA_SENSITIVE=true and CKA_EXTRACTABLE=false"
         )));
     }
     let point = read_point(session, label, &id, handle)?;
-    let public_der = der::p256_spki(&point).map_err(Failure::Key)?;
+    let public_der = der::p256_spki(&point).map_err(KeyStoreError::integrity)?;
     Ok(Some(FoundKey {
         handle,
         id,
@@ -177,25 +153,17 @@ fn sign_digest(
     handle: ObjectHandle,
     label: &str,
     message: &[u8],
-) -> Result<Vec<u8>, Failure> {
+) -> Result<Vec<u8>, KeyStoreError> {
     let digest = Sha256::digest(message);
     remote_call("sign", label);
     let signature = session.sign(&Mechanism::Ecdsa, handle, &digest)?;
     if signature.len() != 2 * der::P256_FIELD_LEN {
-        return Err(Failure::Key(format!(
+        return Err(KeyStoreError::integrity(format!(
             "C_Sign with CKM_ECDSA returned {} bytes, expected 64",
             signature.len()
         )));
     }
     Ok(signature)
-}
-
-/// Opens the token named by `config` and logs in, on the calling (blocking) thread.
-fn open_token(config: &Pkcs11Backend) -> Result<Token, Pkcs11Error> {
-    let source = config
-        .pin_source()
-        .ok_or_else(|| Pkcs11Error::Pin("set pin_file or pin_env".into()))?;
-    Token::open(&config.module, &config.token_label, read_pin(&source)?)
 }
 
 struct Inner {
@@ -215,15 +183,15 @@ impl Inner {
 
     /// Finds the key again after a re-login (handles may change) and checks it is still the
     /// key whose public key is published.
-    fn refind(&self, session: &Session) -> Result<ObjectHandle, Failure> {
+    fn refind(&self, session: &Session) -> Result<ObjectHandle, KeyStoreError> {
         let found = find_key(session, &self.key_label)?.ok_or_else(|| {
-            Failure::Key(format!(
+            KeyStoreError::not_found(format!(
                 "the EC key labelled {:?} is gone from the token",
                 self.key_label
             ))
         })?;
         if found.public_der != self.public_der {
-            return Err(Failure::Key(format!(
+            return Err(KeyStoreError::integrity(format!(
                 "the EC key labelled {:?} is no longer the published one; reload (SIGHUP) to publish and use the new key",
                 self.key_label
             )));
@@ -236,67 +204,41 @@ impl Inner {
         Ok(found.handle)
     }
 
-    /// Signs on a pooled session; when the token dropped the session or the login, reopens,
-    /// finds the key again and signs once more.
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, Failure> {
-        let lost = |result: &Result<Vec<u8>, Failure>| matches!(result, Err(Failure::Token(e)) if e.is_session_lost());
-        let first = {
-            let _shared = self.token.gate();
-            match self.token.take() {
-                Ok(session) => {
-                    let result = sign_digest(&session, self.handle(), &self.key_label, message);
-                    if !lost(&result) {
-                        self.token.give_back(session);
-                    }
-                    result
-                }
-                Err(error) => Err(error.into()),
-            }
-        };
-        match first {
-            Err(Failure::Token(error)) if error.is_session_lost() => {
-                tracing::warn!(%error, "PKCS#11 session lost; reopening it and retrying once");
-                self.token.recover()?;
-                let _shared = self.token.gate();
-                let session = self.token.take()?;
-                let result = self
-                    .refind(&session)
-                    .and_then(|handle| sign_digest(&session, handle, &self.key_label, message));
-                if !lost(&result) {
-                    self.token.give_back(session);
-                }
-                result
-            }
-            other => other,
-        }
+    /// Signs on a pooled session; when the token dropped the session or the login, finds the
+    /// key again before the one retry.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyStoreError> {
+        self.token.with_session(
+            |session| sign_digest(session, self.handle(), &self.key_label, message),
+            |session| self.refind(session).map(drop),
+        )
     }
 }
 
 /// An ES256 signing key in a PKCS#11 token.
 pub struct Pkcs11SigningKey {
     inner: Arc<Inner>,
-    permits: Arc<Semaphore>,
+    workers: Workers,
 }
 
 impl Pkcs11SigningKey {
     /// Opens the token, logs in, finds the key labelled `key_label`, reads its public key and
     /// checks one signature against it.
     pub async fn open(config: &Pkcs11Backend) -> Result<Self, SigningKeyError> {
-        let sessions = config.max_sessions.max(1);
+        let workers = Workers::new(config.max_sessions);
         let config = config.clone();
-        let inner = tokio::task::spawn_blocking(move || {
-            let token = open_token(&config)?;
+        let inner = blocking(move || {
+            let token = Token::open(&config)?;
             token.require_mechanism(MechanismType::ECDSA, "CKM_ECDSA")?;
             let session = token.take()?;
             let found = find_key(&session, &config.key_label);
             token.give_back(session);
             let found = found?.ok_or_else(|| {
-                Failure::Key(format!(
+                KeyStoreError::not_found(format!(
                     "no EC private key labelled {:?} in token {:?}; create it with `kms-plugin jwt-signer init-key`",
                     config.key_label, config.token_label
                 ))
             })?;
-            Ok::<_, Failure>(Inner {
+            Ok::<_, KeyStoreError>(Inner {
                 token,
                 key_label: config.key_label.clone(),
                 public_der: found.public_der,
@@ -304,11 +246,10 @@ impl Pkcs11SigningKey {
             })
         })
         .await
-        .map_err(|e| SigningKeyError::Unavailable(format!("PKCS#11 worker failed: {e}")))?
-        .map_err(|f| f.into_signing_error(SigningKeyError::Load))?;
+        .map_err(|e| signing_error(e, SigningKeyError::Load))?;
         let key = Self {
             inner: Arc::new(inner),
-            permits: Arc::new(Semaphore::new(sessions)),
+            workers,
         };
         key.self_test().await?;
         Ok(key)
@@ -344,21 +285,12 @@ impl SigningKey for Pkcs11SigningKey {
     }
 
     async fn sign(&self, message: &[u8]) -> Result<Vec<u8>, SigningKeyError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| SigningKeyError::Unavailable("PKCS#11 session pool closed".into()))?;
         let inner = self.inner.clone();
         let message = message.to_vec();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            inner.sign(&message)
-        })
-        .await
-        .map_err(|e| SigningKeyError::Unavailable(format!("PKCS#11 worker failed: {e}")))?
-        .map_err(|f| f.into_signing_error(SigningKeyError::Sign))
+        self.workers
+            .run(move || inner.sign(&message))
+            .await
+            .map_err(|e| signing_error(e, SigningKeyError::Sign))
     }
 }
 
@@ -389,8 +321,8 @@ pub async fn generate_signing_key(
     config: &Pkcs11Backend,
 ) -> Result<InitKeyOutcome, SigningKeyError> {
     let config = config.clone();
-    tokio::task::spawn_blocking(move || {
-        let token = open_token(&config)?;
+    blocking(move || {
+        let token = Token::open(&config)?;
         token.require_mechanism(MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN")?;
         token.require_mechanism(MechanismType::ECDSA, "CKM_ECDSA")?;
         let session = token.take()?;
@@ -399,7 +331,8 @@ pub async fn generate_signing_key(
             return Ok(InitKeyOutcome::Existing(kid_for(&found.public_der)));
         }
         let mut id = vec![0u8; GENERATED_ID_LEN];
-        getrandom::fill(&mut id).map_err(|e| Failure::Key(format!("no randomness: {e}")))?;
+        getrandom::fill(&mut id)
+            .map_err(|e| KeyStoreError::configuration(format!("no randomness: {e}")))?;
         let public = [
             Attribute::Token(true),
             Attribute::Private(false),
@@ -425,12 +358,11 @@ pub async fn generate_signing_key(
         remote_call("generate_signing_key", label);
         session.generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)?;
         let found = find_key(&session, label)?
-            .ok_or_else(|| Failure::Key(format!("the key pair labelled {label:?} was created but is not found")))?;
+            .ok_or_else(|| KeyStoreError::not_found(format!("the key pair labelled {label:?} was created but is not found")))?;
         let kid = kid_for(&found.public_der);
         tracing::info!(%kid, label = %label, id = %hex::encode(&found.id), "created the PKCS#11 service-account signing key");
         Ok(InitKeyOutcome::Created(kid))
     })
     .await
-    .map_err(|e| SigningKeyError::Unavailable(format!("PKCS#11 worker failed: {e}")))?
-    .map_err(|f: Failure| f.into_signing_error(SigningKeyError::Load))
+    .map_err(|e: KeyStoreError| signing_error(e, SigningKeyError::Load))
 }

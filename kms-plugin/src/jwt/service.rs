@@ -4,7 +4,7 @@ use super::key::{SigningKey, SigningKeyError};
 use super::keyset::{KeySet, watched_state};
 use super::local::FileSigningKey;
 use base64::Engine;
-use kms_config::{BackendKind, JwtSignerConfig};
+use kms_config::{JwtKeyConfig, JwtSignerConfig};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -20,32 +20,18 @@ const SIGN_TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn build_signing_key(
     config: &JwtSignerConfig,
 ) -> Result<Arc<dyn SigningKey>, SigningKeyError> {
-    match config.key.kind {
-        BackendKind::Local => {
-            let local = config.key.local.as_ref().ok_or_else(|| {
-                SigningKeyError::Load("jwt_signer.key.local is not configured".into())
-            })?;
-            Ok(Arc::new(FileSigningKey::load(&local.key_file)?))
-        }
+    match &config.key {
+        JwtKeyConfig::Local(local) => Ok(Arc::new(FileSigningKey::load(&local.key_file)?)),
         #[cfg(feature = "pkcs11")]
-        BackendKind::Pkcs11 => {
-            let pkcs11 = config.key.pkcs11.as_ref().ok_or_else(|| {
-                SigningKeyError::Load("jwt_signer.key.pkcs11 is not configured".into())
-            })?;
-            Ok(Arc::new(
-                super::pkcs11::Pkcs11SigningKey::open(pkcs11).await?,
-            ))
-        }
+        JwtKeyConfig::Pkcs11(pkcs11) => Ok(Arc::new(
+            super::pkcs11::Pkcs11SigningKey::open(pkcs11).await?,
+        )),
         #[cfg(feature = "aws")]
-        BackendKind::Aws => {
-            let aws = config.key.aws.as_ref().ok_or_else(|| {
-                SigningKeyError::Load("jwt_signer.key.aws is not configured".into())
-            })?;
-            Ok(Arc::new(super::aws::AwsSigningKey::connect(aws).await?))
-        }
+        JwtKeyConfig::Aws(aws) => Ok(Arc::new(super::aws::AwsSigningKey::connect(aws).await?)),
         #[allow(unreachable_patterns)]
         other => Err(SigningKeyError::Load(format!(
-            "signing keys of kind {other:?} are not available in this build"
+            "signing keys of kind {:?} are not available in this build",
+            other.kind()
         ))),
     }
 }
@@ -87,7 +73,7 @@ impl JwtSigner {
             .iter()
             .map(|k| k.path().to_owned())
             .collect();
-        if let Some(local) = &self.config.key.local {
+        if let JwtKeyConfig::Local(local) = &self.config.key {
             files.push(local.key_file.clone());
         }
         files

@@ -1,5 +1,7 @@
 //! Why a root key operation failed. Kept precise for logs; the wire only sees an opaque status.
 
+use keystore::{ErrorKind, KeyStoreError};
+
 /// A root key backend failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -29,5 +31,21 @@ impl RootKeyError {
     /// key id is bad.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// A key store failure as a root key failure: transient is `Unavailable`, denied is `Denied`,
+/// integrity is `Integrity`; a missing key or a misconfigured store is `Backend` (the callers
+/// that know which key id was asked for map `NotFound` and `Integrity` themselves).
+impl From<KeyStoreError> for RootKeyError {
+    fn from(error: KeyStoreError) -> Self {
+        let kind = error.kind();
+        let text = error.into_message();
+        match kind {
+            ErrorKind::Transient => Self::Unavailable(text),
+            ErrorKind::Denied => Self::Denied(text),
+            ErrorKind::Integrity => Self::Integrity(text),
+            _ => Self::Backend(text),
+        }
     }
 }

@@ -68,7 +68,7 @@ impl RootKey for FakeRootKey {
         self.key_id.lock().expect("lock").clone()
     }
 
-    async fn wrap(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
+    async fn wrap_kek(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
         self.wraps.fetch_add(1, Ordering::SeqCst);
         self.behave().await?;
         let key_id = self.primary_key_id();
@@ -78,7 +78,7 @@ impl RootKey for FakeRootKey {
         })
     }
 
-    async fn unwrap(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
+    async fn unwrap_kek(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
         self.unwraps.fetch_add(1, Ordering::SeqCst);
         self.behave().await?;
         AesKey::from_slice(&pad(key_id, wrapped))

@@ -48,16 +48,16 @@ impl RootKey for Instrumented {
         self.inner.primary_key_id()
     }
 
-    async fn wrap(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
+    async fn wrap_kek(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
         let started = Instant::now();
-        let result = self.inner.wrap(key).await;
+        let result = self.inner.wrap_kek(key).await;
         self.record("wrap", started, &result);
         result
     }
 
-    async fn unwrap(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
+    async fn unwrap_kek(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
         let started = Instant::now();
-        let result = self.inner.unwrap(key_id, wrapped).await;
+        let result = self.inner.unwrap_kek(key_id, wrapped).await;
         self.record("unwrap", started, &result);
         result
     }

@@ -41,11 +41,11 @@ pub trait RootKey: Send + Sync + 'static {
     /// The key id new local KEKs are wrapped under. Answers from memory, never a remote call.
     fn primary_key_id(&self) -> KeyId;
 
-    /// Wraps `key` under the primary root key.
-    async fn wrap(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError>;
+    /// Wraps the local KEK `key` under the primary root key.
+    async fn wrap_kek(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError>;
 
-    /// Unwraps bytes that [`RootKey::wrap`] produced under `key_id`.
-    async fn unwrap(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError>;
+    /// Unwraps the local KEK that [`RootKey::wrap_kek`] produced under `key_id`.
+    async fn unwrap_kek(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError>;
 
     /// Re-reads what can change outside the process: a promoted root key version, an alias that
     /// points at a new key. Called every [`RootKey::refresh_interval`] and on SIGHUP.

@@ -13,6 +13,8 @@
 //! - At startup an unreachable KMS is retried with jittered backoff for `startup_timeout`; then
 //!   startup fails with the last error. Access denied, unknown or disabled keys fail at once.
 //! - Each KMS request logs one `debug` line with target `kms_plugin::root_key::remote`.
+//! - The client, its retries and timeouts, the startup retry and the classification of SDK
+//!   errors are the `keystore` crate's; this module maps them into [`RootKeyError`].
 //!
 //! The KEK travels inside the SDK's request and response bodies, which the SDK does not zeroize;
 //! the plugin zeroizes its own copies.
@@ -38,23 +40,21 @@
 //! (and on every earlier key whose wrapped KEKs are still stored); the encryption context can be
 //! pinned in the key policy with `kms:EncryptionContext:<key>` conditions.
 
-pub(crate) mod client;
-pub(crate) mod error;
+mod error;
 
 use super::{KeyId, RootKey, RootKeyError, WrappedKey};
 use crate::secret::AesKey;
 use async_trait::async_trait;
 use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeySpec, KeyState, KeyUsageType};
-use error::map_sdk_error;
+use error::root_key_error;
+use keystore::KeyStoreError;
+use keystore::aws::{build, map_sdk_error, retry_at_startup};
 use kms_config::AwsBackend;
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 use zeroize::Zeroizing;
-
-/// Shortest refresh interval honoured (a zero interval would stop the refresh timer).
-const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A symmetric key in AWS KMS.
 pub struct AwsRootKey {
@@ -81,7 +81,7 @@ fn is_key_arn(key_id: &str) -> bool {
 }
 
 /// Resolves `key` to the ARN of an enabled symmetric encryption key.
-async fn describe(client: &aws_sdk_kms::Client, key: &str) -> Result<KeyId, RootKeyError> {
+async fn describe(client: &aws_sdk_kms::Client, key: &str) -> Result<KeyId, KeyStoreError> {
     remote_call("describe_key", key);
     let out = client
         .describe_key()
@@ -90,15 +90,15 @@ async fn describe(client: &aws_sdk_kms::Client, key: &str) -> Result<KeyId, Root
         .await
         .map_err(|e| map_sdk_error("DescribeKey", key, e))?;
     let meta = out.key_metadata().ok_or_else(|| {
-        RootKeyError::Backend(format!("DescribeKey {key}: no key metadata in the answer"))
+        KeyStoreError::configuration(format!("DescribeKey {key}: no key metadata in the answer"))
     })?;
     let arn = meta.arn().and_then(KeyId::new).ok_or_else(|| {
-        RootKeyError::Backend(format!(
+        KeyStoreError::configuration(format!(
             "DescribeKey {key}: no usable key ARN in the answer"
         ))
     })?;
     if meta.key_state() != Some(&KeyState::Enabled) {
-        return Err(RootKeyError::Denied(format!(
+        return Err(KeyStoreError::denied(format!(
             "KMS key {arn} is {:?}, not Enabled",
             meta.key_state()
         )));
@@ -111,7 +111,7 @@ async fn describe(client: &aws_sdk_kms::Client, key: &str) -> Result<KeyId, Root
             .key_spec()
             .is_some_and(|spec| spec != &KeySpec::SymmetricDefault)
     {
-        return Err(RootKeyError::Backend(format!(
+        return Err(KeyStoreError::configuration(format!(
             "KMS key {arn} is not a symmetric ENCRYPT_DECRYPT key (SYMMETRIC_DEFAULT): usage {:?}, spec {:?}",
             meta.key_usage(),
             meta.key_spec()
@@ -124,13 +124,14 @@ impl AwsRootKey {
     /// Builds the client and resolves the configured key to its ARN (see the module docs for
     /// what happens while KMS is unreachable).
     pub async fn connect(config: &AwsBackend) -> Result<Self, RootKeyError> {
-        let client = client::build(config).await?;
-        let arn = client::retry_at_startup(
+        let client = build(config).await?;
+        let arn = retry_at_startup(
             config.startup_timeout.get(),
             "backend.aws.startup_timeout",
             || describe(&client, &config.key_id),
         )
-        .await?;
+        .await
+        .map_err(|e| root_key_error(&config.key_id, e))?;
         tracing::info!(key = %config.key_id, key_arn = %arn, "resolved the AWS KMS root key");
         Ok(Self {
             client,
@@ -141,7 +142,7 @@ impl AwsRootKey {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             current: RwLock::new(arn),
-            refresh_interval: config.key_refresh_interval.get().max(MIN_REFRESH_INTERVAL),
+            refresh_interval: config.key_refresh_interval.get(),
         })
     }
 
@@ -170,7 +171,7 @@ impl RootKey for AwsRootKey {
         }
     }
 
-    async fn wrap(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
+    async fn wrap_kek(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
         // Encrypt under the resolved ARN, not the alias: the answer's key id then always equals
         // what Status reports, even between an alias change and the next refresh.
         let arn = self.primary_key_id();
@@ -183,7 +184,7 @@ impl RootKey for AwsRootKey {
             .set_encryption_context(Some(self.context.clone()))
             .send()
             .await
-            .map_err(|e| map_sdk_error("Encrypt", arn.as_str(), e))?;
+            .map_err(|e| root_key_error(arn.as_str(), map_sdk_error("Encrypt", arn.as_str(), e)))?;
         if let Some(answered) = out.key_id().filter(|answered| *answered != arn.as_str()) {
             return Err(RootKeyError::Backend(format!(
                 "KMS Encrypt under {arn} answered for another key, {answered}"
@@ -202,7 +203,7 @@ impl RootKey for AwsRootKey {
         })
     }
 
-    async fn unwrap(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
+    async fn unwrap_kek(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
         if !is_key_arn(key_id.as_str()) {
             return Err(RootKeyError::UnknownKey(key_id.to_string()));
         }
@@ -218,13 +219,20 @@ impl RootKey for AwsRootKey {
             .set_encryption_context(Some(self.context.clone()))
             .send()
             .await
-            .map_err(|e| map_sdk_error("Decrypt", key_id.as_str(), e))?;
+            .map_err(|e| {
+                root_key_error(
+                    key_id.as_str(),
+                    map_sdk_error("Decrypt", key_id.as_str(), e),
+                )
+            })?;
         let plaintext = Zeroizing::new(out.plaintext.map(Blob::into_inner).unwrap_or_default());
         AesKey::from_slice(&plaintext).ok_or_else(|| RootKeyError::Integrity(key_id.to_string()))
     }
 
     async fn refresh(&self) -> Result<(), RootKeyError> {
-        let arn = describe(&self.client, &self.configured).await?;
+        let arn = describe(&self.client, &self.configured)
+            .await
+            .map_err(|e| root_key_error(&self.configured, e))?;
         self.set_current(arn);
         Ok(())
     }
@@ -250,16 +258,5 @@ mod tests {
         assert!(!is_key_arn("arn:aws:kms:us-east-1:123456789012:key/"));
         assert!(!is_key_arn("local:v1:abcd"));
         assert!(!is_key_arn("pkcs11:root:00"));
-    }
-
-    #[test]
-    fn jitter_stays_within_half_and_full() {
-        for _ in 0..100 {
-            let pause = client::jittered(Duration::from_secs(2));
-            assert!(
-                pause >= Duration::from_secs(1) && pause <= Duration::from_secs(2),
-                "{pause:?}"
-            );
-        }
     }
 }

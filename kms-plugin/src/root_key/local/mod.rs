@@ -84,7 +84,7 @@ impl RootKey for LocalRootKey {
         self.current().primary().key_id.clone()
     }
 
-    async fn wrap(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
+    async fn wrap_kek(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
         let keyring = self.current();
         let primary = keyring.primary();
         let mut nonce = [0u8; NONCE_LEN];
@@ -106,7 +106,7 @@ impl RootKey for LocalRootKey {
         })
     }
 
-    async fn unwrap(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
+    async fn unwrap_kek(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
         let mut keyring = self.current();
         if keyring.find(key_id).is_none() {
             // A version carried over from another node may have arrived since the last poll.

@@ -1,13 +1,14 @@
 //! Wrapping a local KEK inside the token: CKM_AES_GCM with our own random IV and an AAD that
 //! binds the root key id. Wrapped form: `IV (12) || ciphertext (32) || tag (16)`.
 
-use super::error::Pkcs11Error;
 use crate::root_key::KeyId;
 use crate::secret::{AES_KEY_LEN, AesKey};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::mechanism::aead::GcmParams;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
+use keystore::KeyStoreError;
+use keystore::pkcs11::decrypt_error;
 use zeroize::Zeroizing;
 
 const IV_LEN: usize = 12;
@@ -30,16 +31,17 @@ pub fn seal(
     handle: ObjectHandle,
     key_id: &KeyId,
     key: &AesKey,
-) -> Result<Vec<u8>, Pkcs11Error> {
+) -> Result<Vec<u8>, KeyStoreError> {
     let mut iv = [0u8; IV_LEN];
-    getrandom::fill(&mut iv).map_err(|e| Pkcs11Error::Binding(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut iv)
+        .map_err(|e| KeyStoreError::configuration(format!("no randomness: {e}")))?;
     let aad = aad(key_id);
     let mut params_iv = iv;
     let params = GcmParams::new(&mut params_iv, &aad, ((TAG_LEN * 8) as u64).into())?;
     remote_call("wrap", key_id);
     let sealed = session.encrypt(&Mechanism::AesGcm(params), handle, key.expose())?;
     if sealed.len() != AES_KEY_LEN + TAG_LEN {
-        return Err(Pkcs11Error::Binding(format!(
+        return Err(KeyStoreError::configuration(format!(
             "C_Encrypt returned {} bytes, expected {}",
             sealed.len(),
             AES_KEY_LEN + TAG_LEN
@@ -55,7 +57,7 @@ pub fn open(
     handle: ObjectHandle,
     key_id: &KeyId,
     wrapped: &[u8],
-) -> Result<Option<AesKey>, Pkcs11Error> {
+) -> Result<Option<AesKey>, KeyStoreError> {
     if wrapped.len() != WRAPPED_LEN {
         return Ok(None);
     }
@@ -67,6 +69,10 @@ pub fn open(
     let aad = aad(key_id);
     let params = GcmParams::new(&mut iv, &aad, ((TAG_LEN * 8) as u64).into())?;
     remote_call("unwrap", key_id);
-    let opened = Zeroizing::new(session.decrypt(&Mechanism::AesGcm(params), handle, sealed)?);
+    let opened = Zeroizing::new(
+        session
+            .decrypt(&Mechanism::AesGcm(params), handle, sealed)
+            .map_err(decrypt_error)?,
+    );
     Ok(AesKey::from_slice(&opened))
 }

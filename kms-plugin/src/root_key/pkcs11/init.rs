@@ -1,9 +1,10 @@
 //! First-time setup: create the first root key version in an initialised token.
 
-use super::error::Pkcs11Error;
-use super::{keys, pin, token::Token};
+use super::keys;
 use crate::root_key::{KeyId, RootKeyError};
 use cryptoki::mechanism::MechanismType;
+use keystore::KeyStoreError;
+use keystore::pkcs11::{Token, blocking};
 use kms_config::Pkcs11Backend;
 
 /// What [`init_root_key`] found or did.
@@ -30,11 +31,8 @@ impl InitOutcome {
 /// initialised (`softhsm2-util --init-token ...` or the HSM vendor's tool).
 pub async fn init_root_key(config: &Pkcs11Backend) -> Result<InitOutcome, RootKeyError> {
     let config = config.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let source = config
-            .pin_source()
-            .ok_or_else(|| Pkcs11Error::Pin("set pin_file or pin_env".into()))?;
-        let token = Token::open(&config.module, &config.token_label, pin::read_pin(&source)?)?;
+    blocking(move || {
+        let token = Token::open(&config)?;
         token.require_mechanism(MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN")?;
         token.require_mechanism(MechanismType::AES_GCM, "CKM_AES_GCM")?;
         let session = token.take()?;
@@ -46,11 +44,10 @@ pub async fn init_root_key(config: &Pkcs11Backend) -> Result<InitOutcome, RootKe
         let created = keys::list(&session, &config.key_label)?;
         let primary = created
             .primary()
-            .ok_or_else(|| Pkcs11Error::NoRootKey(config.key_label.clone()))?;
+            .ok_or_else(|| keys::no_root_key(&config.key_label))?;
         tracing::info!(key_id = %primary.key_id, "created the first PKCS#11 root key");
-        Ok::<_, Pkcs11Error>(InitOutcome::Created(primary.key_id.clone()))
+        Ok::<_, KeyStoreError>(InitOutcome::Created(primary.key_id.clone()))
     })
     .await
-    .map_err(|e| RootKeyError::from(Pkcs11Error::Worker(e.to_string())))?;
-    Ok(outcome?)
+    .map_err(RootKeyError::from)
 }

@@ -6,11 +6,11 @@
 //! id). The primary version is the one with the greatest `CKA_ID` in byte order, i.e. the highest
 //! version number. The key id reported to kube-apiserver is `pkcs11:<key_label>:<hex CKA_ID>`.
 
-use super::error::Pkcs11Error;
 use crate::root_key::KeyId;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
+use keystore::KeyStoreError;
 use std::collections::BTreeMap;
 
 /// Prefix of every key id of this backend.
@@ -70,7 +70,7 @@ impl KeySet {
     }
 
     /// The `CKA_ID` the next version gets: highest version number plus one, then 8 random bytes.
-    fn next_id(&self) -> Result<Vec<u8>, Pkcs11Error> {
+    fn next_id(&self) -> Result<Vec<u8>, KeyStoreError> {
         let next = self
             .versions
             .keys()
@@ -81,13 +81,25 @@ impl KeySet {
         let mut id = vec![0u8; GENERATED_ID_LEN];
         id[..8].copy_from_slice(&next.to_be_bytes());
         getrandom::fill(&mut id[8..])
-            .map_err(|e| Pkcs11Error::Binding(format!("no randomness: {e}")))?;
+            .map_err(|e| KeyStoreError::configuration(format!("no randomness: {e}")))?;
         Ok(id)
     }
 }
 
+/// A root key object that is not protected the way a root key must be.
+fn unprotected(reason: String) -> KeyStoreError {
+    KeyStoreError::configuration(format!("root key {reason}"))
+}
+
+/// The token holds no root key labelled `label`.
+pub fn no_root_key(label: &str) -> KeyStoreError {
+    KeyStoreError::not_found(format!(
+        "no root key labelled {label:?} in the token; run `kms-plugin hsm init` first"
+    ))
+}
+
 /// Lists the AES root key objects labelled `label`, refusing any that could leave the token.
-pub fn list(session: &Session, label: &str) -> Result<KeySet, Pkcs11Error> {
+pub fn list(session: &Session, label: &str) -> Result<KeySet, KeyStoreError> {
     tracing::debug!(target: "kms_plugin::root_key::remote", backend = "pkcs11", op = "list", label, "remote call");
     let template = [
         Attribute::Class(ObjectClass::SECRET_KEY),
@@ -114,22 +126,22 @@ pub fn list(session: &Session, label: &str) -> Result<KeySet, Pkcs11Error> {
             }
         }
         let id = id.filter(|id| !id.is_empty()).ok_or_else(|| {
-            Pkcs11Error::Unprotected(format!(
+            unprotected(format!(
                 "object labelled {label:?} has no CKA_ID; give every version a distinct id"
             ))
         })?;
         let key_id = key_id_for(label, &id).ok_or_else(|| {
-            Pkcs11Error::Unprotected(format!(
+            unprotected(format!(
                 "label {label:?} makes a key id longer than 1024 bytes"
             ))
         })?;
         if !sensitive || extractable {
-            return Err(Pkcs11Error::Unprotected(format!(
+            return Err(unprotected(format!(
                 "{key_id} must be CKA_SENSITIVE=true and CKA_EXTRACTABLE=false"
             )));
         }
         if len != crate::secret::AES_KEY_LEN {
-            return Err(Pkcs11Error::Unprotected(format!(
+            return Err(unprotected(format!(
                 "{key_id} is {len} bytes long, not 32 (AES-256)"
             )));
         }
@@ -139,9 +151,7 @@ pub fn list(session: &Session, label: &str) -> Result<KeySet, Pkcs11Error> {
             handle,
         };
         if versions.insert(id, version).is_some() {
-            return Err(Pkcs11Error::Unprotected(format!(
-                "{key_id} exists twice in the token"
-            )));
+            return Err(unprotected(format!("{key_id} exists twice in the token")));
         }
     }
     Ok(KeySet { versions })
@@ -149,7 +159,11 @@ pub fn list(session: &Session, label: &str) -> Result<KeySet, Pkcs11Error> {
 
 /// Creates the next version of `label` in the token: AES-256, token object, private,
 /// sensitive, never extractable, usable only to encrypt and decrypt. Returns its `CKA_ID`.
-pub fn generate(session: &Session, label: &str, current: &KeySet) -> Result<Vec<u8>, Pkcs11Error> {
+pub fn generate(
+    session: &Session,
+    label: &str,
+    current: &KeySet,
+) -> Result<Vec<u8>, KeyStoreError> {
     let id = current.next_id()?;
     tracing::debug!(target: "kms_plugin::root_key::remote", backend = "pkcs11", op = "generate", label, "remote call");
     let template = [

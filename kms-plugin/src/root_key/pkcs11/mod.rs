@@ -10,14 +10,15 @@
 //! - A local KEK is wrapped with CKM_AES_GCM inside the token: a 12-byte IV drawn by the plugin,
 //!   AAD = a fixed label and the key id, the KEK as the data to C_Encrypt. Wrapped form:
 //!   `IV || ciphertext || tag` (60 bytes).
-//! - Every PKCS#11 call blocks, so it runs on `spawn_blocking`, at most `max_sessions` at once,
-//!   each on a pooled session. A session the token dropped (`CKR_SESSION_HANDLE_INVALID`,
-//!   `CKR_USER_NOT_LOGGED_IN`, `CKR_DEVICE_REMOVED`, ...) is reopened, logged in again, the key
-//!   handles re-listed, and the call retried once.
-//! - Each call that reaches the token logs one `debug` line with target
+//! - The connection is the `keystore` crate's [`Token`]: every PKCS#11 call runs on a worker
+//!   thread, at most `max_sessions` at once, each on a pooled session. A session the token
+//!   dropped (`CKR_SESSION_HANDLE_INVALID`, `CKR_USER_NOT_LOGGED_IN`, `CKR_DEVICE_REMOVED`, ...)
+//!   is reopened, logged in again, the key handles re-listed here, and the call retried once; a
+//!   module that stops listing the token is re-initialised at most once a second. This module
+//!   adds the root key's own part: its key versions, the AES-GCM wrap, and the mapping of
+//!   [`KeyStoreError`] into [`RootKeyError`].
+//! - Each root key call that reaches the token logs one `debug` line with target
 //!   `kms_plugin::root_key::remote`, so remote calls can be counted from the logs.
-//! - A module that stops listing the token (unplugged, unreachable) is re-initialised
-//!   (C_Finalize, C_Initialize) at most once a second until the token is back.
 //!
 //! # Setting up (SoftHSM2 shown; use the HSM vendor's tools elsewhere)
 //!
@@ -47,12 +48,9 @@
 //! SIGHUP. Versions are never deleted by the plugin: delete an old one in the token only once
 //! no stored data is wrapped under it any more.
 
-pub(crate) mod error;
 mod gcm;
 mod init;
 mod keys;
-pub(crate) mod pin;
-pub(crate) mod token;
 
 pub use init::{InitOutcome, init_root_key};
 
@@ -61,24 +59,20 @@ use crate::secret::AesKey;
 use async_trait::async_trait;
 use cryptoki::mechanism::MechanismType;
 use cryptoki::session::Session;
-use error::Pkcs11Error;
 use keys::KeySet;
+use keystore::pkcs11::{Token, Workers, blocking};
+use keystore::{ErrorKind, KeyStoreError};
 use kms_config::Pkcs11Backend;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use token::Token;
-use tokio::sync::Semaphore;
 
 /// Least time between two re-listings caused by unwraps naming an unknown version.
 const MISS_RELIST_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Shortest refresh interval honoured (a zero interval would stop the refresh timer).
-const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
-
 /// Root keys held in a PKCS#11 token.
 pub struct Pkcs11RootKey {
     inner: Arc<Inner>,
-    permits: Arc<Semaphore>,
+    workers: Workers,
     refresh_interval: Duration,
 }
 
@@ -105,14 +99,14 @@ struct Primary {
 }
 
 impl Current {
-    fn new(keys: KeySet, label: &str) -> Result<Self, Pkcs11Error> {
+    fn new(keys: KeySet, label: &str) -> Result<Self, KeyStoreError> {
         let primary = keys
             .primary()
             .map(|v| Primary {
                 key_id: v.key_id.clone(),
                 id: v.id.clone(),
             })
-            .ok_or_else(|| Pkcs11Error::NoRootKey(label.to_owned()))?;
+            .ok_or_else(|| keys::no_root_key(label))?;
         Ok(Self { keys, primary })
     }
 }
@@ -126,7 +120,7 @@ impl Inner {
     }
 
     /// Lists the versions in the token and makes them current (an empty list is refused).
-    fn relist(&self, session: &Session) -> Result<Arc<Current>, Pkcs11Error> {
+    fn relist(&self, session: &Session) -> Result<Arc<Current>, KeyStoreError> {
         let fresh = Arc::new(Current::new(
             keys::list(session, &self.key_label)?,
             &self.key_label,
@@ -152,39 +146,16 @@ impl Inner {
         true
     }
 
-    /// Runs `op` on a pooled session. When the token dropped the session or the login, reopens,
-    /// re-lists the keys (their handles may have changed) and runs `op` once more.
+    /// Runs `op` on a pooled session with the current versions; when the token dropped the
+    /// session, re-lists the versions (their handles may have changed) before the one retry.
     fn with_session<T>(
         &self,
-        op: impl Fn(&Session, &KeySet) -> Result<T, Pkcs11Error>,
-    ) -> Result<T, Pkcs11Error> {
-        let first = {
-            let _shared = self.token.gate();
-            self.token.take().and_then(|session| {
-                let result = op(&session, &self.current().keys);
-                // A failed operation ends there and leaves the session usable (PKCS#11 §5.2);
-                // keeping it also keeps the login, and with it the key handles, alive.
-                if !matches!(&result, Err(error) if error.is_session_lost()) {
-                    self.token.give_back(session);
-                }
-                result
-            })
-        };
-        match first {
-            Err(error) if error.is_session_lost() => {
-                tracing::warn!(%error, "PKCS#11 session lost; reopening it and retrying once");
-                self.token.recover()?;
-                let _shared = self.token.gate();
-                let session = self.token.take()?;
-                let current = self.relist(&session)?;
-                let result = op(&session, &current.keys);
-                if !matches!(&result, Err(error) if error.is_session_lost()) {
-                    self.token.give_back(session);
-                }
-                result
-            }
-            other => other,
-        }
+        op: impl Fn(&Session, &KeySet) -> Result<T, KeyStoreError>,
+    ) -> Result<T, KeyStoreError> {
+        self.token.with_session(
+            |session| op(session, &self.current().keys),
+            |session| self.relist(session).map(drop),
+        )
     }
 }
 
@@ -194,8 +165,8 @@ impl Pkcs11RootKey {
         let inner = open_inner(config).await?;
         Ok(Self {
             inner: Arc::new(inner),
-            permits: Arc::new(Semaphore::new(config.max_sessions)),
-            refresh_interval: config.refresh_interval.get().max(MIN_REFRESH_INTERVAL),
+            workers: Workers::new(config.max_sessions),
+            refresh_interval: config.refresh_interval.get(),
         })
     }
 
@@ -204,19 +175,8 @@ impl Pkcs11RootKey {
         &self,
         work: impl FnOnce(&Inner) -> Result<T, RootKeyError> + Send + 'static,
     ) -> Result<T, RootKeyError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| RootKeyError::Unavailable("PKCS#11 session pool closed".into()))?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work(&inner)
-        })
-        .await
-        .map_err(|e| RootKeyError::from(Pkcs11Error::Worker(e.to_string())))?
+        self.workers.run(move || work(&inner)).await
     }
 
     fn primary(&self) -> Primary {
@@ -227,17 +187,13 @@ impl Pkcs11RootKey {
 /// Loads the module, opens the token and lists the keys, on a blocking thread.
 async fn open_inner(config: &Pkcs11Backend) -> Result<Inner, RootKeyError> {
     let config = config.clone();
-    let opened = tokio::task::spawn_blocking(move || {
-        let source = config
-            .pin_source()
-            .ok_or_else(|| Pkcs11Error::Pin("set pin_file or pin_env".into()))?;
-        let pin = pin::read_pin(&source)?;
-        let token = Token::open(&config.module, &config.token_label, pin)?;
+    blocking(move || {
+        let token = Token::open(&config)?;
         token.require_mechanism(MechanismType::AES_GCM, "CKM_AES_GCM")?;
         let session = token.take()?;
         let current = Current::new(keys::list(&session, &config.key_label)?, &config.key_label)?;
         token.give_back(session);
-        Ok::<_, Pkcs11Error>(Inner {
+        Ok::<_, KeyStoreError>(Inner {
             token,
             key_label: config.key_label.clone(),
             current: RwLock::new(Arc::new(current)),
@@ -245,8 +201,7 @@ async fn open_inner(config: &Pkcs11Backend) -> Result<Inner, RootKeyError> {
         })
     })
     .await
-    .map_err(|e| RootKeyError::from(Pkcs11Error::Worker(e.to_string())))?;
-    Ok(opened?)
+    .map_err(RootKeyError::from)
 }
 
 #[async_trait]
@@ -259,7 +214,7 @@ impl RootKey for Pkcs11RootKey {
         self.primary().key_id
     }
 
-    async fn wrap(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
+    async fn wrap_kek(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
         let primary = self.primary();
         let key = AesKey::from_slice(key.expose())
             .ok_or_else(|| RootKeyError::Backend("bad KEK length".into()))?;
@@ -268,12 +223,12 @@ impl RootKey for Pkcs11RootKey {
                 .with_session(|session, keys| {
                     let version = keys
                         .get(&primary.id)
-                        .ok_or_else(|| Pkcs11Error::NoRootKey(primary.key_id.to_string()))?;
+                        .ok_or_else(|| keys::no_root_key(primary.key_id.as_str()))?;
                     gcm::seal(session, version.handle, &primary.key_id, &key)
                 })
-                .map_err(|e| match e {
-                    Pkcs11Error::NoRootKey(id) => RootKeyError::UnknownKey(id),
-                    other => other.into(),
+                .map_err(|e| match e.kind() {
+                    ErrorKind::NotFound => RootKeyError::UnknownKey(primary.key_id.to_string()),
+                    _ => e.into(),
                 })?;
             Ok(WrappedKey {
                 key_id: primary.key_id,
@@ -283,7 +238,7 @@ impl RootKey for Pkcs11RootKey {
         .await
     }
 
-    async fn unwrap(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
+    async fn unwrap_kek(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
         let id = keys::parse_key_id(&self.inner.key_label, key_id)
             .ok_or_else(|| RootKeyError::UnknownKey(key_id.to_string()))?;
         if wrapped.len() != gcm::WRAPPED_LEN {
@@ -304,7 +259,10 @@ impl RootKey for Pkcs11RootKey {
                 Ok(Some(Some(key))) => Ok(key),
                 Ok(Some(None)) => Err(RootKeyError::Integrity(key_id.to_string())),
                 Ok(None) => Err(RootKeyError::UnknownKey(key_id.to_string())),
-                Err(error) => Err(error.into_unwrap_error(key_id.as_str())),
+                Err(error) if error.kind() == ErrorKind::Integrity => {
+                    Err(RootKeyError::Integrity(key_id.to_string()))
+                }
+                Err(error) => Err(error.into()),
             }
         })
         .await

@@ -1,6 +1,7 @@
-//! Building the KMS client: standard credential chain, region, endpoint, timeouts, retries.
+//! Building the KMS client (standard credential chain, region, endpoint, timeouts, retries) and
+//! retrying an unreachable KMS at startup.
 
-use crate::root_key::RootKeyError;
+use crate::KeyStoreError;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -15,24 +16,14 @@ use std::time::{Duration, Instant};
 /// connecting) and an operation timeout over all attempts; throttling and transient errors are
 /// retried with exponential backoff and jitter (the SDK's standard mode) up to `max_attempts`,
 /// while access-denied and invalid-ciphertext errors are never retried.
-pub async fn build(config: &AwsBackend) -> Result<aws_sdk_kms::Client, RootKeyError> {
-    for (field, value) in [
-        ("attempt_timeout", config.attempt_timeout.get()),
-        ("operation_timeout", config.operation_timeout.get()),
-    ] {
-        if value.is_zero() {
-            return Err(RootKeyError::Backend(format!(
-                "backend.aws.{field} must be greater than zero"
-            )));
-        }
-    }
+pub async fn build(config: &AwsBackend) -> Result<aws_sdk_kms::Client, KeyStoreError> {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(config.attempt_timeout.get())
         .operation_attempt_timeout(config.attempt_timeout.get())
         .operation_timeout(config.operation_timeout.get())
         .build();
     let retries = RetryConfig::standard()
-        .with_max_attempts(config.max_attempts)
+        .with_max_attempts(config.max_attempts.get())
         .with_initial_backoff(Duration::from_millis(100))
         .with_max_backoff(Duration::from_secs(2));
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
@@ -46,8 +37,8 @@ pub async fn build(config: &AwsBackend) -> Result<aws_sdk_kms::Client, RootKeyEr
     }
     let sdk_config = loader.load().await;
     if sdk_config.region().is_none() {
-        return Err(RootKeyError::Backend(
-            "no AWS region: set backend.aws.region or AWS_REGION".into(),
+        return Err(KeyStoreError::configuration(
+            "no AWS region: set the aws section's region or AWS_REGION",
         ));
     }
     Ok(aws_sdk_kms::Client::new(&sdk_config))
@@ -73,10 +64,10 @@ pub async fn retry_at_startup<T, F, Fut>(
     budget: Duration,
     setting: &str,
     mut call: F,
-) -> Result<T, RootKeyError>
+) -> Result<T, KeyStoreError>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, RootKeyError>>,
+    Fut: Future<Output = Result<T, KeyStoreError>>,
 {
     let started = Instant::now();
     let mut backoff = Duration::from_millis(250);
@@ -86,7 +77,7 @@ where
             Err(error) if error.is_transient() => {
                 let pause = jittered(backoff);
                 if started.elapsed() + pause >= budget {
-                    return Err(RootKeyError::Unavailable(format!(
+                    return Err(KeyStoreError::transient(format!(
                         "AWS KMS still unreachable after {:?} at startup ({setting}): {error}",
                         started.elapsed()
                     )));
@@ -96,6 +87,22 @@ where
                 backoff = (backoff * 2).min(MAX_STARTUP_BACKOFF);
             }
             Err(error) => return Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_half_and_full() {
+        for _ in 0..100 {
+            let pause = jittered(Duration::from_secs(2));
+            assert!(
+                pause >= Duration::from_secs(1) && pause <= Duration::from_secs(2),
+                "{pause:?}"
+            );
         }
     }
 }

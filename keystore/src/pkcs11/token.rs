@@ -1,4 +1,5 @@
-//! The token: module loading, finding the slot by label, login, and a pool of open sessions.
+//! The token: module loading, finding the slot by label, login, a pool of open sessions, and
+//! running an operation on one with recovery.
 //!
 //! Everything here blocks; callers run it on `spawn_blocking` threads. A PKCS#11 login is
 //! shared by every session of the process on one token, so a session is logged in when it is
@@ -9,14 +10,16 @@
 //! C_Finalize and C_Initialize. [`Token::recover`] does that, at most once per
 //! [`REINIT_INTERVAL`], while holding the gate exclusively: no other call is inside the module.
 
-use super::error::Pkcs11Error;
+use super::error::token_not_found;
+use super::read_pin;
+use crate::KeyStoreError;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::RawAuthPin;
-use std::path::Path;
+use kms_config::Pkcs11Backend;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
@@ -29,6 +32,7 @@ pub const REINIT_INTERVAL: Duration = Duration::from_secs(1);
 /// A process should hold one `Token` per module while it serves: [`Token::recover`] finalises
 /// the module for the whole process, and only this value's calls wait for it. (A second,
 /// short-lived instance, as in `kms-plugin rotate` or tests, is fine while no recovery runs.)
+/// Logs go to this module's target; the users log their own calls under theirs.
 pub struct Token {
     ctx: Pkcs11,
     label: String,
@@ -58,11 +62,17 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Token {
-    /// Loads `module`, initialises it (once per process) and checks that the token is present.
-    pub fn open(module: &Path, label: &str, pin: RawAuthPin) -> Result<Self, Pkcs11Error> {
-        let module_error = |reason: String| Pkcs11Error::Module {
-            module: module.display().to_string(),
-            reason,
+    /// Reads the PIN, loads the module, initialises it (once per process) and checks that the
+    /// token is present. Blocks.
+    pub fn open(config: &Pkcs11Backend) -> Result<Self, KeyStoreError> {
+        let pin = read_pin(&config.pin)?;
+        let module = &config.module;
+        let label = &config.token_label;
+        let module_error = |reason: String| {
+            KeyStoreError::configuration(format!(
+                "cannot load PKCS#11 module {}: {reason}",
+                module.display()
+            ))
         };
         let ctx = Pkcs11::new(module).map_err(|e| module_error(e.to_string()))?;
         initialize(&ctx).map_err(|e| module_error(e.to_string()))?;
@@ -81,7 +91,7 @@ impl Token {
     }
 
     /// The slot holding the token labelled `self.label`, searched afresh.
-    fn find_slot(&self) -> Result<Slot, Pkcs11Error> {
+    fn find_slot(&self) -> Result<Slot, KeyStoreError> {
         for slot in self.ctx.get_slots_with_token()? {
             let Ok(info) = self.ctx.get_token_info(slot) else {
                 continue;
@@ -91,7 +101,7 @@ impl Token {
                 return Ok(slot);
             }
         }
-        Err(Pkcs11Error::TokenNotFound(self.label.clone()))
+        Err(token_not_found(&self.label))
     }
 
     /// Fails unless the token offers `mechanism` (named `name` in the error).
@@ -99,7 +109,7 @@ impl Token {
         &self,
         mechanism: MechanismType,
         name: &'static str,
-    ) -> Result<(), Pkcs11Error> {
+    ) -> Result<(), KeyStoreError> {
         let cached = *lock(&self.slot);
         let slot = match cached {
             Some(slot) => slot,
@@ -108,21 +118,23 @@ impl Token {
         if self.ctx.get_mechanism_list(slot)?.contains(&mechanism) {
             Ok(())
         } else {
-            Err(Pkcs11Error::MissingMechanism(name))
+            Err(KeyStoreError::configuration(format!(
+                "the PKCS#11 token does not offer {name}"
+            )))
         }
     }
 
     /// Opens a read-write session on the token and logs the user in.
-    fn open_session(&self) -> Result<Session, Pkcs11Error> {
+    fn open_session(&self) -> Result<Session, KeyStoreError> {
         let cached = *lock(&self.slot);
         let slot = match cached {
             Some(slot) => slot,
             None => self.find_slot()?,
         };
         if self.pin_rejected.load(Ordering::Relaxed) {
-            return Err(Pkcs11Error::PinRejected(self.label.clone()));
+            return Err(self.pin_rejected_error());
         }
-        tracing::debug!(target: "kms_plugin::root_key::remote", backend = "pkcs11", op = "open_session", "remote call");
+        tracing::debug!(backend = "pkcs11", op = "open_session", "remote call");
         let session = self.ctx.open_rw_session(slot)?;
         match session.login_with_raw(UserType::User, &self.pin) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
@@ -135,14 +147,23 @@ impl Token {
             )) => {
                 self.pin_rejected.store(true, Ordering::Relaxed);
                 tracing::error!(token = %self.label, %rv, "the token rejected the PIN; no further login is tried until restart");
-                Err(Pkcs11Error::PinRejected(self.label.clone()))
+                Err(self.pin_rejected_error())
             }
             Err(e) => Err(e.into()),
         }
     }
 
+    /// The token rejected the PIN; logins stop until the process restarts (to spare the token's
+    /// retry counter).
+    fn pin_rejected_error(&self) -> KeyStoreError {
+        KeyStoreError::denied(format!(
+            "the PKCS#11 token {:?} rejected the PIN; fix pin_file/pin_env and restart the plugin",
+            self.label
+        ))
+    }
+
     /// An idle session from the pool, or a newly opened one.
-    pub fn take(&self) -> Result<Session, Pkcs11Error> {
+    pub fn take(&self) -> Result<Session, KeyStoreError> {
         let idle = lock(&self.idle).pop();
         match idle {
             Some(session) => Ok(session),
@@ -166,7 +187,7 @@ impl Token {
     /// After the token dropped a session or went away: forgets every pooled session and the
     /// slot, and re-initialises the module when the token is no longer listed. Must be called
     /// without holding [`Token::gate`].
-    pub fn recover(&self) -> Result<(), Pkcs11Error> {
+    pub fn recover(&self) -> Result<(), KeyStoreError> {
         let _exclusive = match self.gate.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -178,13 +199,13 @@ impl Token {
         }
         *lock(&self.slot) = None;
         match self.find_slot() {
-            Err(Pkcs11Error::TokenNotFound(_)) => {}
+            Err(error) if error.is_session_lost() => {}
             found => return found.map(drop),
         }
         {
             let mut last = lock(&self.last_reinit);
             if last.is_some_and(|at| at.elapsed() < REINIT_INTERVAL) {
-                return Err(Pkcs11Error::TokenNotFound(self.label.clone()));
+                return Err(token_not_found(&self.label));
             }
             *last = Some(Instant::now());
         }
@@ -194,5 +215,48 @@ impl Token {
         let _ = self.ctx.clone().finalize();
         initialize(&self.ctx)?;
         self.find_slot().map(drop)
+    }
+
+    /// Runs `op` on a pooled session. When the token dropped the session or the login (or went
+    /// away), recovers ([`Token::recover`]), runs `reopened` on a fresh session (to find key
+    /// handles again: they may have changed) and runs `op` once more on it. A session whose
+    /// operation failed otherwise goes back to the pool (PKCS#11 §5.2 leaves it usable, and
+    /// keeping it keeps the login alive).
+    pub fn with_session<T>(
+        &self,
+        op: impl Fn(&Session) -> Result<T, KeyStoreError>,
+        reopened: impl FnOnce(&Session) -> Result<(), KeyStoreError>,
+    ) -> Result<T, KeyStoreError> {
+        let first = {
+            let _shared = self.gate();
+            self.take()
+                .and_then(|session| self.run_and_give_back(session, &op))
+        };
+        match first {
+            Err(error) if error.is_session_lost() => {
+                tracing::warn!(token = %self.label, %error, "PKCS#11 session lost; reopening it and retrying once");
+                self.recover()?;
+                let _shared = self.gate();
+                let session = self.take()?;
+                self.run_and_give_back(session, |session| {
+                    reopened(session)?;
+                    op(session)
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// Runs `op` on `session` and pools the session again unless the token dropped it.
+    fn run_and_give_back<T>(
+        &self,
+        session: Session,
+        op: impl FnOnce(&Session) -> Result<T, KeyStoreError>,
+    ) -> Result<T, KeyStoreError> {
+        let result = op(&session);
+        if !matches!(&result, Err(error) if error.is_session_lost()) {
+            self.give_back(session);
+        }
+        result
     }
 }

@@ -1,33 +1,33 @@
 //! The token user PIN: read once from a file or an environment variable, held zeroized.
 
-use super::error::Pkcs11Error;
+use crate::KeyStoreError;
 use cryptoki::types::RawAuthPin;
 use kms_config::SecretSource;
 use secrecy::SecretBox;
 use std::io::Read;
 
+fn pin_error(reason: String) -> KeyStoreError {
+    KeyStoreError::configuration(format!("cannot read the PKCS#11 PIN: {reason}"))
+}
+
 /// Reads the PIN from `source`, dropping one trailing newline (`\n` or `\r\n`).
 ///
 /// The bytes go straight into a zeroizing buffer; the PIN is never logged or formatted. A PIN
 /// taken from the environment also stays in the process environment, which this cannot clear.
-pub fn read_pin(source: &SecretSource) -> Result<RawAuthPin, Pkcs11Error> {
+pub fn read_pin(source: &SecretSource) -> Result<RawAuthPin, KeyStoreError> {
     let mut bytes = match source {
         SecretSource::File(path) => {
             let mut file = std::fs::File::open(path)
-                .map_err(|e| Pkcs11Error::Pin(format!("{}: {e}", path.display())))?;
+                .map_err(|e| pin_error(format!("{}: {e}", path.display())))?;
             let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(64));
             file.read_to_end(&mut bytes)
-                .map_err(|e| Pkcs11Error::Pin(format!("{}: {e}", path.display())))?;
+                .map_err(|e| pin_error(format!("{}: {e}", path.display())))?;
             // Move the buffer out without copying; ownership passes to the SecretBox below.
             std::mem::take(&mut *bytes)
         }
         SecretSource::Env(var) => match std::env::var_os(var) {
             Some(value) => value.into_encoded_bytes(),
-            None => {
-                return Err(Pkcs11Error::Pin(format!(
-                    "environment variable {var} is not set"
-                )));
-            }
+            None => return Err(pin_error(format!("environment variable {var} is not set"))),
         },
     };
     if bytes.last() == Some(&b'\n') {
@@ -37,7 +37,7 @@ pub fn read_pin(source: &SecretSource) -> Result<RawAuthPin, Pkcs11Error> {
         }
     }
     if bytes.is_empty() {
-        return Err(Pkcs11Error::Pin("the PIN is empty".into()));
+        return Err(pin_error("the PIN is empty".into()));
     }
     Ok(SecretBox::new(Box::new(bytes)))
 }
