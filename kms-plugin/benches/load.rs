@@ -111,9 +111,10 @@ fn serve_floor(socket: &str) {
                 ),
             );
         if std::env::var_os("KMS_BENCH_FLOOR_NORMALIZE").is_some() {
+            use authority_shim::{AuthorityShim, Limits, Rewrite};
             use tokio_stream::StreamExt;
-            let incoming =
-                incoming.map(|c| c.map(kms_plugin::server::authority::AuthorityNormalizer::new));
+            let incoming = incoming
+                .map(|c| c.map(|io| AuthorityShim::with(io, Limits::DEFAULT, Rewrite::EveryBlock)));
             server
                 .serve_with_incoming(incoming)
                 .await
