@@ -43,7 +43,8 @@ pub(crate) struct HeaderBlock {
     /// What is forwarded, as h2 counts it.
     forwarded_size: usize,
     over_size: bool,
-    malformed_past_limit: bool,
+    /// A field made the request malformed (h2 resets it); not forwarded, a marker is.
+    malformed: bool,
     pub authority: Authority,
     /// The frames as received, kept while the connection's fate is undecided.
     pub originals: Option<BytesMut>,
@@ -62,7 +63,7 @@ impl HeaderBlock {
             list_size: 0,
             forwarded_size: 0,
             over_size: false,
-            malformed_past_limit: false,
+            malformed: false,
             authority: Authority::Unseen,
             originals: None,
         }
@@ -99,10 +100,12 @@ impl HeaderBlock {
     }
 
     /// Decodes what `fragment` completes. With `stop_when_acceptable`, decoding stops at an
-    /// acceptable `:authority` (the connection is then handed to h2 untouched).
+    /// acceptable `:authority` (the connection is then handed to h2 untouched). Like h2, a
+    /// malformed field in a frame that does not end the block ends the block there.
     pub fn feed(
         &mut self,
         fragment: &[u8],
+        end_headers: bool,
         decoder: &mut HpackDecoder,
         limits: Limits,
         stop_when_acceptable: bool,
@@ -124,6 +127,9 @@ impl HeaderBlock {
         if let Some(violation) = violation {
             return Err(violation);
         }
+        if self.malformed && !end_headers && !progress.stopped {
+            return Err(Violation::MalformedMidBlock);
+        }
         pending.drain(..progress.consumed);
         self.tail = pending;
         Ok(())
@@ -139,8 +145,10 @@ impl HeaderBlock {
             name,
             value,
             never_indexed,
+            indexed,
         } = field;
-        if h2_view::rejects(name, value) {
+        // A table entry was checked when it was added (the static table's are all valid).
+        if !indexed && h2_view::rejects(name, value) {
             return Err(Violation::Protocol);
         }
         let count = self.view.count(name, value);
@@ -170,16 +178,17 @@ impl HeaderBlock {
                     self.forwarded_size += name.len() + forwarded.len() + 32;
                 }
             }
-            Count::Malformed if self.over_size => self.malformed_past_limit = true,
-            Count::Malformed => encode_field(&mut self.encoded, name, forwarded, never_indexed),
+            // h2 resets a malformed request whatever else it holds; one marker says so.
+            Count::Malformed => self.malformed = true,
         }
         Ok(ControlFlow::Continue(()))
     }
 
     /// The block re-encoded as HEADERS and CONTINUATION frames of at most the frame limit. A
     /// block over the header list limit carries the fields before the limit plus one filler
-    /// field that takes h2 over it too, so h2 answers as it does to any oversized block
-    /// (`431` and a stream reset, or a reset alone when the request is also malformed).
+    /// field that takes h2 over it too, so h2 answers as it does to any oversized block (`431`
+    /// and a stream reset). Malformed fields (h2 counts and keeps none of them) are replaced by
+    /// one `connection` field, so h2 resets the stream as it would for the original.
     pub fn finish(mut self, limits: Limits) -> Result<Vec<u8>, Violation> {
         if !self.tail.is_empty() {
             return Err(Violation::Protocol);
@@ -189,9 +198,9 @@ impl HeaderBlock {
                 .header_list()
                 .saturating_sub(self.forwarded_size + 1 + 32);
             encode_field(&mut self.encoded, b"x", &vec![b'x'; room], false);
-            if self.malformed_past_limit {
-                encode_field(&mut self.encoded, b"connection", b"", false);
-            }
+        }
+        if self.malformed {
+            encode_field(&mut self.encoded, b"connection", b"", false);
         }
         let max = limits.frame();
         let mut first = Vec::with_capacity(self.encoded.len().min(max) + 5);

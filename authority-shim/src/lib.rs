@@ -17,7 +17,6 @@ mod shim;
 
 pub use block::REPLACEMENT_AUTHORITY;
 pub use frame::PREFACE;
-pub use hpack::HpackError;
 pub use limits::{
     DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_HEADER_LIST_SIZE, Limits, LimitsError, Rewrite,
 };

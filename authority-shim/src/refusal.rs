@@ -6,7 +6,7 @@
 //! connection the shim decodes, it never forwards a representation that adds to h2's table.
 
 use crate::frame::{CONTINUATION, END_HEADERS, HEAD_LEN, HEADERS, put_frame};
-use crate::hpack::encode_integer;
+use crate::hpack::{encode_field, encode_integer};
 use crate::limits::Limits;
 use bytes::BytesMut;
 
@@ -24,6 +24,9 @@ pub(crate) enum Violation {
     /// A decoded header list over four times the limit (GOAWAY ENHANCE_YOUR_CALM
     /// "header_list_way_too_large").
     HeaderListWayTooLarge,
+    /// A malformed field in a frame that does not end its block: h2 resets the stream at once
+    /// and, having dropped the block, refuses the next CONTINUATION (GOAWAY PROTOCOL_ERROR).
+    MalformedMidBlock,
     /// A block already over the limit whose undecoded remainder keeps growing past it
     /// (GOAWAY COMPRESSION_ERROR).
     OversizedBlockKeepsGrowing,
@@ -54,6 +57,12 @@ impl Violation {
                 put_frame(&mut out, CONTINUATION, END_HEADERS, stream_id, &[]);
             }
             Violation::FrameTooLarge(head) => out.extend_from_slice(&head),
+            Violation::MalformedMidBlock => {
+                let mut block = Vec::new();
+                encode_field(&mut block, b"connection", b"", false);
+                put_frame(&mut out, HEADERS, END_HEADERS, stream_id, &block);
+                put_frame(&mut out, CONTINUATION, END_HEADERS, stream_id, &[]);
+            }
             Violation::TooManyContinuations => {
                 put_frame(&mut out, HEADERS, 0, stream_id, &[]);
                 for _ in 0..=limits.continuation_frames() {

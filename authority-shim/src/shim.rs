@@ -255,7 +255,13 @@ impl<S> AuthorityShim<S> {
         let (Some(block), Some(decoder)) = (self.block.as_mut(), self.decoder.as_mut()) else {
             return Err(Violation::Protocol);
         };
-        block.feed(&frame[fragment], decoder, self.limits, undecided)?;
+        block.feed(
+            &frame[fragment],
+            end_headers,
+            decoder,
+            self.limits,
+            undecided,
+        )?;
         if undecided {
             match block.authority {
                 Authority::Acceptable => {
@@ -599,5 +605,62 @@ mod tests {
             .expect("read");
         writer.await.expect("writer");
         assert_eq!(output, whole);
+    }
+
+    #[tokio::test]
+    async fn header_bomb_costs_a_bounded_amount() {
+        let (output, refused, peak) = bomb_through_shim(b"x-bomb").await;
+        assert!(refused);
+        // The preface and h2's provocation (a 4 KB entry and 17 references), nothing decoded.
+        assert!(output.len() < PREFACE.len() + 4200, "{}", output.len());
+        assert!(peak < 128 * 1024, "held {peak} bytes");
+    }
+
+    #[tokio::test]
+    async fn repeated_pseudo_header_bomb_forwards_one_marker() {
+        // h2 counts and keeps no malformed field; the shim forwards one marker in their place,
+        // and, the block going on past its first frame, ends the connection as h2 does.
+        let (output, refused, peak) = bomb_through_shim(b":path").await;
+        assert!(refused);
+        let (blocks, _) = decode_output(&output);
+        assert_eq!(blocks[0], [(b"connection".to_vec(), Vec::new())]);
+        assert!(output.len() < PREFACE.len() + 4200, "{}", output.len());
+        assert!(peak < 256 * 1024, "held {peak} bytes");
+    }
+
+    /// A 4 KB field named `name` added to the table, then 80,000 references to it, in 16 KiB
+    /// frames; returns what reached h2, whether the shim refused, and the most it held.
+    async fn bomb_through_shim(name: &[u8]) -> (Vec<u8>, bool, usize) {
+        let mut block = vec![0x83, 0x86];
+        block.extend(indexed_literal(b":authority", b"/run/kms.sock"));
+        block.extend(indexed_literal(name, &vec![b'b'; 4000]));
+        block.resize(block.len() + 80_000, 0x80 | 62);
+        let mut input = PREFACE.to_vec();
+        let chunks: Vec<&[u8]> = block.chunks(16_384).collect();
+        for (i, chunk) in chunks.iter().enumerate() {
+            let kind = if i == 0 { HEADERS } else { CONTINUATION };
+            let flags = if i + 1 == chunks.len() {
+                END_HEADERS
+            } else {
+                0
+            };
+            input.extend(frame(kind, flags, 1, chunk));
+        }
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        client.write_all(&input).await.expect("write");
+        drop(client);
+        let mut shim = AuthorityShim::new(server);
+        let mut output = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut peak = 0;
+        loop {
+            let n = shim.read(&mut chunk).await.expect("read");
+            peak = peak.max(shim.buffered());
+            if n == 0 {
+                break;
+            }
+            output.extend_from_slice(&chunk[..n]);
+        }
+        (output, shim.refused(), peak)
     }
 }

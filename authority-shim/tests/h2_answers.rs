@@ -285,6 +285,12 @@ async fn protocol_errors_are_h2s() {
     bad_index.push(0x80 | 100);
     let mut upper = request_start(b"/run/kms.sock");
     upper.extend(literal(0x00, b"X-Upper", b"v"));
+    // A 4 KB `:path` in the table, then 80,000 repetitions of it (malformed, so uncounted):
+    // h2 resets the stream at the first frame, then refuses the next CONTINUATION.
+    let mut repeated = vec![0x83, 0x86];
+    repeated.extend(literal(0x40, b":path", &vec![b'/'; 4000]));
+    repeated.extend(&request_start(b"/run/kms.sock")[3..]);
+    repeated.resize(repeated.len() + 80_000, 0x80 | 62);
     let mut binary_authority = vec![0x83, 0x86, 0x84, 0x01, 0x02, 0xff, 0xfe];
     binary_authority.push(0x82);
     for input in [
@@ -292,6 +298,7 @@ async fn protocol_errors_are_h2s() {
         frames(3, END_STREAM, &bad_index),
         frames(3, END_STREAM, &upper),
         frames(3, END_STREAM, &binary_authority),
+        frames(3, END_STREAM, &repeated),
         frame(CONTINUATION, END_HEADERS, 3, &[0x82]),
         frame(0x5, END_HEADERS, 3, &[0, 0, 0, 4, 0x82]),
     ] {

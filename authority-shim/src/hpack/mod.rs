@@ -18,7 +18,7 @@ use std::ops::ControlFlow;
 /// Why a header block could not be decoded. Any of these is a connection error in HTTP/2.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum HpackError {
+pub(crate) enum HpackError {
     /// The block ended inside a representation.
     #[error("header block truncated")]
     Truncated,
@@ -42,6 +42,8 @@ pub(crate) struct Field<'a> {
     pub value: &'a [u8],
     /// Sent as "never indexed"; an intermediary must forward it the same way (RFC 7541 §6.2.3).
     pub never_indexed: bool,
+    /// A reference to a table entry, already seen (and checked) when it was added.
+    pub indexed: bool,
 }
 
 /// How far one call of [`HpackDecoder::decode_some`] got.
@@ -91,7 +93,7 @@ fn read_string(input: &[u8], out: &mut Vec<u8>) -> Result<usize, HpackError> {
 }
 
 /// The decoding side of one connection's HPACK state.
-pub struct HpackDecoder {
+pub(crate) struct HpackDecoder {
     dynamic: VecDeque<(Vec<u8>, Vec<u8>)>,
     size: usize,
     max_size: usize,
@@ -102,7 +104,7 @@ pub struct HpackDecoder {
 
 impl HpackDecoder {
     /// A decoder whose peer may grow the dynamic table up to `allowed_max` bytes.
-    pub fn new(allowed_max: usize) -> Self {
+    pub(crate) fn new(allowed_max: usize) -> Self {
         Self {
             dynamic: VecDeque::new(),
             size: 0,
@@ -195,6 +197,7 @@ impl HpackDecoder {
                 name,
                 value,
                 never_indexed: false,
+                indexed: true,
             });
             return Ok((used, flow));
         }
@@ -232,6 +235,7 @@ impl HpackDecoder {
                 name: &name,
                 value: &value,
                 never_indexed,
+                indexed: false,
             });
             if indexing {
                 self.insert(name.clone(), value.clone());
