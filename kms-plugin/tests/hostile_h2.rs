@@ -105,7 +105,7 @@ impl Attack {
             Attack::ContinuationFlood => {
                 out.extend(frame(HEADERS, 0, 3, &request_start()));
                 for _ in 0..10_000 {
-                    out.extend(frame(CONTINUATION, 0, 3, &[0x82]));
+                    out.extend(frame(CONTINUATION, 0, 3, &[]));
                 }
             }
             Attack::EofMidBlock | Attack::HoldMidBlock => {
