@@ -2,8 +2,6 @@
 //!
 //! One process serves the KMS v2 API, the external JWT signer, or both, each on its own socket.
 
-pub mod authority;
-mod hpack;
 mod http;
 pub mod listener;
 mod service;
@@ -15,7 +13,7 @@ use crate::health::{self, Health};
 use crate::jwt::service::{JwtSigner, SignerV1, SignerV1Alpha1};
 use crate::metrics::Metrics;
 use crate::root_key::{self, instrumented::Instrumented};
-use authority::AuthorityNormalizer;
+use authority_shim::{AuthorityShim, Limits, Rewrite};
 use kms_config::{BackendConfig, PluginConfig, SocketAddress};
 use kms_proto::externaljwt_v1::external_jwt_signer_server::ExternalJwtSignerServer as SignerServerV1;
 use kms_proto::externaljwt_v1alpha1::external_jwt_signer_server::ExternalJwtSignerServer as SignerServerV1Alpha1;
@@ -37,7 +35,18 @@ struct Running {
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
-/// Binds `address` and serves `router` on it with `:authority` normalisation.
+/// The limits the servers advertise and the `:authority` shim enforces, h2's defaults. The
+/// header list cap is not a configuration key yet.
+const LIMITS: Limits = Limits::DEFAULT;
+
+/// A tonic server advertising [`LIMITS`].
+fn server_builder() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .max_frame_size(LIMITS.max_frame_size())
+        .http2_max_header_list_size(LIMITS.max_header_list_size())
+}
+
+/// Binds `address` and serves `router` on it behind the `:authority` shim.
 fn serve_on(
     name: &'static str,
     address: &SocketAddress,
@@ -50,7 +59,8 @@ fn serve_on(
     let listener = socket
         .take_listener()
         .ok_or_else(|| anyhow::anyhow!("listener already taken"))?;
-    let incoming = UnixListenerStream::new(listener).map(|conn| conn.map(AuthorityNormalizer::new));
+    let incoming = UnixListenerStream::new(listener)
+        .map(|conn| conn.map(|io| AuthorityShim::with(io, LIMITS, Rewrite::WhenNeeded)));
     let (drain, drained) = oneshot::channel::<()>();
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = drained.await;
@@ -114,8 +124,7 @@ async fn start_kms(
         tasks.push(tokio::spawn(serving));
     }
     let service = KmsService::new(envelope, health, metrics);
-    let router =
-        tonic::transport::Server::builder().add_service(KeyManagementServiceServer::new(service));
+    let router = server_builder().add_service(KeyManagementServiceServer::new(service));
     let running = serve_on(
         "KMS v2",
         address,
@@ -146,7 +155,7 @@ pub async fn run(
     if let Some(signer_config) = &config.jwt_signer {
         let signer = Arc::new(JwtSigner::new(signer_config.clone()).await?);
         tasks.push(signer.spawn_watcher(reload.clone(), stop_tx.subscribe()));
-        let router = tonic::transport::Server::builder()
+        let router = server_builder()
             .add_service(SignerServerV1::new(SignerV1(signer.clone())))
             .add_service(SignerServerV1Alpha1::new(SignerV1Alpha1(signer)));
         servers.push(serve_on(

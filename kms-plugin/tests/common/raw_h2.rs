@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How `:authority` is represented in the header block.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -24,7 +24,7 @@ pub struct RawConnection {
     authority_indexed: bool,
 }
 
-fn integer(out: &mut Vec<u8>, first: u8, prefix_bits: u32, mut value: usize) {
+pub fn integer(out: &mut Vec<u8>, first: u8, prefix_bits: u32, mut value: usize) {
     let max = (1usize << prefix_bits) - 1;
     if value < max {
         out.push(first | value as u8);
@@ -39,12 +39,12 @@ fn integer(out: &mut Vec<u8>, first: u8, prefix_bits: u32, mut value: usize) {
     out.push(value as u8);
 }
 
-fn string(out: &mut Vec<u8>, bytes: &[u8]) {
+pub fn string(out: &mut Vec<u8>, bytes: &[u8]) {
     integer(out, 0, 7, bytes.len());
     out.extend_from_slice(bytes);
 }
 
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
     out.extend_from_slice(&[kind, flags]);
     out.extend_from_slice(&stream.to_be_bytes());
