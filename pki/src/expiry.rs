@@ -123,7 +123,8 @@ pub fn collect(layout: &Layout) -> Result<Report> {
     let node = node_state::load(&layout.kubeconfig_dir)?.unwrap_or_default();
     let now = OffsetDateTime::now_utc();
     let mut certificates = Vec::new();
-    for leaf in profile::LEAVES {
+    let etcd = |ca: CaId| profile::etcd_applies(ca, node.etcd_external);
+    for leaf in profile::LEAVES.iter().filter(|l| etcd(l.ca)) {
         let path = layout.crt(leaf.base);
         let cert = layout::load_cert(&path)?;
         let ca = profile::ca_profile(leaf.ca);
@@ -161,7 +162,7 @@ pub fn collect(layout: &Layout) -> Result<Report> {
     }
     certificates.sort_by(|a, b| a.name.cmp(&b.name));
     let mut certificate_authorities = Vec::new();
-    for ca in profile::CAS {
+    for ca in profile::CAS.iter().filter(|c| etcd(c.id)) {
         let path = layout.crt(ca.base);
         let cert = layout::load_cert(&path)?;
         certificate_authorities.push(entry(

@@ -76,11 +76,12 @@ pub fn init(layout: &Layout, spec: &ClusterSpec) -> Result<InitReport> {
     store::clean_stale_temps(&layout.kubeconfig_dir);
 
     let mut cas: HashMap<CaId, Ca> = HashMap::new();
-    for p in profile::CAS {
+    let etcd = |ca: CaId| profile::etcd_applies(ca, spec.etcd_external);
+    for p in profile::CAS.iter().filter(|p| etcd(p.id)) {
         let ca = ensure_ca(layout, p, spec, &mut report)?;
         cas.insert(p.id, ca);
     }
-    for leaf in profile::LEAVES {
+    for leaf in profile::LEAVES.iter().filter(|l| etcd(l.ca)) {
         let ca = cas
             .get(&leaf.ca)
             .ok_or_else(|| Error::Config("CA not loaded".into()))?;
@@ -91,7 +92,8 @@ pub fn init(layout: &Layout, spec: &ClusterSpec) -> Result<InitReport> {
     let ca = cas
         .get(&CaId::Ca)
         .ok_or_else(|| Error::Config("CA not loaded".into()))?;
-    let node = NodeState::new(spec.kubernetes_version, spec.control_plane_join);
+    let mut node = NodeState::new(spec.kubernetes_version, spec.control_plane_join);
+    node.etcd_external = spec.etcd_external;
     for kc in profile::KUBECONFIGS.iter().filter(|kc| node.expects(kc)) {
         ensure_kubeconfig(layout, kc, spec, ca, &mut report)?;
     }

@@ -322,6 +322,7 @@ fn run_init(a: InitArgs) -> Result<ExitCode> {
         .or(cfg.kubernetes_version)
         .unwrap_or_default();
     s.control_plane_join = a.control_plane_join || cfg.control_plane_join;
+    s.etcd_external = cfg.etcd_external;
     if let Some(name) = cfg.cluster_name {
         s.cluster_name = name;
     }

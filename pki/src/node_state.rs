@@ -1,5 +1,5 @@
-//! What `init` learnt about this node that later commands need: the Kubernetes version and
-//! whether the node joined an existing control plane. Kept in `<kubeconfig dir>/.pki-node.json`
+//! What `init` learnt about this node that later commands need: the Kubernetes version,
+//! whether the node joined an existing control plane and whether etcd is external. Kept in `<kubeconfig dir>/.pki-node.json`
 //! so that `check-expiration` knows which files belong here (a joined control-plane node has no
 //! `super-admin.conf`, nor has any node before 1.29) instead of reporting them missing.
 //!
@@ -26,6 +26,8 @@ pub struct NodeState {
     pub kubernetes_version: KubernetesVersion,
     /// True on a control-plane node that joined an existing cluster.
     pub control_plane_join: bool,
+    /// True when etcd is external: no etcd CA or etcd certificates belong here.
+    pub etcd_external: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -33,6 +35,8 @@ pub struct NodeState {
 struct Raw {
     kubernetes_version: String,
     control_plane_join: bool,
+    #[serde(default)]
+    etcd_external: bool,
 }
 
 impl NodeState {
@@ -41,6 +45,7 @@ impl NodeState {
         NodeState {
             kubernetes_version,
             control_plane_join,
+            etcd_external: false,
         }
     }
 
@@ -66,6 +71,7 @@ pub fn load(kubeconfig_dir: &Path) -> Result<Option<NodeState>> {
     Ok(Some(NodeState {
         kubernetes_version: raw.kubernetes_version.parse()?,
         control_plane_join: raw.control_plane_join,
+        etcd_external: raw.etcd_external,
     }))
 }
 
@@ -89,6 +95,7 @@ pub fn save(kubeconfig_dir: &Path, state: &NodeState) -> Result<bool> {
     let raw = Raw {
         kubernetes_version: state.kubernetes_version.to_string(),
         control_plane_join: state.control_plane_join,
+        etcd_external: state.etcd_external,
     };
     let text = serde_json::to_string_pretty(&raw).map_err(|e| Error::Render {
         what: "JSON",

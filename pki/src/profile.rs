@@ -293,6 +293,11 @@ pub fn ca_profile(id: CaId) -> &'static CaProfile {
     }
 }
 
+/// Whether the etcd CA `id` or a leaf it signs is part of a cluster whose etcd is (not) external.
+pub fn etcd_applies(ca: CaId, etcd_external: bool) -> bool {
+    !(etcd_external && ca == CaId::EtcdCa)
+}
+
 /// Looks a leaf up by its kubeadm name.
 pub fn leaf_by_name(name: &str) -> Option<&'static LeafProfile> {
     LEAVES.iter().find(|l| l.name == name)

@@ -49,6 +49,9 @@ pub struct ClusterSpec {
     pub cluster_name: String,
     /// A control-plane node joining an existing cluster (no `super-admin.conf`).
     pub control_plane_join: bool,
+    /// `etcd.external`: no etcd CA and no etcd certificates are created here (the API server's
+    /// etcd client certificate comes from the external etcd's operator).
+    pub etcd_external: bool,
 }
 
 impl ClusterSpec {
@@ -70,6 +73,7 @@ impl ClusterSpec {
             kubernetes_version: KubernetesVersion::default(),
             cluster_name: crate::kubeconfig::CLUSTER_NAME.to_owned(),
             control_plane_join: false,
+            etcd_external: false,
         }
     }
 

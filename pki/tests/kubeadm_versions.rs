@@ -593,3 +593,40 @@ fn kubelet_takes_a_supported_version_only() {
     let err = fails(&c.cmd(&args));
     assert!(err.contains("supported"), "{err}");
 }
+
+#[test]
+fn external_etcd_gets_no_etcd_ca_and_no_etcd_certificates() {
+    let c = Cluster::new();
+    let yaml = "apiVersion: kubeadm.k8s.io/v1beta3
+kind: ClusterConfiguration
+kubernetesVersion: v1.31.2
+etcd:
+  external:
+    endpoints: [https://etcd-0.example:2379]
+    caFile: /etc/etcd/ca.crt
+    certFile: /etc/etcd/apiserver-etcd-client.crt
+    keyFile: /etc/etcd/apiserver-etcd-client.key
+";
+    let f = c.root().join("kubeadm.yaml");
+    std::fs::write(&f, yaml).unwrap();
+    ok(&c.init(&["--config", f.to_str().unwrap()]));
+    assert!(!c.pki().join("etcd").exists(), "no etcd CA or etcd leaves");
+    assert!(!c.path("apiserver-etcd-client.crt").exists());
+    assert!(!c.path("apiserver-etcd-client.key").exists());
+    assert!(c.path("apiserver.crt").exists() && c.path("front-proxy-client.crt").exists());
+    let json = check_json(&c);
+    assert_eq!(
+        names(&json, "certificateAuthorities"),
+        ["ca", "front-proxy-ca"]
+    );
+    let rows = names(&json, "certificates");
+    assert!(
+        !rows
+            .iter()
+            .any(|n| n.starts_with("etcd") || n == "apiserver-etcd-client"),
+        "{rows:?}"
+    );
+    ok(&c.cmd(&["check-expiration", "--fail-on-missing"]));
+    let renewed = ok(&c.cmd(&["renew", "all"]));
+    assert!(!renewed.contains("renewed etcd"), "{renewed}");
+}
