@@ -15,6 +15,7 @@
 //! | [`store`] | crash-safe writes (temp file, fsync, rename, fsync dir), directory lock |
 //! | [`kubeconfig`] | rendering and reading kubeconfigs |
 //! | [`init`], [`renew`], [`kubelet`], [`csr`], [`expiry`] | the subcommands |
+//! | [`dry_run`] | `--dry-run`: a command on a scratch copy, reporting what it would change |
 //! | [`rotate`] | zero-downtime rotation of the CAs and the service-account key |
 //! | [`kubeadm_config`] | reading a kubeadm `ClusterConfiguration` (+ Init/JoinConfiguration) |
 //! | [`version`] | the Kubernetes versions supported and what of the PKI depends on them |
@@ -27,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod csr;
+pub mod dry_run;
 pub mod duration;
 pub mod error;
 pub mod expiry;

@@ -107,6 +107,9 @@ struct InitArgs {
     /// Lifetime of new leaf certificates, e.g. 8760h [default: 1 year].
     #[arg(long, value_parser = parse_duration)]
     certificate_validity_period: Option<std::time::Duration>,
+    /// Print what would be created or changed; write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -155,6 +158,9 @@ struct RenewArgs {
     /// subject is kept as it is, as kubeadm's renew does.
     #[arg(long)]
     kubernetes_version: Option<pki::version::KubernetesVersion>,
+    /// Print what would be renewed or changed; write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -356,15 +362,28 @@ fn run_init(a: InitArgs) -> Result<ExitCode> {
         .or(cfg.certificates_dir)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CERT_DIR));
     let layout = Layout::new(cert_dir, a.kubeconfig_dir);
-    let report = pki::init::init(&layout, &s)?;
+    let scratch = a
+        .dry_run
+        .then(|| pki::dry_run::Scratch::new(&layout))
+        .transpose()?;
+    let report = pki::init::init(scratch.as_ref().map_or(&layout, |s| &s.layout), &s)?;
     for action in &report.actions {
-        println!("{action}");
+        match &scratch {
+            Some(sc) => println!("[dry-run] {}", sc.to_original(&action.to_string())),
+            None => println!("{action}"),
+        }
+    }
+    if let Some(sc) = &scratch {
+        print_changes(sc)?;
     }
     if report.missing.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
     for m in &report.missing {
-        eprintln!("error: {m}");
+        match &scratch {
+            Some(sc) => eprintln!("error: {}", sc.to_original(&m.to_string())),
+            None => eprintln!("error: {m}"),
+        }
     }
     eprintln!(
         "error: {} file(s) must be provided by the external CA's operator",
@@ -409,7 +428,29 @@ fn run_renew(a: RenewArgs) -> Result<ExitCode> {
     let mut opts = pki::renew::RenewOptions::new(a.certificate_validity_period);
     opts.if_expiring_within = a.if_expiring_within;
     opts.kubernetes_version = a.kubernetes_version;
-    let report = pki::renew::renew(&a.dirs.layout(), &a.names, &opts)?;
+    let layout = a.dirs.layout();
+    let scratch = a
+        .dry_run
+        .then(|| pki::dry_run::Scratch::new(&layout))
+        .transpose()?;
+    let report = pki::renew::renew(
+        scratch.as_ref().map_or(&layout, |s| &s.layout),
+        &a.names,
+        &opts,
+    )?;
+    if let Some(sc) = &scratch {
+        for (name, path) in &report.renewed {
+            println!(
+                "[dry-run] would renew {name} ({})",
+                sc.original_path(path).display()
+            );
+        }
+        for (name, why) in &report.skipped {
+            println!("[dry-run] would skip {name}: {}", sc.to_original(why));
+        }
+        print_changes(sc)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     for (name, path) in &report.renewed {
         println!("renewed {name} ({})", path.display());
     }
@@ -575,6 +616,18 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
         println!("Next: {n}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the files a dry run would create, change or remove.
+fn print_changes(scratch: &pki::dry_run::Scratch) -> Result<()> {
+    let changes = scratch.changes()?;
+    if changes.is_empty() {
+        println!("[dry-run] no file would change");
+    }
+    for c in &changes {
+        println!("{c}");
+    }
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {

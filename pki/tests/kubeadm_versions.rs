@@ -630,3 +630,73 @@ etcd:
     let renewed = ok(&c.cmd(&["renew", "all"]));
     assert!(!renewed.contains("renewed etcd"), "{renewed}");
 }
+
+/// Every file under `root` with its bytes and mode.
+fn tree(root: &Path) -> BTreeMap<std::path::PathBuf, (Vec<u8>, u32)> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.insert(p.clone(), (Vec::new(), mode(&p)));
+                stack.push(p);
+            } else {
+                out.insert(p.clone(), (std::fs::read(&p).unwrap(), mode(&p)));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn dry_run_leaves_every_byte_as_it_was() {
+    // Empty directories: init would create everything, and creates nothing.
+    let c = Cluster::new();
+    let out = ok(&c.init(&["--dry-run", "--kubernetes-version", "v1.28"]));
+    assert!(!c.pki().exists(), "{out}");
+    assert!(
+        std::fs::read_dir(c.root()).unwrap().next().is_none(),
+        "{out}"
+    );
+    let would = |rel: &str| format!("[dry-run] would create {}", c.root().join(rel).display());
+    for rel in [
+        "pki/ca.key",
+        "pki/apiserver.crt",
+        "pki/etcd/peer.crt",
+        "admin.conf",
+    ] {
+        assert!(out.contains(&would(rel)), "{rel}: {out}");
+    }
+    assert!(!out.contains(&would("super-admin.conf")), "1.28: {out}");
+    assert!(
+        !out.contains(".pki-dry-run"),
+        "scratch paths mapped back: {out}"
+    );
+
+    // A complete cluster: init changes nothing; renew would change files but does not.
+    ok(&c.init(&[]));
+    std::fs::remove_file(c.path("front-proxy-client.crt")).unwrap();
+    let before = tree(c.root());
+    let out = ok(&c.init(&["--dry-run"]));
+    assert!(out.contains(&would("pki/front-proxy-client.crt")), "{out}");
+    assert_eq!(before, tree(c.root()));
+    let out = ok(&c.cmd(&["renew", "all", "--dry-run"]));
+    assert!(out.contains("[dry-run] would renew apiserver"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "[dry-run] would change {}",
+            c.conf("admin.conf").display()
+        )),
+        "{out}"
+    );
+    assert_eq!(before, tree(c.root()), "renew --dry-run wrote nothing");
+    // Nothing left beside the cert dir either.
+    assert!(
+        !std::fs::read_dir(c.root()).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("dry-run"))
+    );
+}
