@@ -12,10 +12,14 @@ use crate::duration::short_human;
 use crate::error::Result;
 use crate::kubeconfig;
 use crate::layout::{self, Layout};
+use crate::node_state;
 use crate::profile::{self, CaId};
 use crate::store;
 
-/// One row: a certificate that exists (with its expiry) or is missing.
+/// One row: a certificate that exists (with its expiry) or is missing. Serialized with the
+/// fields of kubeadm's `output.kubeadm.k8s.io/v1alpha3` `Certificate` (`name`,
+/// `expirationDate`, `residualTime`, `externallyManaged`, `caName`, `missing`) plus `path`,
+/// `residualSeconds` and `certificateAuthority` (same value as `caName`, kept for older scripts).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
@@ -24,12 +28,18 @@ pub struct Entry {
     pub name: String,
     /// The file holding it.
     pub path: PathBuf,
-    /// Expiry (notAfter), `None` when missing.
+    /// Expiry (notAfter), `None` (JSON `null`, as kubeadm's zero time) when missing.
     #[serde(with = "time::serde::rfc3339::option")]
     pub expiration_date: Option<OffsetDateTime>,
-    /// Seconds left at collection time (negative when expired).
+    /// Seconds left at collection time (negative when expired), kubeadm's `residualTime`.
+    #[serde(rename = "residualTime")]
+    pub residual_time: i64,
+    /// Same as `residualTime` (this tool's original field name).
     pub residual_seconds: i64,
-    /// The signing CA's name; empty for CAs.
+    /// The signing CA's name; empty (and omitted, as kubeadm does) for CAs and missing rows.
+    #[serde(rename = "caName", skip_serializing_if = "String::is_empty")]
+    pub ca_name: String,
+    /// Same as `caName` (this tool's original field name).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub certificate_authority: String,
     /// True when the signing CA (or, for a CA, this CA) has no private key here.
@@ -47,8 +57,14 @@ pub struct Report {
     pub kind: &'static str,
     /// Output schema version.
     pub api_version: &'static str,
-    /// Leaves and kubeconfig client certificates, sorted by name.
+    /// kubeadm's rows: leaves and the client certificates of the kubeconfigs kubeadm renews,
+    /// sorted by name.
     pub certificates: Vec<Entry>,
+    /// Not a kubeadm row: kubelet.conf's client certificate (embedded, or the
+    /// `kubelet-client-current.pem` it references), which kubeadm leaves to the kubelet.
+    /// Serialized as the extra list `kubeletCertificates`; shown in the table and Prometheus.
+    #[serde(rename = "kubeletCertificates")]
+    pub kubelet: Vec<Entry>,
     /// The CAs.
     pub certificate_authorities: Vec<Entry>,
 }
@@ -80,22 +96,35 @@ fn entry(
     external: bool,
     now: OffsetDateTime,
 ) -> Entry {
+    let residual = not_after.map(|t| (t - now).whole_seconds()).unwrap_or(0);
+    let ca = if not_after.is_some() { ca } else { "" };
     Entry {
         name: name.to_owned(),
         path,
         expiration_date: not_after,
-        residual_seconds: not_after.map(|t| (t - now).whole_seconds()).unwrap_or(0),
+        residual_time: residual,
+        residual_seconds: residual,
+        ca_name: ca.to_owned(),
         certificate_authority: ca.to_owned(),
         externally_managed: external,
         missing: not_after.is_none(),
     }
 }
 
-/// Reads every file of the layout. Unreadable or unparsable files are errors naming the file.
+/// kubeadm's `apiVersion` of the check-expiration output.
+pub const API_VERSION: &str = "output.kubeadm.k8s.io/v1alpha3";
+
+/// Reads every file of the layout: kubeadm's rows, i.e. the leaves, the CAs and the kubeconfigs
+/// `kubeadm certs renew` handles (not kubelet.conf, whose certificate the kubelet rotates).
+/// `super-admin.conf` is left out where the node state ([`node_state`]) says it does not belong
+/// (a joined control-plane node, or a version before 1.29). Unreadable or unparsable files are
+/// errors naming the file.
 pub fn collect(layout: &Layout) -> Result<Report> {
+    let node = node_state::load(&layout.kubeconfig_dir)?.unwrap_or_default();
     let now = OffsetDateTime::now_utc();
     let mut certificates = Vec::new();
-    for leaf in profile::LEAVES {
+    let etcd = |ca: CaId| profile::etcd_applies(ca, node.etcd_external);
+    for leaf in profile::LEAVES.iter().filter(|l| etcd(l.ca)) {
         let path = layout.crt(leaf.base);
         let cert = layout::load_cert(&path)?;
         let ca = profile::ca_profile(leaf.ca);
@@ -108,7 +137,8 @@ pub fn collect(layout: &Layout) -> Result<Report> {
             now,
         ));
     }
-    for kc in profile::KUBECONFIGS {
+    let mut kubelet = Vec::new();
+    for kc in profile::KUBECONFIGS.iter().filter(|kc| node.expects(kc)) {
         let path = layout.kubeconfig(kc);
         let not_after = match store::read_secret_optional(&path)? {
             Some(text) => kubeconfig::parse(&text, &path)?
@@ -116,18 +146,23 @@ pub fn collect(layout: &Layout) -> Result<Report> {
                 .map(|c| c.info().not_after),
             None => None,
         };
-        certificates.push(entry(
+        let row = entry(
             kc.file,
             path,
             not_after,
             "ca",
             ca_is_external(layout, CaId::Ca),
             now,
-        ));
+        );
+        if kc.renewable {
+            certificates.push(row);
+        } else {
+            kubelet.push(row);
+        }
     }
     certificates.sort_by(|a, b| a.name.cmp(&b.name));
     let mut certificate_authorities = Vec::new();
-    for ca in profile::CAS {
+    for ca in profile::CAS.iter().filter(|c| etcd(c.id)) {
         let path = layout.crt(ca.base);
         let cert = layout::load_cert(&path)?;
         certificate_authorities.push(entry(
@@ -141,8 +176,9 @@ pub fn collect(layout: &Layout) -> Result<Report> {
     }
     Ok(Report {
         kind: "CertificateExpirationInfo",
-        api_version: "output.pki.k8s.io/v1alpha1",
+        api_version: API_VERSION,
         certificates,
+        kubelet,
         certificate_authorities,
     })
 }
@@ -164,7 +200,15 @@ impl Report {
     fn all(&self) -> impl Iterator<Item = &Entry> {
         self.certificates
             .iter()
+            .chain(&self.kubelet)
             .chain(&self.certificate_authorities)
+    }
+
+    /// The certificate rows of the table and Prometheus: kubeadm's plus kubelet.conf, by name.
+    fn certificate_rows(&self) -> Vec<&Entry> {
+        let mut rows: Vec<&Entry> = self.certificates.iter().chain(&self.kubelet).collect();
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        rows
     }
 
     /// Renders the report.
@@ -206,7 +250,7 @@ impl Report {
                 short_human(e.residual_seconds),
             ];
             if with_ca {
-                r.push(e.certificate_authority.clone());
+                r.push(e.ca_name.clone());
             }
             r.push(yes_no(e.externally_managed));
             r
@@ -219,7 +263,11 @@ impl Report {
             "CERTIFICATE AUTHORITY",
             "EXTERNALLY MANAGED",
         ];
-        let rows1: Vec<Vec<String>> = self.certificates.iter().map(|e| fmt_row(e, true)).collect();
+        let rows1: Vec<Vec<String>> = self
+            .certificate_rows()
+            .into_iter()
+            .map(|e| fmt_row(e, true))
+            .collect();
         write_table(&mut out, &head1, &rows1);
         out.push('\n');
         let head2 = [
@@ -242,8 +290,8 @@ impl Report {
         out.push_str("# HELP pki_certificate_expiry_timestamp_seconds Unix time (notAfter) at which the certificate expires.\n");
         out.push_str("# TYPE pki_certificate_expiry_timestamp_seconds gauge\n");
         let all = || {
-            self.certificates
-                .iter()
+            self.certificate_rows()
+                .into_iter()
                 .map(|e| (e, "certificate"))
                 .chain(self.certificate_authorities.iter().map(|e| (e, "ca")))
         };
@@ -276,7 +324,7 @@ fn labels(e: &Entry, kind: &str) -> String {
         "{{name=\"{}\",path=\"{}\",ca=\"{}\",kind=\"{}\",externally_managed=\"{}\"}}",
         escape(&e.name),
         escape(&e.path.to_string_lossy()),
-        escape(&e.certificate_authority),
+        escape(&e.ca_name),
         kind,
         e.externally_managed
     )

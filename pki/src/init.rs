@@ -11,7 +11,8 @@ use crate::issue::{self, Ca, CertSpec};
 use crate::key::PrivateKey;
 use crate::kubeconfig;
 use crate::layout::{self, Layout};
-use crate::profile::{self, CaId, KubeconfigProfile, LeafProfile, Usage};
+use crate::node_state::{self, NodeState};
+use crate::profile::{self, CaId, Endpoint, KubeconfigProfile, LeafProfile, Usage};
 use crate::spec::ClusterSpec;
 use crate::store::{self, MODE_PUBLIC, MODE_SECRET};
 
@@ -27,6 +28,10 @@ pub enum Action {
     ExternalCa(PathBuf),
     /// Something worth an operator's attention that is not an error.
     Warning(String),
+    /// Something the cluster must provide for a file to work (e.g. a ClusterRoleBinding).
+    Note(String),
+    /// The node state file (version, joined or not) was written or removed.
+    Recorded(PathBuf),
 }
 
 impl fmt::Display for Action {
@@ -40,6 +45,12 @@ impl fmt::Display for Action {
                 p.display()
             ),
             Action::Warning(w) => write!(f, "[certs] WARNING: {w}"),
+            Action::Note(n) => write!(f, "[certs] NOTE: {n}"),
+            Action::Recorded(p) => write!(
+                f,
+                "[certs] recorded node version and role in {}",
+                p.display()
+            ),
         }
     }
 }
@@ -65,11 +76,12 @@ pub fn init(layout: &Layout, spec: &ClusterSpec) -> Result<InitReport> {
     store::clean_stale_temps(&layout.kubeconfig_dir);
 
     let mut cas: HashMap<CaId, Ca> = HashMap::new();
-    for p in profile::CAS {
+    let etcd = |ca: CaId| profile::etcd_applies(ca, spec.etcd_external);
+    for p in profile::CAS.iter().filter(|p| etcd(p.id)) {
         let ca = ensure_ca(layout, p, spec, &mut report)?;
         cas.insert(p.id, ca);
     }
-    for leaf in profile::LEAVES {
+    for leaf in profile::LEAVES.iter().filter(|l| etcd(l.ca)) {
         let ca = cas
             .get(&leaf.ca)
             .ok_or_else(|| Error::Config("CA not loaded".into()))?;
@@ -80,8 +92,15 @@ pub fn init(layout: &Layout, spec: &ClusterSpec) -> Result<InitReport> {
     let ca = cas
         .get(&CaId::Ca)
         .ok_or_else(|| Error::Config("CA not loaded".into()))?;
-    for kc in profile::KUBECONFIGS {
+    let mut node = NodeState::new(spec.kubernetes_version, spec.control_plane_join);
+    node.etcd_external = spec.etcd_external;
+    for kc in profile::KUBECONFIGS.iter().filter(|kc| node.expects(kc)) {
         ensure_kubeconfig(layout, kc, spec, ca, &mut report)?;
+    }
+    if node_state::save(&layout.kubeconfig_dir, &node)? {
+        report
+            .actions
+            .push(Action::Created(node_state::path(&layout.kubeconfig_dir)));
     }
     Ok(report)
 }
@@ -134,7 +153,9 @@ fn obtain_key(key_path: &Path, spec: &ClusterSpec, report: &mut InitReport) -> R
 pub fn leaf_spec(leaf: &LeafProfile, spec: &ClusterSpec) -> CertSpec {
     CertSpec::leaf(
         leaf.common_name.resolve(&spec.node_name),
-        leaf.organizations,
+        spec.kubernetes_version
+            .organizations(leaf.name)
+            .unwrap_or(leaf.organizations),
         profile::required_sans(leaf.sans, spec),
         leaf.usage,
         spec.leaf_validity,
@@ -145,7 +166,9 @@ pub fn leaf_spec(leaf: &LeafProfile, spec: &ClusterSpec) -> CertSpec {
 pub fn kubeconfig_spec(kc: &KubeconfigProfile, node_name: &str, spec: &ClusterSpec) -> CertSpec {
     CertSpec::leaf(
         kc.common_name.resolve(node_name),
-        kc.organizations,
+        spec.kubernetes_version
+            .organizations(kc.file)
+            .unwrap_or(kc.organizations),
         profile::Sans::default(),
         Usage::Client,
         spec.leaf_validity,
@@ -201,6 +224,11 @@ fn ensure_leaf(
     let cert = issue::issue_for_key(&want, &key, ca)?;
     store::write_atomic(&crt, cert.pem().as_bytes(), MODE_PUBLIC)?;
     report.actions.push(Action::Created(crt));
+    if leaf.name == "apiserver-kubelet-client"
+        && let Some(dep) = spec.kubernetes_version.kubelet_client_dependency()
+    {
+        report.actions.push(Action::Note(dep));
+    }
     Ok(())
 }
 
@@ -303,12 +331,12 @@ fn ensure_kubeconfig(
         if let Some(cert) = &parsed.client_cert {
             warn_if_expired(cert, &path, report);
         }
-        if parsed.server != spec.server_url() {
+        let expected = server_for(kc, spec);
+        if parsed.server != expected {
             report.actions.push(Action::Warning(format!(
-                "{} points at {} (expected {})",
+                "{} points at {} (expected {expected})",
                 path.display(),
                 parsed.server,
-                spec.server_url()
             )));
         }
         warn_if_open(&path, report);
@@ -319,9 +347,18 @@ fn ensure_kubeconfig(
         report.missing.push(Error::ExternalCa { path, ca: ca_path });
         return Ok(());
     }
-    write_kubeconfig(&path, kc, &spec.node_name, spec, ca, &spec.server_url())?;
+    write_kubeconfig(&path, kc, &spec.node_name, spec, ca, &server_for(kc, spec))?;
     report.actions.push(Action::Created(path));
     Ok(())
+}
+
+/// The API server URL `kc` points at on this node, as kubeadm writes it: controller-manager.conf
+/// and scheduler.conf the local endpoint, the others `controlPlaneEndpoint` when set.
+pub fn server_for(kc: &KubeconfigProfile, spec: &ClusterSpec) -> String {
+    match kc.endpoint {
+        Endpoint::Local => spec.local_server_url(),
+        _ => spec.server_url(),
+    }
 }
 
 /// Issues a fresh client certificate and key for `kc` and writes the kubeconfig atomically.
@@ -336,7 +373,14 @@ pub fn write_kubeconfig(
     let want = kubeconfig_spec(kc, node_name, spec);
     let key = PrivateKey::generate(spec.key_algorithm)?;
     let cert = issue::issue_for_key(&want, &key, ca)?;
-    let text = kubeconfig::render(server, &ca.cert.pem(), &want.common_name, &cert, &key)?;
+    let text = kubeconfig::render_named(
+        &spec.cluster_name,
+        server,
+        &ca.cert.pem(),
+        &want.common_name,
+        &cert,
+        &key,
+    )?;
     store::write_atomic(path, text.as_bytes(), MODE_SECRET)
 }
 

@@ -1,5 +1,6 @@
-//! Reading the PKI-relevant fields of a kubeadm `ClusterConfiguration`
-//! (kubeadm.k8s.io/v1beta3 and v1beta4) from a possibly multi-document YAML file.
+//! Reading the PKI-relevant fields of a kubeadm `ClusterConfiguration`, `InitConfiguration` and
+//! `JoinConfiguration` (kubeadm.k8s.io/v1beta3 and v1beta4) from a possibly multi-document YAML
+//! file.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -9,14 +10,13 @@ use serde::Deserialize;
 use crate::duration::parse_duration;
 use crate::error::{Error, Result};
 use crate::key::KeyAlgorithm;
+use crate::version::KubernetesVersion;
 
 const V1BETA3: &str = "kubeadm.k8s.io/v1beta3";
 const V1BETA4: &str = "kubeadm.k8s.io/v1beta4";
 
 /// Kinds that may share a file with the ClusterConfiguration and are ignored.
 const KNOWN_OTHER_KINDS: &[(&str, &str)] = &[
-    ("kubeadm.k8s.io/", "InitConfiguration"),
-    ("kubeadm.k8s.io/", "JoinConfiguration"),
     ("kubeadm.k8s.io/", "ResetConfiguration"),
     ("kubeadm.k8s.io/", "UpgradeConfiguration"),
     ("kubelet.config.k8s.io/", "KubeletConfiguration"),
@@ -49,13 +49,61 @@ pub struct ClusterConfig {
     pub certificate_validity: Option<Duration>,
     /// `caCertificateValidityPeriod` (v1beta4).
     pub ca_certificate_validity: Option<Duration>,
+    /// `kubernetesVersion`.
+    pub kubernetes_version: Option<KubernetesVersion>,
+    /// `clusterName`.
+    pub cluster_name: Option<String>,
+    /// True when `etcd.external` is set (no etcd CA or etcd leaves on this node).
+    pub etcd_external: bool,
+    /// `nodeRegistration.name` of the Init- or JoinConfiguration.
+    pub node_name: Option<String>,
+    /// `localAPIEndpoint.advertiseAddress` (InitConfiguration) or
+    /// `controlPlane.localAPIEndpoint.advertiseAddress` (JoinConfiguration).
+    pub advertise_address: Option<std::net::IpAddr>,
+    /// The matching `bindPort`.
+    pub bind_port: Option<u16>,
+    /// True when the file has a JoinConfiguration and no InitConfiguration: a control-plane
+    /// node joining an existing cluster.
+    pub control_plane_join: bool,
     /// Fields that were present but ignored, for the operator's attention.
     pub warnings: Vec<String>,
+}
+
+/// `nodeRegistration` and the local API endpoint of an Init- or JoinConfiguration.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct NodeDoc {
+    node_registration: NodeRegistration,
+    #[serde(rename = "localAPIEndpoint")]
+    local_api_endpoint: Option<ApiEndpoint>,
+    control_plane: Option<JoinControlPlane>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct NodeRegistration {
+    name: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ApiEndpoint {
+    advertise_address: Option<String>,
+    bind_port: Option<u16>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct JoinControlPlane {
+    #[serde(rename = "localAPIEndpoint")]
+    local_api_endpoint: Option<ApiEndpoint>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct Raw {
+    kubernetes_version: Option<String>,
+    cluster_name: Option<String>,
     certificates_dir: Option<String>,
     control_plane_endpoint: Option<String>,
     networking: Networking,
@@ -84,6 +132,7 @@ struct ApiServer {
 #[serde(rename_all = "camelCase", default)]
 struct Etcd {
     local: Option<EtcdLocal>,
+    external: Option<serde_yaml_ng::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -105,6 +154,8 @@ pub fn load(path: &Path) -> Result<ClusterConfig> {
 /// Unknown kinds or apiVersions are errors; other known kubeadm kinds are ignored.
 pub fn parse(text: &str, path: &Path) -> Result<ClusterConfig> {
     let mut found: Option<ClusterConfig> = None;
+    let mut init: Option<NodeDoc> = None;
+    let mut join: Option<NodeDoc> = None;
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let value = serde_yaml_ng::Value::deserialize(doc).map_err(|e| Error::parse(path, e))?;
         if value.is_null() {
@@ -137,6 +188,28 @@ pub fn parse(text: &str, path: &Path) -> Result<ClusterConfig> {
             found = Some(convert(raw, api_version)?);
             continue;
         }
+        if kind == "InitConfiguration" || kind == "JoinConfiguration" {
+            if api_version != V1BETA3 && api_version != V1BETA4 {
+                return Err(Error::Config(format!(
+                    "{}: document {n}: {kind} apiVersion {api_version:?} is not supported (use {V1BETA3} or {V1BETA4})",
+                    path.display()
+                )));
+            }
+            let doc: NodeDoc = serde_yaml_ng::from_value(value)
+                .map_err(|e| Error::parse(path, format!("document {n}: {e}")))?;
+            let slot = if kind == "InitConfiguration" {
+                &mut init
+            } else {
+                &mut join
+            };
+            if slot.replace(doc).is_some() {
+                return Err(Error::Config(format!(
+                    "{}: document {n}: more than one {kind}",
+                    path.display()
+                )));
+            }
+            continue;
+        }
         let known = KNOWN_OTHER_KINDS
             .iter()
             .any(|(prefix, k)| *k == kind && api_version.starts_with(prefix));
@@ -147,17 +220,60 @@ pub fn parse(text: &str, path: &Path) -> Result<ClusterConfig> {
             )));
         }
     }
-    found.ok_or_else(|| {
-        Error::Config(format!(
-            "{}: no ClusterConfiguration document",
-            path.display()
-        ))
-    })
+    let joining = init.is_none() && join.is_some();
+    let mut cfg = match found {
+        Some(c) => c,
+        // A JoinConfiguration alone is complete: kubeadm join reads the rest from the cluster.
+        None if joining => ClusterConfig::default(),
+        None => {
+            return Err(Error::Config(format!(
+                "{}: no ClusterConfiguration document",
+                path.display()
+            )));
+        }
+    };
+    let (node, endpoint) = match (init, join) {
+        (Some(i), _) => {
+            let ep = i.local_api_endpoint;
+            (i.node_registration, ep)
+        }
+        (None, Some(j)) => {
+            let ep = j
+                .control_plane
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{}: the JoinConfiguration has no controlPlane: a worker node needs only `pki kubelet`",
+                        path.display()
+                    ))
+                })?
+                .local_api_endpoint;
+            (j.node_registration, ep)
+        }
+        (None, None) => (NodeRegistration::default(), None),
+    };
+    cfg.control_plane_join = joining;
+    cfg.node_name = node.name.filter(|n| !n.is_empty());
+    if let Some(ep) = endpoint {
+        cfg.advertise_address = ep
+            .advertise_address
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                a.parse().map_err(|_| {
+                    Error::Config(format!(
+                        "{}: localAPIEndpoint.advertiseAddress {a:?} is not an IP address",
+                        path.display()
+                    ))
+                })
+            })
+            .transpose()?;
+        cfg.bind_port = ep.bind_port.filter(|p| *p != 0);
+    }
+    Ok(cfg)
 }
 
-fn convert(raw: Raw, api_version: String) -> Result<ClusterConfig> {
+fn convert(mut raw: Raw, api_version: String) -> Result<ClusterConfig> {
     let v4 = api_version == V1BETA4;
-    let local = raw.etcd.local.unwrap_or_default();
+    let local = raw.etcd.local.take().unwrap_or_default();
     let mut warnings = Vec::new();
     // These three fields exist only from v1beta4 on; a v1beta3 document carrying them gets
     // them ignored, with a warning rather than silently.
@@ -178,6 +294,13 @@ fn convert(raw: Raw, api_version: String) -> Result<ClusterConfig> {
     );
     let dur = |s: Option<String>| s.map(|s| parse_duration(&s)).transpose();
     Ok(ClusterConfig {
+        kubernetes_version: raw
+            .kubernetes_version
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse())
+            .transpose()?,
+        cluster_name: raw.cluster_name.filter(|s| !s.is_empty()),
+        etcd_external: raw.etcd.external.is_some_and(|v| !v.is_null()),
         certificates_dir: raw
             .certificates_dir
             .filter(|s| !s.is_empty())
@@ -193,6 +316,7 @@ fn convert(raw: Raw, api_version: String) -> Result<ClusterConfig> {
         ca_certificate_validity: dur(ca_validity)?,
         warnings,
         api_version,
+        ..ClusterConfig::default()
     })
 }
 

@@ -99,7 +99,20 @@ pub fn render(
     cert: &Cert,
     key: &PrivateKey,
 ) -> Result<Zeroizing<String>> {
-    let context = format!("{user}@{CLUSTER_NAME}");
+    render_named(CLUSTER_NAME, server, ca_pem, user, cert, key)
+}
+
+/// [`render`] for a cluster named `cluster` (kubeadm's `clusterName`): cluster `<cluster>`,
+/// context `<user>@<cluster>`.
+pub fn render_named(
+    cluster: &str,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    cert: &Cert,
+    key: &PrivateKey,
+) -> Result<Zeroizing<String>> {
+    let context = format!("{user}@{cluster}");
     let cfg = Config {
         api_version: "v1".to_owned(),
         clusters: vec![NamedCluster {
@@ -108,11 +121,11 @@ pub fn render(
                 certificate_authority: None,
                 server: server.to_owned(),
             },
-            name: CLUSTER_NAME.to_owned(),
+            name: cluster.to_owned(),
         }],
         contexts: vec![NamedContext {
             context: Context {
-                cluster: CLUSTER_NAME.to_owned(),
+                cluster: cluster.to_owned(),
                 user: user.to_owned(),
             },
             name: context.clone(),
@@ -268,7 +281,8 @@ fn read_ref(base: &Path, file: &str) -> Result<String> {
 }
 
 /// Rewrites a kubeconfig in place, keeping every other field: sets the embedded CA data of
-/// every cluster to `ca_pem` (clusters that reference a CA file instead keep the reference),
+/// the current context's cluster to `ca_pem` (a cluster that references a CA file instead keeps
+/// the reference; other clusters are left alone),
 /// and, when `client` is given, the embedded client certificate and key of the current
 /// context's user. Returns `Ok(None)` when `client` is given but the user's credentials are
 /// file references (as in a kubelet.conf that points at `kubelet-client-current.pem`), which
@@ -282,16 +296,28 @@ pub fn rewrite_embedded(
     use serde_yaml_ng::Value;
     let mut doc: Value = serde_yaml_ng::from_str(text).map_err(|e| Error::parse(path, e))?;
     let ca_key = Value::from("certificate-authority-data");
+    let context = current_context(&doc);
+    let cluster_name = context
+        .and_then(|c| c.get("cluster"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let clusters = doc
         .get_mut("clusters")
         .and_then(Value::as_sequence_mut)
         .ok_or_else(|| Error::parse(path, "no clusters"))?;
-    for c in clusters.iter_mut() {
-        if let Some(m) = c.get_mut("cluster").and_then(Value::as_mapping_mut)
-            && (m.contains_key(&ca_key) || !m.contains_key("certificate-authority"))
-        {
-            m.insert(ca_key.clone(), Value::from(STANDARD.encode(ca_pem)));
-        }
+    // Only the current context's cluster: other clusters of the file belong to someone else.
+    let cluster = match &cluster_name {
+        Some(n) => clusters
+            .iter_mut()
+            .find(|c| c.get("name").and_then(Value::as_str) == Some(n.as_str())),
+        None => clusters.first_mut(),
+    };
+    if let Some(m) = cluster
+        .and_then(|c| c.get_mut("cluster"))
+        .and_then(Value::as_mapping_mut)
+        && (m.contains_key(&ca_key) || !m.contains_key("certificate-authority"))
+    {
+        m.insert(ca_key.clone(), Value::from(STANDARD.encode(ca_pem)));
     }
     if let Some((cert, key)) = client {
         let current = doc
@@ -342,6 +368,23 @@ pub fn rewrite_embedded(
             what: "kubeconfig",
             reason: e.to_string(),
         })
+}
+
+/// The current context's `context` mapping (the first context when none is current).
+fn current_context(doc: &serde_yaml_ng::Value) -> Option<&serde_yaml_ng::Value> {
+    use serde_yaml_ng::Value;
+    let current = doc
+        .get("current-context")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    doc.get("contexts")
+        .and_then(Value::as_sequence)
+        .and_then(|s| {
+            s.iter()
+                .find(|c| c.get("name").and_then(Value::as_str) == Some(current))
+                .or_else(|| s.first())
+        })
+        .and_then(|c| c.get("context"))
 }
 
 /// True when the current context's user has an embedded client certificate

@@ -15,8 +15,11 @@
 //! | [`store`] | crash-safe writes and the directory lock ([`durable`]), naming the file in errors |
 //! | [`kubeconfig`] | rendering and reading kubeconfigs |
 //! | [`init`], [`renew`], [`kubelet`], [`csr`], [`expiry`] | the subcommands |
+//! | [`dry_run`] | `--dry-run`: a command on a scratch copy, reporting what it would change |
 //! | [`rotate`] | zero-downtime rotation of the CAs and the service-account key |
-//! | [`kubeadm_config`] | reading a kubeadm `ClusterConfiguration` |
+//! | [`kubeadm_config`] | reading a kubeadm `ClusterConfiguration` (+ Init/JoinConfiguration) |
+//! | [`version`] | the Kubernetes versions supported and what of the PKI depends on them |
+//! | [`node_state`] | the version and role `init` recorded for this node |
 //!
 //! The pieces a CA rotation needs are public on purpose: [`layout::load_ca_at`] loads a CA
 //! staged anywhere, [`issue::issue`] signs any public key with any CA, [`inspect::pem_bundle`]
@@ -25,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod csr;
+pub mod dry_run;
 pub mod duration;
 pub mod error;
 pub mod expiry;
@@ -36,10 +40,12 @@ pub mod kubeadm_config;
 pub mod kubeconfig;
 pub mod kubelet;
 pub mod layout;
+pub mod node_state;
 pub mod profile;
 pub mod renew;
 pub mod rotate;
 pub mod spec;
 pub mod store;
+pub mod version;
 
 pub use error::{Error, Result};

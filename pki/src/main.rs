@@ -58,9 +58,19 @@ impl Dirs {
 
 #[derive(Args)]
 struct InitArgs {
-    /// kubeadm config file; its ClusterConfiguration (v1beta3/v1beta4) is read. Flags override it.
+    /// kubeadm config file; its ClusterConfiguration, InitConfiguration and JoinConfiguration
+    /// (v1beta3/v1beta4) are read. Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Kubernetes version whose kubeadm PKI to reproduce, vX.Y[.Z] (1.28 to 1.37)
+    /// [default: kubernetesVersion of --config, else v1.37].
+    #[arg(long)]
+    kubernetes_version: Option<pki::version::KubernetesVersion>,
+    /// This node joins an existing control plane: no super-admin.conf (kubeadm creates it only
+    /// on the node where the cluster was initialised). Implied by a --config holding a
+    /// JoinConfiguration and no InitConfiguration.
+    #[arg(long)]
+    control_plane_join: bool,
     /// Directory of certificates and keys [default: certificatesDir or /etc/kubernetes/pki].
     #[arg(long)]
     cert_dir: Option<PathBuf>,
@@ -73,9 +83,9 @@ struct InitArgs {
     /// API server advertise address [default: address of the default route].
     #[arg(long)]
     apiserver_advertise_address: Option<IpAddr>,
-    /// API server port.
-    #[arg(long, default_value_t = 6443)]
-    apiserver_bind_port: u16,
+    /// API server port [default: localAPIEndpoint.bindPort, else 6443].
+    #[arg(long)]
+    apiserver_bind_port: Option<u16>,
     /// Stable endpoint (`host[:port]`) of the control plane.
     #[arg(long)]
     control_plane_endpoint: Option<String>,
@@ -97,6 +107,9 @@ struct InitArgs {
     /// Lifetime of new leaf certificates, e.g. 8760h [default: 1 year].
     #[arg(long, value_parser = parse_duration)]
     certificate_validity_period: Option<std::time::Duration>,
+    /// Print what would be created or changed; write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -140,6 +153,14 @@ struct RenewArgs {
     /// Lifetime of the renewed certificates.
     #[arg(long, value_parser = parse_duration, default_value = "8760h")]
     certificate_validity_period: std::time::Duration,
+    /// Give the version-dependent subjects (O of apiserver-kubelet-client, of the etcd clients
+    /// and of admin.conf) the values of this Kubernetes version, vX.Y[.Z]; without it every
+    /// subject is kept as it is, as kubeadm's renew does.
+    #[arg(long)]
+    kubernetes_version: Option<pki::version::KubernetesVersion>,
+    /// Print what would be renewed or changed; write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -167,6 +188,10 @@ struct KubeletArgs {
     /// Lifetime of the certificates.
     #[arg(long, value_parser = parse_duration, default_value = "8760h")]
     certificate_validity_period: std::time::Duration,
+    /// Kubernetes version of the node, vX.Y[.Z] (1.28 to 1.37) [default: v1.37]; the kubelet
+    /// credentials are the same on every supported version, unsupported ones are refused.
+    #[arg(long, default_value_t)]
+    kubernetes_version: pki::version::KubernetesVersion,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -284,10 +309,12 @@ fn run_init(a: InitArgs) -> Result<ExitCode> {
     }
     let node_name = a
         .node_name
+        .or(cfg.node_name)
         .or_else(spec::default_node_name)
         .ok_or_else(|| Error::Config("cannot determine the node name; pass --node-name".into()))?;
     let advertise = a
         .apiserver_advertise_address
+        .or(cfg.advertise_address)
         .or_else(spec::default_advertise_address)
         .ok_or_else(|| {
             Error::Config(
@@ -295,7 +322,16 @@ fn run_init(a: InitArgs) -> Result<ExitCode> {
             )
         })?;
     let mut s = ClusterSpec::new(node_name, advertise);
-    s.bind_port = a.apiserver_bind_port;
+    s.bind_port = a.apiserver_bind_port.or(cfg.bind_port).unwrap_or(6443);
+    s.kubernetes_version = a
+        .kubernetes_version
+        .or(cfg.kubernetes_version)
+        .unwrap_or_default();
+    s.control_plane_join = a.control_plane_join || cfg.control_plane_join;
+    s.etcd_external = cfg.etcd_external;
+    if let Some(name) = cfg.cluster_name {
+        s.cluster_name = name;
+    }
     s.control_plane_endpoint = a.control_plane_endpoint.or(cfg.control_plane_endpoint);
     let cidr = a
         .service_cidr
@@ -326,15 +362,28 @@ fn run_init(a: InitArgs) -> Result<ExitCode> {
         .or(cfg.certificates_dir)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CERT_DIR));
     let layout = Layout::new(cert_dir, a.kubeconfig_dir);
-    let report = pki::init::init(&layout, &s)?;
+    let scratch = a
+        .dry_run
+        .then(|| pki::dry_run::Scratch::new(&layout))
+        .transpose()?;
+    let report = pki::init::init(scratch.as_ref().map_or(&layout, |s| &s.layout), &s)?;
     for action in &report.actions {
-        println!("{action}");
+        match &scratch {
+            Some(sc) => println!("[dry-run] {}", sc.to_original(&action.to_string())),
+            None => println!("{action}"),
+        }
+    }
+    if let Some(sc) = &scratch {
+        print_changes(sc)?;
     }
     if report.missing.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
     for m in &report.missing {
-        eprintln!("error: {m}");
+        match &scratch {
+            Some(sc) => eprintln!("error: {}", sc.to_original(&m.to_string())),
+            None => eprintln!("error: {m}"),
+        }
     }
     eprintln!(
         "error: {} file(s) must be provided by the external CA's operator",
@@ -378,12 +427,38 @@ fn run_check(a: CheckArgs) -> Result<ExitCode> {
 fn run_renew(a: RenewArgs) -> Result<ExitCode> {
     let mut opts = pki::renew::RenewOptions::new(a.certificate_validity_period);
     opts.if_expiring_within = a.if_expiring_within;
-    let report = pki::renew::renew(&a.dirs.layout(), &a.names, &opts)?;
+    opts.kubernetes_version = a.kubernetes_version;
+    let layout = a.dirs.layout();
+    let scratch = a
+        .dry_run
+        .then(|| pki::dry_run::Scratch::new(&layout))
+        .transpose()?;
+    let report = pki::renew::renew(
+        scratch.as_ref().map_or(&layout, |s| &s.layout),
+        &a.names,
+        &opts,
+    )?;
+    if let Some(sc) = &scratch {
+        for (name, path) in &report.renewed {
+            println!(
+                "[dry-run] would renew {name} ({})",
+                sc.original_path(path).display()
+            );
+        }
+        for (name, why) in &report.skipped {
+            println!("[dry-run] would skip {name}: {}", sc.to_original(why));
+        }
+        print_changes(sc)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     for (name, path) in &report.renewed {
         println!("renewed {name} ({})", path.display());
     }
     for (name, why) in &report.skipped {
         println!("skipped {name}: {why}");
+    }
+    for note in &report.notes {
+        println!("NOTE: {note}");
     }
     if report.restart.is_empty() {
         println!("No component needs a restart.");
@@ -422,6 +497,8 @@ fn run_kubelet(a: KubeletArgs) -> Result<ExitCode> {
     req.hostnames = a.hostname;
     req.key_algorithm = a.encryption_algorithm;
     req.validity = a.certificate_validity_period;
+    // Parsed (and range-checked) by clap; the kubelet credentials do not vary by version.
+    let _ = a.kubernetes_version;
     // The whole ca.crt: during a CA rotation it is the old+new bundle the kubelet must trust.
     req.trust_bundle = pki::store::read_optional(&layout.crt("ca"))?;
     let files = pki::kubelet::issue_kubelet(
@@ -539,6 +616,18 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
         println!("Next: {n}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the files a dry run would create, change or remove.
+fn print_changes(scratch: &pki::dry_run::Scratch) -> Result<()> {
+    let changes = scratch.changes()?;
+    if changes.is_empty() {
+        println!("[dry-run] no file would change");
+    }
+    for c in &changes {
+        println!("{c}");
+    }
+    Ok(())
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String> {

@@ -28,7 +28,7 @@ pub struct CaProfile {
     pub base: &'static str,
     /// Subject CN.
     pub common_name: &'static str,
-    /// DNS SANs (kubeadm puts `kubernetes` in the cluster CA).
+    /// DNS SANs: kubeadm gives every CA one DNS SAN equal to its CN.
     pub dns_names: &'static [&'static str],
 }
 
@@ -103,7 +103,7 @@ pub struct LeafProfile {
     pub ca: CaId,
     /// Subject CN.
     pub common_name: CommonName,
-    /// Subject O values.
+    /// Subject O values (of the newest version; see [`crate::version`]).
     pub organizations: &'static [&'static str],
     /// Extended key usages.
     pub usage: Usage,
@@ -113,6 +113,16 @@ pub struct LeafProfile {
     pub restart: &'static [&'static str],
 }
 
+/// Which API server address a kubeconfig points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Endpoint {
+    /// `controlPlaneEndpoint` when set, else this node's advertise address and bind port.
+    ControlPlane,
+    /// This node's advertise address and bind port (controller-manager, scheduler).
+    Local,
+}
+
 /// A kubeconfig with an embedded client certificate signed by the cluster CA.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KubeconfigProfile {
@@ -120,8 +130,10 @@ pub struct KubeconfigProfile {
     pub file: &'static str,
     /// Subject CN (also the kubeconfig user name).
     pub common_name: CommonName,
-    /// Subject O values.
+    /// Subject O values (of the newest version; see [`crate::version`]).
     pub organizations: &'static [&'static str],
+    /// The API server it points at.
+    pub endpoint: Endpoint,
     /// Components that must restart to pick up a new version of this file.
     pub restart: &'static [&'static str],
     /// Whether `renew` handles it (kubeadm leaves kubelet.conf to the kubelet's own rotation).
@@ -142,14 +154,14 @@ pub const CAS: &[CaProfile] = &[
         name: "etcd-ca",
         base: "etcd/ca",
         common_name: "etcd-ca",
-        dns_names: &[],
+        dns_names: &["etcd-ca"],
     },
     CaProfile {
         id: CaId::FrontProxyCa,
         name: "front-proxy-ca",
         base: "front-proxy-ca",
         common_name: "front-proxy-ca",
-        dns_names: &[],
+        dns_names: &["front-proxy-ca"],
     },
 ];
 
@@ -234,6 +246,7 @@ pub const KUBECONFIGS: &[KubeconfigProfile] = &[
         file: "admin.conf",
         common_name: CommonName::Fixed("kubernetes-admin"),
         organizations: &["kubeadm:cluster-admins"],
+        endpoint: Endpoint::ControlPlane,
         restart: &[],
         renewable: true,
     },
@@ -241,6 +254,7 @@ pub const KUBECONFIGS: &[KubeconfigProfile] = &[
         file: "super-admin.conf",
         common_name: CommonName::Fixed("kubernetes-super-admin"),
         organizations: &["system:masters"],
+        endpoint: Endpoint::ControlPlane,
         restart: &[],
         renewable: true,
     },
@@ -248,6 +262,7 @@ pub const KUBECONFIGS: &[KubeconfigProfile] = &[
         file: "controller-manager.conf",
         common_name: CommonName::Fixed("system:kube-controller-manager"),
         organizations: &[],
+        endpoint: Endpoint::Local,
         restart: &["kube-controller-manager"],
         renewable: true,
     },
@@ -255,6 +270,7 @@ pub const KUBECONFIGS: &[KubeconfigProfile] = &[
         file: "scheduler.conf",
         common_name: CommonName::Fixed("system:kube-scheduler"),
         organizations: &[],
+        endpoint: Endpoint::Local,
         restart: &["kube-scheduler"],
         renewable: true,
     },
@@ -262,6 +278,7 @@ pub const KUBECONFIGS: &[KubeconfigProfile] = &[
         file: "kubelet.conf",
         common_name: CommonName::SystemNode,
         organizations: &["system:nodes"],
+        endpoint: Endpoint::ControlPlane,
         restart: &["kubelet"],
         renewable: false,
     },
@@ -276,9 +293,23 @@ pub fn ca_profile(id: CaId) -> &'static CaProfile {
     }
 }
 
+/// Whether the etcd CA `id` or a leaf it signs is part of a cluster whose etcd is (not) external.
+pub fn etcd_applies(ca: CaId, etcd_external: bool) -> bool {
+    !(etcd_external && ca == CaId::EtcdCa)
+}
+
 /// Looks a leaf up by its kubeadm name.
 pub fn leaf_by_name(name: &str) -> Option<&'static LeafProfile> {
     LEAVES.iter().find(|l| l.name == name)
+}
+
+/// Whether `kc` belongs on a node of `version` (super-admin.conf: from 1.29, init node only).
+pub fn kubeconfig_expected(
+    kc: &KubeconfigProfile,
+    version: crate::version::KubernetesVersion,
+    control_plane_join: bool,
+) -> bool {
+    kc.file != "super-admin.conf" || (version.has_super_admin() && !control_plane_join)
 }
 
 /// Looks a kubeconfig up by file name.
@@ -348,7 +379,8 @@ pub fn required_sans(rule: SanRule, spec: &ClusterSpec) -> Sans {
                 s.add(d);
             }
             s.add(&format!("kubernetes.default.svc.{}", spec.dns_domain));
-            for ip in &spec.service_ips {
+            // kubeadm: the first IP of the first service CIDR only, even when dual-stack.
+            if let Some(ip) = spec.service_ips.first() {
                 s.add_ip(*ip);
             }
             s.add_ip(spec.advertise_address);

@@ -15,6 +15,7 @@ use crate::kubeconfig;
 use crate::layout::{self, Layout};
 use crate::profile::{self, CaId};
 use crate::store::{self, MODE_SECRET};
+use crate::version::KubernetesVersion;
 
 /// Every name `renew` accepts besides `all`, in kubeadm's order.
 pub fn renewable_names() -> Vec<&'static str> {
@@ -36,6 +37,9 @@ pub struct RenewOptions {
     pub if_expiring_within: Option<Duration>,
     /// Lifetime of the new certificates.
     pub validity: Duration,
+    /// When set, version-dependent subject O values follow this version's kubeadm table;
+    /// otherwise every subject is kept as it is.
+    pub kubernetes_version: Option<KubernetesVersion>,
 }
 
 impl RenewOptions {
@@ -44,6 +48,7 @@ impl RenewOptions {
         RenewOptions {
             if_expiring_within: None,
             validity,
+            kubernetes_version: None,
         }
     }
 }
@@ -58,6 +63,8 @@ pub struct RenewReport {
     pub skipped: Vec<(String, String)>,
     /// Components that must restart to pick up the new files.
     pub restart: BTreeSet<&'static str>,
+    /// What the cluster must provide for the renewed files to work.
+    pub notes: Vec<String>,
 }
 
 /// Renews `names` (or everything when `names` is empty or contains `all`). With `all`, missing
@@ -116,10 +123,18 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
                 }
                 Err(e) => return Err(e),
             };
-            let (new, key) = reissue(&cert, &ca, opts.validity)?;
+            let (new, key) = reissue_as(&cert, &ca, opts, name)?;
             layout::write_cert_and_key(&crt, &new, &key_path, &key)?;
             report.renewed.push((name.to_owned(), crt));
             report.restart.extend(leaf.restart);
+            if name == "apiserver-kubelet-client"
+                && new.info().organizations.is_empty()
+                && let Some(dep) = opts
+                    .kubernetes_version
+                    .and_then(KubernetesVersion::kubelet_client_dependency)
+            {
+                report.notes.push(dep);
+            }
         } else if let Some(kc) = profile::kubeconfig_by_name(name) {
             let path = layout.kubeconfig(kc);
             let Some(text) = store::read_secret_optional(&path)? else {
@@ -154,19 +169,20 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
                 }
                 Err(e) => return Err(e),
             };
-            let (new, key) = reissue(&cert, &ca, opts.validity)?;
+            let (new, key) = reissue_as(&cert, &ca, opts, name)?;
             // The CA data is refreshed from the current ca.crt (the whole file: during a CA
             // rotation it is the old+new bundle), so a kubeconfig never keeps a stale CA after a
-            // renewal against a new CA.
+            // renewal against a new CA. Only the CA data and the client certificate and key
+            // change: every other field, context, user and extension is kept.
             let ca_crt = layout.crt(profile::ca_profile(CaId::Ca).base);
             let ca_pem = store::read_optional(&ca_crt)?.unwrap_or_else(|| ca.cert.pem());
-            let out = kubeconfig::render(
-                &parsed.server,
-                &ca_pem,
-                &cert.info().common_name,
-                &new,
-                &key,
-            )?;
+            let out = kubeconfig::rewrite_embedded(&text, &path, &ca_pem, Some((&new, &key)))?
+                .ok_or_else(|| {
+                    Error::invalid(
+                        &path,
+                        "its client certificate is a file reference, not embedded data; renew that file instead",
+                    )
+                })?;
             store::write_atomic(&path, out.as_bytes(), MODE_SECRET)?;
             report.renewed.push((name.to_owned(), path));
             report.restart.extend(kc.restart);
@@ -180,6 +196,18 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
 pub fn reissue(cert: &Cert, ca: &Ca, validity: Duration) -> Result<(Cert, PrivateKey)> {
     let key = PrivateKey::generate(same_algorithm(cert))?;
     let new = issue::issue_for_key(&CertSpec::from_existing(cert.info(), validity), &key, ca)?;
+    Ok((new, key))
+}
+
+/// [`reissue`] with the subject O set by `opts.kubernetes_version` for the version-dependent
+/// names (`apiserver-kubelet-client`, the etcd clients, `admin.conf`).
+fn reissue_as(cert: &Cert, ca: &Ca, opts: &RenewOptions, name: &str) -> Result<(Cert, PrivateKey)> {
+    let mut spec = CertSpec::from_existing(cert.info(), opts.validity);
+    if let Some(orgs) = opts.kubernetes_version.and_then(|v| v.organizations(name)) {
+        spec.organizations = orgs.iter().map(|o| (*o).to_owned()).collect();
+    }
+    let key = PrivateKey::generate(same_algorithm(cert))?;
+    let new = issue::issue_for_key(&spec, &key, ca)?;
     Ok((new, key))
 }
 

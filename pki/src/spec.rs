@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::key::KeyAlgorithm;
+use crate::version::KubernetesVersion;
 
 /// kubeadm's default CA validity (10 years).
 pub const DEFAULT_CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
@@ -42,6 +43,15 @@ pub struct ClusterSpec {
     pub ca_validity: Duration,
     /// Validity of new leaves.
     pub leaf_validity: Duration,
+    /// The Kubernetes version whose kubeadm subjects and file set are reproduced.
+    pub kubernetes_version: KubernetesVersion,
+    /// `clusterName`: the kubeconfig cluster name (and context suffix).
+    pub cluster_name: String,
+    /// A control-plane node joining an existing cluster (no `super-admin.conf`).
+    pub control_plane_join: bool,
+    /// `etcd.external`: no etcd CA and no etcd certificates are created here (the API server's
+    /// etcd client certificate comes from the external etcd's operator).
+    pub etcd_external: bool,
 }
 
 impl ClusterSpec {
@@ -60,7 +70,21 @@ impl ClusterSpec {
             key_algorithm: KeyAlgorithm::default(),
             ca_validity: DEFAULT_CA_VALIDITY,
             leaf_validity: DEFAULT_LEAF_VALIDITY,
+            kubernetes_version: KubernetesVersion::default(),
+            cluster_name: crate::kubeconfig::CLUSTER_NAME.to_owned(),
+            control_plane_join: false,
+            etcd_external: false,
         }
+    }
+
+    /// The API server URL of this node: `https://<advertise address>:<bind port>` (what
+    /// controller-manager.conf and scheduler.conf use).
+    pub fn local_server_url(&self) -> String {
+        format!(
+            "https://{}:{}",
+            bracket(&self.advertise_address.to_string()),
+            self.bind_port
+        )
     }
 
     /// The host part of the control-plane endpoint.
@@ -70,7 +94,8 @@ impl ClusterSpec {
             .map(|e| split_host_port(e).0)
     }
 
-    /// The API server URL the kubeconfigs use: `https://<endpoint or advertise address>:<port>`.
+    /// The cluster-wide API server URL (admin.conf, super-admin.conf, kubelet.conf):
+    /// `https://<controlPlaneEndpoint or advertise address>:<port>`.
     pub fn server_url(&self) -> String {
         match &self.control_plane_endpoint {
             Some(ep) => {
@@ -81,11 +106,7 @@ impl ClusterSpec {
                     port.unwrap_or(self.bind_port)
                 )
             }
-            None => format!(
-                "https://{}:{}",
-                bracket(&self.advertise_address.to_string()),
-                self.bind_port
-            ),
+            None => self.local_server_url(),
         }
     }
 }

@@ -15,7 +15,6 @@ const NAMES: &[&str] = &[
     "etcd-peer",
     "etcd-server",
     "front-proxy-client",
-    "kubelet.conf",
     "scheduler.conf",
     "super-admin.conf",
 ];
