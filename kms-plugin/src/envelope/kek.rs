@@ -135,6 +135,7 @@ impl KekManager {
     pub async fn for_encrypt(&self) -> Result<Arc<CurrentKek>, EnvelopeError> {
         let wait = self.inner.policy.wrap_timeout;
         let deadline = tokio::time::Instant::now() + wait;
+        let mut off_primary = 0;
         loop {
             if let Some(kek) = self.reserve() {
                 return Ok(kek);
@@ -151,8 +152,22 @@ impl KekManager {
                     }
                     Ok(Ok(outcome)) => outcome.clone(),
                 };
-            if let Some(Err(error)) = outcome {
-                return Err(shared_error(&error));
+            match outcome {
+                Some(Err(error)) => return Err(shared_error(&error)),
+                // Once is a race with a root key rotation; twice is a backend whose wraps do not
+                // name its primary key, and retrying would only spend wraps.
+                Some(Ok(kek)) if kek.key_id != self.inner.root.primary_key_id() => {
+                    off_primary += 1;
+                    if off_primary == 2 {
+                        return Err(RootKeyError::Backend(format!(
+                            "new local KEKs are wrapped under {} but the primary root key is {}",
+                            kek.key_id,
+                            self.inner.root.primary_key_id()
+                        ))
+                        .into());
+                    }
+                }
+                _ => {}
             }
         }
     }
