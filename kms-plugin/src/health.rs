@@ -1,7 +1,11 @@
 //! Root key health, probed in the background so Status answers from memory at once.
+//!
+//! A new local KEK that failed its proof (see the envelope) also makes the plugin unhealthy,
+//! with [`KEK_PROOF_FAILED`] as the reason, until a later new KEK passes its proof.
 
 use crate::root_key::RootKey;
 use crate::secret::AesKey;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
@@ -17,9 +21,14 @@ pub struct HealthState {
     pub last_success: Option<SystemTime>,
 }
 
+/// The `healthz` reason while the latest new local KEK failed its proof.
+pub const KEK_PROOF_FAILED: &str =
+    "local KEK proof failed: the root key did not unwrap a new KEK to itself";
+
 /// Shared, cheaply readable health of the root key.
 pub struct Health {
     state: RwLock<HealthState>,
+    kek_proof_failed: AtomicBool,
 }
 
 impl Default for Health {
@@ -30,16 +39,32 @@ impl Default for Health {
                 healthz: "starting: first root key probe pending".into(),
                 last_success: None,
             }),
+            kek_proof_failed: AtomicBool::new(false),
         }
     }
 }
 
 impl Health {
-    /// The latest state.
+    /// The latest state: the last probe's, unless the latest new local KEK failed its proof.
     pub fn get(&self) -> HealthState {
-        match self.state.read() {
+        let mut state = match self.state.read() {
             Ok(state) => state.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        if self.kek_proof_failed.load(Ordering::Relaxed) {
+            state.healthy = false;
+            state.healthz = KEK_PROOF_FAILED.into();
+        }
+        state
+    }
+
+    /// Records whether the latest new local KEK passed its proof.
+    pub fn set_kek_proof(&self, passed: bool) {
+        let failed_before = self.kek_proof_failed.swap(!passed, Ordering::Relaxed);
+        if failed_before && passed {
+            tracing::info!("a new local KEK passed its proof; no longer unhealthy for that");
+        } else if !failed_before && !passed {
+            tracing::warn!(reason = KEK_PROOF_FAILED, "reporting unhealthy");
         }
     }
 

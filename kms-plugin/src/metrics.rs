@@ -64,6 +64,7 @@ pub struct Metrics {
     kek_uses: Gauge,
     kek_age: Gauge<f64, AtomicU64>,
     kek_wraps: Counter,
+    kek_proof_failures: Counter,
     key_id: Family<KeyIdLabels, Gauge>,
     last_probe: Gauge<f64, AtomicU64>,
     healthy: Gauge,
@@ -126,6 +127,12 @@ impl Metrics {
             "Local KEKs wrapped by the root key",
             kek_wraps.clone(),
         );
+        let kek_proof_failures = Counter::default();
+        registry.register(
+            "local_kek_proof_failures",
+            "New local KEKs discarded unused because the root key did not unwrap them to themselves",
+            kek_proof_failures.clone(),
+        );
         let key_id = Family::<KeyIdLabels, Gauge>::default();
         registry.register(
             "key_id_hash",
@@ -162,6 +169,7 @@ impl Metrics {
             kek_uses,
             kek_age,
             kek_wraps,
+            kek_proof_failures,
             key_id,
             last_probe,
             healthy,
@@ -200,6 +208,12 @@ impl Metrics {
             .inc_by(cache.misses().saturating_sub(self.cache_misses.get()));
         self.kek_wraps
             .inc_by(envelope.keks().wraps().saturating_sub(self.kek_wraps.get()));
+        self.kek_proof_failures.inc_by(
+            envelope
+                .keks()
+                .proof_failures()
+                .saturating_sub(self.kek_proof_failures.get()),
+        );
         if let Some(kek) = envelope.keks().current() {
             self.kek_uses.set(kek.uses() as i64);
             self.kek_age.set(kek.age().as_secs_f64());

@@ -1,7 +1,7 @@
 //! Decrypt-side cache of unwrapped local KEKs, keyed by their wrapped form.
 
-use super::EnvelopeError;
-use crate::root_key::{KeyId, RootKey, RootKeyError};
+use super::{EnvelopeError, shared_error};
+use crate::root_key::{KeyId, RootKey};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use moka::future::Cache;
 use std::sync::Arc;
@@ -65,7 +65,7 @@ impl UnwrapCache {
             .await;
         result.map_err(|shared| match Arc::try_unwrap(shared) {
             Ok(error) => error,
-            Err(shared) => describe_shared(&shared),
+            Err(shared) => shared_error(&shared),
         })
     }
 
@@ -92,25 +92,5 @@ impl UnwrapCache {
     /// Lookups that needed a root key unwrap (shared misses count once).
     pub fn misses(&self) -> u64 {
         self.misses.load(Ordering::Relaxed)
-    }
-}
-
-/// Rebuilds an owned error for a caller that shared someone else's failed unwrap.
-fn describe_shared(error: &EnvelopeError) -> EnvelopeError {
-    match error {
-        EnvelopeError::Timeout(after) => EnvelopeError::Timeout(*after),
-        EnvelopeError::RootKey(RootKeyError::UnknownKey(id)) => {
-            RootKeyError::UnknownKey(id.clone()).into()
-        }
-        EnvelopeError::RootKey(RootKeyError::Integrity(id)) => {
-            RootKeyError::Integrity(id.clone()).into()
-        }
-        EnvelopeError::RootKey(RootKeyError::Unavailable(why)) => {
-            RootKeyError::Unavailable(why.clone()).into()
-        }
-        EnvelopeError::RootKey(RootKeyError::Denied(why)) => {
-            RootKeyError::Denied(why.clone()).into()
-        }
-        other => RootKeyError::Backend(other.to_string()).into(),
     }
 }

@@ -6,9 +6,10 @@
 //! - additional authenticated data = [`AAD_LABEL`] ‖ format ‖ be32(len key_id) ‖ key_id ‖
 //!   be32(len wrapped) ‖ wrapped, so neither the key id nor either annotation can be swapped.
 
-use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::aead::{Aead, AeadInPlace, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use std::collections::HashMap;
+use zeroize::Zeroizing;
 
 /// Annotation holding the wrapped local KEK.
 pub const WRAPPED_KEK_ANNOTATION: &str = "kek.kms-plugin.dev";
@@ -127,26 +128,24 @@ pub fn seal(
     out
 }
 
-/// Opens a ciphertext produced by [`seal`].
+/// Opens a ciphertext produced by [`seal`]. The seed is decrypted in place in one buffer that is
+/// zeroized on drop, also when authentication fails (the buffer then holds the decryption of a
+/// ciphertext that did not verify).
 pub fn open(
     kek: &Aes256Gcm,
     key_id: &str,
     wrapped_kek: &[u8],
     ciphertext: &[u8],
-) -> Result<Vec<u8>, FormatError> {
+) -> Result<Zeroizing<Vec<u8>>, FormatError> {
     if ciphertext.len() < NONCE_LEN + TAG_LEN + 1 || ciphertext.len() > MAX_CIPHERTEXT_LEN {
         return Err(FormatError::CiphertextLength(ciphertext.len()));
     }
     let (nonce, sealed) = ciphertext.split_at(NONCE_LEN);
     let aad = aad(key_id, wrapped_kek);
-    kek.decrypt(
-        Nonce::from_slice(nonce),
-        Payload {
-            msg: sealed,
-            aad: &aad,
-        },
-    )
-    .map_err(|_| FormatError::Authentication)
+    let mut buffer = Zeroizing::new(sealed.to_vec());
+    kek.decrypt_in_place(Nonce::from_slice(nonce), &aad, &mut *buffer)
+        .map_err(|_| FormatError::Authentication)?;
+    Ok(buffer)
 }
 
 #[cfg(test)]
@@ -171,7 +170,7 @@ mod tests {
         let sealed = seal(&kek, &nonce, "local:v1:test", b"wrapped-kek", &[0x42; 32]);
         assert_eq!(hex::encode(&sealed), KAT_CIPHERTEXT);
         let opened = open(&kek, "local:v1:test", b"wrapped-kek", &sealed).expect("opens");
-        assert_eq!(opened, vec![0x42; 32]);
+        assert_eq!(*opened, vec![0x42; 32]);
     }
 
     #[test]

@@ -1,24 +1,46 @@
 //! The local KEK used by Encrypt, and when it is replaced.
+//!
+//! Encrypt never waits for the root key while a usable KEK exists:
+//! - A KEK past `max_age` (a soft limit) keeps serving while one background task wraps its
+//!   successor. After a failed attempt the next one starts no sooner than `retry_interval` later
+//!   (the health probe interval), with the first Encrypt after that.
+//! - Only when no KEK may be used does Encrypt wait: none made yet, `max_uses` reached (a hard
+//!   limit), or the root key id changed. A key id change is treated as a hard limit too: once
+//!   Status reports the new key id, no Encrypt seals under the old one, so an operator who has
+//!   seen the new id and migrated the data may retire the old key. Waiting callers share the one
+//!   replacement in flight and each waits at most `wrap_timeout`; the replacement itself goes on
+//!   in the background if they give up.
+//!
+//! A replacement installs a KEK only after its [proof](super::proof) passed.
 
-use super::{EnvelopeError, UnwrapCache};
-use crate::root_key::{KeyId, RootKey};
+use super::proof::{self, Proof};
+use super::{EnvelopeError, UnwrapCache, shared_error};
+use crate::health::Health;
+use crate::root_key::{KeyId, RootKey, RootKeyError};
 use crate::secret::AesKey;
 use aes_gcm::{Aes256Gcm, KeyInit};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// When a local KEK is replaced.
 #[derive(Clone, Copy, Debug)]
 pub struct KekPolicy {
     /// Hard limit of encryptions under one KEK (kept far below GCM's 2^32 random-nonce bound).
     pub max_uses: u64,
-    /// Soft age limit: a fresh KEK is made after it, but the old one stays in use while the root
-    /// key cannot wrap a new one.
+    /// Soft age limit: a fresh KEK is made in the background after it, and the old one stays in
+    /// use until the fresh one is installed.
     pub max_age: Duration,
-    /// Deadline of the root key wrap that installs a new KEK.
+    /// Deadline of each root key call of a replacement (the wrap, then the proof's unwrap), and
+    /// the longest an Encrypt waits for a replacement when no KEK may be used.
     pub wrap_timeout: Duration,
+    /// Least time between a failed background replacement and the next one.
+    pub retry_interval: Duration,
 }
+
+/// The error of an Encrypt whose new KEK failed its proof (details are in the log).
+const PROOF_FAILED: &str = "the root key could not unwrap a new local KEK to itself";
 
 /// A local KEK in use for encryption.
 pub struct CurrentKek {
@@ -44,95 +66,213 @@ impl CurrentKek {
     }
 }
 
+/// What a finished replacement hands to the callers waiting for it.
+type Outcome = Result<Arc<CurrentKek>, Arc<EnvelopeError>>;
+
+/// The replacement in flight, if any, and when the last one failed.
+#[derive(Default)]
+struct Flight {
+    running: Option<watch::Receiver<Option<Outcome>>>,
+    failed_at: Option<Instant>,
+}
+
 /// Holds the current local KEK and replaces it by use count, age, or root key change.
 pub struct KekManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     root: Arc<dyn RootKey>,
+    unwraps: Arc<UnwrapCache>,
+    health: Arc<Health>,
     policy: KekPolicy,
     current: RwLock<Option<Arc<CurrentKek>>>,
-    rotation: tokio::sync::Mutex<()>,
+    flight: Mutex<Flight>,
     wraps: AtomicU64,
+    proof_failures: AtomicU64,
 }
 
 impl KekManager {
-    /// A manager that wraps new KEKs with `root`.
-    pub fn new(root: Arc<dyn RootKey>, policy: KekPolicy) -> Self {
+    /// A manager that wraps new KEKs with `root`, remembers them in `unwraps` so this process's
+    /// own ciphertexts need no unwrap, and reports failed proofs to `health`.
+    pub fn new(
+        root: Arc<dyn RootKey>,
+        policy: KekPolicy,
+        unwraps: Arc<UnwrapCache>,
+        health: Arc<Health>,
+    ) -> Self {
         Self {
-            root,
-            policy,
-            current: RwLock::new(None),
-            rotation: tokio::sync::Mutex::new(()),
-            wraps: AtomicU64::new(0),
+            inner: Arc::new(Inner {
+                root,
+                unwraps,
+                health,
+                policy,
+                current: RwLock::new(None),
+                flight: Mutex::new(Flight::default()),
+                wraps: AtomicU64::new(0),
+                proof_failures: AtomicU64::new(0),
+            }),
         }
     }
 
     /// The KEK currently used for encryption, if one was made.
     pub fn current(&self) -> Option<Arc<CurrentKek>> {
+        self.inner.current()
+    }
+
+    /// Root key wraps performed to make new KEKs.
+    pub fn wraps(&self) -> u64 {
+        self.inner.wraps.load(Ordering::Relaxed)
+    }
+
+    /// New KEKs discarded because the root key could not unwrap them to themselves.
+    pub fn proof_failures(&self) -> u64 {
+        self.inner.proof_failures.load(Ordering::Relaxed)
+    }
+
+    /// Reserves one use of a usable KEK. Starts a background replacement of an aged one; waits
+    /// (sharing one replacement with every other waiting caller) only when none may be used.
+    pub async fn for_encrypt(&self) -> Result<Arc<CurrentKek>, EnvelopeError> {
+        let wait = self.inner.policy.wrap_timeout;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut off_primary = 0;
+        loop {
+            if let Some(kek) = self.reserve() {
+                return Ok(kek);
+            }
+            let mut done = self.inner.replacement();
+            let outcome =
+                match tokio::time::timeout_at(deadline, done.wait_for(Option::is_some)).await {
+                    Err(_) => return Err(EnvelopeError::Timeout(wait)),
+                    Ok(Err(_)) => {
+                        return Err(RootKeyError::Backend(
+                            "the local KEK replacement ended without an answer".into(),
+                        )
+                        .into());
+                    }
+                    Ok(Ok(outcome)) => outcome.clone(),
+                };
+            match outcome {
+                Some(Err(error)) => return Err(shared_error(&error)),
+                // Once is a race with a root key rotation; twice is a backend whose wraps do not
+                // name its primary key, and retrying would only spend wraps.
+                Some(Ok(kek)) if kek.key_id != self.inner.root.primary_key_id() => {
+                    off_primary += 1;
+                    if off_primary == 2 {
+                        return Err(RootKeyError::Backend(format!(
+                            "new local KEKs are wrapped under {} but the primary root key is {}",
+                            kek.key_id,
+                            self.inner.root.primary_key_id()
+                        ))
+                        .into());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// One use of the current KEK if it may still be used; an aged one also gets a background
+    /// replacement started (or not, while a failed one is still recent).
+    fn reserve(&self) -> Option<Arc<CurrentKek>> {
+        let kek = self.inner.current()?;
+        if kek.key_id != self.inner.root.primary_key_id()
+            || kek.uses.fetch_add(1, Ordering::Relaxed) >= self.inner.policy.max_uses
+        {
+            return None;
+        }
+        if kek.age() >= self.inner.policy.max_age {
+            self.inner.replace_soon();
+        }
+        Some(kek)
+    }
+}
+
+/// False once the replacement's task ended without an answer (it cannot any more).
+fn is_live(running: &watch::Receiver<Option<Outcome>>) -> bool {
+    running.has_changed().is_ok()
+}
+
+impl Inner {
+    fn current(&self) -> Option<Arc<CurrentKek>> {
         match self.current.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    /// Root key wraps performed to install new KEKs.
-    pub fn wraps(&self) -> u64 {
-        self.wraps.load(Ordering::Relaxed)
+    fn flight(&self) -> MutexGuard<'_, Flight> {
+        match self.flight.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
     }
 
-    fn usable(&self, kek: &CurrentKek, primary: &KeyId) -> bool {
-        &kek.key_id == primary
-            && kek.age() < self.policy.max_age
-            && kek.uses() < self.policy.max_uses
+    /// The replacement in flight, or a new one.
+    fn replacement(self: &Arc<Self>) -> watch::Receiver<Option<Outcome>> {
+        let flight = self.flight();
+        self.join_or_spawn(flight)
     }
 
-    /// Reserves one use of the current KEK, replacing it first when it must or should be.
-    pub async fn for_encrypt(
-        &self,
-        unwraps: &UnwrapCache,
-    ) -> Result<Arc<CurrentKek>, EnvelopeError> {
-        let primary = self.root.primary_key_id();
-        if let Some(kek) = self.current()
-            && self.usable(&kek, &primary)
-            && kek.uses.fetch_add(1, Ordering::Relaxed) < self.policy.max_uses
-        {
-            return Ok(kek);
+    /// Starts a background replacement unless one runs or one failed within `retry_interval`.
+    fn replace_soon(self: &Arc<Self>) {
+        let flight = self.flight();
+        let running = flight.running.as_ref().is_some_and(is_live);
+        let backing_off = flight
+            .failed_at
+            .is_some_and(|at| at.elapsed() < self.policy.retry_interval);
+        if !running && !backing_off {
+            self.join_or_spawn(flight);
         }
-        let _rotating = self.rotation.lock().await;
-        let primary = self.root.primary_key_id();
-        let existing = self.current();
-        if let Some(kek) = &existing
-            && self.usable(kek, &primary)
-            && kek.uses.fetch_add(1, Ordering::Relaxed) < self.policy.max_uses
-        {
-            return Ok(kek.clone());
+    }
+
+    fn join_or_spawn(
+        self: &Arc<Self>,
+        mut flight: MutexGuard<'_, Flight>,
+    ) -> watch::Receiver<Option<Outcome>> {
+        if let Some(running) = flight.running.as_ref().filter(|r| is_live(r)) {
+            return running.clone();
         }
-        match self.install(unwraps).await {
-            Ok(kek) => Ok(kek),
-            Err(error) => {
-                // Past its age but within its use limit and still under the primary root key,
-                // the old KEK keeps serving while the root key is unreachable.
-                if let Some(kek) = existing
-                    && kek.key_id == primary
-                    && kek.uses.fetch_add(1, Ordering::Relaxed) < self.policy.max_uses
-                {
-                    tracing::warn!(%error, key_id = %kek.key_id, "could not replace an aged local KEK; keeping it in use");
-                    return Ok(kek);
-                }
-                Err(error)
+        let (done, running) = watch::channel(None);
+        flight.running = Some(running.clone());
+        drop(flight);
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let outcome = inner.replace().await.map_err(Arc::new);
+            if let Err(error) = &outcome {
+                tracing::warn!(%error, retry_after = ?inner.policy.retry_interval, "could not make a new local KEK; a current one stays in use while its limits allow");
             }
-        }
+            let mut flight = inner.flight();
+            flight.running = None;
+            flight.failed_at = outcome.is_err().then(Instant::now);
+            drop(flight);
+            let _ = done.send(Some(outcome));
+        });
+        running
     }
 
-    async fn install(&self, unwraps: &UnwrapCache) -> Result<Arc<CurrentKek>, EnvelopeError> {
-        let key = AesKey::generate()
-            .map_err(|e| crate::root_key::RootKeyError::Backend(format!("no randomness: {e}")))?;
+    /// Wraps a fresh KEK, proves it, and installs it as the current one.
+    async fn replace(&self) -> Result<Arc<CurrentKek>, EnvelopeError> {
+        let key =
+            AesKey::generate().map_err(|e| RootKeyError::Backend(format!("no randomness: {e}")))?;
         let timeout = self.policy.wrap_timeout;
         self.wraps.fetch_add(1, Ordering::Relaxed);
         let wrapped = tokio::time::timeout(timeout, self.root.wrap_kek(&key))
             .await
             .map_err(|_| EnvelopeError::Timeout(timeout))??;
+        match proof::prove(self.root.as_ref(), &key, &wrapped, timeout).await {
+            Proof::Passed => self.health.set_kek_proof(true),
+            Proof::Outage(error) => return Err(error),
+            Proof::Failed(reason) => {
+                self.proof_failures.fetch_add(1, Ordering::Relaxed);
+                self.health.set_kek_proof(false);
+                tracing::error!(key_id = %wrapped.key_id, %reason, "a new local KEK failed its proof and was discarded; nothing was sealed under it");
+                return Err(RootKeyError::Backend(PROOF_FAILED.into()).into());
+            }
+        }
         let cipher = Arc::new(Aes256Gcm::new(key.expose().into()));
         let wrapped_bytes: Arc<[u8]> = Arc::from(wrapped.ciphertext);
-        unwraps
+        self.unwraps
             .insert(
                 wrapped.key_id.clone(),
                 wrapped_bytes.clone(),
@@ -144,7 +284,7 @@ impl KekManager {
             cipher,
             wrapped: wrapped_bytes,
             created: Instant::now(),
-            uses: AtomicU64::new(1),
+            uses: AtomicU64::new(0),
         });
         tracing::info!(key_id = %kek.key_id, "installed a new local KEK");
         let mut guard = match self.current.write() {

@@ -1,21 +1,26 @@
 //! The two-tier envelope: local KEKs, wrapped once by the root key, seal kube-apiserver's seeds.
 //!
-//! Encrypt uses the current local KEK ([`kek::KekManager`]) and needs no root key call until the
-//! KEK must rotate. Decrypt finds the local KEK by its wrapped form in a bounded cache
-//! ([`cache::UnwrapCache`]); concurrent misses for one wrapped KEK share one root key unwrap.
+//! Encrypt uses the current local KEK ([`kek::KekManager`]) and waits for no root key call while
+//! that KEK may still be used; a new KEK is proven ([`proof`]) before its first use. Decrypt
+//! finds the local KEK by its wrapped form in a bounded cache ([`cache::UnwrapCache`]);
+//! concurrent misses for one wrapped KEK share one root key unwrap. Opened seeds are zeroized
+//! in every buffer the plugin owns.
 
 mod cache;
 pub mod format;
 mod kek;
+mod proof;
 
 pub use cache::UnwrapCache;
 pub use kek::{KekManager, KekPolicy};
 
+use crate::health::Health;
 use crate::root_key::{KeyId, RootKey, RootKeyError};
 use format::FormatError;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use zeroize::Zeroizing;
 
 /// Why Encrypt or Decrypt failed. Logged precisely; mapped to an opaque status on the wire.
 #[derive(Debug, thiserror::Error)]
@@ -50,13 +55,20 @@ pub struct Sealed {
 pub struct Envelope {
     root: Arc<dyn RootKey>,
     keks: KekManager,
-    unwraps: UnwrapCache,
+    unwraps: Arc<UnwrapCache>,
 }
 
 impl Envelope {
-    /// An envelope over `root` with the given KEK policy and unwrap cache.
-    pub fn new(root: Arc<dyn RootKey>, policy: KekPolicy, unwraps: UnwrapCache) -> Self {
-        let keks = KekManager::new(root.clone(), policy);
+    /// An envelope over `root` with the given KEK policy and unwrap cache; a new KEK that fails
+    /// its proof turns `health` unhealthy until one passes.
+    pub fn new(
+        root: Arc<dyn RootKey>,
+        policy: KekPolicy,
+        unwraps: UnwrapCache,
+        health: Arc<Health>,
+    ) -> Self {
+        let unwraps = Arc::new(unwraps);
+        let keks = KekManager::new(root.clone(), policy, unwraps.clone(), health);
         Self {
             root,
             keks,
@@ -88,7 +100,7 @@ impl Envelope {
                 plaintext.len()
             )));
         }
-        let kek = self.keks.for_encrypt(&self.unwraps).await?;
+        let kek = self.keks.for_encrypt().await?;
         let mut nonce = [0u8; format::NONCE_LEN];
         getrandom::fill(&mut nonce)
             .map_err(|e| RootKeyError::Backend(format!("no randomness: {e}")))?;
@@ -107,12 +119,13 @@ impl Envelope {
     }
 
     /// Opens a seed sealed by [`Envelope::encrypt`] (on this or any node sharing the root key).
+    /// The seed is zeroized when the returned buffer is dropped.
     pub async fn decrypt(
         &self,
         ciphertext: &[u8],
         key_id: &str,
         annotations: &HashMap<String, Vec<u8>>,
-    ) -> Result<Vec<u8>, EnvelopeError> {
+    ) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
         let key_id = KeyId::new(key_id).ok_or_else(|| {
             EnvelopeError::InvalidRequest(format!(
                 "key_id must be 1 to 1024 bytes, got {}",
@@ -142,6 +155,29 @@ impl Envelope {
             parsed.wrapped_kek,
             ciphertext,
         )?)
+    }
+}
+
+/// Rebuilds an owned error for a caller that shared someone else's failed root key call.
+fn shared_error(error: &EnvelopeError) -> EnvelopeError {
+    match error {
+        EnvelopeError::Timeout(after) => EnvelopeError::Timeout(*after),
+        EnvelopeError::RootKey(RootKeyError::UnknownKey(id)) => {
+            RootKeyError::UnknownKey(id.clone()).into()
+        }
+        EnvelopeError::RootKey(RootKeyError::Integrity(id)) => {
+            RootKeyError::Integrity(id.clone()).into()
+        }
+        EnvelopeError::RootKey(RootKeyError::Unavailable(why)) => {
+            RootKeyError::Unavailable(why.clone()).into()
+        }
+        EnvelopeError::RootKey(RootKeyError::Denied(why)) => {
+            RootKeyError::Denied(why.clone()).into()
+        }
+        EnvelopeError::RootKey(RootKeyError::Backend(why)) => {
+            RootKeyError::Backend(why.clone()).into()
+        }
+        other => RootKeyError::Backend(other.to_string()).into(),
     }
 }
 

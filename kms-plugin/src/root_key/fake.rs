@@ -18,6 +18,8 @@ pub struct FakeRootKey {
     pub down: AtomicBool,
     /// Delay added to every call, in milliseconds.
     pub delay_ms: AtomicU64,
+    /// When true wraps return bytes that unwrap to a different key.
+    pub corrupt: AtomicBool,
 }
 
 impl FakeRootKey {
@@ -29,6 +31,7 @@ impl FakeRootKey {
             unwraps: AtomicU64::new(0),
             down: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
+            corrupt: AtomicBool::new(false),
         }
     }
 
@@ -72,10 +75,11 @@ impl RootKey for FakeRootKey {
         self.wraps.fetch_add(1, Ordering::SeqCst);
         self.behave().await?;
         let key_id = self.primary_key_id();
-        Ok(WrappedKey {
-            ciphertext: pad(&key_id, key.expose()),
-            key_id,
-        })
+        let mut ciphertext = pad(&key_id, key.expose());
+        if self.corrupt.load(Ordering::Relaxed) {
+            ciphertext[0] ^= 1;
+        }
+        Ok(WrappedKey { ciphertext, key_id })
     }
 
     async fn unwrap_kek(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {

@@ -87,20 +87,22 @@ async fn start_kms(
     let metrics = Arc::new(Metrics::new(backend.kind()));
     let root: Arc<dyn root_key::RootKey> = Arc::new(Instrumented::new(backend, metrics.clone()));
     let timeout = config.backend_timeout.get();
+    let health = Arc::new(Health::default());
     let envelope = Arc::new(Envelope::new(
         root.clone(),
         KekPolicy {
             max_uses: config.local_kek.max_uses,
             max_age: config.local_kek.max_age.get(),
             wrap_timeout: timeout,
+            retry_interval: config.health_probe_interval.get(),
         },
         UnwrapCache::new(
             config.decrypt_cache.max_entries,
             config.decrypt_cache.ttl.get(),
             timeout,
         ),
+        health.clone(),
     ));
-    let health = Arc::new(Health::default());
     let mut tasks = vec![health::spawn_background(
         root,
         health.clone(),

@@ -11,6 +11,7 @@ use kms_proto::kms_v2::{
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
+use zeroize::Zeroizing;
 
 /// The API version reported by Status; kube-apiserver requires it never to change.
 pub const API_VERSION: &str = "v2";
@@ -102,11 +103,15 @@ impl KeyManagementService for KmsService {
         let uid = loggable_uid(&request.uid);
         let duration_us = started.elapsed().as_micros() as u64;
         match result {
-            Ok(plaintext) => {
+            Ok(mut plaintext) => {
                 self.metrics
                     .observe_rpc("Decrypt", tonic::Code::Ok, started.elapsed());
                 tracing::info!(method = "Decrypt", uid, outcome = "ok", duration_us, "rpc");
-                Ok(Response::new(DecryptResponse { plaintext }))
+                // The seed's buffer moves into the response as is (no copy is left behind);
+                // tonic encodes and frees it without zeroizing: from here on it owns the seed.
+                Ok(Response::new(DecryptResponse {
+                    plaintext: std::mem::take(&mut *plaintext),
+                }))
             }
             Err(error) => {
                 let (outcome, status) = classify(&error);
@@ -123,9 +128,11 @@ impl KeyManagementService for KmsService {
         request: Request<EncryptRequest>,
     ) -> Result<Response<EncryptResponse>, Status> {
         let started = Instant::now();
-        let request = request.into_inner();
-        let result = self.envelope.encrypt(&request.plaintext).await;
-        let uid = loggable_uid(&request.uid);
+        let EncryptRequest { plaintext, uid } = request.into_inner();
+        // The seed arrives in a buffer tonic decoded and handed over; it is zeroized after sealing.
+        let plaintext = Zeroizing::new(plaintext);
+        let result = self.envelope.encrypt(&plaintext).await;
+        let uid = loggable_uid(&uid);
         let duration_us = started.elapsed().as_micros() as u64;
         match result {
             Ok(sealed) => {

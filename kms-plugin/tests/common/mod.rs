@@ -3,12 +3,14 @@
 //! Shared by every integration test binary: the plugin process ([`Plugin`]), KMS v2 calls
 //! ([`status`], [`encrypt`], [`decrypt`], [`many`]), waiting ([`eventually`], [`wait_status`],
 //! [`bounded`]) and scraping `/metrics` ([`metric`]). The backends' worlds live in
-//! [`softhsm`] (a SoftHSM2 token) and [`moto`] (moto's KMS server and a TCP relay).
+//! [`softhsm`] (a SoftHSM2 token) and [`moto`] (moto's KMS server and a TCP relay); [`proxy`]
+//! makes a TCP backend hang.
 #![allow(dead_code, missing_docs)]
 
 pub mod jwt;
 #[cfg(feature = "aws")]
 pub mod moto;
+pub mod proxy;
 pub mod raw_h2;
 #[cfg(feature = "pkcs11")]
 pub mod softhsm;

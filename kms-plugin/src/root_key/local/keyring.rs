@@ -45,7 +45,8 @@ pub struct LoadedVersion {
     pub version: u32,
     /// Key id derived from the version number and a fingerprint of the key.
     pub key_id: KeyId,
-    /// The cipher of this version (its key schedule is zeroized on drop).
+    /// The cipher of this version (its AES round keys are zeroized on drop; see the workspace
+    /// Cargo.toml for what is not).
     pub cipher: Aes256Gcm,
 }
 
