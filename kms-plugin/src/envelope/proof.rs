@@ -24,7 +24,12 @@ pub(super) async fn prove(
     wrapped: &WrappedKey,
     timeout: Duration,
 ) -> Proof {
-    match tokio::time::timeout(timeout, root.unwrap(&wrapped.key_id, &wrapped.ciphertext)).await {
+    match tokio::time::timeout(
+        timeout,
+        root.unwrap_kek(&wrapped.key_id, &wrapped.ciphertext),
+    )
+    .await
+    {
         Err(_) => Proof::Outage(EnvelopeError::Timeout(timeout)),
         Ok(Err(error)) if error.is_transient() => Proof::Outage(error.into()),
         Ok(Err(error)) => Proof::Failed(format!("unwrap failed: {error}")),
