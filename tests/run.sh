@@ -27,6 +27,11 @@ if ! python3 -c 'import cryptography.hazmat.primitives.asymmetric.ec' >/dev/null
     echo "provision: pip install cryptography"
     python3 -m pip install --quiet cryptography || python3 -m pip install --quiet --break-system-packages cryptography
 fi
+# PyYAML reads the static pod for the container test (tests/container/pod_settings.py).
+if ! python3 -c 'import yaml' >/dev/null 2>&1; then
+    echo "provision: pip install pyyaml"
+    python3 -m pip install --quiet pyyaml || python3 -m pip install --quiet --break-system-packages pyyaml
+fi
 if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
 
 # The lints declared in Cargo.toml are enforced here, not only declared.
@@ -49,8 +54,13 @@ trap 'rm -f "$log"' EXIT
 set +e
 cargo test --workspace --locked 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+# The image, built from the binary above and run with the static pod's settings.
+tests/container.sh 2>&1 | tee -a "$log"
+container_status=${PIPESTATUS[0]}
 set -e
-# One closing line for the whole workspace (cargo prints one per test binary).
+# One closing line for the whole workspace (cargo prints one per test binary) and the image.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+     /^container: [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+[ "$status" = 0 ] || exit "$status"
+exit "$container_status"

@@ -5,12 +5,11 @@
 //! file or environment variable that holds them.
 #![forbid(unsafe_code)]
 
-mod duration;
 mod error;
 mod model;
 mod socket;
 
-pub use duration::HumanDuration;
+pub use durable::HumanDuration;
 pub use error::ConfigError;
 pub use model::{
     AwsBackend, BackendConfig, BackendKind, DecryptCacheConfig, JwtKeyConfig, JwtLocalKey,

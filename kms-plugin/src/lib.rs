@@ -8,7 +8,6 @@
 
 pub mod client;
 pub mod envelope;
-mod fs_util;
 pub mod health;
 pub mod jwt;
 pub mod metrics;

@@ -106,11 +106,12 @@ pub fn parse_csr(pem: &str) -> Result<CsrRequest> {
             "larger than {MAX_CSR_BYTES} bytes"
         )));
     }
-    let block = x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes())
-        .flatten()
-        .find(|b| b.label == "CERTIFICATE REQUEST" || b.label == "NEW CERTIFICATE REQUEST")
+    let block = pem::parse_many(pem)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|b| b.tag() == "CERTIFICATE REQUEST" || b.tag() == "NEW CERTIFICATE REQUEST")
         .ok_or_else(|| Error::CsrRefused("no PEM CERTIFICATE REQUEST block".to_owned()))?;
-    let (rest, csr) = X509CertificationRequest::from_der(&block.contents)
+    let (rest, csr) = X509CertificationRequest::from_der(block.contents())
         .map_err(|e| Error::CsrRefused(format!("not a valid PKCS#10 request: {e}")))?;
     if !rest.is_empty() {
         return Err(Error::CsrRefused(

@@ -1,48 +1,18 @@
-//! Duration parsing (`720h`, `30d`, Go's `8760h0m0s`) and kubeadm's short residual-time format.
+//! Duration parsing (`720h`, `30d`, Go's `8760h0m0s`, through [`durable::HumanDuration`]) and
+//! kubeadm's short residual-time format.
 
 use std::time::Duration;
 
+use durable::HumanDuration;
+
 use crate::error::{Error, Result};
 
-/// Parses a duration made of `<number><unit>` groups, units `s`, `m`, `h`, `d`, `w`, `y`
-/// (365 days), as in `720h`, `30d`, `1h30m` or Go's `8760h0m0s`.
+/// Parses a duration made of `<number><unit>` groups, units `ms`, `s`, `m`, `h`, `d`, `w`, `y`
+/// (365 days), as in `720h`, `30d`, `1h30m` or Go's `8760h0m0s`. Too large is an error.
 pub fn parse_duration(text: &str) -> Result<Duration> {
-    let bad = || {
-        Error::Config(format!(
-            "invalid duration {text:?} (examples: 720h, 30d, 8760h0m0s)"
-        ))
-    };
-    let t = text.trim();
-    if t.is_empty() {
-        return Err(bad());
-    }
-    let mut total: u64 = 0;
-    let mut number = String::new();
-    for c in t.chars() {
-        if c.is_ascii_digit() {
-            number.push(c);
-            continue;
-        }
-        let unit: u64 = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            'w' => 7 * 86_400,
-            'y' => 365 * 86_400,
-            _ => return Err(bad()),
-        };
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        number.clear();
-        total = n
-            .checked_mul(unit)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(bad)?;
-    }
-    if !number.is_empty() {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs(total))
+    text.parse::<HumanDuration>()
+        .map(HumanDuration::get)
+        .map_err(|e| Error::Config(format!("{e} (examples: 720h, 30d, 8760h0m0s)")))
 }
 
 /// kubeadm's residual-time format (`ShortHumanDuration`): `45s`, `12m`, `30h`, `364d`, `9y`,
@@ -96,6 +66,10 @@ mod tests {
         assert!(parse_duration("").is_err());
         assert!(parse_duration("12").is_err());
         assert!(parse_duration("3x").is_err());
+        assert!(
+            parse_duration("99999999999999y").is_err(),
+            "overflow is an error"
+        );
     }
 
     #[test]

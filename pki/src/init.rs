@@ -267,10 +267,11 @@ fn ensure_sa(layout: &Layout, spec: &ClusterSpec, report: &mut InitReport) -> Re
     };
     match existing_pub {
         Some(text) => {
-            let ok = x509_parser::pem::Pem::iter_from_buffer(text.as_bytes())
-                .flatten()
-                .filter(|b| b.label == "PUBLIC KEY")
-                .any(|b| crate::inspect::same_public_key(&b.contents, &key.public_key_der()));
+            let ok = pem::parse_many(&text)
+                .unwrap_or_default()
+                .iter()
+                .filter(|b| b.tag() == "PUBLIC KEY")
+                .any(|b| crate::inspect::same_public_key(b.contents(), &key.public_key_der()));
             if !ok {
                 return Err(Error::invalid(
                     &pub_path,

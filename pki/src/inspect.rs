@@ -135,27 +135,22 @@ pub fn same_public_key(a: &[u8], b: &[u8]) -> bool {
 
 /// Parses every `CERTIFICATE` block of a PEM text (a bundle); other block types are ignored.
 pub fn parse_bundle(pem: &str, origin: &Path) -> Result<Vec<Cert>> {
-    let mut out = Vec::new();
-    for block in x509_parser::pem::Pem::iter_from_buffer(pem.as_bytes()) {
-        let block = block.map_err(|e| Error::parse(origin, e))?;
-        if block.label == "CERTIFICATE" {
-            out.push(Cert::from_der(block.contents, origin)?);
-        }
-    }
-    Ok(out)
+    let blocks = pem::parse_many(pem).map_err(|e| Error::parse(origin, e))?;
+    blocks
+        .into_iter()
+        .filter(|block| block.tag() == "CERTIFICATE")
+        .map(|block| Cert::from_der(block.into_contents(), origin))
+        .collect()
 }
 
-/// Writes `der` as a PEM block with the given label (64-column base64).
+/// Writes `der` as a PEM block with the given label (64-column base64, `\n` line endings).
 pub fn pem_encode(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
+    pem::encode_config(&pem::Pem::new(label, der), pem_lf())
+}
+
+/// The encoding kubeadm writes: 64-column base64 and `\n` line endings.
+pub(crate) fn pem_lf() -> pem::EncodeConfig {
+    pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF)
 }
 
 /// Concatenates certificates into one PEM bundle (e.g. old+new CA during a rotation).

@@ -98,14 +98,13 @@ impl PrivateKey {
     /// The text may hold other PEM blocks (a certificate before the key, as in the kubelet's
     /// `kubelet-client-current.pem`); the first private key block is used.
     pub fn from_pem(pem: &str, origin: &std::path::Path) -> Result<Self> {
-        let pem = key_block(pem).ok_or_else(|| Error::parse(origin, "no PRIVATE KEY block"))?;
-        let pair = KeyPair::from_pem(pem)
+        let pem = key_block(pem)
+            .map_err(|e| Error::parse(origin, format!("not PEM: {e}")))?
+            .ok_or_else(|| Error::parse(origin, "no PRIVATE KEY block"))?;
+        let pair = KeyPair::from_pem(&pem)
             .map_err(|e| Error::parse(origin, format!("private key: {e}")))?;
-        // Keep the operator's encoding on disk byte-identical: store the text we were given.
-        Ok(PrivateKey {
-            pair,
-            pem: Zeroizing::new(pem.to_owned()),
-        })
+        // Keep the key's own type (PKCS#8, PKCS#1 or SEC1) as given: only the block is kept.
+        Ok(PrivateKey { pair, pem })
     }
 
     /// The PEM text of the key (secret; write it only with mode 0600).
@@ -148,24 +147,23 @@ impl fmt::Debug for PrivateKey {
     }
 }
 
-/// The text of the first `-----BEGIN ... PRIVATE KEY-----` block, END line included.
-fn key_block(text: &str) -> Option<&str> {
-    let mut search = 0;
-    while let Some(rel) = text[search..].find("-----BEGIN ") {
-        let start = search + rel;
-        let header_end = start + text[start..].find('\n')?;
-        if text[start..header_end]
-            .trim_end()
-            .ends_with("PRIVATE KEY-----")
-        {
-            let end_marker = start + text[start..].find("-----END ")?;
-            let after = end_marker + "-----END ".len();
-            let close = after + text[after..].find("-----")? + 5;
-            return Some(&text[start..close]);
+/// The first `... PRIVATE KEY` block of a PEM text, re-encoded alone as kubeadm writes PEM
+/// (64 columns, with the text's own line ending, so a kubeadm file round-trips byte for byte).
+/// The decoded DER of every block is wiped once encoded.
+fn key_block(text: &str) -> std::result::Result<Option<Zeroizing<String>>, pem::PemError> {
+    let config = if text.contains("\r\n") {
+        crate::inspect::pem_lf().set_line_ending(pem::LineEnding::CRLF)
+    } else {
+        crate::inspect::pem_lf()
+    };
+    let mut found = None;
+    for block in pem::parse_many(text)? {
+        if found.is_none() && block.tag().ends_with("PRIVATE KEY") {
+            found = Some(Zeroizing::new(pem::encode_config(&block, config)));
         }
-        search = header_end;
+        drop(Zeroizing::new(block.into_contents()));
     }
-    None
+    Ok(found)
 }
 
 /// Works out which [`KeyAlgorithm`] a DER SubjectPublicKeyInfo belongs to.
@@ -206,13 +204,41 @@ mod tests {
     fn finds_the_key_block_after_a_certificate() {
         let text = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n-----BEGIN EC PRIVATE KEY-----\nBBBB\n-----END EC PRIVATE KEY-----\n";
         assert_eq!(
-            key_block(text),
-            Some("-----BEGIN EC PRIVATE KEY-----\nBBBB\n-----END EC PRIVATE KEY-----")
+            key_block(text)
+                .ok()
+                .flatten()
+                .as_deref()
+                .map(String::as_str),
+            Some("-----BEGIN EC PRIVATE KEY-----\nBBBB\n-----END EC PRIVATE KEY-----\n")
+        );
+        let crlf = text.replace('\n', "\r\n");
+        assert_eq!(
+            key_block(&crlf)
+                .ok()
+                .flatten()
+                .as_deref()
+                .map(String::as_str),
+            Some("-----BEGIN EC PRIVATE KEY-----\r\nBBBB\r\n-----END EC PRIVATE KEY-----\r\n")
         );
         assert_eq!(
-            key_block("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
-            None
+            key_block("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").ok(),
+            Some(None)
         );
+        assert!(
+            key_block("-----BEGIN EC PRIVATE KEY-----\n!!\n-----END EC PRIVATE KEY-----\n")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_loaded_key_keeps_its_file_bytes() {
+        let generated = PrivateKey::generate(KeyAlgorithm::EcdsaP256).ok();
+        let text = generated
+            .as_ref()
+            .map(|k| k.pem().to_owned())
+            .unwrap_or_default();
+        let loaded = PrivateKey::from_pem(&text, std::path::Path::new("k.key"));
+        assert_eq!(loaded.ok().map(|k| k.pem().to_owned()), Some(text));
     }
 
     #[test]

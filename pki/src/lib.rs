@@ -12,7 +12,7 @@
 //! | [`issue`] | self-signed CAs and leaves from a [`issue::CertSpec`] |
 //! | [`inspect`] | parsing certificates and bundles, signature and key-match checks |
 //! | [`layout`] | file locations and loading CAs/leaves with their checks |
-//! | [`store`] | crash-safe writes (temp file, fsync, rename, fsync dir), directory lock |
+//! | [`store`] | crash-safe writes and the directory lock ([`durable`]), naming the file in errors |
 //! | [`kubeconfig`] | rendering and reading kubeconfigs |
 //! | [`init`], [`renew`], [`kubelet`], [`csr`], [`expiry`] | the subcommands |
 //! | [`rotate`] | zero-downtime rotation of the CAs and the service-account key |

@@ -1,12 +1,14 @@
-//! Crash-safe file IO: every write goes to a temporary file in the target directory, is synced,
-//! renamed over the target and the directory is synced, so a reader (or a rerun after a crash)
-//! sees either the old or the new content, never a mix.
+//! Crash-safe file IO for the PKI, on top of the workspace's [`durable`] crate: every write goes
+//! to a temporary file in the target directory, is synced, renamed over the target and the
+//! directory is synced, so a reader (or a rerun after a crash) sees either the old or the new
+//! content, never a mix. This module only creates missing parent directories and names the file
+//! in errors.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fs;
+use std::io::ErrorKind;
+use std::path::Path;
+
+use durable::{FileSpec, LockWait};
 
 use crate::error::{Error, Result};
 
@@ -15,135 +17,57 @@ pub const MODE_PUBLIC: u32 = 0o644;
 /// File mode for private keys and kubeconfigs.
 pub const MODE_SECRET: u32 = 0o600;
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// Creates the parent directory of `path` (mode 0755) if needed.
+fn ensure_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
+        }
+        _ => Ok(()),
+    }
+}
 
 /// Writes `data` to `path` atomically with the given permission bits, creating parent
 /// directories (mode 0755) as needed.
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid(path, "not a file path"))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = write_and_rename(&tmp, path, &dir, data, mode);
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    ensure_parent(path)?;
+    durable::write_atomic(path, data, mode).map_err(|e| Error::io(path, e))
 }
 
-/// Writes several files as one step as far as the file system allows: every new content is
-/// first written and synced to a temporary file, then all are renamed in order, then the
-/// directories are synced. Used for a certificate and its key, so the window in which a
-/// reader sees a new key with an old certificate is a pair of renames, not a key generation.
-/// Each file is always either entirely old or entirely new.
+/// Writes several files as one step as far as the file system allows (see
+/// [`durable::write_many_atomic`]), creating parent directories as needed. Used for a
+/// certificate and its key, so the window in which a reader sees a new key with an old
+/// certificate is a pair of renames, not a key generation.
 pub fn write_many_atomic(files: &[(&Path, &[u8], u32)]) -> Result<()> {
-    let mut staged: Vec<(PathBuf, &Path, PathBuf)> = Vec::new();
-    let cleanup = |staged: &[(PathBuf, &Path, PathBuf)]| {
-        for (tmp, _, _) in staged {
-            let _ = fs::remove_file(tmp);
-        }
-    };
-    for (path, data, mode) in files {
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        if let Err(e) = fs::create_dir_all(&dir) {
-            cleanup(&staged);
-            return Err(Error::io(&dir, e));
-        }
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(
-            ".{name}.tmp-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        if let Err(e) = write_synced(&tmp, data, *mode) {
-            let _ = fs::remove_file(&tmp);
-            cleanup(&staged);
-            return Err(e);
-        }
-        staged.push((tmp, path, dir));
+    for (path, _, _) in files {
+        ensure_parent(path)?;
     }
-    for (tmp, path, _) in &staged {
-        fs::rename(tmp, path).map_err(|e| Error::io(*path, e))?;
-    }
-    for (_, _, dir) in &staged {
-        sync_dir(dir)?;
-    }
-    Ok(())
+    let files: Vec<(&Path, &[u8], FileSpec)> = files
+        .iter()
+        .map(|&(path, data, mode)| (path, data, FileSpec::mode(mode)))
+        .collect();
+    durable::write_many_atomic(&files).map_err(|e| Error::io(&e.path, e.source))
 }
 
-fn write_synced(tmp: &Path, data: &[u8], mode: u32) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(tmp)
-        .map_err(|e| Error::io(tmp, e))?;
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io(tmp, e))?;
-    file.write_all(data).map_err(|e| Error::io(tmp, e))?;
-    file.sync_all().map_err(|e| Error::io(tmp, e))
-}
-
-fn write_and_rename(tmp: &Path, path: &Path, dir: &Path, data: &[u8], mode: u32) -> Result<()> {
-    // write_synced sets the mode exactly (the umask may have narrowed it at creation).
-    write_synced(tmp, data, mode)?;
-    fs::rename(tmp, path).map_err(|e| Error::io(path, e))?;
-    sync_dir(dir)
-}
-
-/// Points `link` at `target` atomically (a symlink made under a temporary name, then renamed
-/// over `link`), as the kubelet does for `kubelet-client-current.pem`.
+/// Points `link` at `target` atomically, as the kubelet does for `kubelet-client-current.pem`.
 pub fn symlink_atomic(target: &Path, link: &Path) -> Result<()> {
-    let dir = match link.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = link
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::os::unix::fs::symlink(target, &tmp).map_err(|e| Error::io(&tmp, e))?;
-    if let Err(e) = fs::rename(&tmp, link) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(link, e));
-    }
-    sync_dir(&dir)
+    durable::symlink_atomic(target, link).map_err(|e| Error::io(link, e))
 }
 
 /// Permission bits of an existing file.
 pub fn mode_of(path: &Path) -> Option<u32> {
-    fs::metadata(path)
-        .ok()
-        .map(|m| m.permissions().mode() & 0o7777)
+    durable::mode_of(path)
 }
 
 /// Flushes a directory entry table to disk (after a rename).
 pub fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
+    durable::sync_dir(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Makes `dir` a private directory: created (with parents) mode 0700 from the start, or an
+/// existing one tightened to 0700.
+pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+    durable::ensure_private_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// Reads a file as UTF-8 text; `Ok(None)` when it does not exist.
@@ -163,32 +87,17 @@ pub fn read_secret_optional(path: &Path) -> Result<Option<zeroize::Zeroizing<Str
     Ok(read_optional(path)?.map(zeroize::Zeroizing::new))
 }
 
-/// An exclusive advisory lock on a directory (flock on the directory itself, so no lock file
-/// is left behind). Held until dropped; a second `pki` run on the same directory waits.
-#[derive(Debug)]
-pub struct DirLock {
-    _dir: File,
-}
+/// An exclusive lock on a directory, held until dropped.
+pub type DirLock = durable::DirLock;
 
 /// Creates `dir` if needed and locks it exclusively, waiting for another holder to finish.
 pub fn lock_dir(dir: &Path) -> Result<DirLock> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let file = File::open(dir).map_err(|e| Error::io(dir, e))?;
-    file.lock().map_err(|e| Error::io(dir, e))?;
-    Ok(DirLock { _dir: file })
+    durable::lock_dir(dir, LockWait::Block).map_err(|e| Error::io(dir, e))
 }
 
 /// Removes stale temporary files a killed run may have left in `dir` (best effort). Call it
 /// only while holding [`lock_dir`] on the directory tree, so a concurrent run's files are safe.
 pub fn clean_stale_temps(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with('.') && name.contains(".tmp-") {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
+    durable::remove_stale_temps(dir);
 }

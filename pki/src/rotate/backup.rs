@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use super::plan::Plan;
 use crate::error::{Error, Result};
 use crate::store;
 
@@ -32,16 +33,23 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Index {
-    /// When the backup was taken (RFC 3339).
-    pub taken_at: String,
+    /// When the backup was taken.
+    #[serde(with = "time::serde::rfc3339")]
+    pub taken_at: OffsetDateTime,
     /// The files, in the order given.
     pub entries: Vec<Entry>,
 }
 
-/// Creates `dir` (and missing parents) with mode 0700.
-pub fn create_private_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io(dir, e))
+/// Backs up every file `plan` may touch, before `what` (a phase or `abort`), into
+/// `backups/<ts>-<target>-<what>/`; returns that path relative to the rotation directory.
+pub fn take_for(plan: &Plan, what: &str) -> Result<String> {
+    let label = |p: &Path| plan.label(p);
+    take(
+        &plan.rotation_dir(),
+        &format!("{}-{what}", plan.target),
+        &plan.touched_files(),
+        &label,
+    )
 }
 
 /// Copies `files` into a new directory `<rotation dir>/backups/<ts>-<name>/` and returns its
@@ -53,8 +61,8 @@ pub fn take(
     label: &dyn Fn(&Path) -> String,
 ) -> Result<String> {
     let backups = rotation_dir.join("backups");
-    create_private_dir(rotation_dir)?;
-    create_private_dir(&backups)?;
+    store::ensure_private_dir(rotation_dir)?;
+    store::ensure_private_dir(&backups)?;
     let now = OffsetDateTime::now_utc();
     let stamp = format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}.{:03}Z",
@@ -73,7 +81,7 @@ pub fn take(
         n += 1;
     }
     let dir = rotation_dir.join(&rel);
-    create_private_dir(&dir)?;
+    store::ensure_private_dir(&dir)?;
     let mut entries = Vec::new();
     for path in files {
         match fs::read(path) {
@@ -100,7 +108,7 @@ pub fn take(
     // Sub-directories made for copies (e.g. `pki/etcd`) get 0700 as well.
     restrict_tree(&dir)?;
     let index = Index {
-        taken_at: super::state::now_rfc3339(),
+        taken_at: now,
         entries,
     };
     let text = serde_json::to_string_pretty(&index).map_err(|e| Error::Render {

@@ -1,9 +1,11 @@
 //! The rotation state file (`<cert dir>/.rotation/state.json`): which target is being rotated,
 //! which phases are complete, the phase in progress with its per-step markers, and what later
 //! phases need (backups, manifest flag values, switch time, token lifetime). Written
-//! atomically after every step.
+//! atomically after every step. Times are RFC 3339 text in the file and [`OffsetDateTime`] in
+//! memory: a time that does not parse makes the whole file fail to load.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -78,12 +80,15 @@ pub struct State {
     pub manifest_flags: Vec<FlagEdit>,
     /// Maximum lifetime of service-account tokens, in seconds (`sa` only).
     pub max_token_lifetime_secs: Option<u64>,
-    /// When `start` began (RFC 3339).
-    pub started_at: String,
-    /// When `switch` completed (RFC 3339).
-    pub switched_at: Option<String>,
-    /// When the rotation finished or was aborted (RFC 3339).
-    pub ended_at: Option<String>,
+    /// When `start` began.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// When `switch` completed.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub switched_at: Option<OffsetDateTime>,
+    /// When the rotation finished or was aborted.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub ended_at: Option<OffsetDateTime>,
 }
 
 impl State {
@@ -100,7 +105,7 @@ impl State {
             manifests_dir,
             manifest_flags: Vec::new(),
             max_token_lifetime_secs: None,
-            started_at: now_rfc3339(),
+            started_at: OffsetDateTime::now_utc(),
             switched_at: None,
             ended_at: None,
         }
@@ -128,6 +133,48 @@ impl State {
                 .running
                 .as_ref()
                 .is_some_and(|r| r.phase == Phase::Finish)
+    }
+
+    /// Whether the running phase has recorded step `name` as done.
+    pub fn step_recorded(&self, name: &str) -> bool {
+        self.running
+            .as_ref()
+            .is_some_and(|r| r.steps_done.iter().any(|n| n == name))
+    }
+
+    /// Records step `name` of the running phase as done.
+    pub fn record_step(&mut self, name: String) {
+        if let Some(r) = self.running.as_mut() {
+            r.steps_done.push(name);
+        }
+    }
+
+    /// Records `phase` as complete at `now`: nothing runs any more, `switch` keeps its time
+    /// (the service-account token wait starts there), `finish` ends the rotation.
+    pub fn record_phase_complete(&mut self, phase: Phase, now: OffsetDateTime) {
+        self.running = None;
+        self.completed.push(phase);
+        match phase {
+            Phase::Start => {}
+            Phase::Switch => self.switched_at = Some(now),
+            Phase::Finish => {
+                self.status = Status::Finished;
+                self.ended_at = Some(now);
+            }
+        }
+    }
+
+    /// The maximum service-account token lifetime recorded at `start`/`switch` (`sa` only).
+    pub fn max_token_lifetime(&self) -> Option<Duration> {
+        self.max_token_lifetime_secs.map(Duration::from_secs)
+    }
+
+    /// The moment after which no token signed by the old service-account key can still be
+    /// valid: the switch time plus the recorded lifetime. `None` when either is not recorded
+    /// (or the sum is out of range), i.e. when that moment cannot be established.
+    pub fn tokens_valid_until(&self) -> Option<OffsetDateTime> {
+        let lifetime = time::Duration::try_from(self.max_token_lifetime()?).ok()?;
+        self.switched_at?.checked_add(lifetime)
     }
 }
 
@@ -159,21 +206,10 @@ pub fn save(path: &Path, state: &State) -> Result<()> {
     store::write_atomic(path, text.as_bytes(), store::MODE_SECRET)
 }
 
-/// The current time as RFC 3339.
-pub fn now_rfc3339() -> String {
-    format_rfc3339(OffsetDateTime::now_utc())
-}
-
-/// Formats a time as RFC 3339 (UTC).
+/// Formats a time as RFC 3339 for messages (UTC).
 pub fn format_rfc3339(t: OffsetDateTime) -> String {
     t.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
-}
-
-/// Parses an RFC 3339 time recorded in the state file.
-pub fn parse_rfc3339(text: &str, path: &Path) -> Result<OffsetDateTime> {
-    OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-        .map_err(|e| Error::parse(path, format!("time {text:?}: {e}")))
 }
 
 #[cfg(test)]
@@ -196,5 +232,69 @@ mod tests {
         assert!(text.contains("\"target\": \"etcd-ca\""), "{text}");
         assert_eq!(store::mode_of(&path), Some(0o600));
         Ok(())
+    }
+
+    /// A state file as written before the times were typed: RFC 3339 text, nanoseconds, `null`.
+    const EARLIER_FORMAT: &str = r#"{
+  "version": 1,
+  "target": "sa",
+  "status": "in-progress",
+  "completed": ["start", "switch"],
+  "running": null,
+  "originBackup": "backups/20261128T101500.123Z-sa-start",
+  "backups": ["backups/20261128T101500.123Z-sa-start"],
+  "manifestsDir": null,
+  "manifestFlags": [],
+  "maxTokenLifetimeSecs": 3600,
+  "startedAt": "2026-11-28T10:15:00.123456789Z",
+  "switchedAt": "2026-11-28T11:00:00.5Z",
+  "endedAt": null
+}
+"#;
+
+    #[test]
+    fn loads_the_earlier_format_and_knows_when_tokens_expire() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let path = dir.path().join("state.json");
+        store::write_atomic(&path, EARLIER_FORMAT.as_bytes(), store::MODE_SECRET)?;
+        let s = load(&path)?.ok_or_else(|| Error::invalid(&path, "not loaded"))?;
+        assert_eq!(s.started_at.nanosecond(), 123_456_789);
+        assert_eq!(
+            s.tokens_valid_until().map(format_rfc3339).as_deref(),
+            Some("2026-11-28T12:00:00.5Z")
+        );
+        // Saved again, the times keep their text.
+        save(&path, &s)?;
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        assert!(
+            text.contains("\"startedAt\": \"2026-11-28T10:15:00.123456789Z\""),
+            "{text}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_damaged_time_fails_the_load() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let path = dir.path().join("state.json");
+        let damaged = EARLIER_FORMAT.replace("2026-11-28T11:00:00.5Z", "yesterday");
+        store::write_atomic(&path, damaged.as_bytes(), store::MODE_SECRET)?;
+        assert!(matches!(load(&path), Err(Error::Parse { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn tokens_expiry_needs_switch_time_and_lifetime() {
+        let mut s = State::new(Target::Sa, None);
+        assert_eq!(s.tokens_valid_until(), None);
+        s.switched_at = Some(s.started_at);
+        assert_eq!(s.tokens_valid_until(), None, "no recorded lifetime");
+        s.max_token_lifetime_secs = Some(60);
+        assert_eq!(
+            s.tokens_valid_until(),
+            Some(s.started_at + time::Duration::minutes(1))
+        );
+        s.max_token_lifetime_secs = Some(u64::MAX);
+        assert_eq!(s.tokens_valid_until(), None, "out of range");
     }
 }

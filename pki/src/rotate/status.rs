@@ -7,7 +7,10 @@ use base64::Engine;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::phases::public_keys;
+use time::OffsetDateTime;
+
+use super::admission::next_command;
+use super::anchor::public_keys;
 use super::plan::{self, Plan, Target};
 use super::restart::{self, RestartStep};
 use super::state::{self, State};
@@ -59,11 +62,14 @@ pub struct RotationReport {
     /// Interrupted phase with its done steps.
     pub running: Option<state::Running>,
     /// When `start` began.
-    pub started_at: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
     /// When `switch` completed.
-    pub switched_at: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub switched_at: Option<OffsetDateTime>,
     /// For `sa`: `finish` is refused before this time without `--force`.
-    pub finish_not_before: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finish_not_before: Option<OffsetDateTime>,
     /// Backups taken (relative to `.rotation`).
     pub backups: Vec<String>,
 }
@@ -194,7 +200,7 @@ pub fn collect(layout: &Layout) -> Result<StatusReport> {
                 continue;
             };
             let signing = layout::load_key(&plan.key())?.map(|k| k.public_key_der());
-            let entries: Vec<EntryReport> = public_keys(&text)
+            let entries: Vec<EntryReport> = public_keys(&text, &anchor)?
                 .iter()
                 .map(|spki| EntryReport {
                     subject: format!("kid {}", key_id(spki)),
@@ -260,15 +266,15 @@ pub fn collect(layout: &Layout) -> Result<StatusReport> {
                     status: s.status,
                     completed: s.completed.clone(),
                     running: s.running.clone(),
-                    started_at: s.started_at.clone(),
-                    switched_at: s.switched_at.clone(),
+                    started_at: s.started_at,
+                    switched_at: s.switched_at,
                     finish_not_before: (s.target == Target::Sa)
-                        .then(|| super::tokens_valid_until(s).map(state::format_rfc3339))
+                        .then(|| s.tokens_valid_until())
                         .flatten(),
                     backups: s.backups.clone(),
                 }),
                 restart_before_next,
-                super::next_command(s),
+                next_command(s),
             )
         }
         None => (None, Vec::new(), None),
@@ -301,7 +307,7 @@ impl StatusReport {
                     } else {
                         phases.join(", ")
                     },
-                    r.started_at
+                    state::format_rfc3339(r.started_at)
                 ));
                 if let Some(run) = &r.running {
                     out.push_str(&format!(
@@ -311,8 +317,11 @@ impl StatusReport {
                         run.steps_done.join(", ")
                     ));
                 }
-                if let Some(t) = &r.finish_not_before {
-                    out.push_str(&format!("  finish is refused before {t} without --force\n"));
+                if let Some(t) = r.finish_not_before {
+                    out.push_str(&format!(
+                        "  finish is refused before {} without --force\n",
+                        state::format_rfc3339(t)
+                    ));
                 }
             }
         }

@@ -273,6 +273,23 @@ fn sa_rotation_publishes_switches_and_waits_for_tokens() {
     ok(&rotate(&c, T::Sa, "switch", &[]));
     let err = fails(&rotate(&c, T::Sa, "finish", &[]));
     assert!(err.contains("refusing"), "{err}");
+    // When the state file cannot tell when the tokens expire, finish fails closed.
+    let state_file = c.path(".rotation/state.json");
+    let recorded = read(&state_file);
+    let mut state: serde_json::Value = serde_json::from_slice(&recorded).unwrap();
+    state["switchedAt"] = "not a time".into();
+    std::fs::write(&state_file, state.to_string()).unwrap();
+    let err = fails(&rotate(&c, T::Sa, "finish", &[]));
+    assert!(err.contains("cannot parse"), "{err}");
+    state["switchedAt"] = serde_json::Value::Null;
+    std::fs::write(&state_file, state.to_string()).unwrap();
+    let err = fails(&rotate(&c, T::Sa, "finish", &[]));
+    assert!(
+        err.contains("no switch time") && err.contains("--force"),
+        "{err}"
+    );
+    check_boundary(&c, T::Sa, 2);
+    std::fs::write(&state_file, &recorded).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2100));
     ok(&rotate(&c, T::Sa, "finish", &[]));
     check_boundary(&c, T::Sa, 1);

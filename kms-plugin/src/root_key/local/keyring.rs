@@ -1,9 +1,9 @@
 //! The versioned root keys of the local backend, as stored in the state directory.
 
-use crate::fs_util::{ensure_private_dir, write_atomic};
 use crate::root_key::KeyId;
 use crate::secret::AesKey;
 use aes_gcm::Aes256Gcm;
+use durable::{create_new, ensure_private_dir, write_atomic};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::BTreeMap;
@@ -152,13 +152,13 @@ fn read_key(path: &Path) -> Result<AesKey, KeyringError> {
 
 fn write_key(dir: &Path, version: u32, key: &AesKey) -> Result<(), KeyringError> {
     let path = key_path(dir, version);
-    if path.exists() {
-        return Err(KeyringError::Refused(format!(
-            "{} already exists",
-            path.display()
-        )));
-    }
-    write_atomic(&path, key.expose(), 0o600).map_err(io_err(&path))
+    // Never replaces a key version, even when two writers race for the same number.
+    create_new(&path, key.expose(), 0o600).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => {
+            KeyringError::Refused(format!("{} already exists", path.display()))
+        }
+        _ => io_err(&path)(e),
+    })
 }
 
 fn write_primary(dir: &Path, version: u32) -> Result<(), KeyringError> {

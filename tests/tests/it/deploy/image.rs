@@ -14,9 +14,33 @@ fn dockerfile_builds_the_binary_the_manifests_run() {
         .map(str::trim)
         .filter(|l| !l.starts_with('#'))
         .collect();
-    let from: Vec<&str> = instructions
+    // Bases are build arguments (deploy/build-image.sh substitutes them); their defaults are the
+    // production bases, and by default the builder compiles the binary itself.
+    let arg_default = |name: &str| -> String {
+        instructions
+            .iter()
+            .find_map(|l| {
+                l.strip_prefix("ARG ")?
+                    .strip_prefix(name)?
+                    .strip_prefix('=')
+            })
+            .unwrap_or_else(|| panic!("{file}: no ARG {name}=<default>"))
+            .to_owned()
+    };
+    assert_eq!(
+        arg_default("PREBUILT_BINARY"),
+        "",
+        "{file}: builds from source by default"
+    );
+    let from: Vec<String> = instructions
         .iter()
         .filter_map(|l| l.strip_prefix("FROM "))
+        .map(
+            |f| match f.strip_prefix("${").and_then(|r| r.split_once('}')) {
+                Some((name, rest)) => format!("{}{rest}", arg_default(name)),
+                None => f.to_owned(),
+            },
+        )
         .collect();
     assert_eq!(from.len(), 2, "{file}: a builder and a runtime stage");
     assert!(

@@ -1,0 +1,140 @@
+//! Running one phase, as the procedure reads: lock the cert dir, admit the phase, check what
+//! must hold before it, back up every file it may touch, carry out each step not yet recorded
+//! (recording its marker once it has taken effect), then record the phase as complete and say
+//! what the operator does next.
+
+use time::OffsetDateTime;
+
+use super::admission::{Admission, admit_phase, next_command};
+use super::apply::{StepSettings, apply};
+use super::options::{DEFAULT_MAX_TOKEN_LIFETIME, Options};
+use super::outcome::Outcome;
+use super::plan::{self, Phase, Plan, Target};
+use super::precheck::precheck;
+use super::state::{self, Running, State};
+use super::steps::{Step, steps};
+use super::{backup, restart, session};
+use crate::error::Result;
+use crate::layout::Layout;
+
+/// Runs `phase` of the rotation of `target`: refuses it when out of order, resumes it when
+/// interrupted, does nothing when already complete.
+pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) -> Result<Outcome> {
+    let _lock = session::open(layout, opts.manifests_dir.as_deref())?;
+    let state_path = plan::state_path(layout);
+    let existing = state::load(&state_path)?;
+    let manifests_dir = opts.manifests_dir.as_deref();
+    let (mut s, resume) = match admit_phase(&state_path, target, phase, existing, manifests_dir)? {
+        Admission::AlreadyDone(s) => {
+            return Ok(Outcome::already_done(target, phase, next_command(&s)));
+        }
+        Admission::Begin(s) => (s, false),
+        Admission::Resume(s) => (s, true),
+    };
+    let plan = Plan::new(target, layout.clone(), s.manifests_dir.clone());
+    let settings = StepSettings::from(&*opts);
+    record_token_lifetime(&mut s, phase, opts);
+    if !resume {
+        precheck(&plan, &s, phase, opts.force)?;
+        begin(&plan, &mut s, phase, &settings)?;
+    }
+    let backup = s
+        .running
+        .as_ref()
+        .map(|r| plan.rotation_dir().join(&r.backup));
+    let mut notes = Vec::new();
+    let done_now = run_steps(&plan, &mut s, phase, &settings, opts, &mut notes)?;
+    s.record_phase_complete(phase, OffsetDateTime::now_utc());
+    state::save(&state_path, &s)?;
+    notes.extend(closing_notes(&plan, &s, phase));
+    Ok(Outcome {
+        target,
+        phase: Some(phase),
+        already_done: false,
+        steps: done_now,
+        backup,
+        notes,
+        restart: restart::sequence(target, Some(phase)),
+        next: next_command(&s),
+    })
+}
+
+/// `sa` records the maximum token lifetime at `start` and `switch`: the value given now, else
+/// the one recorded earlier, else the default.
+fn record_token_lifetime(s: &mut State, phase: Phase, opts: &Options) {
+    if s.target != Target::Sa || !matches!(phase, Phase::Start | Phase::Switch) {
+        return;
+    }
+    if let Some(l) = opts.max_token_lifetime {
+        s.max_token_lifetime_secs = Some(l.as_secs());
+    } else if s.max_token_lifetime_secs.is_none() {
+        s.max_token_lifetime_secs = Some(DEFAULT_MAX_TOKEN_LIFETIME.as_secs());
+    }
+}
+
+/// Before the first step of a phase: a fresh `start` drops anything staged earlier; every file
+/// the rotation may touch is backed up (the `start` backup is what `abort` restores); the phase
+/// is recorded as running.
+fn begin(plan: &Plan, s: &mut State, phase: Phase, settings: &StepSettings) -> Result<()> {
+    if phase == Phase::Start {
+        apply(&Step::Unstage, plan, s, settings)?;
+    }
+    let backup = backup::take_for(plan, phase.as_str())?;
+    if phase == Phase::Start {
+        s.origin_backup = Some(backup.clone());
+    }
+    s.backups.push(backup.clone());
+    s.running = Some(Running {
+        phase,
+        backup,
+        steps_done: Vec::new(),
+    });
+    state::save(&plan::state_path(&plan.layout), s)
+}
+
+/// Carries out every step of `phase` not yet recorded, saving the state after each; returns the
+/// markers of the steps done by this run and adds their remarks to `notes`.
+fn run_steps(
+    plan: &Plan,
+    s: &mut State,
+    phase: Phase,
+    settings: &StepSettings,
+    opts: &mut Options,
+    notes: &mut Vec<String>,
+) -> Result<Vec<String>> {
+    let state_path = plan::state_path(&plan.layout);
+    let mut done_now = Vec::new();
+    for step in steps(plan, phase) {
+        let name = step.name(plan);
+        if s.step_recorded(&name) {
+            continue;
+        }
+        notes.extend(apply(&step, plan, s, settings)?);
+        opts.step_done(&name);
+        s.record_step(name.clone());
+        state::save(&state_path, s)?;
+        done_now.push(name);
+    }
+    Ok(done_now)
+}
+
+/// Remarks that follow from the completed phase.
+fn closing_notes(plan: &Plan, s: &State, phase: Phase) -> Vec<String> {
+    let mut notes = Vec::new();
+    if plan.target == Target::Ca && phase == Phase::Start && plan.kcm_manifest().is_none() {
+        notes.push(
+            "--manifests-dir was not given: before kube-controller-manager restarts, point its --cluster-signing-cert-file/--cluster-signing-key-file at ca-signer.crt/ca-signer.key (ca.crt now holds two certificates, which that flag refuses), and back to ca.crt/ca.key after finish"
+                .to_owned(),
+        );
+    }
+    if plan.target == Target::Sa && phase == Phase::Switch {
+        notes.push(format!(
+            "tokens signed by the old key stay valid until they expire: `finish` is refused before {} (max token lifetime {}s)",
+            s.tokens_valid_until()
+                .map(state::format_rfc3339)
+                .unwrap_or_default(),
+            s.max_token_lifetime_secs.unwrap_or_default()
+        ));
+    }
+    notes
+}

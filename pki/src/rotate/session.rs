@@ -1,0 +1,30 @@
+//! What every rotation command that changes files does first: take the cert dir's exclusive
+//! lock, then remove the temp files a crashed run left behind in every directory a rotation
+//! writes to.
+
+use std::path::Path;
+
+use super::plan::{self, Plan, Target};
+use crate::error::Result;
+use crate::layout::Layout;
+use crate::store;
+
+/// Locks `layout`'s cert dir for this command (released when the lock is dropped) and cleans
+/// stale temp files, including in the manifests directory when one is given.
+pub(crate) fn open(layout: &Layout, manifests_dir: Option<&Path>) -> Result<store::DirLock> {
+    let lock = store::lock_dir(&layout.cert_dir)?;
+    let staged = Target::ALL.map(|t| Plan::new(t, layout.clone(), None).staged_dir());
+    let dirs = [
+        layout.cert_dir.clone(),
+        layout.cert_dir.join("etcd"),
+        layout.kubeconfig_dir.clone(),
+        plan::rotation_dir(layout),
+    ];
+    for d in dirs.iter().chain(&staged) {
+        store::clean_stale_temps(d);
+    }
+    if let Some(m) = manifests_dir {
+        store::clean_stale_temps(m);
+    }
+    Ok(lock)
+}
