@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs etcd (server and etcdctl) and curl for the pki CA-rotation test against a real etcd
-# (pki/tests/rotate_etcd.rs, which talks to etcd's gRPC gateway with curl and client
+# (pki/tests/it/rotate_etcd.rs, which talks to etcd's gRPC gateway with curl and client
 # certificates). Idempotent: does nothing when etcd, etcdctl and curl are present.
 set -euo pipefail
 

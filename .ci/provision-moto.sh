@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs moto's server for the AWS KMS backend tests (kms-plugin/tests/backend_aws.rs).
+# Installs moto's server for the AWS KMS backend tests (kms-plugin/tests/it/backend_aws.rs).
 # Idempotent: does nothing when `moto_server` already runs.
 set -euo pipefail
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs SoftHSM2 for the PKCS#11 backend tests (kms-plugin/tests/backend_pkcs11.rs).
+# Installs SoftHSM2 for the PKCS#11 backend tests (kms-plugin/tests/it/backend_pkcs11.rs).
 # Idempotent: does nothing when softhsm2-util and the module are already present.
 set -euo pipefail
 

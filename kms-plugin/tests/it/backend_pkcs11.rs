@@ -1,0 +1,289 @@
+//! PKCS#11-specific tests against a real SoftHSM2 token: the library API, and what the binary
+//! does about a token that leaves and returns beyond the conformance suite's fault cases. The
+//! contract, tamper, restart, rotation, concurrency, economy and fault scenarios run for this
+//! backend in `conformance_pkcs11.rs`. Each test starts from a fresh token in its own temp
+//! directory.
+//!
+//! SoftHSM2 reads `SOFTHSM2_CONF` once per process, so library calls run in a child process of
+//! this test binary (`library_api` re-runs itself with the variables set) and the plugin runs as
+//! its own process. Needs SoftHSM2: `bash .ci/provision-softhsm.sh`.
+#![cfg(feature = "pkcs11")]
+
+use crate::common;
+
+use common::softhsm::{Hsm, MODULE, PIN, REMOTE_TARGET, TOKEN_LABEL};
+use common::*;
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Set in the child process that runs library calls.
+const CHILD_ENV: &str = "KMS_PKCS11_TEST_CHILD";
+const CONFIG_ENV: &str = "KMS_PKCS11_TEST_CONFIG";
+
+/// Writes `<dir>/<name>.yaml` for `hsm` (probe `probe`, token refresh `refresh`, remote calls
+/// logged at debug in JSON).
+fn write_config(hsm: &Hsm, name: &str, probe: &str, refresh: &str) -> (PathBuf, String) {
+    let yaml = plugin_config(
+        &Plugin::socket_of(&hsm.dir, name),
+        probe,
+        &format!("log_format: json\nlog_level: {REMOTE_TARGET}=debug,info\n"),
+        &hsm.backend_yaml(refresh),
+    );
+    let path = hsm.dir.join(format!("{name}.yaml"));
+    fs::write(&path, &yaml).expect("config");
+    (path, yaml)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Library API (runs in a child process that has SOFTHSM2_CONF set).
+
+#[test]
+fn library_api() {
+    if std::env::var(CHILD_ENV).is_err() {
+        let temp = tempfile::tempdir().expect("tempdir");
+        let hsm = Hsm::new(temp.path());
+        let (config, _) = write_config(&hsm, "lib", "1h", "1h");
+        let mut env = hsm.env();
+        env.push((CHILD_ENV.into(), "library".into()));
+        env.push((CONFIG_ENV.into(), config.display().to_string()));
+        let output = run_test_in_child("backend_pkcs11::library_api", &env);
+        assert!(output.contains("library checks passed"), "{output}");
+        assert!(
+            output.contains("PKCS#11 session lost; reopening it and retrying once"),
+            "the logout did not exercise the re-login path:\n{output}"
+        );
+        println!("child output:\n{output}");
+        return;
+    }
+    // Warnings reach the parent, which checks that the session-loss path really ran.
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .init();
+    let config_path = PathBuf::from(std::env::var(CONFIG_ENV).expect("config path"));
+    let config = kms_config::PluginConfig::load(&config_path).expect("config");
+    let Some(kms_config::BackendConfig::Pkcs11(pkcs11)) = config.backend else {
+        panic!("not a pkcs11 backend")
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(library_checks(&pkcs11));
+}
+
+async fn library_checks(config: &kms_config::Pkcs11Backend) {
+    use kms_plugin::root_key::pkcs11::{InitOutcome, Pkcs11RootKey, init_root_key};
+    use kms_plugin::root_key::{KeyId, RootKey, RootKeyError};
+    use kms_plugin::secret::AesKey;
+
+    let Err(missing) = Pkcs11RootKey::open(config).await else {
+        panic!("opened a token without a root key")
+    };
+    assert!(missing.to_string().contains("hsm init"), "{missing}");
+
+    let created = init_root_key(config).await.expect("init");
+    let InitOutcome::Created(first) = created.clone() else {
+        panic!("expected a new key: {created:?}")
+    };
+    assert!(
+        first.as_str().starts_with("pkcs11:root:0000000000000001"),
+        "{first}"
+    );
+    assert_eq!(
+        init_root_key(config).await.expect("init again"),
+        InitOutcome::Existing(first.clone())
+    );
+
+    // A wrong PIN is refused (and reported as such); the right one still works afterwards.
+    let wrong_pin = tempfile::NamedTempFile::new().expect("temp file");
+    fs::write(wrong_pin.path(), "999999\n").expect("write");
+    let mut wrong = config.clone();
+    wrong.pin = kms_config::SecretSource::File(wrong_pin.path().to_owned());
+    let Err(error) = Pkcs11RootKey::open(&wrong).await else {
+        panic!("a wrong PIN opened the token")
+    };
+    assert!(matches!(error, RootKeyError::Denied(_)), "{error:?}");
+    assert!(error.to_string().contains("rejected the PIN"), "{error}");
+    assert!(
+        !error.to_string().contains("999999") && !error.to_string().contains(PIN),
+        "{error}"
+    );
+    let root = std::sync::Arc::new(Pkcs11RootKey::open(config).await.expect("open"));
+    assert_eq!(root.primary_key_id(), first);
+    let kek = AesKey::generate().expect("rng");
+    let wrapped = root.wrap_kek(&kek).await.expect("wrap");
+    assert_eq!(wrapped.key_id, first);
+    assert_eq!(wrapped.ciphertext.len(), 60, "IV + key + tag");
+    assert!(
+        !wrapped.ciphertext.windows(32).any(|w| w == kek.expose()),
+        "wrapped form hides the key"
+    );
+    let again = root.wrap_kek(&kek).await.expect("wrap again");
+    assert_ne!(again.ciphertext, wrapped.ciphertext, "fresh IV per wrap");
+    assert!(
+        root.unwrap_kek(&first, &wrapped.ciphertext)
+            .await
+            .expect("unwrap")
+            .ct_eq(&kek)
+    );
+
+    // Concurrent calls share the session pool (max_sessions = 4) on blocking threads.
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (root, first, sealed) = (root.clone(), first.clone(), wrapped.ciphertext.clone());
+        tasks.push(tokio::spawn(async move {
+            root.unwrap_kek(&first, &sealed).await
+        }));
+    }
+    for task in tasks {
+        let key = task.await.expect("task").expect("concurrent unwrap");
+        assert!(key.ct_eq(&kek));
+    }
+
+    // The token drops the login (C_Logout logs out every session of the process): the next call
+    // reopens a session, logs in again and retries once, unseen by the caller.
+    logout_everywhere();
+    let key = root
+        .unwrap_kek(&first, &wrapped.ciphertext)
+        .await
+        .expect("after logout");
+    assert!(key.ct_eq(&kek));
+    logout_everywhere();
+    let rewrapped = root.wrap_kek(&kek).await.expect("wrap after logout");
+    assert_eq!(rewrapped.key_id, first);
+
+    for position in [0, 12, 59] {
+        let mut tampered = wrapped.ciphertext.clone();
+        tampered[position] ^= 1;
+        let error = root
+            .unwrap_kek(&first, &tampered)
+            .await
+            .expect_err("tampered");
+        assert!(
+            matches!(error, RootKeyError::Integrity(_)),
+            "byte {position}: {error:?}"
+        );
+    }
+    let short = root
+        .unwrap_kek(&first, &wrapped.ciphertext[..59])
+        .await
+        .expect_err("short");
+    assert!(matches!(short, RootKeyError::Integrity(_)), "{short:?}");
+    // The AAD binds the key id: the same bytes under another (unknown) version fail.
+    let other = KeyId::new("pkcs11:root:00000000000000090000000000000000").expect("id");
+    let unknown = root
+        .unwrap_kek(&other, &wrapped.ciphertext)
+        .await
+        .expect_err("unknown");
+    assert!(
+        matches!(unknown, RootKeyError::UnknownKey(_)),
+        "{unknown:?}"
+    );
+    let foreign = KeyId::new("local:v1:abc").expect("id");
+    assert!(matches!(
+        root.unwrap_kek(&foreign, &wrapped.ciphertext).await,
+        Err(RootKeyError::UnknownKey(_))
+    ));
+
+    // Rotation in another instance (as `kms-plugin rotate` would do) reaches this one by refresh.
+    let other_process = Pkcs11RootKey::open(config).await.expect("second instance");
+    let second = other_process.rotate().await.expect("rotate");
+    assert_ne!(second, first);
+    assert!(
+        second.as_str().starts_with("pkcs11:root:0000000000000002"),
+        "{second}"
+    );
+    assert_eq!(root.primary_key_id(), first, "not yet refreshed");
+    root.refresh().await.expect("refresh");
+    assert_eq!(root.primary_key_id(), second);
+    let rewrapped = root.wrap_kek(&kek).await.expect("wrap under v2");
+    assert_eq!(rewrapped.key_id, second);
+    assert!(
+        root.unwrap_kek(&first, &wrapped.ciphertext)
+            .await
+            .expect("old version")
+            .ct_eq(&kek)
+    );
+    assert!(
+        root.unwrap_kek(&second, &rewrapped.ciphertext)
+            .await
+            .expect("new version")
+            .ct_eq(&kek)
+    );
+    // Bytes wrapped under v2 do not open as v1 (the AAD names the version).
+    let swapped = root
+        .unwrap_kek(&first, &rewrapped.ciphertext)
+        .await
+        .expect_err("wrong version");
+    assert!(matches!(swapped, RootKeyError::Integrity(_)), "{swapped:?}");
+    println!("library checks passed");
+}
+
+/// Logs this process out of the token, as a token that drops its logins would.
+fn logout_everywhere() {
+    use cryptoki::session::UserType;
+    let ctx = cryptoki::context::Pkcs11::new(MODULE).expect("module");
+    let slot = ctx
+        .get_slots_with_token()
+        .expect("slots")
+        .into_iter()
+        .find(|slot| {
+            ctx.get_token_info(*slot)
+                .is_ok_and(|t| t.label().trim_end() == TOKEN_LABEL)
+        })
+        .expect("token");
+    let session = ctx.open_ro_session(slot).expect("session");
+    let pin = secrecy::SecretBox::new(Box::new(PIN.as_bytes().to_vec()));
+    match session.login_with_raw(UserType::User, &pin) {
+        Ok(())
+        | Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::UserAlreadyLoggedIn, _)) => {
+        }
+        Err(e) => panic!("login: {e}"),
+    }
+    session.logout().expect("logout");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real binary (the generic scenarios are in conformance_pkcs11.rs).
+
+/// Token-loss specifics: when the token returns the plugin re-initialises the module to find
+/// it, and a rotation by another process reaches the plugin on its refresh interval (2s) with
+/// no SIGHUP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_return_reinitialises_the_module_and_refresh_finds_rotations() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let hsm = Hsm::new(temp.path());
+    let (config, yaml) = write_config(&hsm, "fault", "1s", "2s");
+    hsm.init_root_key(&config);
+    let mut plugin = Plugin::launch(&hsm.dir, "fault", &yaml, hsm.env());
+    let mut client = plugin.client().await;
+    let first = status(&mut client).await.key_id;
+
+    hsm.remove_token();
+    wait_status(&mut client, "unhealthy", Duration::from_secs(5), |h, _| {
+        h != "ok"
+    })
+    .await;
+    hsm.return_token();
+    let started = Instant::now();
+    wait_status(&mut client, "recovery", Duration::from_secs(10), |h, _| {
+        h == "ok"
+    })
+    .await;
+    println!("healthy {:?} after the token returned", started.elapsed());
+    assert!(
+        plugin.logs().contains("re-initialising the module"),
+        "{}",
+        plugin.logs()
+    );
+
+    hsm.cli(&["rotate", "--config", config.to_str().expect("utf-8")]);
+    let rotated = wait_status(&mut client, "refresh", Duration::from_secs(6), |h, k| {
+        h == "ok" && k != first
+    })
+    .await;
+    assert!(
+        rotated.starts_with("pkcs11:root:0000000000000002"),
+        "{rotated}"
+    );
+    assert!(plugin.stop().success());
+}

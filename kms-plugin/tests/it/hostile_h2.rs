@@ -1,0 +1,263 @@
+//! Hostile HTTP/2 clients against the real binary: header bombs, CONTINUATION floods, oversized
+//! frames and blocks cut off by EOF, on connections the `:authority` shim rewrites. Each gets
+//! h2's own GOAWAY, the plugin's peak memory stays small with 64 such clients at once, honest
+//! callers keep being served, and SIGTERM still ends the process within `shutdown_grace`.
+
+use crate::common;
+
+use common::raw_h2::{PREFACE, frame, integer};
+use common::*;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const HEADERS: u8 = 0x1;
+const CONTINUATION: u8 = 0x9;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+const FRAME_SIZE_ERROR: u32 = 0x6;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+/// `:method POST`, `:scheme http`, `:path` Status, and a socket-path `:authority` (rewritten).
+fn request_start() -> Vec<u8> {
+    let mut block = vec![0x83, 0x86, 0x04];
+    let path = b"/v2.KeyManagementService/Status";
+    integer(&mut block, 0, 7, path.len());
+    block.extend_from_slice(path);
+    block.push(0x01);
+    let authority = b"/var/run/kms.sock";
+    integer(&mut block, 0, 7, authority.len());
+    block.extend_from_slice(authority);
+    block
+}
+
+/// One 4 KB literal added to the HPACK table, then `references` one-byte references to it.
+fn bomb(references: usize) -> Vec<u8> {
+    let mut block = request_start();
+    block.extend_from_slice(&[0x40, 6]);
+    block.extend_from_slice(b"x-bomb");
+    integer(&mut block, 0, 7, 4000);
+    block.resize(block.len() + 4000, b'b');
+    block.resize(block.len() + references, 0x80 | 62);
+    block
+}
+
+/// `block` in HEADERS and CONTINUATION frames of 16 KiB.
+fn frames(stream: u32, block: &[u8]) -> Vec<u8> {
+    let chunks: Vec<&[u8]> = block.chunks(16_384).collect();
+    let mut out = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let end = if i + 1 == chunks.len() {
+            END_HEADERS
+        } else {
+            0
+        };
+        let (kind, flags) = if i == 0 {
+            (HEADERS, END_STREAM | end)
+        } else {
+            (CONTINUATION, end)
+        };
+        out.extend(frame(kind, flags, stream, chunk));
+    }
+    out
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Attack {
+    /// The header bomb in 16 KiB frames.
+    Bomb,
+    /// The header bomb as one 254 KB HEADERS frame.
+    BombInOneFrame,
+    /// A HEADERS frame announcing 1 MiB.
+    MebibyteFrame,
+    /// A HEADERS frame followed by CONTINUATION frames that never end the block.
+    ContinuationFlood,
+    /// Half a header block, then the connection is closed.
+    EofMidBlock,
+    /// Half a header block, then silence with the connection open.
+    HoldMidBlock,
+}
+
+const ATTACKS: [Attack; 6] = [
+    Attack::Bomb,
+    Attack::BombInOneFrame,
+    Attack::MebibyteFrame,
+    Attack::ContinuationFlood,
+    Attack::EofMidBlock,
+    Attack::HoldMidBlock,
+];
+
+impl Attack {
+    /// The attack's bytes after a first, honest request that puts the shim in rewriting mode.
+    fn bytes(self) -> Vec<u8> {
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(0x4, 0, 0, &[]));
+        out.extend(frames(1, &request_start()));
+        match self {
+            Attack::Bomb => out.extend(frames(3, &bomb(80_000))),
+            Attack::BombInOneFrame => out.extend(frame(HEADERS, END_HEADERS, 3, &bomb(250_000))),
+            Attack::MebibyteFrame => {
+                out.extend(frame(HEADERS, END_HEADERS, 3, &vec![0x82; 1 << 20]))
+            }
+            Attack::ContinuationFlood => {
+                out.extend(frame(HEADERS, 0, 3, &request_start()));
+                for _ in 0..10_000 {
+                    out.extend(frame(CONTINUATION, 0, 3, &[]));
+                }
+            }
+            Attack::EofMidBlock | Attack::HoldMidBlock => {
+                out.extend(frame(HEADERS, 0, 3, &request_start()))
+            }
+        }
+        out
+    }
+
+    /// The GOAWAY code h2 answers with, if the attack is one it refuses.
+    fn expected(self) -> Option<u32> {
+        match self {
+            Attack::Bomb | Attack::ContinuationFlood => Some(ENHANCE_YOUR_CALM),
+            Attack::BombInOneFrame | Attack::MebibyteFrame => Some(FRAME_SIZE_ERROR),
+            Attack::EofMidBlock | Attack::HoldMidBlock => None,
+        }
+    }
+
+    /// Runs the attack once; returns the GOAWAY code received, if any. A held connection stays
+    /// open until `hold` is cleared.
+    fn run(self, socket: &Path, hold: &AtomicBool) -> Option<u32> {
+        let mut stream = UnixStream::connect(socket).ok()?;
+        stream
+            .set_write_timeout(Some(Duration::from_secs(2)))
+            .ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let _ = stream.write_all(&self.bytes());
+        match self {
+            Attack::EofMidBlock => {
+                let _ = stream.shutdown(std::net::Shutdown::Write);
+            }
+            Attack::HoldMidBlock => {
+                while hold.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                return None;
+            }
+            _ => {}
+        }
+        read_goaway(&mut stream)
+    }
+}
+
+/// Reads frames until a GOAWAY (its error code), the end of the connection or the timeout.
+fn read_goaway(stream: &mut UnixStream) -> Option<u32> {
+    let mut head = [0u8; 9];
+    loop {
+        stream.read_exact(&mut head).ok()?;
+        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).ok()?;
+        if head[3] == 0x7 && payload.len() >= 8 {
+            return Some(u32::from_be_bytes([
+                payload[4], payload[5], payload[6], payload[7],
+            ]));
+        }
+    }
+}
+
+/// The process's peak resident set, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[test]
+fn each_attack_gets_h2s_answer_and_the_plugin_serves_on() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let plugin = Plugin::start_local(temp.path());
+    let hold = AtomicBool::new(false);
+    for attack in ATTACKS {
+        let answer = attack.run(&plugin.socket, &hold);
+        assert_eq!(answer, attack.expected(), "{attack:?}");
+        assert!(probe_healthy(&plugin.address()), "after {attack:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_hostile_connections_stay_under_64_mib() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let mut plugin = Plugin::start_local(temp.path());
+    let pid = plugin.pid();
+    let before = peak_rss_kib(pid);
+    let attacking = Arc::new(AtomicBool::new(true));
+    let holding = Arc::new(AtomicBool::new(true));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut attackers = Vec::new();
+    for worker in 0..64 {
+        let (socket, attacking, holding, refused) = (
+            plugin.socket.clone(),
+            attacking.clone(),
+            holding.clone(),
+            refused.clone(),
+        );
+        attackers.push(std::thread::spawn(move || {
+            let mut round = worker;
+            while attacking.load(Ordering::Relaxed) {
+                let attack = ATTACKS[round % (ATTACKS.len() - 1)];
+                if attack.run(&socket, &holding).is_some() {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+                round += 1;
+            }
+            // Finally hold a half-sent block open through shutdown.
+            Attack::HoldMidBlock.run(&socket, &holding);
+        }));
+    }
+    // Honest calls on their own connection keep succeeding throughout.
+    let mut client = plugin.client().await;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut calls = 0;
+    while Instant::now() < deadline {
+        let sealed = bounded(
+            "encrypt under attack",
+            Duration::from_secs(3),
+            encrypt(&mut client, b"seed"),
+        )
+        .await;
+        let opened = decrypt(&mut client, &sealed)
+            .await
+            .expect("decrypt under attack");
+        assert_eq!(opened, b"seed");
+        calls += 1;
+    }
+    attacking.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let peak = peak_rss_kib(pid);
+    let answered = refused.load(Ordering::Relaxed);
+    eprintln!(
+        "peak RSS {} KiB (before the attack {before} KiB), {answered} attacks answered with GOAWAY, {calls} honest round trips",
+        peak
+    );
+    assert!(answered >= 64, "attacks were not answered: {answered}");
+    assert!(
+        peak < 64 * 1024,
+        "peak RSS {peak} KiB with 64 hostile connections"
+    );
+    assert_eq!(status(&mut client).await.healthz, "ok");
+    // SIGTERM with hostile connections still open: out within shutdown_grace (5 s).
+    let stopping = Instant::now();
+    plugin.signal("TERM");
+    let exit = plugin.wait_exit(Duration::from_secs(15));
+    let took = stopping.elapsed();
+    holding.store(false, Ordering::Relaxed);
+    for attacker in attackers {
+        attacker.join().expect("attacker");
+    }
+    eprintln!("SIGTERM to exit: {took:?}");
+    assert!(exit.success(), "{exit}");
+    assert!(took < Duration::from_secs(6), "SIGTERM took {took:?}");
+}

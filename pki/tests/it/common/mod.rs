@@ -1,0 +1,291 @@
+//! Helpers shared by the integration tests: running the real binary, openssl, and an
+//! independent x509-parser view of certificates.
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_pki");
+
+/// A temporary cluster: `<tmp>/pki` and `<tmp>` as kubeconfig dir.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    pub fn new() -> Self {
+        Cluster {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn pki(&self) -> PathBuf {
+        self.dir.path().join("pki")
+    }
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.pki().join(rel)
+    }
+    pub fn conf(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    pub fn dirs(&self) -> Vec<String> {
+        vec![
+            "--cert-dir".into(),
+            self.pki().to_string_lossy().into(),
+            "--kubeconfig-dir".into(),
+            self.root().to_string_lossy().into(),
+        ]
+    }
+    /// Arguments of `pki init` on this cluster's directories followed by `flags`.
+    pub fn init_args(&self, flags: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = vec!["init".into()];
+        args.extend(self.dirs());
+        args.extend(flags.iter().map(|s| s.to_string()));
+        args
+    }
+    /// Arguments of the usual test `pki init`: node cp1, 192.168.10.5, ECDSA-P256, then `extra`.
+    pub fn default_init_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut flags = vec![
+            "--node-name",
+            "cp1",
+            "--apiserver-advertise-address",
+            "192.168.10.5",
+            "--encryption-algorithm",
+            "ECDSA-P256",
+        ];
+        flags.extend_from_slice(extra);
+        self.init_args(&flags)
+    }
+    /// `pki init` with ECDSA-P256 and the given extra args.
+    pub fn init(&self, extra: &[&str]) -> Output {
+        let args = self.default_init_args(extra);
+        run(&args)
+    }
+    /// Runs a subcommand with `--cert-dir`/`--kubeconfig-dir` appended.
+    pub fn cmd(&self, sub: &[&str]) -> Output {
+        let mut args: Vec<String> = sub.iter().map(|s| s.to_string()).collect();
+        args.extend(self.dirs());
+        run(&args)
+    }
+}
+
+pub fn run(args: &[String]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn fails(out: &Output) -> String {
+    assert!(
+        !out.status.success(),
+        "command unexpectedly succeeded\nstdout:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// `openssl verify -x509_strict [-purpose P] -CAfile ca cert`; panics with openssl's output on failure.
+pub fn openssl_verify(ca: &Path, cert: &Path, purpose: Option<&str>) {
+    let mut c = Command::new("openssl");
+    c.arg("verify").arg("-x509_strict");
+    if let Some(p) = purpose {
+        c.args(["-purpose", p]);
+    }
+    let out = c.arg("-CAfile").arg(ca).arg(cert).output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl verify {} failed: {}{}",
+        cert.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn openssl(args: &[&str]) -> Output {
+    Command::new("openssl").args(args).output().unwrap()
+}
+
+/// Public key (PEM SPKI) of a private key or certificate file, through openssl.
+pub fn openssl_pubkey_of_key(key: &Path) -> String {
+    let out = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn openssl_pubkey_of_cert(cert: &Path) -> String {
+    let out = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An independent view of a certificate, parsed with x509-parser.
+#[derive(Debug, Clone)]
+pub struct View {
+    pub cn: String,
+    pub orgs: Vec<String>,
+    pub issuer_cn: String,
+    pub dns: Vec<String>,
+    pub ips: Vec<IpAddr>,
+    pub other_sans: Vec<String>,
+    pub is_ca: bool,
+    pub has_basic_constraints: bool,
+    pub ku_digital_signature: bool,
+    pub ku_key_encipherment: bool,
+    pub ku_cert_sign: bool,
+    pub has_ku: bool,
+    pub server_auth: bool,
+    pub client_auth: bool,
+    pub ski: Option<Vec<u8>>,
+    pub aki: Option<Vec<u8>>,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub spki: Vec<u8>,
+    pub serial: Vec<u8>,
+    pub key_bits: usize,
+    pub key_is_rsa: bool,
+}
+
+pub fn view_pem(pem: &[u8]) -> View {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem).unwrap();
+    let x = p.parse_x509().unwrap();
+    let name_cn = |n: &x509_parser::x509::X509Name| {
+        n.iter_common_name()
+            .next()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let pk = x.public_key().parsed().unwrap();
+    let (key_is_rsa, key_bits) = match &pk {
+        x509_parser::public_key::PublicKey::RSA(r) => (true, r.key_size()),
+        x509_parser::public_key::PublicKey::EC(e) => (false, e.key_size()),
+        _ => (false, 0),
+    };
+    let mut v = View {
+        cn: name_cn(x.subject()),
+        orgs: x
+            .subject()
+            .iter_organization()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect(),
+        issuer_cn: name_cn(x.issuer()),
+        dns: vec![],
+        ips: vec![],
+        other_sans: vec![],
+        is_ca: false,
+        has_basic_constraints: false,
+        ku_digital_signature: false,
+        ku_key_encipherment: false,
+        ku_cert_sign: false,
+        has_ku: false,
+        server_auth: false,
+        client_auth: false,
+        ski: None,
+        aki: None,
+        not_before: x.validity().not_before.timestamp(),
+        not_after: x.validity().not_after.timestamp(),
+        spki: x.public_key().raw.to_vec(),
+        serial: x.raw_serial().to_vec(),
+        key_bits,
+        key_is_rsa,
+    };
+    for ext in x.extensions() {
+        match ext.parsed_extension() {
+            ParsedExtension::BasicConstraints(bc) => {
+                v.has_basic_constraints = true;
+                v.is_ca = bc.ca;
+            }
+            ParsedExtension::KeyUsage(ku) => {
+                v.has_ku = true;
+                v.ku_digital_signature = ku.digital_signature();
+                v.ku_key_encipherment = ku.key_encipherment();
+                v.ku_cert_sign = ku.key_cert_sign();
+            }
+            ParsedExtension::ExtendedKeyUsage(e) => {
+                v.server_auth = e.server_auth;
+                v.client_auth = e.client_auth;
+            }
+            ParsedExtension::SubjectAlternativeName(s) => {
+                for n in &s.general_names {
+                    match n {
+                        GeneralName::DNSName(d) => v.dns.push(d.to_string()),
+                        GeneralName::IPAddress(b) => v.ips.push(match b.len() {
+                            4 => IpAddr::from(<[u8; 4]>::try_from(*b).unwrap()),
+                            _ => IpAddr::from(<[u8; 16]>::try_from(*b).unwrap()),
+                        }),
+                        _ => v.other_sans.push(format!("{n:?}")),
+                    }
+                }
+            }
+            ParsedExtension::SubjectKeyIdentifier(k) => v.ski = Some(k.0.to_vec()),
+            ParsedExtension::AuthorityKeyIdentifier(a) => {
+                v.aki = a.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+pub fn view(path: &Path) -> View {
+    view_pem(&std::fs::read(path).unwrap())
+}
+
+/// Minimal kubeconfig reader for tests (independent of the library).
+pub struct Kc {
+    pub server: String,
+    pub cluster: String,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn kubeconfig(path: &Path) -> Kc {
+    use base64::Engine;
+    let v: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let d = |s: &serde_yaml_ng::Value| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(s.as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let cluster = &v["clusters"][0];
+    let user = &v["users"][0]["user"];
+    Kc {
+        server: cluster["cluster"]["server"].as_str().unwrap().to_owned(),
+        cluster: cluster["name"].as_str().unwrap().to_owned(),
+        ca_pem: d(&cluster["cluster"]["certificate-authority-data"]),
+        cert_pem: d(&user["client-certificate-data"]),
+        key_pem: d(&user["client-key-data"]),
+    }
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+pub const DAY: i64 = 86_400;

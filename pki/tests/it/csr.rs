@@ -1,0 +1,365 @@
+//! `pki sign-csr`: CSRs made with `openssl req`, accepted or refused per signer rules.
+#![allow(clippy::unwrap_used)]
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn make_csr(dir: &Path, name: &str, key: &str, subj: &str, addext: &[&str]) -> PathBuf {
+    let csr = dir.join(format!("{name}.csr"));
+    let keyf = dir.join(format!("{name}.key"));
+    let mut args: Vec<&str> = vec!["req", "-new", "-nodes", "-subj", subj];
+    let (k, csrs, keys) = (
+        key.to_owned(),
+        csr.to_string_lossy().into_owned(),
+        keyf.to_string_lossy().into_owned(),
+    );
+    match k.as_str() {
+        "rsa" => args.extend(["-newkey", "rsa:2048"]),
+        _ => args.extend(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]),
+    }
+    args.extend(["-keyout", keys.as_str(), "-out", csrs.as_str()]);
+    for e in addext {
+        args.extend(["-addext", e]);
+    }
+    let out = openssl(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    csr
+}
+
+fn sign(c: &Cluster, signer: &str, csr: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "sign-csr",
+        "--signer",
+        signer,
+        "--csr",
+        csr.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    c.cmd(&args)
+}
+
+fn cluster() -> Cluster {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    c
+}
+
+fn save(c: &Cluster, pem: &str, name: &str) -> PathBuf {
+    let p = c.root().join(name);
+    std::fs::write(&p, pem).unwrap();
+    p
+}
+
+const CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+const SERVING: &str = "kubernetes.io/kubelet-serving";
+const API_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
+
+#[test]
+fn kubelet_client_csr() {
+    let c = cluster();
+    let d = c.root();
+    let good = make_csr(
+        d,
+        "good",
+        "ec",
+        "/O=system:nodes/CN=system:node:worker-1",
+        &[],
+    );
+    let pem = ok(&sign(&c, CLIENT_KUBELET, &good, &[]));
+    let crt = save(&c, &pem, "good.crt");
+    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let v = view(&crt);
+    assert_eq!(v.cn, "system:node:worker-1");
+    assert_eq!(v.orgs, vec!["system:nodes".to_owned()]);
+    assert!(v.client_auth && !v.server_auth && v.dns.is_empty() && v.ips.is_empty());
+    assert_eq!(
+        openssl_pubkey_of_cert(&crt),
+        openssl_pubkey_of_key(&d.join("good.key"))
+    );
+    // --out writes a file instead.
+    let out_file = d.join("out.crt");
+    let stdout = ok(&sign(
+        &c,
+        CLIENT_KUBELET,
+        &good,
+        &["--out", out_file.to_str().unwrap()],
+    ));
+    assert!(stdout.is_empty());
+    assert_eq!(view(&out_file).cn, "system:node:worker-1");
+
+    let cases: &[(&str, &str, &[&str], &str)] = &[
+        (
+            "san",
+            "/O=system:nodes/CN=system:node:worker-1",
+            &["subjectAltName=DNS:worker-1"],
+            "subject alternative names are not permitted",
+        ),
+        (
+            "org",
+            "/O=system:masters/CN=system:node:worker-1",
+            &[],
+            "organization must be exactly",
+        ),
+        (
+            "orgs",
+            "/O=system:nodes/O=system:masters/CN=system:node:worker-1",
+            &[],
+            "organization must be exactly",
+        ),
+        (
+            "cn",
+            "/O=system:nodes/CN=worker-1",
+            &[],
+            "subject CN must be \"system:node:<nodeName>\"",
+        ),
+        (
+            "srv",
+            "/O=system:nodes/CN=system:node:worker-1",
+            &["extendedKeyUsage=clientAuth,serverAuth"],
+            "usage \"server auth\" is not permitted",
+        ),
+        (
+            "ca",
+            "/O=system:nodes/CN=system:node:worker-1",
+            &["basicConstraints=critical,CA:TRUE"],
+            "CA:TRUE",
+        ),
+    ];
+    for (name, subj, ext, rule) in cases {
+        let csr = make_csr(d, name, "ec", subj, ext);
+        let err = fails(&sign(&c, CLIENT_KUBELET, &csr, &[]));
+        assert!(
+            err.contains("CSR refused") && err.contains(rule),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[test]
+fn kubelet_serving_csr() {
+    let c = cluster();
+    let d = c.root();
+    let good = make_csr(
+        d,
+        "good",
+        "ec",
+        "/O=system:nodes/CN=system:node:worker-1",
+        &[
+            "subjectAltName=DNS:worker-1,IP:10.0.0.21,IP:fd00::21",
+            "keyUsage=critical,digitalSignature",
+            "extendedKeyUsage=serverAuth",
+        ],
+    );
+    let crt = save(&c, &ok(&sign(&c, SERVING, &good, &[])), "serving.crt");
+    openssl_verify(&c.path("ca.crt"), &crt, Some("sslserver"));
+    let v = view(&crt);
+    assert_eq!(v.dns, vec!["worker-1".to_owned()]);
+    assert_eq!(
+        v.ips,
+        vec![
+            "10.0.0.21".parse::<std::net::IpAddr>().unwrap(),
+            "fd00::21".parse().unwrap()
+        ]
+    );
+    assert!(v.server_auth && !v.client_auth);
+    assert!(
+        v.ku_digital_signature && !v.ku_key_encipherment,
+        "usages as requested in the CSR"
+    );
+
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "nosan",
+            &[],
+            "at least one DNS or IP subject alternative name",
+        ),
+        (
+            "email",
+            &["subjectAltName=DNS:worker-1,email:a@b.c"],
+            "only DNS and IP",
+        ),
+        (
+            "uri",
+            &["subjectAltName=DNS:worker-1,URI:spiffe://x/y"],
+            "only DNS and IP",
+        ),
+        (
+            "client",
+            &["subjectAltName=DNS:worker-1", "extendedKeyUsage=clientAuth"],
+            "not permitted",
+        ),
+        (
+            "codesign",
+            &[
+                "subjectAltName=DNS:worker-1",
+                "extendedKeyUsage=serverAuth,codeSigning",
+            ],
+            "\"code signing\" is not permitted",
+        ),
+    ];
+    for (name, ext, rule) in cases {
+        let csr = make_csr(
+            d,
+            name,
+            "ec",
+            "/O=system:nodes/CN=system:node:worker-1",
+            ext,
+        );
+        let err = fails(&sign(&c, SERVING, &csr, &[]));
+        assert!(err.contains(rule), "{name}: {err}");
+    }
+    // --usages overrides the CSR's request and is checked too.
+    let nosan_usage = make_csr(
+        d,
+        "u",
+        "ec",
+        "/O=system:nodes/CN=system:node:worker-1",
+        &["subjectAltName=IP:10.0.0.21"],
+    );
+    let err = fails(&sign(
+        &c,
+        SERVING,
+        &nosan_usage,
+        &["--usages", "digital signature,client auth"],
+    ));
+    assert!(err.contains("\"client auth\" is not permitted"), "{err}");
+    ok(&sign(
+        &c,
+        SERVING,
+        &nosan_usage,
+        &["--usages", "digital signature,key encipherment,server auth"],
+    ));
+}
+
+#[test]
+fn apiserver_client_csr_and_bad_input() {
+    let c = cluster();
+    let d = c.root();
+    let good = make_csr(d, "jane", "rsa", "/O=dev/O=ops/CN=jane", &[]);
+    let crt = save(
+        &c,
+        &ok(&sign(&c, API_CLIENT, &good, &["--duration", "24h"])),
+        "jane.crt",
+    );
+    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let v = view(&crt);
+    assert_eq!(
+        (v.cn.as_str(), v.orgs.clone()),
+        ("jane", vec!["dev".to_owned(), "ops".to_owned()])
+    );
+    assert!((v.not_after - (now() + DAY)).abs() < 120);
+    assert!(v.key_is_rsa);
+
+    // This signer honors SANs of every common kind.
+    let sans = make_csr(
+        d,
+        "sans",
+        "ec",
+        "/CN=svc-bot",
+        &["subjectAltName=DNS:bot.example,email:bot@example.com,URI:spiffe://cluster/bot"],
+    );
+    let crt = save(&c, &ok(&sign(&c, API_CLIENT, &sans, &[])), "sans.crt");
+    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let v = view(&crt);
+    assert_eq!(v.dns, vec!["bot.example".to_owned()]);
+    assert_eq!(v.other_sans.len(), 2, "{:?}", v.other_sans);
+    assert!(
+        v.other_sans.iter().any(|s| s.contains("bot@example.com"))
+            && v.other_sans
+                .iter()
+                .any(|s| s.contains("spiffe://cluster/bot"))
+    );
+
+    let srv = make_csr(
+        d,
+        "srv",
+        "ec",
+        "/CN=jane",
+        &["extendedKeyUsage=serverAuth,clientAuth"],
+    );
+    let err = fails(&sign(&c, API_CLIENT, &srv, &[]));
+    assert!(err.contains("\"server auth\" is not permitted"), "{err}");
+    let noclient = make_csr(d, "nc", "ec", "/CN=jane", &["keyUsage=digitalSignature"]);
+    let err = fails(&sign(&c, API_CLIENT, &noclient, &[]));
+    assert!(err.contains("\"client auth\" is required"), "{err}");
+
+    // A P-384 key whose CSR is signed with SHA-256: the certificate must carry the P-384 key.
+    let p384 = d.join("p384.csr");
+    let k384 = d.join("p384.key");
+    let out = openssl(&[
+        "req",
+        "-new",
+        "-nodes",
+        "-sha256",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-384",
+        "-subj",
+        "/CN=bob",
+        "-keyout",
+        k384.to_str().unwrap(),
+        "-out",
+        p384.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let crt = save(&c, &ok(&sign(&c, API_CLIENT, &p384, &[])), "bob.crt");
+    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    assert_eq!(openssl_pubkey_of_cert(&crt), openssl_pubkey_of_key(&k384));
+
+    // Garbage.
+    let garbage = save(
+        &c,
+        "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+        "g.csr",
+    );
+    let err = fails(&sign(&c, API_CLIENT, &garbage, &[]));
+    assert!(err.contains("CSR refused"), "{err}");
+    let text = save(&c, "hello", "t.csr");
+    assert!(fails(&sign(&c, API_CLIENT, &text, &[])).contains("no PEM CERTIFICATE REQUEST"));
+    // A CSR whose self-signature does not verify: flip the last byte of the signature.
+    let der = d.join("good.der");
+    assert!(
+        openssl(&[
+            "req",
+            "-in",
+            good.to_str().unwrap(),
+            "-outform",
+            "DER",
+            "-out",
+            der.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let mut bytes = std::fs::read(&der).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&der, &bytes).unwrap();
+    let bad = d.join("bad.csr");
+    assert!(
+        openssl(&[
+            "req",
+            "-inform",
+            "DER",
+            "-in",
+            der.to_str().unwrap(),
+            "-out",
+            bad.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let err = fails(&sign(&c, API_CLIENT, &bad, &[]));
+    assert!(err.contains("self-signature does not verify"), "{err}");
+    // Unknown signer.
+    let err = fails(&sign(&c, "example.com/foo", &good, &[]));
+    assert!(err.contains("unknown signer"), "{err}");
+}

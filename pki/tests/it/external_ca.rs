@@ -1,0 +1,112 @@
+//! External CA mode: a CA certificate without its key is a trust anchor only.
+#![allow(clippy::unwrap_used)]
+
+use crate::common;
+
+use common::*;
+
+#[test]
+fn missing_leaves_are_reported_not_faked() {
+    let c = Cluster::new();
+    std::fs::create_dir_all(c.pki()).unwrap();
+    // An operator-provided CA made with openssl; its key stays elsewhere.
+    let keydir = tempfile::tempdir().unwrap();
+    let key = keydir.path().join("ca.key");
+    let out = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        c.path("ca.crt").to_str().unwrap(),
+        "-days",
+        "30",
+        "-subj",
+        "/CN=corp-k8s-ca",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ca_before = std::fs::read(c.path("ca.crt")).unwrap();
+
+    let err = fails(&c.init(&[]));
+    assert!(err.contains("external CA"), "{err}");
+    for f in [
+        "apiserver.crt",
+        "apiserver-kubelet-client.crt",
+        "admin.conf",
+        "kubelet.conf",
+    ] {
+        assert!(err.contains(f), "{f} must be reported: {err}");
+    }
+    assert!(!c.path("ca.key").exists(), "no CA key invented");
+    assert!(
+        !c.path("apiserver.crt").exists(),
+        "no leaf faked for the external CA"
+    );
+    assert!(
+        !c.conf("admin.conf").exists(),
+        "no kubeconfig faked for the external CA"
+    );
+    assert_eq!(std::fs::read(c.path("ca.crt")).unwrap(), ca_before);
+    // CAs this tool does own are still completed.
+    assert!(c.path("etcd/server.crt").exists() && c.path("front-proxy-client.crt").exists());
+}
+
+#[test]
+fn existing_leaves_are_checked_against_the_external_ca() {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    // Move the CA key away: now the cluster CA is external.
+    std::fs::remove_file(c.path("ca.key")).unwrap();
+    let out = ok(&c.init(&[]));
+    assert!(out.contains("external CA mode"), "{out}");
+    let table = ok(&c.cmd(&["check-expiration"]));
+    let api = table.lines().find(|l| l.starts_with("apiserver ")).unwrap();
+    assert!(
+        api.trim_end().ends_with("yes"),
+        "apiserver externally managed: {api}"
+    );
+    let etcd = table
+        .lines()
+        .find(|l| l.starts_with("etcd-server "))
+        .unwrap();
+    assert!(etcd.trim_end().ends_with("no"), "{etcd}");
+    // Renewal needs the key: a named certificate is an error, `all` renews what it can.
+    let err = fails(&c.cmd(&["renew", "apiserver"]));
+    assert!(
+        err.contains("ca.key") && err.contains("externally managed"),
+        "{err}"
+    );
+    let etcd_before = std::fs::read(c.path("etcd/server.crt")).unwrap();
+    let api_before = std::fs::read(c.path("apiserver.crt")).unwrap();
+    let out = ok(&c.cmd(&["renew", "all"]));
+    assert!(
+        out.contains("skipped apiserver:") && out.contains("externally managed"),
+        "{out}"
+    );
+    assert!(out.contains("skipped admin.conf:"), "{out}");
+    assert!(out.contains("renewed etcd-server"), "{out}");
+    assert_ne!(
+        std::fs::read(c.path("etcd/server.crt")).unwrap(),
+        etcd_before
+    );
+    assert_eq!(std::fs::read(c.path("apiserver.crt")).unwrap(), api_before);
+    // A leaf that does not chain to the external CA is refused.
+    let other = Cluster::new();
+    ok(&other.init(&[]));
+    std::fs::copy(other.path("apiserver.crt"), c.path("apiserver.crt")).unwrap();
+    std::fs::copy(other.path("apiserver.key"), c.path("apiserver.key")).unwrap();
+    let err = fails(&c.init(&[]));
+    assert!(
+        err.contains("apiserver.crt") && err.contains("not signed"),
+        "{err}"
+    );
+}

@@ -1,0 +1,137 @@
+//! `pki kubelet`: node client and serving credentials and kubelet.conf.
+#![allow(clippy::unwrap_used)]
+
+use crate::common;
+
+use common::*;
+
+#[test]
+fn kubelet_credentials_for_a_node() {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    let out_dir = c.root().join("kubelet-pki");
+    let node_conf_dir = c.root().join("node");
+    let mut args: Vec<String> = vec![
+        "kubelet".into(),
+        "--cert-dir".into(),
+        c.pki().to_string_lossy().into(),
+        "--kubeconfig-dir".into(),
+        node_conf_dir.to_string_lossy().into(),
+    ];
+    for a in [
+        "--node-name",
+        "worker-7",
+        "--node-ip",
+        "10.0.0.7,fd00::7",
+        "--hostname",
+        "worker-7.example",
+        "--server",
+        "https://lb:6443",
+    ] {
+        args.push(a.into());
+    }
+    args.extend(["--out-dir".into(), out_dir.to_string_lossy().into()]);
+    let out = ok(&run(&args));
+    assert!(out.contains("restart kubelet"), "{out}");
+
+    let client = out_dir.join("kubelet-client-current.pem");
+    assert_eq!(mode(&client), 0o600);
+    // As the kubelet's own store: current is a symlink to a timestamped file.
+    assert!(
+        std::fs::symlink_metadata(&client)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let target = std::fs::read_link(&client).unwrap();
+    let target = target.to_string_lossy();
+    assert!(
+        target.starts_with("kubelet-client-20") && target.ends_with(".pem"),
+        "{target}"
+    );
+    assert_eq!(mode(&out_dir.join("kubelet.key")), 0o600);
+    assert_eq!(mode(&out_dir.join("kubelet.crt")), 0o644);
+    openssl_verify(&c.path("ca.crt"), &client, Some("sslclient"));
+    let v = view(&client);
+    assert_eq!(v.cn, "system:node:worker-7");
+    assert_eq!(v.orgs, vec!["system:nodes".to_owned()]);
+    assert!(v.client_auth && !v.server_auth && v.dns.is_empty());
+    assert_eq!(
+        openssl_pubkey_of_key(&client),
+        openssl_pubkey_of_cert(&client),
+        "pem holds the matching key"
+    );
+
+    let serving = out_dir.join("kubelet.crt");
+    openssl_verify(&c.path("ca.crt"), &serving, Some("sslserver"));
+    let s = view(&serving);
+    assert_eq!(s.dns, vec!["worker-7.example".to_owned()]);
+    assert_eq!(
+        s.ips,
+        vec![
+            "10.0.0.7".parse::<std::net::IpAddr>().unwrap(),
+            "fd00::7".parse().unwrap()
+        ]
+    );
+    assert!(s.server_auth && !s.client_auth);
+
+    let conf = node_conf_dir.join("kubelet.conf");
+    assert_eq!(mode(&conf), 0o600);
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let y: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    assert_eq!(y["clusters"][0]["cluster"]["server"], "https://lb:6443");
+    assert_eq!(
+        y["users"][0]["user"]["client-certificate"]
+            .as_str()
+            .unwrap(),
+        client.to_str().unwrap()
+    );
+    assert_eq!(
+        y["users"][0]["user"]["client-key"].as_str().unwrap(),
+        client.to_str().unwrap()
+    );
+    assert!(
+        !text.contains("client-key-data"),
+        "key lives in the rotatable pem file only"
+    );
+    // check-expiration follows the file reference.
+    let table = ok(&run(&[
+        "check-expiration".into(),
+        "--cert-dir".into(),
+        c.pki().to_string_lossy().into(),
+        "--kubeconfig-dir".into(),
+        node_conf_dir.to_string_lossy().into(),
+    ]));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("kubelet.conf"))
+        .unwrap();
+    assert!(row.contains("364d"), "{row}");
+}
+
+#[test]
+fn kubelet_server_defaults_to_admin_conf() {
+    let c = Cluster::new();
+    ok(&c.init(&["--control-plane-endpoint", "cp.example:7443"]));
+    let out_dir = c.root().join("kp");
+    let mut args: Vec<String> = vec![
+        "kubelet".into(),
+        "--node-name".into(),
+        "w1".into(),
+        "--out-dir".into(),
+        out_dir.to_string_lossy().into(),
+    ];
+    args.extend(c.dirs());
+    ok(&run(&args));
+    let y: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(c.conf("kubelet.conf")).unwrap()).unwrap();
+    assert_eq!(
+        y["clusters"][0]["cluster"]["server"],
+        "https://cp.example:7443"
+    );
+    assert_eq!(
+        view(&out_dir.join("kubelet.crt")).dns,
+        vec!["w1".to_owned()],
+        "node name is the default SAN"
+    );
+}

@@ -1,0 +1,21 @@
+//! pki's integration tests, one test binary (linked once) with a module per subject.
+//!
+//! Harnesses: [`common`] (the real binary, openssl, an independent x509-parser view) and
+//! [`rotate_support`] (what the `rotate_*` modules share).
+
+mod common;
+mod rotate_support;
+
+mod csr;
+mod expiry;
+mod external_ca;
+mod init;
+mod kubeadm_config;
+mod kubeadm_versions;
+mod kubelet;
+mod renew;
+mod rotate_crash;
+mod rotate_etcd;
+mod rotate_phases;
+mod rotate_tls;
+mod validation;
