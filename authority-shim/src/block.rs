@@ -51,7 +51,7 @@ pub(crate) struct HeaderBlock {
 }
 
 impl HeaderBlock {
-    pub fn new(stream_id: u32, end_stream: bool, priority: Option<[u8; 5]>) -> Self {
+    pub(crate) fn new(stream_id: u32, end_stream: bool, priority: Option<[u8; 5]>) -> Self {
         Self {
             stream_id,
             end_stream,
@@ -70,7 +70,7 @@ impl HeaderBlock {
     }
 
     /// Bytes held for this block.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.tail.capacity()
             + self.encoded.capacity()
             + self.originals.as_ref().map_or(0, |o| o.capacity())
@@ -78,7 +78,7 @@ impl HeaderBlock {
 
     /// Checks a CONTINUATION frame of `frame_len` bytes (head included) against h2's bounds
     /// before its fragment is fed, in h2's order.
-    pub fn continuation(
+    pub(crate) fn continuation(
         &mut self,
         frame_len: usize,
         end_headers: bool,
@@ -102,7 +102,7 @@ impl HeaderBlock {
     /// Decodes what `fragment` completes. With `stop_when_acceptable`, decoding stops at an
     /// acceptable `:authority` (the connection is then handed to h2 untouched). Like h2, a
     /// malformed field in a frame that does not end the block ends the block there.
-    pub fn feed(
+    pub(crate) fn feed(
         &mut self,
         fragment: &[u8],
         end_headers: bool,
@@ -189,7 +189,7 @@ impl HeaderBlock {
     /// field that takes h2 over it too, so h2 answers as it does to any oversized block (`431`
     /// and a stream reset). Malformed fields (h2 counts and keeps none of them) are replaced by
     /// one `connection` field, so h2 resets the stream as it would for the original.
-    pub fn finish(mut self, limits: Limits) -> Result<Vec<u8>, Violation> {
+    pub(crate) fn finish(mut self, limits: Limits) -> Result<Vec<u8>, Violation> {
         if !self.tail.is_empty() {
             return Err(Violation::Protocol);
         }

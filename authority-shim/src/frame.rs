@@ -26,7 +26,7 @@ pub(crate) struct Head {
 
 impl Head {
     /// Parses the first nine bytes of `bytes`.
-    pub fn parse(bytes: &[u8]) -> Head {
+    pub(crate) fn parse(bytes: &[u8]) -> Head {
         let mut head = [0u8; HEAD_LEN];
         head.copy_from_slice(&bytes[..HEAD_LEN]);
         Head {
@@ -40,7 +40,7 @@ impl Head {
         }
     }
 
-    pub fn has(&self, flag: u8) -> bool {
+    pub(crate) fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
 }

@@ -55,7 +55,7 @@ pub(crate) fn rejects(name: &[u8], value: &[u8]) -> bool {
 
 impl H2View {
     /// Accounts for the next field of the block, which [`rejects`] accepted.
-    pub fn count(&mut self, name: &[u8], value: &[u8]) -> Count {
+    pub(crate) fn count(&mut self, name: &[u8], value: &[u8]) -> Count {
         let size = name.len() + value.len() + 32;
         if let Some(index) = PSEUDO.iter().position(|p| *p == name) {
             let bit = 1u8 << index;

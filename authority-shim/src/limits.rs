@@ -6,9 +6,9 @@ pub const DEFAULT_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 /// The HTTP/2 default SETTINGS_MAX_FRAME_SIZE, which hyper servers advertise unchanged.
 pub const DEFAULT_MAX_FRAME_SIZE: u32 = 16_384;
 /// Smallest header list limit accepted (a gRPC request needs a few hundred bytes).
-pub const MIN_HEADER_LIST_SIZE: u32 = 4 * 1024;
+pub(crate) const MIN_HEADER_LIST_SIZE: u32 = 4 * 1024;
 /// Largest header list limit accepted (the shim's answers to h2 must fit one frame).
-pub const MAX_HEADER_LIST_SIZE: u32 = 1024 * 1024;
+pub(crate) const MAX_HEADER_LIST_SIZE: u32 = 1024 * 1024;
 /// h2 drops a connection whose decoded header list exceeds this many times the limit.
 const ABUSE_MULTIPLIER: usize = 4;
 /// The HPACK dynamic table size h2 servers grant clients (SETTINGS_HEADER_TABLE_SIZE unchanged).

@@ -49,7 +49,7 @@ fn references(block: &mut Vec<u8>, count: usize) {
 
 impl Violation {
     /// The bytes that make h2 answer this violation on stream `stream_id` (never 0).
-    pub fn provocation(self, stream_id: u32, limits: Limits) -> BytesMut {
+    pub(crate) fn provocation(self, stream_id: u32, limits: Limits) -> BytesMut {
         let mut out = BytesMut::new();
         match self {
             Violation::Protocol => {

@@ -5,7 +5,6 @@
 //! again. A key store ([`BackendConfig`], [`JwtKeyConfig`]) is an enum holding exactly the
 //! section its `kind` selects. Secrets (HSM PINs, cloud credentials) are never part of this
 //! configuration: a [`SecretSource`] only names the file or environment variable that holds them.
-#![forbid(unsafe_code)]
 
 mod backend;
 mod error;

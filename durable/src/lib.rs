@@ -11,7 +11,6 @@
 //! Every write goes to a temporary file in the target's directory, created with its final mode
 //! before any byte is written, synced, then renamed (or hard-linked) into place and the directory
 //! synced: a reader, or a rerun after a crash, sees the old or the new content, never a mix.
-#![forbid(unsafe_code)]
 
 pub mod commit;
 pub mod dir;

@@ -25,7 +25,6 @@
 //! staged anywhere, [`issue::issue`] signs any public key with any CA, [`inspect::pem_bundle`]
 //! builds old+new trust bundles, [`kubeconfig::render`] accepts a bundle as CA data, and
 //! [`store::write_atomic`] / [`store::write_many_atomic`] replace files without torn states.
-#![forbid(unsafe_code)]
 
 pub mod csr;
 pub mod dry_run;

@@ -1,5 +1,4 @@
 //! `pki`: command-line front end of the kubeadm-compatible PKI library.
-#![forbid(unsafe_code)]
 
 use std::io::Read;
 use std::net::IpAddr;

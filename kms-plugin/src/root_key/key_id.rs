@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// Most bytes kube-apiserver accepts in a `key_id`.
-pub const MAX_KEY_ID_LEN: usize = 1024;
+pub(super) const MAX_KEY_ID_LEN: usize = 1024;
 
 /// Names one root key version. Cheap to clone; compared byte for byte.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

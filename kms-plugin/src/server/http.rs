@@ -50,7 +50,7 @@ async fn live() -> &'static str {
 
 /// Binds `address` now (so a port conflict fails startup) and returns the serving future,
 /// which ends when `shutdown` completes.
-pub async fn bind(
+pub(super) async fn bind(
     address: SocketAddr,
     metrics: Arc<Metrics>,
     envelope: Arc<Envelope>,

@@ -6,7 +6,7 @@ use keystore::{ErrorKind, KeyStoreError};
 /// Maps a failure of a call about `key_id`: ciphertext that does not authenticate is
 /// `Integrity(key_id)`, a key KMS does not know is `UnknownKey(key_id)`, the rest as any key
 /// store failure.
-pub fn root_key_error(key_id: &str, error: KeyStoreError) -> RootKeyError {
+pub(super) fn root_key_error(key_id: &str, error: KeyStoreError) -> RootKeyError {
     match error.kind() {
         ErrorKind::Integrity => RootKeyError::Integrity(key_id.to_owned()),
         ErrorKind::NotFound => RootKeyError::UnknownKey(key_id.to_owned()),

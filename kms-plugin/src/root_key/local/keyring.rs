@@ -77,7 +77,7 @@ struct DirFingerprint {
 
 /// Derives the key id of a version: `local:v<N>:<fingerprint>`. The fingerprint is an HMAC of a
 /// fixed label under the key, so it reveals nothing about the key yet differs for every key.
-pub fn derive_key_id(version: u32, key: &AesKey) -> KeyId {
+pub(super) fn derive_key_id(version: u32, key: &AesKey) -> KeyId {
     let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key.expose()) {
         Ok(mac) => mac,
         Err(_) => unreachable!("HMAC accepts keys of any length"),

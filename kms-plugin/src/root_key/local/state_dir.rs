@@ -106,7 +106,7 @@ pub(super) struct StateDirWriter {
 impl StateDirWriter {
     /// Creates the directory (0700) if needed and locks it, waiting up to [`LOCK_WAIT`] for
     /// another command that holds it.
-    pub fn lock(dir: &Path) -> Result<Self, KeyringError> {
+    pub(super) fn lock(dir: &Path) -> Result<Self, KeyringError> {
         durable::ensure_private_dir(dir).map_err(io_err(dir))?;
         let lock = durable::lock_dir(dir, LockWait::Timeout(LOCK_WAIT)).map_err(|e| {
             if durable::is_held(&e) {
@@ -134,12 +134,12 @@ impl StateDirWriter {
     }
 
     /// The locked directory.
-    pub fn dir(&self) -> &Path {
+    pub(super) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Creates the file of `version`; never replaces an existing one.
-    pub fn create_key(&self, version: u32, key: &AesKey) -> Result<(), KeyringError> {
+    pub(super) fn create_key(&self, version: u32, key: &AesKey) -> Result<(), KeyringError> {
         let path = key_path(&self.dir, version);
         durable::create_new(&path, key.expose(), self.spec).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => {
@@ -150,14 +150,14 @@ impl StateDirWriter {
     }
 
     /// Points `primary` at `version`.
-    pub fn write_primary(&self, version: u32) -> Result<(), KeyringError> {
+    pub(super) fn write_primary(&self, version: u32) -> Result<(), KeyringError> {
         let path = self.dir.join(PRIMARY_FILE);
         durable::write_atomic(&path, format!("{version}\n").as_bytes(), self.spec)
             .map_err(io_err(&path))
     }
 
     /// Deletes the file of `version`.
-    pub fn remove_key(&self, version: u32) -> Result<(), KeyringError> {
+    pub(super) fn remove_key(&self, version: u32) -> Result<(), KeyringError> {
         let path = key_path(&self.dir, version);
         fs::remove_file(&path).map_err(io_err(&path))?;
         durable::sync_dir(&self.dir).map_err(io_err(&self.dir))

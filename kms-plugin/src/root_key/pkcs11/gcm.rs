@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 const IV_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// Length of every wrapped local KEK.
-pub const WRAPPED_LEN: usize = IV_LEN + AES_KEY_LEN + TAG_LEN;
+pub(super) const WRAPPED_LEN: usize = IV_LEN + AES_KEY_LEN + TAG_LEN;
 const AAD_PREFIX: &[u8] = b"kms-plugin pkcs11 root wrap v1\0";
 
 fn aad(key_id: &KeyId) -> Vec<u8> {
@@ -26,7 +26,7 @@ fn remote_call(op: &'static str, key_id: &KeyId) {
 }
 
 /// Encrypts `key` under the token key `handle` (C_Encrypt).
-pub fn seal(
+pub(super) fn seal(
     session: &Session,
     handle: ObjectHandle,
     key_id: &KeyId,
@@ -52,7 +52,7 @@ pub fn seal(
 
 /// Decrypts a wrapped KEK with the token key `handle` (C_Decrypt). `Ok(None)` when `wrapped` has
 /// the wrong shape, before any token call.
-pub fn open(
+pub(super) fn open(
     session: &Session,
     handle: ObjectHandle,
     key_id: &KeyId,

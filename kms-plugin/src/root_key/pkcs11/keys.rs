@@ -20,7 +20,7 @@ const GENERATED_ID_LEN: usize = 16;
 
 /// One root key version found in the token.
 #[derive(Clone, Debug)]
-pub struct KeyVersion {
+pub(super) struct KeyVersion {
     /// `CKA_ID` of the key object.
     pub id: Vec<u8>,
     /// Key id reported to kube-apiserver.
@@ -31,17 +31,17 @@ pub struct KeyVersion {
 
 /// All versions of one key label, ordered by `CKA_ID`; the last one is primary.
 #[derive(Debug)]
-pub struct KeySet {
+pub(super) struct KeySet {
     versions: BTreeMap<Vec<u8>, KeyVersion>,
 }
 
 /// Formats the key id of version `id` of `label`.
-pub fn key_id_for(label: &str, id: &[u8]) -> Option<KeyId> {
+pub(super) fn key_id_for(label: &str, id: &[u8]) -> Option<KeyId> {
     KeyId::new(&format!("{KEY_ID_PREFIX}{label}:{}", hex::encode(id)))
 }
 
 /// The `CKA_ID` inside `key_id`, if it names a version of `label`.
-pub fn parse_key_id(label: &str, key_id: &KeyId) -> Option<Vec<u8>> {
+pub(super) fn parse_key_id(label: &str, key_id: &KeyId) -> Option<Vec<u8>> {
     let rest = key_id.as_str().strip_prefix(KEY_ID_PREFIX)?;
     let (found_label, hex_id) = rest.rsplit_once(':')?;
     if found_label != label || hex_id.is_empty() {
@@ -60,12 +60,12 @@ fn version_of(id: &[u8]) -> u64 {
 
 impl KeySet {
     /// The version new local KEKs are wrapped under; `None` when the token holds none.
-    pub fn primary(&self) -> Option<&KeyVersion> {
+    pub(super) fn primary(&self) -> Option<&KeyVersion> {
         self.versions.values().next_back()
     }
 
     /// The version with this `CKA_ID`.
-    pub fn get(&self, id: &[u8]) -> Option<&KeyVersion> {
+    pub(super) fn get(&self, id: &[u8]) -> Option<&KeyVersion> {
         self.versions.get(id)
     }
 
@@ -92,14 +92,14 @@ fn unprotected(reason: String) -> KeyStoreError {
 }
 
 /// The token holds no root key labelled `label`.
-pub fn no_root_key(label: &str) -> KeyStoreError {
+pub(super) fn no_root_key(label: &str) -> KeyStoreError {
     KeyStoreError::not_found(format!(
         "no root key labelled {label:?} in the token; run `kms-plugin hsm init` first"
     ))
 }
 
 /// Lists the AES root key objects labelled `label`, refusing any that could leave the token.
-pub fn list(session: &Session, label: &str) -> Result<KeySet, KeyStoreError> {
+pub(super) fn list(session: &Session, label: &str) -> Result<KeySet, KeyStoreError> {
     tracing::debug!(target: "kms_plugin::root_key::remote", backend = "pkcs11", op = "list", label, "remote call");
     let template = [
         Attribute::Class(ObjectClass::SECRET_KEY),
@@ -159,7 +159,7 @@ pub fn list(session: &Session, label: &str) -> Result<KeySet, KeyStoreError> {
 
 /// Creates the next version of `label` in the token: AES-256, token object, private,
 /// sensitive, never extractable, usable only to encrypt and decrypt. Returns its `CKA_ID`.
-pub fn generate(
+pub(super) fn generate(
     session: &Session,
     label: &str,
     current: &KeySet,

@@ -12,22 +12,22 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-pub const VERIFIER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jwt_verify.py");
+pub(crate) const VERIFIER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/jwt_verify.py");
 
-pub type Client = ExternalJwtSignerClient<Channel>;
+pub(crate) type Client = ExternalJwtSignerClient<Channel>;
 
-pub fn b64(bytes: &[u8]) -> String {
+pub(crate) fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-pub fn b64_decode(text: &str) -> Vec<u8> {
+pub(crate) fn b64_decode(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text)
         .expect("base64url")
 }
 
 /// A running `kms-plugin serve` with its stderr in `log`; killed on drop.
-pub struct Signer {
+pub(crate) struct Signer {
     pub child: Child,
     pub log: PathBuf,
     pub socket: PathBuf,
@@ -35,7 +35,7 @@ pub struct Signer {
 
 impl Signer {
     /// Spawns `command` (a `kms-plugin serve`) with stdin and stdout closed and stderr in `log`.
-    pub fn spawn(mut command: Command, log: PathBuf, socket: PathBuf) -> Self {
+    pub(crate) fn spawn(mut command: Command, log: PathBuf, socket: PathBuf) -> Self {
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -45,14 +45,14 @@ impl Signer {
         Self { child, log, socket }
     }
 
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         // Informational lines reach stderr within the plugin's 100 ms flush interval.
         std::thread::sleep(Duration::from_millis(250));
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// A client once the signer listens; panics with the log if it exits or never listens.
-    pub async fn client(&mut self) -> Client {
+    pub(crate) async fn client(&mut self) -> Client {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -85,7 +85,7 @@ impl Drop for Signer {
 }
 
 /// Base64url claims of a service-account token valid for an hour from now.
-pub fn claims() -> String {
+pub(crate) fn claims() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("time")
@@ -98,7 +98,10 @@ pub fn claims() -> String {
 }
 
 /// Signs `claims`; returns the whole token.
-pub async fn sign_claims(client: &mut Client, claims: String) -> Result<String, tonic::Status> {
+pub(crate) async fn sign_claims(
+    client: &mut Client,
+    claims: String,
+) -> Result<String, tonic::Status> {
     let reply = client
         .sign(SignJwtRequest {
             claims: claims.clone(),
@@ -109,12 +112,12 @@ pub async fn sign_claims(client: &mut Client, claims: String) -> Result<String, 
 }
 
 /// Signs fresh [`claims`]; returns the whole token.
-pub async fn sign(client: &mut Client) -> Result<String, tonic::Status> {
+pub(crate) async fn sign(client: &mut Client) -> Result<String, tonic::Status> {
     sign_claims(client, claims()).await
 }
 
 /// Every published key.
-pub async fn fetch_keys(client: &mut Client) -> Vec<Key> {
+pub(crate) async fn fetch_keys(client: &mut Client) -> Vec<Key> {
     client
         .fetch_keys(FetchKeysRequest {})
         .await
@@ -124,25 +127,25 @@ pub async fn fetch_keys(client: &mut Client) -> Vec<Key> {
 }
 
 /// The one published key.
-pub async fn published(client: &mut Client) -> Key {
+pub(crate) async fn published(client: &mut Client) -> Key {
     let mut keys = fetch_keys(client).await;
     assert_eq!(keys.len(), 1, "only the signing key is published");
     keys.remove(0)
 }
 
 /// The token's decoded JOSE header.
-pub fn header(token: &str) -> String {
+pub(crate) fn header(token: &str) -> String {
     String::from_utf8(b64_decode(token.split('.').next().expect("header"))).expect("utf-8")
 }
 
 /// The `kid` of the token's header.
-pub fn header_kid(token: &str) -> String {
+pub(crate) fn header_kid(token: &str) -> String {
     let header: serde_json::Value = serde_json::from_str(&header(token)).expect("json");
     header["kid"].as_str().expect("kid").to_owned()
 }
 
 /// Verifies `token` with Python `cryptography` against the DER public key `der`.
-pub fn verify(dir: &Path, token: &str, der: &[u8]) -> Result<String, String> {
+pub(crate) fn verify(dir: &Path, token: &str, der: &[u8]) -> Result<String, String> {
     let der_file = dir.join("published.der");
     fs::write(&der_file, der).expect("write der");
     let output = Command::new("python3")
@@ -162,7 +165,7 @@ pub fn verify(dir: &Path, token: &str, der: &[u8]) -> Result<String, String> {
 }
 
 /// Runs openssl; returns its stdout, panicking with its stderr unless it succeeds.
-pub fn openssl(args: &[&str]) -> Vec<u8> {
+pub(crate) fn openssl(args: &[&str]) -> Vec<u8> {
     let output = Command::new("openssl")
         .args(args)
         .output()
@@ -178,7 +181,7 @@ pub fn openssl(args: &[&str]) -> Vec<u8> {
 /// `token` is an ES256 token of `kid`, header exactly alg, kid, typ, that verifies
 /// independently against `der`.
 #[track_caller]
-pub fn assert_es256_token(dir: &Path, token: &str, kid: &str, der: &[u8]) {
+pub(crate) fn assert_es256_token(dir: &Path, token: &str, kid: &str, der: &[u8]) {
     assert_eq!(
         header(token),
         format!(r#"{{"alg":"ES256","kid":"{kid}","typ":"JWT"}}"#),

@@ -6,13 +6,13 @@
 //! [`softhsm`] (a SoftHSM2 token) and [`moto`] (moto's KMS server and a TCP relay); [`proxy`]
 //! makes a TCP backend hang.
 
-pub mod jwt;
+pub(crate) mod jwt;
 #[cfg(feature = "aws")]
-pub mod moto;
-pub mod proxy;
-pub mod raw_h2;
+pub(crate) mod moto;
+pub(crate) mod proxy;
+pub(crate) mod raw_h2;
 #[cfg(feature = "pkcs11")]
-pub mod softhsm;
+pub(crate) mod softhsm;
 
 use kms_config::SocketAddress;
 use kms_proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
@@ -25,12 +25,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_kms-plugin");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_kms-plugin");
 
-pub type Client = KeyManagementServiceClient<Channel>;
+pub(crate) type Client = KeyManagementServiceClient<Channel>;
 
 /// A running plugin with its own temp directory, socket, state and log file.
-pub struct Plugin {
+pub(crate) struct Plugin {
     pub child: Option<Child>,
     pub socket: PathBuf,
     pub state_dir: PathBuf,
@@ -42,7 +42,7 @@ pub struct Plugin {
 
 /// A plugin config: `socket`, the probe interval, a 2 s backend deadline and a short shutdown
 /// grace; `extra` adds top-level lines and `backend` is the `backend:` section.
-pub fn plugin_config(socket: &Path, probe: &str, extra: &str, backend: &str) -> String {
+pub(crate) fn plugin_config(socket: &Path, probe: &str, extra: &str, backend: &str) -> String {
     format!(
         "socket: {}\nhealth_probe_interval: {probe}\nbackend_timeout: 2s\nshutdown_grace: 1s\n{extra}{backend}",
         socket.display()
@@ -50,7 +50,7 @@ pub fn plugin_config(socket: &Path, probe: &str, extra: &str, backend: &str) -> 
 }
 
 /// A configuration for the local backend with fast polling and probing.
-pub fn local_config(socket: &Path, state_dir: &Path, extra: &str) -> String {
+pub(crate) fn local_config(socket: &Path, state_dir: &Path, extra: &str) -> String {
     format!(
         "socket: {}\nhealth_probe_interval: 1s\nshutdown_grace: 5s\nlog_level: info\n{extra}backend:\n  kind: local\n  local:\n    state_dir: {}\n    poll_interval: 200ms\n",
         socket.display(),
@@ -60,12 +60,12 @@ pub fn local_config(socket: &Path, state_dir: &Path, extra: &str) -> String {
 
 impl Plugin {
     /// Starts a plugin on the local backend in a fresh temp directory.
-    pub fn start_local(temp: &Path) -> Self {
+    pub(crate) fn start_local(temp: &Path) -> Self {
         Self::start_with(temp, "")
     }
 
     /// Starts a plugin whose config has `extra` top-level lines.
-    pub fn start_with(temp: &Path, extra: &str) -> Self {
+    pub(crate) fn start_with(temp: &Path, extra: &str) -> Self {
         let socket = temp.join("kms.sock");
         let state_dir = temp.join("state");
         let config = temp.join("config.yaml");
@@ -84,7 +84,7 @@ impl Plugin {
 
     /// Writes `yaml` to `<dir>/<name>.yaml` (its socket must be [`Plugin::socket_of`]), starts
     /// the plugin with `env` and waits until it is healthy. It logs to `<dir>/<name>.log`.
-    pub fn launch(dir: &Path, name: &str, yaml: &str, env: Vec<(String, String)>) -> Self {
+    pub(crate) fn launch(dir: &Path, name: &str, yaml: &str, env: Vec<(String, String)>) -> Self {
         let config = dir.join(format!("{name}.yaml"));
         std::fs::write(&config, yaml).expect("write config");
         let mut plugin = Self {
@@ -100,12 +100,12 @@ impl Plugin {
     }
 
     /// The socket of the plugin [`Plugin::launch`] names `name` in `dir`.
-    pub fn socket_of(dir: &Path, name: &str) -> PathBuf {
+    pub(crate) fn socket_of(dir: &Path, name: &str) -> PathBuf {
         dir.join(format!("{name}.sock"))
     }
 
     /// Spawns the binary (again) with the same config and waits until it is healthy.
-    pub fn spawn(&mut self) {
+    pub(crate) fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -119,12 +119,12 @@ impl Plugin {
         self.wait_healthy();
     }
 
-    pub fn address(&self) -> SocketAddress {
+    pub(crate) fn address(&self) -> SocketAddress {
         SocketAddress::Path(self.socket.clone())
     }
 
     /// Waits until Status reports healthy (or panics after 20 s with the log).
-    pub fn wait_healthy(&mut self) {
+    pub(crate) fn wait_healthy(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(child) = self.child.as_mut()
@@ -145,23 +145,23 @@ impl Plugin {
         }
     }
 
-    pub async fn client(&self) -> KeyManagementServiceClient<Channel> {
+    pub(crate) async fn client(&self) -> KeyManagementServiceClient<Channel> {
         kms_plugin::client::connect(&self.address(), Duration::from_secs(10))
             .await
             .expect("connect")
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
 
     /// Sends a signal by name with the `kill` utility.
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         signal_pid(self.pid(), name);
     }
 
     /// Restarts the process (SIGTERM, then the same config again) and waits until it is healthy.
-    pub fn restart(&mut self) {
+    pub(crate) fn restart(&mut self) {
         let exit = self.stop();
         assert!(
             exit.success(),
@@ -172,12 +172,12 @@ impl Plugin {
     }
 
     /// SIGTERM, then waits for the exit (at most 15 s).
-    pub fn stop(&mut self) -> ExitStatus {
+    pub(crate) fn stop(&mut self) -> ExitStatus {
         self.signal("TERM");
         self.wait_exit(Duration::from_secs(15))
     }
 
-    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let mut child = self.child.take().expect("running");
         let deadline = Instant::now() + limit;
         loop {
@@ -194,13 +194,13 @@ impl Plugin {
 
     /// The plugin's log so far. Informational lines reach stderr within the plugin's 100 ms
     /// flush interval, so this waits a little longer than that first.
-    pub fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::thread::sleep(Duration::from_millis(250));
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Runs an admin subcommand against this plugin's state directory.
-    pub fn admin(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn admin(&self, args: &[&str]) -> std::process::Output {
         Command::new(BIN)
             .args(args)
             .arg("--state-dir")
@@ -211,7 +211,7 @@ impl Plugin {
 }
 
 /// Sends signal `name` to `pid` with the `kill` utility.
-pub fn signal_pid(pid: u32, name: &str) {
+pub(crate) fn signal_pid(pid: u32, name: &str) {
     let ok = Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])
         .status();
@@ -219,7 +219,7 @@ pub fn signal_pid(pid: u32, name: &str) {
 }
 
 /// `kms-plugin serve --config <config>` with `env`, stdin and stdout closed.
-pub fn serve_command(config: &Path, env: &[(String, String)]) -> Command {
+pub(crate) fn serve_command(config: &Path, env: &[(String, String)]) -> Command {
     let mut command = Command::new(BIN);
     command
         .args(["serve", "--config"])
@@ -235,7 +235,7 @@ pub fn serve_command(config: &Path, env: &[(String, String)]) -> Command {
 
 /// Runs `kms-plugin serve` with a config that must not start; returns its stderr once it has
 /// exited unsuccessfully within `limit`.
-pub fn serve_must_fail(config: &Path, env: &[(String, String)], limit: Duration) -> String {
+pub(crate) fn serve_must_fail(config: &Path, env: &[(String, String)], limit: Duration) -> String {
     let started = Instant::now();
     let mut child = serve_command(config, env)
         .stderr(Stdio::piped())
@@ -272,7 +272,7 @@ pub fn serve_must_fail(config: &Path, env: &[(String, String)], limit: Duration)
 /// Runs the test `name` (its full path, `module::test`) of this very test binary again in a child
 /// process with `env` (for library calls whose dependencies read their environment once per
 /// process); returns the child's output once that one test has passed in it.
-pub fn run_test_in_child(name: &str, env: &[(String, String)]) -> String {
+pub(crate) fn run_test_in_child(name: &str, env: &[(String, String)]) -> String {
     let exe = std::env::current_exe().expect("test binary");
     let out = Command::new(exe)
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
@@ -295,7 +295,7 @@ pub fn run_test_in_child(name: &str, env: &[(String, String)]) -> String {
 }
 
 /// One Status call on a private runtime in its own thread (callers may be inside a runtime).
-pub fn probe_healthy(address: &SocketAddress) -> bool {
+pub(crate) fn probe_healthy(address: &SocketAddress) -> bool {
     let address = address.clone();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -326,7 +326,7 @@ impl Drop for Plugin {
     }
 }
 
-pub async fn status(client: &mut KeyManagementServiceClient<Channel>) -> StatusResponse {
+pub(crate) async fn status(client: &mut KeyManagementServiceClient<Channel>) -> StatusResponse {
     client
         .status(StatusRequest {})
         .await
@@ -334,7 +334,7 @@ pub async fn status(client: &mut KeyManagementServiceClient<Channel>) -> StatusR
         .into_inner()
 }
 
-pub async fn encrypt(
+pub(crate) async fn encrypt(
     client: &mut KeyManagementServiceClient<Channel>,
     plaintext: &[u8],
 ) -> EncryptResponse {
@@ -348,7 +348,7 @@ pub async fn encrypt(
         .into_inner()
 }
 
-pub fn decrypt_request(sealed: &EncryptResponse) -> DecryptRequest {
+pub(crate) fn decrypt_request(sealed: &EncryptResponse) -> DecryptRequest {
     DecryptRequest {
         ciphertext: sealed.ciphertext.clone(),
         uid: uid(),
@@ -357,7 +357,7 @@ pub fn decrypt_request(sealed: &EncryptResponse) -> DecryptRequest {
     }
 }
 
-pub async fn decrypt(
+pub(crate) async fn decrypt(
     client: &mut KeyManagementServiceClient<Channel>,
     sealed: &EncryptResponse,
 ) -> Result<Vec<u8>, tonic::Status> {
@@ -367,13 +367,13 @@ pub async fn decrypt(
         .map(|r| r.into_inner().plaintext)
 }
 
-pub fn random_bytes(len: usize) -> Vec<u8> {
+pub(crate) fn random_bytes(len: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; len];
     getrandom::fill(&mut bytes).expect("rng");
     bytes
 }
 
-pub fn uid() -> String {
+pub(crate) fn uid() -> String {
     let b = random_bytes(16);
     format!(
         "{}-{}-{}-{}-{}",
@@ -386,7 +386,7 @@ pub fn uid() -> String {
 }
 
 /// Polls `check` every 50 ms until it returns true or `limit` passes.
-pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+pub(crate) async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if check().await {
@@ -399,7 +399,7 @@ pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -
 
 /// Polls Status every 100 ms until `ok(healthz, key_id)` holds; panics after `timeout` with
 /// what it last saw. Returns that key_id.
-pub async fn wait_status(
+pub(crate) async fn wait_status(
     client: &mut Client,
     what: &str,
     timeout: Duration,
@@ -422,7 +422,7 @@ pub async fn wait_status(
 }
 
 /// Runs `count` calls of `call` over `workers` concurrent clients, returning the results in order.
-pub async fn many<T: Send + 'static, F, Fut>(
+pub(crate) async fn many<T: Send + 'static, F, Fut>(
     client: &Client,
     count: usize,
     workers: usize,
@@ -452,7 +452,7 @@ where
 }
 
 /// Awaits `call` and checks it ended within `limit` (a call's deadline plus slack).
-pub async fn bounded<T>(
+pub(crate) async fn bounded<T>(
     what: &str,
     limit: Duration,
     call: impl std::future::Future<Output = T>,
@@ -468,7 +468,7 @@ pub async fn bounded<T>(
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -477,7 +477,7 @@ pub fn free_port() -> u16 {
 }
 
 /// One HTTP/1.1 GET to 127.0.0.1:`port`; returns the status code and the body.
-pub fn http_get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     write!(
         stream,
@@ -500,7 +500,7 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
 
 /// The value of the sample `series` (name and labels exactly as exposed) on the plugin's
 /// `/metrics` at 127.0.0.1:`port`; 0 when the series is not exposed yet.
-pub fn metric(port: u16, series: &str) -> f64 {
+pub(crate) fn metric(port: u16, series: &str) -> f64 {
     let (code, body) = http_get(port, "/metrics");
     assert_eq!(code, 200, "/metrics: {body}");
     body.lines()

@@ -11,11 +11,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub const ALIAS: &str = "alias/kms-plugin-test";
-pub const REGION: &str = "us-east-1";
+pub(crate) const ALIAS: &str = "alias/kms-plugin-test";
+pub(crate) const REGION: &str = "us-east-1";
 
 /// A `moto_server` on 127.0.0.1, logging each HTTP request to a file; killed on drop.
-pub struct Moto {
+pub(crate) struct Moto {
     pub child: Child,
     pub port: u16,
     pub log: PathBuf,
@@ -23,7 +23,7 @@ pub struct Moto {
 
 impl Moto {
     /// Starts moto; fails (never skips) when it is not installed, saying how to provision it.
-    pub fn start(dir: &Path) -> Self {
+    pub(crate) fn start(dir: &Path) -> Self {
         let found = Command::new("moto_server")
             .arg("--help")
             .stdout(Stdio::null())
@@ -54,12 +54,12 @@ impl Moto {
         moto
     }
 
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// KMS requests moto has answered so far (every KMS call is one `POST /`).
-    pub fn requests(&self) -> usize {
+    pub(crate) fn requests(&self) -> usize {
         fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -68,12 +68,12 @@ impl Moto {
     }
 
     /// Freezes (`STOP`) or thaws (`CONT`) moto: a frozen KMS accepts requests and never answers.
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         signal_pid(self.child.id(), name);
     }
 
     /// An SDK client for moto, to create keys and move the alias.
-    pub fn sdk(&self) -> aws_sdk_kms::Client {
+    pub(crate) fn sdk(&self) -> aws_sdk_kms::Client {
         let config = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(REGION))
@@ -93,7 +93,7 @@ impl Drop for Moto {
 }
 
 /// Creates a symmetric key; returns its ARN.
-pub async fn create_key(kms: &aws_sdk_kms::Client) -> String {
+pub(crate) async fn create_key(kms: &aws_sdk_kms::Client) -> String {
     let out = kms
         .create_key()
         .description("kms-plugin test")
@@ -107,7 +107,7 @@ pub async fn create_key(kms: &aws_sdk_kms::Client) -> String {
 }
 
 /// Points [`ALIAS`] at `key`, creating the alias if it does not exist.
-pub async fn point_alias(kms: &aws_sdk_kms::Client, key: &str, create: bool) {
+pub(crate) async fn point_alias(kms: &aws_sdk_kms::Client, key: &str, create: bool) {
     if create {
         kms.create_alias()
             .alias_name(ALIAS)
@@ -126,7 +126,7 @@ pub async fn point_alias(kms: &aws_sdk_kms::Client, key: &str, create: bool) {
 }
 
 /// The `backend:` section of a plugin config using [`ALIAS`] at `endpoint`.
-pub fn backend_yaml(endpoint: &str, cluster: &str) -> String {
+pub(crate) fn backend_yaml(endpoint: &str, cluster: &str) -> String {
     format!(
         "backend:\n  kind: aws\n  aws:\n    key_id: {ALIAS}\n    region: {REGION}\n    endpoint: {endpoint}\n    \
          key_refresh_interval: 1h\n    max_attempts: 2\n    attempt_timeout: 500ms\n    \
@@ -137,7 +137,7 @@ pub fn backend_yaml(endpoint: &str, cluster: &str) -> String {
 
 /// Dummy credentials, and empty shared AWS files in `dir` so no profile of this machine is used
 /// ([`super::serve_command`] also drops `AWS_PROFILE` and `AWS_SESSION_TOKEN`).
-pub fn plugin_env(dir: &Path) -> Vec<(String, String)> {
+pub(crate) fn plugin_env(dir: &Path) -> Vec<(String, String)> {
     for name in ["aws-config", "aws-credentials"] {
         fs::write(dir.join(name), "").expect("empty AWS file");
     }
@@ -157,7 +157,7 @@ pub fn plugin_env(dir: &Path) -> Vec<(String, String)> {
 /// A TCP relay in front of moto: stopping it refuses connections the way a stopped KMS
 /// endpoint does, and restarting it on the same port brings KMS back with its keys intact
 /// (a restarted moto would have forgotten them). Runs on the caller's tokio runtime.
-pub struct Relay {
+pub(crate) struct Relay {
     pub port: u16,
     target: u16,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -165,7 +165,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub async fn start(target: u16) -> Self {
+    pub(crate) async fn start(target: u16) -> Self {
         let mut relay = Self {
             port: free_port(),
             target,
@@ -176,12 +176,12 @@ impl Relay {
         relay
     }
 
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Listens again on the same port.
-    pub async fn resume(&mut self) {
+    pub(crate) async fn resume(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         let listener = loop {
             match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
@@ -212,7 +212,7 @@ impl Relay {
     }
 
     /// Closes the listener and every relayed connection.
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         for task in self.tasks.drain(..) {
             task.abort();
         }

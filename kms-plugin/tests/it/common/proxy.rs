@@ -10,7 +10,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A proxy on a free 127.0.0.1 port in front of 127.0.0.1:`target`.
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub port: u16,
     state: Arc<State>,
     task: tokio::task::JoinHandle<()>,
@@ -24,7 +24,7 @@ struct State {
 }
 
 impl Proxy {
-    pub async fn start(target: u16) -> Self {
+    pub(crate) async fn start(target: u16) -> Self {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let state = Arc::new(State::default());
@@ -48,17 +48,17 @@ impl Proxy {
         Self { port, state, task }
     }
 
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
     /// Stops (`true`) or resumes (`false`) forwarding.
-    pub fn black_hole(&self, on: bool) {
+    pub(crate) fn black_hole(&self, on: bool) {
         self.state.black_hole.store(on, Ordering::SeqCst);
     }
 
     /// Chunks of traffic read and dropped while black-holed (shows that a client did try).
-    pub fn swallowed(&self) -> u64 {
+    pub(crate) fn swallowed(&self) -> u64 {
         self.state.swallowed.load(Ordering::SeqCst)
     }
 }

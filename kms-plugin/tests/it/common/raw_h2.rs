@@ -6,25 +6,25 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
 
-pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How `:authority` is represented in the header block.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum AuthorityEncoding {
+pub(crate) enum AuthorityEncoding {
     /// Literal without indexing.
     Plain,
     /// Literal with incremental indexing on first use, then an indexed reference (index 62).
     Indexed,
 }
 
-pub struct RawConnection {
+pub(crate) struct RawConnection {
     stream: UnixStream,
     next_stream: u32,
     decoder: loona_hpack::Decoder<'static>,
     authority_indexed: bool,
 }
 
-pub fn integer(out: &mut Vec<u8>, first: u8, prefix_bits: u32, mut value: usize) {
+pub(crate) fn integer(out: &mut Vec<u8>, first: u8, prefix_bits: u32, mut value: usize) {
     let max = (1usize << prefix_bits) - 1;
     if value < max {
         out.push(first | value as u8);
@@ -39,12 +39,12 @@ pub fn integer(out: &mut Vec<u8>, first: u8, prefix_bits: u32, mut value: usize)
     out.push(value as u8);
 }
 
-pub fn string(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn string(out: &mut Vec<u8>, bytes: &[u8]) {
     integer(out, 0, 7, bytes.len());
     out.extend_from_slice(bytes);
 }
 
-pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let mut out = (payload.len() as u32).to_be_bytes()[1..].to_vec();
     out.extend_from_slice(&[kind, flags]);
     out.extend_from_slice(&stream.to_be_bytes());
@@ -54,13 +54,13 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 /// The outcome of one unary call.
 #[derive(Debug)]
-pub struct Reply {
+pub(crate) struct Reply {
     pub grpc_status: Option<String>,
     pub message: Vec<u8>,
 }
 
 impl RawConnection {
-    pub fn connect(path: &Path) -> Self {
+    pub(crate) fn connect(path: &Path) -> Self {
         let stream = UnixStream::connect(path).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -78,7 +78,7 @@ impl RawConnection {
     }
 
     /// One unary gRPC call of `method` with `message` (already protobuf-encoded).
-    pub fn unary(
+    pub(crate) fn unary(
         &mut self,
         method: &str,
         authority: &[u8],

@@ -7,16 +7,16 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-pub const TOKEN_LABEL: &str = "kms";
-pub const KEY_LABEL: &str = "root";
-pub const PIN: &str = "246810";
-pub const SO_PIN: &str = "13579111";
+pub(crate) const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub(crate) const TOKEN_LABEL: &str = "kms";
+pub(crate) const KEY_LABEL: &str = "root";
+pub(crate) const PIN: &str = "246810";
+pub(crate) const SO_PIN: &str = "13579111";
 /// Log target of the plugin's remote (token/KMS) calls, one `debug` line each.
-pub const REMOTE_TARGET: &str = "kms_plugin::root_key::remote";
+pub(crate) const REMOTE_TARGET: &str = "kms_plugin::root_key::remote";
 
 /// Fails (never skips) when SoftHSM2 is missing, saying how to provision it.
-pub fn require_softhsm() {
+pub(crate) fn require_softhsm() {
     let tool = Command::new("softhsm2-util").arg("--version").output();
     assert!(
         tool.is_ok_and(|out| out.status.success()) && Path::new(MODULE).exists(),
@@ -26,7 +26,7 @@ pub fn require_softhsm() {
 }
 
 /// A SoftHSM2 token directory with its own config file and PIN file, under a test's directory.
-pub struct Hsm {
+pub(crate) struct Hsm {
     pub dir: PathBuf,
     pub conf: PathBuf,
     pub tokens: PathBuf,
@@ -34,12 +34,12 @@ pub struct Hsm {
 
 impl Hsm {
     /// Initialises a fresh token labelled [`TOKEN_LABEL`] under `dir` (no root key yet).
-    pub fn new(dir: &Path) -> Self {
+    pub(crate) fn new(dir: &Path) -> Self {
         Self::with_pin(dir, PIN)
     }
 
     /// [`Hsm::new`] with the user PIN `pin` (in the token and in the PIN file `dir/pin`).
-    pub fn with_pin(dir: &Path, pin: &str) -> Self {
+    pub(crate) fn with_pin(dir: &Path, pin: &str) -> Self {
         require_softhsm();
         let tokens = dir.join("tokens");
         fs::create_dir(&tokens).expect("token dir");
@@ -80,17 +80,17 @@ impl Hsm {
     }
 
     /// The `SOFTHSM2_CONF` every process touching this token needs.
-    pub fn env(&self) -> Vec<(String, String)> {
+    pub(crate) fn env(&self) -> Vec<(String, String)> {
         vec![("SOFTHSM2_CONF".into(), self.conf.display().to_string())]
     }
 
     /// The `backend:` section of a plugin config for this token.
-    pub fn backend_yaml(&self, refresh: &str) -> String {
+    pub(crate) fn backend_yaml(&self, refresh: &str) -> String {
         self.backend_yaml_with_pin(refresh, &self.dir.join("pin"))
     }
 
     /// [`Hsm::backend_yaml`] with another PIN file.
-    pub fn backend_yaml_with_pin(&self, refresh: &str, pin_file: &Path) -> String {
+    pub(crate) fn backend_yaml_with_pin(&self, refresh: &str, pin_file: &Path) -> String {
         format!(
             "backend:\n  kind: pkcs11\n  pkcs11:\n    module: {MODULE}\n    token_label: {TOKEN_LABEL}\n    \
              pin_file: {pin}\n    key_label: {KEY_LABEL}\n    max_sessions: 4\n    refresh_interval: {refresh}\n",
@@ -99,7 +99,7 @@ impl Hsm {
     }
 
     /// Runs the plugin binary against this token; panics with its output unless it succeeds.
-    pub fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         let out = Command::new(super::BIN)
             .args(args)
             .env("SOFTHSM2_CONF", &self.conf)
@@ -115,19 +115,19 @@ impl Hsm {
     }
 
     /// Creates the first root key version: `kms-plugin hsm init --config <config>`.
-    pub fn init_root_key(&self, config: &Path) -> String {
+    pub(crate) fn init_root_key(&self, config: &Path) -> String {
         let printed = self.cli(&["hsm", "init", "--config", config.to_str().expect("utf-8")]);
         assert!(printed.contains("pkcs11:root:"), "{printed}");
         printed
     }
 
     /// The token leaves (its files move out of SoftHSM's tokendir, as when an HSM is unplugged).
-    pub fn remove_token(&self) {
+    pub(crate) fn remove_token(&self) {
         move_all(&self.tokens, &self.dir.join("tokens-away"));
     }
 
     /// The token returns.
-    pub fn return_token(&self) {
+    pub(crate) fn return_token(&self) {
         move_all(&self.dir.join("tokens-away"), &self.tokens);
     }
 }
@@ -143,7 +143,7 @@ fn move_all(from: &Path, to: &Path) {
 
 /// Remote calls of `op` (e.g. `wrap`, `unwrap`) in a JSON log written with [`REMOTE_TARGET`]
 /// at debug level.
-pub fn remote_calls(log: &str, op: &str) -> usize {
+pub(crate) fn remote_calls(log: &str, op: &str) -> usize {
     let needle = format!("\"op\":\"{op}\"");
     log.lines()
         .filter(|l| l.contains(REMOTE_TARGET) && l.contains(&needle))

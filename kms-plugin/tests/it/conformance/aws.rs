@@ -17,7 +17,7 @@ use crate::common::moto::{ALIAS, Moto, Relay, backend_yaml, create_key, plugin_e
 use std::path::{Path, PathBuf};
 
 /// moto with a key behind [`ALIAS`], and a relay the plugin talks through.
-pub struct Aws {
+pub(crate) struct Aws {
     dir: PathBuf,
     moto: Moto,
     kms: aws_sdk_kms::Client,

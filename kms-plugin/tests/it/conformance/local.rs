@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// A state directory (created by the first plugin that serves it).
-pub struct Local {
+pub(crate) struct Local {
     state_dir: PathBuf,
 }
 

@@ -12,10 +12,10 @@
 //! [`fault_cases`] (only for backends with a remote side: the local backend has none).
 
 #[cfg(feature = "aws")]
-pub mod aws;
-pub mod local;
+pub(crate) mod aws;
+pub(crate) mod local;
 #[cfg(feature = "pkcs11")]
-pub mod pkcs11;
+pub(crate) mod pkcs11;
 
 use crate::common::*;
 use kms_plugin::envelope::format::WRAPPED_KEK_ANNOTATION;
@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The probe interval of every scenario but the economy one.
-pub const PROBE: &str = "1s";
+pub(crate) const PROBE: &str = "1s";
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// `backend_timeout` of every config ([`plugin_config`]).
 const BACKEND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -37,7 +37,7 @@ const LOG_LEVEL: &str = "kms_plugin::root_key::remote=debug,info";
 
 /// A root key backend under test: its world and how to drive it.
 #[allow(async_fn_in_trait)]
-pub trait Backend: Sized {
+pub(crate) trait Backend: Sized {
     /// Sets up the root key (and its remote side) under `dir`, ready for a plugin to serve.
     async fn create(dir: &Path) -> Self;
     /// The `backend:` section of a plugin config.
@@ -74,7 +74,7 @@ pub trait Backend: Sized {
 /// real service does not give for it, so that the plugin (rightly) does not report an
 /// integrity failure. The tamper scenario tolerates exactly this, only for those cases, and
 /// checks the plugin's log names the emulator's error.
-pub struct EmulatorDeviation {
+pub(crate) struct EmulatorDeviation {
     /// The gRPC code the plugin answers with then.
     pub code: tonic::Code,
     /// What the plugin's log says for each such call.
@@ -82,13 +82,13 @@ pub struct EmulatorDeviation {
 }
 
 /// A temp directory with a backend in it; starts plugins configured for that backend.
-pub struct Fixture<B> {
+pub(crate) struct Fixture<B> {
     pub dir: tempfile::TempDir,
     pub backend: B,
 }
 
 /// A plugin started by a [`Fixture`], with its `/metrics` port.
-pub struct Served {
+pub(crate) struct Served {
     pub plugin: Plugin,
     pub metrics: u16,
 }
@@ -108,7 +108,7 @@ impl std::ops::DerefMut for Served {
 
 impl Served {
     /// A root key operation count from `/metrics` (`outcome` as the metric labels it).
-    pub fn root_key_ops(&self, operation: &str, outcome: &str) -> u64 {
+    pub(crate) fn root_key_ops(&self, operation: &str, outcome: &str) -> u64 {
         metric(
             self.metrics,
             &format!(
@@ -119,7 +119,7 @@ impl Served {
 }
 
 impl<B: Backend> Fixture<B> {
-    pub async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let backend = B::create(dir.path()).await;
         Self { dir, backend }
@@ -127,7 +127,7 @@ impl<B: Backend> Fixture<B> {
 
     /// Writes `<name>.yaml` (probe interval `probe`, JSON logs, `/metrics` on a free port) and
     /// starts a plugin with it; returns once it reports healthy.
-    pub fn start(&self, name: &str, probe: &str) -> Served {
+    pub(crate) fn start(&self, name: &str, probe: &str) -> Served {
         let metrics = free_port();
         let yaml = plugin_config(
             &Plugin::socket_of(self.dir.path(), name),
@@ -143,7 +143,11 @@ impl<B: Backend> Fixture<B> {
 
     /// Seals `plaintext` in a plugin process of its own, so that no later process has its
     /// local KEK cached.
-    pub async fn seal_in_another_process(&self, name: &str, plaintext: &[u8]) -> EncryptResponse {
+    pub(crate) async fn seal_in_another_process(
+        &self,
+        name: &str,
+        plaintext: &[u8],
+    ) -> EncryptResponse {
         let mut plugin = self.start(name, PROBE);
         let sealed = encrypt(&mut plugin.client().await, plaintext).await;
         assert!(plugin.stop().success(), "{}", plugin.logs());
@@ -152,7 +156,7 @@ impl<B: Backend> Fixture<B> {
 }
 
 /// Whether `key` is a DNS subdomain (the KMS v2 annotation key rule).
-pub fn is_fqdn(key: &str) -> bool {
+pub(crate) fn is_fqdn(key: &str) -> bool {
     let labels: Vec<&str> = key.split('.').collect();
     key.len() <= 253
         && labels.len() >= 2
@@ -220,7 +224,7 @@ fn assert_opaque(name: &str, error: &tonic::Status) {
 // Scenarios.
 
 /// Version, health, key_id, ciphertext and annotation limits of the KMS v2 contract.
-pub async fn contract_limits<B: Backend>() {
+pub(crate) async fn contract_limits<B: Backend>() {
     let fixture = Fixture::<B>::new().await;
     let plugin = fixture.start("contract", PROBE);
     let mut client = plugin.client().await;
@@ -288,7 +292,7 @@ pub async fn contract_limits<B: Backend>() {
 }
 
 /// Plaintexts of every length class and content round-trip, over one and over two connections.
-pub async fn round_trips<B: Backend>() {
+pub(crate) async fn round_trips<B: Backend>() {
     let fixture = Fixture::<B>::new().await;
     let plugin = fixture.start("round-trips", PROBE);
     let mut client = plugin.client().await;
@@ -325,7 +329,7 @@ pub async fn round_trips<B: Backend>() {
 
 /// Every tampering of a sealed request fails with the one opaque error, and the untampered
 /// request still decrypts afterwards.
-pub async fn tamper<B: Backend>() {
+pub(crate) async fn tamper<B: Backend>() {
     let mut fixture = Fixture::<B>::new().await;
     let plugin = fixture.start("tamper", PROBE);
     let mut client = plugin.client().await;
@@ -467,7 +471,7 @@ pub async fn tamper<B: Backend>() {
 }
 
 /// What was sealed before a restart decrypts after it, under the same key_id.
-pub async fn restart_durability<B: Backend>() {
+pub(crate) async fn restart_durability<B: Backend>() {
     let fixture = Fixture::<B>::new().await;
     let mut plugin = fixture.start("restart", PROBE);
     let mut sealed = Vec::new();
@@ -498,7 +502,7 @@ pub async fn restart_durability<B: Backend>() {
 
 /// A rotation while calls are in flight: Status and Encrypt move to the new key_id together,
 /// no call fails, and data sealed before decrypts after (also after a restart).
-pub async fn rotation_while_serving<B: Backend>() {
+pub(crate) async fn rotation_while_serving<B: Backend>() {
     let mut fixture = Fixture::<B>::new().await;
     let mut plugin = fixture.start("rotation", PROBE);
     let mut client = plugin.client().await;
@@ -564,7 +568,7 @@ pub async fn rotation_while_serving<B: Backend>() {
 }
 
 /// 8 connections × 100 round trips at once, data crossing connections: no wrong answer.
-pub async fn concurrency<B: Backend>() {
+pub(crate) async fn concurrency<B: Backend>() {
     const CONNECTIONS: usize = 8;
     const ROUND_TRIPS: usize = 100;
     let fixture = Fixture::<B>::new().await;
@@ -600,7 +604,7 @@ pub async fn concurrency<B: Backend>() {
 /// and 10,000 Decrypts after a restart exactly one unwrap, counted by the plugin's `/metrics`
 /// and, where there is a remote side, by the token or KMS emulator. A tampered wrapped KEK
 /// costs one unwrap, not retried.
-pub async fn remote_call_economy<B: Backend>() {
+pub(crate) async fn remote_call_economy<B: Backend>() {
     const N: usize = 10_000;
     let fixture = Fixture::<B>::new().await;
     // No periodic probe during the counts (the first one runs at startup, before them).
@@ -694,7 +698,7 @@ pub async fn remote_call_economy<B: Backend>() {
 
 /// A broken root key refuses startup with a clear message naming what is wrong, leaking no
 /// secret.
-pub async fn startup_refusal<B: Backend>() {
+pub(crate) async fn startup_refusal<B: Backend>() {
     let mut fixture = Fixture::<B>::new().await;
     let mut plugin = fixture.start("refusal", PROBE);
     assert!(plugin.stop().success());
@@ -723,7 +727,7 @@ pub async fn startup_refusal<B: Backend>() {
 /// working, an uncached Decrypt fails as Unavailable, no call blocks past its deadline, and
 /// Status turns unhealthy within a probe (plus the probe's own deadline) with a short reason;
 /// when the remote side returns the plugin recovers by itself.
-pub async fn fault_cases<B: Backend>() {
+pub(crate) async fn fault_cases<B: Backend>() {
     let mut fixture = Fixture::<B>::new().await;
     let outages = fixture.backend.outages();
     assert!(

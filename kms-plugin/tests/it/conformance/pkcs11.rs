@@ -10,7 +10,7 @@ use crate::common::{Plugin, plugin_config};
 use std::path::Path;
 
 /// A token with its first root key version (`kms-plugin hsm init`).
-pub struct Pkcs11 {
+pub(crate) struct Pkcs11 {
     hsm: Hsm,
 }
 

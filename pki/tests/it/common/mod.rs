@@ -9,32 +9,32 @@ use std::process::{Command, Output};
 
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_pki");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_pki");
 
 /// A temporary cluster: `<tmp>/pki` and `<tmp>` as kubeconfig dir.
-pub struct Cluster {
+pub(crate) struct Cluster {
     pub dir: tempfile::TempDir,
 }
 
 impl Cluster {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Cluster {
             dir: tempfile::tempdir().unwrap(),
         }
     }
-    pub fn root(&self) -> &Path {
+    pub(crate) fn root(&self) -> &Path {
         self.dir.path()
     }
-    pub fn pki(&self) -> PathBuf {
+    pub(crate) fn pki(&self) -> PathBuf {
         self.dir.path().join("pki")
     }
-    pub fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.pki().join(rel)
     }
-    pub fn conf(&self, name: &str) -> PathBuf {
+    pub(crate) fn conf(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
-    pub fn dirs(&self) -> Vec<String> {
+    pub(crate) fn dirs(&self) -> Vec<String> {
         vec![
             "--cert-dir".into(),
             self.pki().to_string_lossy().into(),
@@ -43,14 +43,14 @@ impl Cluster {
         ]
     }
     /// Arguments of `pki init` on this cluster's directories followed by `flags`.
-    pub fn init_args(&self, flags: &[&str]) -> Vec<String> {
+    pub(crate) fn init_args(&self, flags: &[&str]) -> Vec<String> {
         let mut args: Vec<String> = vec!["init".into()];
         args.extend(self.dirs());
         args.extend(flags.iter().map(|s| s.to_string()));
         args
     }
     /// Arguments of the usual test `pki init`: node cp1, 192.168.10.5, ECDSA-P256, then `extra`.
-    pub fn default_init_args(&self, extra: &[&str]) -> Vec<String> {
+    pub(crate) fn default_init_args(&self, extra: &[&str]) -> Vec<String> {
         let mut flags = vec![
             "--node-name",
             "cp1",
@@ -63,23 +63,23 @@ impl Cluster {
         self.init_args(&flags)
     }
     /// `pki init` with ECDSA-P256 and the given extra args.
-    pub fn init(&self, extra: &[&str]) -> Output {
+    pub(crate) fn init(&self, extra: &[&str]) -> Output {
         let args = self.default_init_args(extra);
         run(&args)
     }
     /// Runs a subcommand with `--cert-dir`/`--kubeconfig-dir` appended.
-    pub fn cmd(&self, sub: &[&str]) -> Output {
+    pub(crate) fn cmd(&self, sub: &[&str]) -> Output {
         let mut args: Vec<String> = sub.iter().map(|s| s.to_string()).collect();
         args.extend(self.dirs());
         run(&args)
     }
 }
 
-pub fn run(args: &[String]) -> Output {
+pub(crate) fn run(args: &[String]) -> Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
-pub fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
         "command failed: {}\nstdout:\n{}\nstderr:\n{}",
@@ -90,7 +90,7 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-pub fn fails(out: &Output) -> String {
+pub(crate) fn fails(out: &Output) -> String {
     assert!(
         !out.status.success(),
         "command unexpectedly succeeded\nstdout:\n{}",
@@ -99,12 +99,12 @@ pub fn fails(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-pub fn mode(p: &Path) -> u32 {
+pub(crate) fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
 
 /// `openssl verify -x509_strict [-purpose P] -CAfile ca cert`; panics with openssl's output on failure.
-pub fn openssl_verify(ca: &Path, cert: &Path, purpose: Option<&str>) {
+pub(crate) fn openssl_verify(ca: &Path, cert: &Path, purpose: Option<&str>) {
     let mut c = Command::new("openssl");
     c.arg("verify").arg("-x509_strict");
     if let Some(p) = purpose {
@@ -120,18 +120,18 @@ pub fn openssl_verify(ca: &Path, cert: &Path, purpose: Option<&str>) {
     );
 }
 
-pub fn openssl(args: &[&str]) -> Output {
+pub(crate) fn openssl(args: &[&str]) -> Output {
     Command::new("openssl").args(args).output().unwrap()
 }
 
 /// Public key (PEM SPKI) of a private key or certificate file, through openssl.
-pub fn openssl_pubkey_of_key(key: &Path) -> String {
+pub(crate) fn openssl_pubkey_of_key(key: &Path) -> String {
     let out = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
 }
 
-pub fn openssl_pubkey_of_cert(cert: &Path) -> String {
+pub(crate) fn openssl_pubkey_of_cert(cert: &Path) -> String {
     let out = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
@@ -139,7 +139,7 @@ pub fn openssl_pubkey_of_cert(cert: &Path) -> String {
 
 /// An independent view of a certificate, parsed with x509-parser.
 #[derive(Debug, Clone)]
-pub struct View {
+pub(crate) struct View {
     pub cn: String,
     pub orgs: Vec<String>,
     pub issuer_cn: String,
@@ -164,7 +164,7 @@ pub struct View {
     pub key_is_rsa: bool,
 }
 
-pub fn view_pem(pem: &[u8]) -> View {
+pub(crate) fn view_pem(pem: &[u8]) -> View {
     let (_, p) = x509_parser::pem::parse_x509_pem(pem).unwrap();
     let x = p.parse_x509().unwrap();
     let name_cn = |n: &x509_parser::x509::X509Name| {
@@ -245,12 +245,12 @@ pub fn view_pem(pem: &[u8]) -> View {
     v
 }
 
-pub fn view(path: &Path) -> View {
+pub(crate) fn view(path: &Path) -> View {
     view_pem(&std::fs::read(path).unwrap())
 }
 
 /// Minimal kubeconfig reader for tests (independent of the library).
-pub struct Kc {
+pub(crate) struct Kc {
     pub server: String,
     pub cluster: String,
     pub ca_pem: String,
@@ -258,7 +258,7 @@ pub struct Kc {
     pub key_pem: String,
 }
 
-pub fn kubeconfig(path: &Path) -> Kc {
+pub(crate) fn kubeconfig(path: &Path) -> Kc {
     use base64::Engine;
     let v: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -281,11 +281,11 @@ pub fn kubeconfig(path: &Path) -> Kc {
     }
 }
 
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64
 }
 
-pub const DAY: i64 = 86_400;
+pub(crate) const DAY: i64 = 86_400;

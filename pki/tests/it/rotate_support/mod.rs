@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use crate::common::*;
 
 /// Every certificate of a PEM bundle, as independent views.
-pub fn bundle_views(pem: &[u8]) -> Vec<View> {
+pub(crate) fn bundle_views(pem: &[u8]) -> Vec<View> {
     x509_parser::pem::Pem::iter_from_buffer(pem)
         .map(|p| p.unwrap())
         .filter(|p| p.label == "CERTIFICATE")
@@ -19,7 +19,7 @@ pub fn bundle_views(pem: &[u8]) -> Vec<View> {
 }
 
 /// Every `PUBLIC KEY` block of a PEM text, DER.
-pub fn public_keys(pem: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn public_keys(pem: &[u8]) -> Vec<Vec<u8>> {
     x509_parser::pem::Pem::iter_from_buffer(pem)
         .map(|p| p.unwrap())
         .filter(|p| p.label == "PUBLIC KEY")
@@ -27,7 +27,7 @@ pub fn public_keys(pem: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-pub fn pem_of(der: &[u8]) -> String {
+pub(crate) fn pem_of(der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut s = "-----BEGIN CERTIFICATE-----\n".to_owned();
@@ -39,22 +39,22 @@ pub fn pem_of(der: &[u8]) -> String {
     s
 }
 
-pub fn read(p: &Path) -> Vec<u8> {
+pub(crate) fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// Number of certificates in a file.
-pub fn cert_count(p: &Path) -> usize {
+pub(crate) fn cert_count(p: &Path) -> usize {
     bundle_views(&read(p)).len()
 }
 
 /// CNs of the certificates in a file, in order.
-pub fn cns(p: &Path) -> Vec<String> {
+pub(crate) fn cns(p: &Path) -> Vec<String> {
     bundle_views(&read(p)).into_iter().map(|v| v.cn).collect()
 }
 
 /// `openssl verify` that is expected to fail.
-pub fn openssl_verify_fails(ca: &Path, cert: &Path, purpose: &str) {
+pub(crate) fn openssl_verify_fails(ca: &Path, cert: &Path, purpose: &str) {
     let out = Command::new("openssl")
         .args(["verify", "-x509_strict", "-purpose", purpose, "-CAfile"])
         .arg(ca)
@@ -71,7 +71,7 @@ pub fn openssl_verify_fails(ca: &Path, cert: &Path, purpose: &str) {
 
 /// A rotation target as the tests see it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum T {
+pub(crate) enum T {
     Ca,
     FrontProxy,
     Etcd,
@@ -79,7 +79,7 @@ pub enum T {
 }
 
 impl T {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             T::Ca => "ca",
             T::FrontProxy => "front-proxy-ca",
@@ -88,7 +88,7 @@ impl T {
         }
     }
     /// Anchor file relative to the cert dir.
-    pub fn anchor(self) -> &'static str {
+    pub(crate) fn anchor(self) -> &'static str {
         match self {
             T::Ca => "ca.crt",
             T::FrontProxy => "front-proxy-ca.crt",
@@ -96,7 +96,7 @@ impl T {
             T::Sa => "sa.pub",
         }
     }
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             T::Ca => "ca.key",
             T::FrontProxy => "front-proxy-ca.key",
@@ -105,7 +105,7 @@ impl T {
         }
     }
     /// Leaves (base, openssl purposes).
-    pub fn leaves(self) -> &'static [(&'static str, &'static [&'static str])] {
+    pub(crate) fn leaves(self) -> &'static [(&'static str, &'static [&'static str])] {
         match self {
             T::Ca => &[
                 ("apiserver", &["sslserver"]),
@@ -123,7 +123,7 @@ impl T {
     }
 }
 
-pub const KUBECONFIGS: [&str; 5] = [
+pub(crate) const KUBECONFIGS: [&str; 5] = [
     "admin.conf",
     "super-admin.conf",
     "controller-manager.conf",
@@ -131,14 +131,14 @@ pub const KUBECONFIGS: [&str; 5] = [
     "kubelet.conf",
 ];
 
-pub fn rotate(c: &Cluster, t: T, phase: &str, extra: &[&str]) -> Output {
+pub(crate) fn rotate(c: &Cluster, t: T, phase: &str, extra: &[&str]) -> Output {
     let mut args = vec!["rotate", t.name(), phase];
     args.extend_from_slice(extra);
     c.cmd(&args)
 }
 
 /// Writes a kubeconfig's embedded client certificate and CA data to files beside it.
-pub fn kubeconfig_files(c: &Cluster, name: &str) -> (PathBuf, PathBuf) {
+pub(crate) fn kubeconfig_files(c: &Cluster, name: &str) -> (PathBuf, PathBuf) {
     let kc = kubeconfig(&c.conf(name));
     let dir = c.root().join("kc-extract");
     std::fs::create_dir_all(&dir).unwrap();
@@ -155,7 +155,7 @@ pub fn kubeconfig_files(c: &Cluster, name: &str) -> (PathBuf, PathBuf) {
 /// strict, with its purpose) against the anchor bundle; the anchor holds `count` entries whose
 /// first matches the key file; signer files hold exactly one certificate matching their key;
 /// kubeconfigs' client certificates verify against their own CA data and `ca.crt`.
-pub fn check_boundary(c: &Cluster, t: T, count: usize) {
+pub(crate) fn check_boundary(c: &Cluster, t: T, count: usize) {
     let anchor = c.path(t.anchor());
     if t == T::Sa {
         let keys = public_keys(&read(&anchor));
@@ -201,7 +201,7 @@ pub fn check_boundary(c: &Cluster, t: T, count: usize) {
 }
 
 /// `ca-signer.crt` holds exactly one certificate, matching `ca-signer.key` (when present).
-pub fn check_signer_files(c: &Cluster) {
+pub(crate) fn check_signer_files(c: &Cluster) {
     let crt = c.path("ca-signer.crt");
     if !crt.exists() {
         assert!(!c.path("ca-signer.key").exists());
@@ -219,7 +219,7 @@ pub fn check_signer_files(c: &Cluster) {
     assert_eq!(mode(&c.path("ca-signer.key")), 0o600);
 }
 
-pub fn first_der(p: &Path) -> Vec<u8> {
+pub(crate) fn first_der(p: &Path) -> Vec<u8> {
     x509_parser::pem::Pem::iter_from_buffer(&read(p))
         .next()
         .unwrap()
@@ -227,7 +227,7 @@ pub fn first_der(p: &Path) -> Vec<u8> {
         .contents
 }
 
-pub fn pubkey_pem(der: &[u8]) -> String {
+pub(crate) fn pubkey_pem(der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut s = "-----BEGIN PUBLIC KEY-----\n".to_owned();
@@ -241,7 +241,7 @@ pub fn pubkey_pem(der: &[u8]) -> String {
 
 /// Bytes and mode of every file of the PKI (cert dir without `.rotation`, kubeconfigs,
 /// manifests), keyed by relative path.
-pub fn snapshot(c: &Cluster) -> BTreeMap<String, (Vec<u8>, u32)> {
+pub(crate) fn snapshot(c: &Cluster) -> BTreeMap<String, (Vec<u8>, u32)> {
     let mut out = BTreeMap::new();
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (Vec<u8>, u32)>) {
         for e in std::fs::read_dir(dir).unwrap() {
@@ -267,7 +267,7 @@ pub fn snapshot(c: &Cluster) -> BTreeMap<String, (Vec<u8>, u32)> {
 }
 
 /// A kubeadm-shaped kube-controller-manager manifest in `<root>/manifests`.
-pub const KCM_MANIFEST: &str = "apiVersion: v1
+pub(crate) const KCM_MANIFEST: &str = "apiVersion: v1
 kind: Pod
 metadata:
   name: kube-controller-manager
@@ -285,7 +285,7 @@ spec:
     name: kube-controller-manager
 ";
 
-pub fn write_manifests(c: &Cluster) -> PathBuf {
+pub(crate) fn write_manifests(c: &Cluster) -> PathBuf {
     let dir = c.root().join("manifests");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("kube-controller-manager.yaml"), KCM_MANIFEST).unwrap();
@@ -299,7 +299,7 @@ pub fn write_manifests(c: &Cluster) -> PathBuf {
 
 /// Copies leaves (crt + key) of a target into `<root>/kept/<label>/`, to test old credentials
 /// after they were replaced.
-pub fn keep(c: &Cluster, label: &str, bases: &[&str]) -> PathBuf {
+pub(crate) fn keep(c: &Cluster, label: &str, bases: &[&str]) -> PathBuf {
     let dir = c.root().join("kept").join(label);
     for b in bases {
         for ext in ["crt", "key"] {
