@@ -561,7 +561,7 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
     opts.leaf_validity = a.certificate_validity_period;
     opts.max_token_lifetime = a.max_token_lifetime;
     opts.force = a.force;
-    // Test support: exit abruptly after N steps, as a crash would (see tests/rotate_crash.rs).
+    // Test support: exit abruptly after N steps, as a crash would (see tests/it/rotate_crash.rs).
     if let Some(n) = std::env::var(rotate::FAIL_AFTER_STEP_ENV)
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
