@@ -112,8 +112,60 @@ pub fn render_named(
     cert: &Cert,
     key: &PrivateKey,
 ) -> Result<Zeroizing<String>> {
+    let credentials = User {
+        client_certificate_data: Some(STANDARD.encode(cert.pem())),
+        client_key_data: Some(STANDARD.encode(key.pem())),
+        client_certificate: None,
+        client_key: None,
+    };
+    to_yaml(&single_context(
+        cluster,
+        server,
+        ca_pem,
+        user,
+        user,
+        credentials,
+    ))
+}
+
+/// Renders a kubeconfig whose client certificate and key are read from `client_pem` (one file
+/// holding both, as the kubelet's `kubelet-client-current.pem`), so the kubelet can rotate them.
+pub fn render_with_files(
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    client_pem: &Path,
+) -> Result<Zeroizing<String>> {
+    let file = client_pem.to_string_lossy().into_owned();
+    let credentials = User {
+        client_certificate_data: None,
+        client_key_data: None,
+        client_certificate: Some(file.clone()),
+        client_key: Some(file),
+    };
+    let config = single_context(
+        CLUSTER_NAME,
+        server,
+        ca_pem,
+        user,
+        "default-auth",
+        credentials,
+    );
+    to_yaml(&config)
+}
+
+/// A kubeconfig with one cluster, one user named `user_entry` and the context
+/// `<user>@<cluster>` joining them, current.
+fn single_context(
+    cluster: &str,
+    server: &str,
+    ca_pem: &str,
+    user: &str,
+    user_entry: &str,
+    credentials: User,
+) -> Config {
     let context = format!("{user}@{cluster}");
-    let cfg = Config {
+    Config {
         api_version: "v1".to_owned(),
         clusters: vec![NamedCluster {
             cluster: Cluster {
@@ -126,7 +178,7 @@ pub fn render_named(
         contexts: vec![NamedContext {
             context: Context {
                 cluster: cluster.to_owned(),
-                user: user.to_owned(),
+                user: user_entry.to_owned(),
             },
             name: context.clone(),
         }],
@@ -134,64 +186,15 @@ pub fn render_named(
         kind: "Config".to_owned(),
         preferences: serde_yaml_ng::Mapping::new(),
         users: vec![NamedUser {
-            name: user.to_owned(),
-            user: User {
-                client_certificate_data: Some(STANDARD.encode(cert.pem())),
-                client_key_data: Some(STANDARD.encode(key.pem())),
-                client_certificate: None,
-                client_key: None,
-            },
+            name: user_entry.to_owned(),
+            user: credentials,
         }],
-    };
-    serde_yaml_ng::to_string(&cfg)
-        .map(Zeroizing::new)
-        .map_err(|e| Error::Render {
-            what: "kubeconfig",
-            reason: e.to_string(),
-        })
+    }
 }
 
-/// Renders a kubeconfig whose client certificate and key are read from `client_pem` (one file
-/// holding both, as the kubelet's `kubelet-client-current.pem`), so the kubelet can rotate them.
-pub fn render_with_files(
-    server: &str,
-    ca_pem: &str,
-    user: &str,
-    client_pem: &Path,
-) -> Result<Zeroizing<String>> {
-    let context = format!("{user}@{CLUSTER_NAME}");
-    let file = client_pem.to_string_lossy().into_owned();
-    let cfg = Config {
-        api_version: "v1".to_owned(),
-        clusters: vec![NamedCluster {
-            cluster: Cluster {
-                certificate_authority_data: Some(STANDARD.encode(ca_pem)),
-                certificate_authority: None,
-                server: server.to_owned(),
-            },
-            name: CLUSTER_NAME.to_owned(),
-        }],
-        contexts: vec![NamedContext {
-            context: Context {
-                cluster: CLUSTER_NAME.to_owned(),
-                user: "default-auth".to_owned(),
-            },
-            name: context.clone(),
-        }],
-        current_context: context,
-        kind: "Config".to_owned(),
-        preferences: serde_yaml_ng::Mapping::new(),
-        users: vec![NamedUser {
-            name: "default-auth".to_owned(),
-            user: User {
-                client_certificate_data: None,
-                client_key_data: None,
-                client_certificate: Some(file.clone()),
-                client_key: Some(file),
-            },
-        }],
-    };
-    serde_yaml_ng::to_string(&cfg)
+/// The YAML text of a kubeconfig holding credentials, wiped on drop.
+fn to_yaml(config: &Config) -> Result<Zeroizing<String>> {
+    serde_yaml_ng::to_string(config)
         .map(Zeroizing::new)
         .map_err(|e| Error::Render {
             what: "kubeconfig",
