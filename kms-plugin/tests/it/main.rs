@@ -22,4 +22,5 @@ mod kek_outage;
 mod kms_v2;
 mod local_state_dir;
 mod observability;
+mod peer_access;
 mod socket_lifecycle;
