@@ -15,6 +15,7 @@ mod conformance_aws;
 mod conformance_local;
 mod conformance_pkcs11;
 mod hostile_h2;
+mod jwt_policy;
 mod jwt_signer;
 mod jwt_signer_aws;
 mod jwt_signer_hsm;
