@@ -25,3 +25,4 @@ mod local_state_dir;
 mod observability;
 mod peer_access;
 mod socket_lifecycle;
+mod untrusted_logs;
