@@ -156,3 +156,48 @@ fn an_unquoted_socket_mode_is_refused_with_advice_to_quote() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signer_socket_has_its_own_allowlist() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let key = dir.join("sa.key");
+    common::jwt::openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        key.to_str().expect("utf-8"),
+    ]);
+    let socket = dir.join("jwt.sock");
+    let config = dir.join("signer.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "jwt_signer:\n  socket: {}\n  socket_mode: '0660'\n  socket_gid: {NOBODY}\n  allowed_peers: {{ uids: [0] }}\n  max_token_expiration: 1h\n  key: {{ kind: local, local: {{ key_file: {} }} }}\n",
+            socket.display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let mut command = Command::new(BIN);
+    command.args(["serve", "--config"]).arg(&config);
+    let mut signer = common::jwt::Signer::spawn(command, dir.join("signer.log"), socket.clone());
+    // Root is allowed: a real Sign call works.
+    let mut client = signer.client().await;
+    common::jwt::sign(&mut client).await.expect("root signs");
+    // nobody reaches the file but not the service.
+    let refused = status_as_nobody(&socket);
+    assert!(!refused.status.success());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let logs = signer.logs();
+    assert!(
+        logs.contains("refused a connection from a peer not in allowed_peers")
+            && logs.contains("ExternalJWTSigner")
+            && logs.contains("uid=65534"),
+        "{logs}"
+    );
+}
