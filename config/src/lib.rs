@@ -10,6 +10,7 @@ mod backend;
 mod error;
 mod location;
 mod model;
+mod peers;
 mod secret_source;
 mod socket;
 
@@ -21,5 +22,6 @@ pub use error::ConfigError;
 pub use model::{
     DecryptCacheConfig, JwtSignerConfig, LocalKekPolicy, LogFormat, PluginConfig, VerifyOnlyKey,
 };
+pub use peers::AllowedPeers;
 pub use secret_source::SecretSource;
 pub use socket::{FileMode, MetricsAddress, SocketAddress};

@@ -2,7 +2,7 @@
 
 use crate::backend::{MIN_POLL_INTERVAL, default_local_poll};
 use crate::{
-    BackendConfig, ConfigError, FileMode, HumanDuration, JwtKeyConfig, LocalBackend,
+    AllowedPeers, BackendConfig, ConfigError, FileMode, HumanDuration, JwtKeyConfig, LocalBackend,
     MetricsAddress, SocketAddress,
 };
 use serde::Deserialize;
@@ -25,6 +25,10 @@ pub struct PluginConfig {
     /// Numeric group of the socket file (default: the plugin's group).
     #[serde(default)]
     pub socket_gid: Option<u32>,
+    /// Who may connect to the KMS socket (checked with `SO_PEERCRED`); anyone the file mode
+    /// admits when absent. Required for an abstract socket, which has no file mode.
+    #[serde(default)]
+    pub allowed_peers: Option<AllowedPeers>,
     /// How long in-flight calls may run after SIGTERM before the plugin exits anyway.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: HumanDuration,
@@ -73,6 +77,10 @@ pub struct JwtSignerConfig {
     /// Numeric group of the socket file.
     #[serde(default)]
     pub socket_gid: Option<u32>,
+    /// Who may connect to the signer socket (checked with `SO_PEERCRED`); anyone the file mode
+    /// admits when absent. Required for an abstract socket, which has no file mode.
+    #[serde(default)]
+    pub allowed_peers: Option<AllowedPeers>,
     /// Longest token lifetime kube-apiserver may request (at least 10 minutes).
     pub max_token_expiration: HumanDuration,
     /// The signing key.
@@ -201,6 +209,7 @@ impl PluginConfig {
             socket_mode: default_socket_mode(),
             socket_uid: None,
             socket_gid: None,
+            allowed_peers: None,
             shutdown_grace: default_shutdown_grace(),
             health_probe_interval: default_probe_interval(),
             backend_timeout: default_backend_timeout(),
@@ -262,6 +271,9 @@ impl PluginConfig {
             (None, Some(_), _) => return Err(invalid("socket", "required when backend is set")),
             _ => {}
         }
+        if let Some(socket) = &self.socket {
+            check_socket_access(origin, "", socket, self.allowed_peers.as_ref())?;
+        }
         if let Some(signer) = &self.jwt_signer {
             signer.validate(origin)?;
         }
@@ -292,9 +304,41 @@ fn invalid_at(origin: &str, field: &str, reason: &str) -> ConfigError {
     }
 }
 
+/// An abstract socket has no file permissions, so only an allowlist restricts who connects;
+/// an allowlist that admits nobody is a mistake. `prefix` is `""` or `"jwt_signer."`.
+fn check_socket_access(
+    origin: &str,
+    prefix: &str,
+    socket: &SocketAddress,
+    allowed_peers: Option<&AllowedPeers>,
+) -> Result<(), ConfigError> {
+    match allowed_peers {
+        Some(peers) if peers.is_empty() => Err(invalid_at(
+            origin,
+            &format!("{prefix}allowed_peers"),
+            "lists no uid and no gid, so nobody could connect; list at least one, or remove the key",
+        )),
+        None if matches!(socket, SocketAddress::Abstract(_)) => Err(invalid_at(
+            origin,
+            &format!("{prefix}socket"),
+            &format!(
+                "abstract socket {socket} has no file permissions: any process in the network \
+                 namespace could connect; set {prefix}allowed_peers (uids/gids), or use a socket path"
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
 impl JwtSignerConfig {
     /// Checks the signer's settings.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        check_socket_access(
+            origin,
+            "jwt_signer.",
+            &self.socket,
+            self.allowed_peers.as_ref(),
+        )?;
         if self.max_token_expiration.get() < Duration::from_secs(600) {
             return Err(invalid_at(
                 origin,

@@ -114,17 +114,40 @@ impl FromStr for FileMode {
 
 impl<'de> Deserialize<'de> for FileMode {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Number(u32),
-        }
-        match Raw::deserialize(deserializer)? {
-            Raw::Text(text) => text.parse().map_err(serde::de::Error::custom),
-            // YAML reads an unquoted 0600 as the decimal 600; treat its digits as octal.
-            Raw::Number(number) => number.to_string().parse().map_err(serde::de::Error::custom),
-        }
+        deserializer.deserialize_any(FileModeVisitor)
+    }
+}
+
+/// Accepts a string of octal digits; refuses a number, whose written digits YAML has lost
+/// (`0o644` reads as 420, `644` as six hundred forty-four), so none is guessed at.
+struct FileModeVisitor;
+
+impl FileModeVisitor {
+    fn number<E: serde::de::Error>(number: impl fmt::Display) -> E {
+        E::custom(format!(
+            "socket mode must be a quoted string of octal digits such as '0600'; \
+             YAML read this unquoted value as the number {number}: quote it"
+        ))
+    }
+}
+
+impl serde::de::Visitor<'_> for FileModeVisitor {
+    type Value = FileMode;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a quoted string of octal digits such as '0600'")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<FileMode, E> {
+        text.parse().map_err(E::custom)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<FileMode, E> {
+        Err(Self::number(number))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<FileMode, E> {
+        Err(Self::number(number))
     }
 }
 

@@ -156,3 +156,49 @@ fn selected_section_errors_name_line_and_field() {
         assert_eq!(at, line, "{field}: {reason}");
     }
 }
+
+#[test]
+fn unquoted_socket_mode_is_refused_with_advice_to_quote() {
+    for mode in ["0o640", "600", "416"] {
+        let (line, reason) = parse_error(&format!(
+            "socket: /tmp/k.sock\nsocket_mode: {mode}\nbackend: {{ kind: local, local: {{ state_dir: /tmp }} }}\n"
+        ));
+        assert_eq!(line, 2, "{mode}: {reason}");
+        assert!(reason.contains("quote it"), "{mode}: {reason}");
+    }
+}
+
+fn invalid(text: &str) -> (String, String) {
+    let file = write(text);
+    match PluginConfig::load(file.path()) {
+        Err(ConfigError::Invalid { field, reason, .. }) => (field, reason),
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+const SIGNER: &str =
+    "  max_token_expiration: 1h\n  key: { kind: local, local: { key_file: /k.pem } }\n";
+
+#[test]
+fn abstract_sockets_need_allowed_peers() {
+    let (field, reason) =
+        invalid("socket: '@kms'\nbackend: { kind: local, local: { state_dir: /tmp } }\n");
+    assert_eq!(field, "socket");
+    assert!(reason.contains("allowed_peers"), "{reason}");
+    let (field, reason) = invalid(&format!("jwt_signer:\n  socket: '@sa'\n{SIGNER}"));
+    assert_eq!(field, "jwt_signer.socket");
+    assert!(reason.contains("jwt_signer.allowed_peers"), "{reason}");
+    let (field, _) = invalid(
+        "socket: '@kms'\nallowed_peers: { uids: [] }\nbackend: { kind: local, local: { state_dir: /tmp } }\n",
+    );
+    assert_eq!(field, "allowed_peers");
+
+    let file = write(&format!(
+        "socket: '@kms'\nallowed_peers: {{ uids: [0], gids: [5] }}\nbackend: {{ kind: local, local: {{ state_dir: /tmp }} }}\njwt_signer:\n  socket: '@sa'\n  allowed_peers: {{ gids: [7] }}\n{SIGNER}"
+    ));
+    let config = PluginConfig::load(file.path()).expect("valid");
+    let peers = config.allowed_peers.expect("kms peers");
+    assert!(peers.allows(0, 1) && peers.allows(9, 5) && !peers.allows(9, 9));
+    let signer = config.jwt_signer.expect("signer");
+    assert!(signer.allowed_peers.expect("signer peers").allows(3, 7));
+}

@@ -2,6 +2,9 @@
 //!
 //! A new local KEK that failed its proof (see the envelope) also makes the plugin unhealthy,
 //! with [`KEK_PROOF_FAILED`] as the reason, until a later new KEK passes its proof.
+//!
+//! `healthz` is `ok` or one of the fixed reasons below: it reaches `/healthz`, `/readyz` and
+//! Status, so the backend's own error text (ARNs, accounts, module paths) goes to the log only.
 
 use crate::root_key::RootKey;
 use crate::secret::AesKey;
@@ -25,6 +28,30 @@ pub struct HealthState {
 pub const KEK_PROOF_FAILED: &str =
     "local KEK proof failed: the root key did not unwrap a new KEK to itself";
 
+/// The `healthz` reason before the first probe has answered.
+pub const STARTING: &str = "starting: first root key probe pending";
+/// The `healthz` reason while the root key does not answer a probe within its deadline.
+pub const PROBE_TIMED_OUT: &str = "root key probe timed out";
+/// The `healthz` reason while the root key answers a probe with an error (details in the log).
+pub const PROBE_FAILED: &str = "root key probe failed";
+/// The `healthz` reason while the root key unwraps a probe key to different bytes.
+pub const PROBE_WRONG_KEY: &str = "root key probe returned a different key";
+
+/// Why a probe failed: a fixed reason for `healthz`, and the details for the log only.
+#[derive(Debug)]
+pub struct ProbeFailure {
+    /// One of the fixed reasons of this module.
+    pub reason: &'static str,
+    /// The backend's own error text; never leaves the process except in the log.
+    pub detail: String,
+}
+
+impl ProbeFailure {
+    fn new(reason: &'static str, detail: String) -> Self {
+        Self { reason, detail }
+    }
+}
+
 /// Shared, cheaply readable health of the root key.
 pub struct Health {
     state: RwLock<HealthState>,
@@ -36,7 +63,7 @@ impl Default for Health {
         Self {
             state: RwLock::new(HealthState {
                 healthy: false,
-                healthz: "starting: first root key probe pending".into(),
+                healthz: STARTING.into(),
                 last_success: None,
             }),
             kek_proof_failed: AtomicBool::new(false),
@@ -68,7 +95,7 @@ impl Health {
         }
     }
 
-    fn set(&self, result: Result<(), String>) {
+    fn set(&self, result: Result<(), ProbeFailure>) {
         let mut state = match self.state.write() {
             Ok(state) => state,
             Err(poisoned) => poisoned.into_inner(),
@@ -82,40 +109,49 @@ impl Health {
                 state.healthz = "ok".into();
                 state.last_success = Some(SystemTime::now());
             }
-            Err(reason) => {
+            Err(ProbeFailure { reason, detail }) => {
                 if state.healthy || state.healthz != reason {
-                    tracing::warn!(%reason, "root key probe failed; reporting unhealthy");
+                    tracing::warn!(reason, %detail, "root key probe failed; reporting unhealthy");
                 }
                 state.healthy = false;
-                state.healthz = reason;
+                state.healthz = reason.into();
             }
         }
     }
 }
 
 /// One wrap and unwrap of a throwaway key through the root key, each bounded by `timeout`.
-pub async fn probe(root: &dyn RootKey, timeout: Duration) -> Result<(), String> {
-    let key = AesKey::generate().map_err(|e| format!("no randomness: {e}"))?;
+pub async fn probe(root: &dyn RootKey, timeout: Duration) -> Result<(), ProbeFailure> {
+    let kind = root.kind();
+    let key = AesKey::generate()
+        .map_err(|e| ProbeFailure::new(PROBE_FAILED, format!("no randomness: {e}")))?;
     let wrapped = tokio::time::timeout(timeout, root.wrap_kek(&key))
         .await
-        .map_err(|_| format!("{} root key: wrap timed out after {timeout:?}", root.kind()))?
-        .map_err(|e| format!("{} root key: wrap failed: {e}", root.kind()))?;
+        .map_err(|_| {
+            ProbeFailure::new(
+                PROBE_TIMED_OUT,
+                format!("{kind} root key: wrap timed out after {timeout:?}"),
+            )
+        })?
+        .map_err(|e| {
+            ProbeFailure::new(PROBE_FAILED, format!("{kind} root key: wrap failed: {e}"))
+        })?;
     let unwrapped = tokio::time::timeout(
         timeout,
         root.unwrap_kek(&wrapped.key_id, &wrapped.ciphertext),
     )
     .await
     .map_err(|_| {
-        format!(
-            "{} root key: unwrap timed out after {timeout:?}",
-            root.kind()
+        ProbeFailure::new(
+            PROBE_TIMED_OUT,
+            format!("{kind} root key: unwrap timed out after {timeout:?}"),
         )
     })?
-    .map_err(|e| format!("{} root key: unwrap failed: {e}", root.kind()))?;
+    .map_err(|e| ProbeFailure::new(PROBE_FAILED, format!("{kind} root key: unwrap failed: {e}")))?;
     if !unwrapped.ct_eq(&key) {
-        return Err(format!(
-            "{} root key: unwrap returned a different key",
-            root.kind()
+        return Err(ProbeFailure::new(
+            PROBE_WRONG_KEY,
+            format!("{kind} root key: unwrap returned a different key"),
         ));
     }
     Ok(())
@@ -192,14 +228,14 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let state = health.get();
         assert!(!state.healthy);
-        assert!(state.healthz.contains("timed out"), "{}", state.healthz);
+        assert_eq!(state.healthz, PROBE_TIMED_OUT);
         fake.delay_ms.store(0, Ordering::SeqCst);
         fake.down.store(true, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(150)).await;
-        assert!(
-            health.get().healthz.contains("fake backend is down"),
-            "{}",
-            health.get().healthz
+        assert_eq!(
+            health.get().healthz,
+            PROBE_FAILED,
+            "a fixed reason, not the backend's text"
         );
         fake.down.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(150)).await;

@@ -12,6 +12,7 @@ pub mod client;
 pub mod envelope;
 pub mod health;
 pub mod jwt;
+pub mod log_text;
 pub mod metrics;
 pub mod root_key;
 pub mod secret;

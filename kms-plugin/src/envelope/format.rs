@@ -40,11 +40,13 @@ pub enum FormatError {
     /// An annotation this format requires is absent.
     #[error("annotation {0} is missing")]
     MissingAnnotation(&'static str),
-    /// An annotation this format does not define is present.
-    #[error("unexpected annotation {0:?}")]
+    /// An annotation this format does not define is present (its key, escaped and truncated
+    /// for logs by [`crate::log_text::untrusted`]).
+    #[error("unexpected annotation \"{0}\"")]
     UnexpectedAnnotation(String),
-    /// The format annotation names a version this build does not read.
-    #[error("unsupported envelope format {0:?}")]
+    /// The format annotation names a version this build does not read (the value, escaped and
+    /// truncated for logs).
+    #[error("unsupported envelope format \"{0}\"")]
     UnsupportedFormat(String),
     /// The GCM tag did not verify: tampered ciphertext, annotations or key id, or the wrong KEK.
     #[error("ciphertext failed authentication")]
@@ -65,14 +67,16 @@ pub fn parse_annotations(
         .keys()
         .find(|k| k.as_str() != WRAPPED_KEK_ANNOTATION && k.as_str() != FORMAT_ANNOTATION)
     {
-        return Err(FormatError::UnexpectedAnnotation(extra.clone()));
+        return Err(FormatError::UnexpectedAnnotation(
+            crate::log_text::untrusted(extra),
+        ));
     }
     let format = annotations
         .get(FORMAT_ANNOTATION)
         .ok_or(FormatError::MissingAnnotation(FORMAT_ANNOTATION))?;
     if format.as_slice() != FORMAT_V1 {
         return Err(FormatError::UnsupportedFormat(
-            String::from_utf8_lossy(format).into_owned(),
+            crate::log_text::untrusted_bytes(format),
         ));
     }
     let wrapped_kek = annotations

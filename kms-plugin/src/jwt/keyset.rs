@@ -40,13 +40,21 @@ pub fn read_public_keys(path: &Path) -> Result<Vec<Vec<u8>>, SigningKeyError> {
     let mut keys = Vec::new();
     for block in blocks {
         match block.tag() {
-            "PUBLIC KEY" => keys.push(block.contents().to_vec()),
+            "PUBLIC KEY" => {
+                check_public_key(block.contents()).map_err(|reason| {
+                    SigningKeyError::Load(format!("{}: PUBLIC KEY {reason}", path.display()))
+                })?;
+                keys.push(block.contents().to_vec());
+            }
             "RSA PUBLIC KEY" => {
                 let key = aws_lc_rs::rsa::PublicEncryptingKey::from_der(block.contents()).map_err(
                     |_| SigningKeyError::Load(format!("{}: bad RSA PUBLIC KEY", path.display())),
                 )?;
                 let der = key.as_der().map_err(|_| {
                     SigningKeyError::Load(format!("{}: cannot re-encode RSA key", path.display()))
+                })?;
+                check_public_key(der.as_ref()).map_err(|reason| {
+                    SigningKeyError::Load(format!("{}: RSA PUBLIC KEY {reason}", path.display()))
                 })?;
                 keys.push(der.as_ref().to_vec());
             }
@@ -65,6 +73,32 @@ pub fn read_public_keys(path: &Path) -> Result<Vec<Vec<u8>>, SigningKeyError> {
         )));
     }
     Ok(keys)
+}
+
+/// Smallest RSA modulus accepted for a published key, in bytes (2048 bits).
+const MIN_RSA_BYTES: usize = 256;
+
+/// Checks that `spki` is a DER `SubjectPublicKeyInfo` of a key kube-apiserver can verify
+/// tokens with: RSA of at least 2048 bits, or ECDSA on P-256 or P-384.
+fn check_public_key(spki: &[u8]) -> Result<(), &'static str> {
+    use aws_lc_rs::signature::{self, ParsedPublicKey};
+    // aws-lc refuses RSA moduli below 2048 bits itself; the size check keeps that explicit.
+    if let Ok(rsa) = aws_lc_rs::rsa::PublicEncryptingKey::from_der(spki)
+        && rsa.key_size_bytes() >= MIN_RSA_BYTES
+    {
+        return Ok(());
+    }
+    for curve in [
+        &signature::ECDSA_P256_SHA256_ASN1,
+        &signature::ECDSA_P384_SHA384_ASN1,
+    ] {
+        if ParsedPublicKey::new(curve, spki).is_ok() && spki.first() == Some(&0x30) {
+            return Ok(());
+        }
+    }
+    Err(
+        "is neither an RSA key of at least 2048 bits nor a P-256 or P-384 key (SubjectPublicKeyInfo)",
+    )
 }
 
 impl KeySet {

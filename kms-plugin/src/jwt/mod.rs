@@ -7,6 +7,7 @@
 
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod claims;
 #[cfg(any(feature = "pkcs11", feature = "aws"))]
 mod der;
 pub mod key;

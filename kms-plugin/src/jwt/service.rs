@@ -166,6 +166,8 @@ impl JwtSigner {
                 "claims must be unpadded base64url",
             ));
         }
+        super::claims::check(claims, self.config.max_token_expiration.get())
+            .map_err(|refused| Status::invalid_argument(refused.to_string()))?;
         let keys = self.keys();
         let header = format!(
             r#"{{"alg":"{}","kid":"{}","typ":"JWT"}}"#,

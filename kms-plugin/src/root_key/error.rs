@@ -7,10 +7,10 @@ use keystore::{ErrorKind, KeyStoreError};
 #[non_exhaustive]
 pub enum RootKeyError {
     /// The key id names no root key this backend holds.
-    #[error("unknown root key id {0:?}")]
+    #[error("unknown root key id \"{}\"", crate::log_text::untrusted(.0))]
     UnknownKey(String),
     /// The wrapped bytes did not authenticate: tampered, or wrapped by a different key.
-    #[error("wrapped key failed authentication under root key {0:?}")]
+    #[error("wrapped key failed authentication under root key \"{}\"", crate::log_text::untrusted(.0))]
     Integrity(String),
     /// The backend could not be reached, timed out, or failed transiently; retrying may help.
     #[error("root key backend unavailable: {0}")]

@@ -1,10 +1,17 @@
-//! Binding the Unix socket: stale files removed, live sockets respected, permissions set before
-//! anyone can connect.
+//! Binding the Unix socket: one plugin per path (a lock file), stale files removed, live sockets
+//! respected, permissions set before anyone can connect.
+//!
+//! The socket is bound inside a fresh private directory (mode 0700, created next to the final
+//! path so the rename stays on one filesystem), given its mode and owner there, and only then
+//! renamed into place: until the rename, no other user can even reach it, whatever the umask.
+//! A process-wide umask would not do: it is shared by every thread of the running runtime.
+//! Nothing in that directory can be a symlink planted by someone else, and the owner is set with
+//! `lchown`, so neither step ever follows a link.
 
 use kms_config::{FileMode, SocketAddress};
-use std::fs;
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use tokio::net::UnixListener;
 
@@ -17,6 +24,11 @@ pub enum ListenError {
         "{0}: another process is serving on this socket; refusing to start (stop it, or choose another path)"
     )]
     InUse(PathBuf),
+    /// Another process holds the socket's lock file.
+    #[error(
+        "{0}: another process is serving on this socket (it holds the lock file {0}.lock); refusing to start (stop it, or choose another path)"
+    )]
+    Locked(PathBuf),
     /// Something that is not a socket occupies the path.
     #[error("{0}: exists and is not a socket; refusing to remove it")]
     NotASocket(PathBuf),
@@ -36,6 +48,9 @@ pub enum ListenError {
 pub struct BoundSocket {
     listener: Option<UnixListener>,
     file: Option<(PathBuf, u64, u64)>,
+    /// The flock on `<socket>.lock`, held for the life of the socket. The lock file itself is
+    /// left in place: removing it would let two processes lock two different files.
+    _lock: Option<File>,
 }
 
 impl BoundSocket {
@@ -114,6 +129,7 @@ fn bind_abstract(name: &str) -> Result<BoundSocket, ListenError> {
     Ok(BoundSocket {
         listener: Some(listener),
         file: None,
+        _lock: None,
     })
 }
 
@@ -123,36 +139,91 @@ fn bind_path(
     uid: Option<u32>,
     gid: Option<u32>,
 ) -> Result<BoundSocket, ListenError> {
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).map_err(io_error("create directory", parent))?;
-    }
+    let parent = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => {
+            fs::create_dir_all(parent).map_err(io_error("create directory", parent))?;
+            parent
+        }
+        None => Path::new("."),
+    };
+    let lock = lock_socket(path)?;
     clear_stale(path)?;
-    // Bind under a temporary name, fix permissions, then move into place.
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temp = path.with_file_name(format!(".{file_name}.{}", std::process::id()));
-    let _ = fs::remove_file(&temp);
-    let listener = UnixListener::bind(&temp).map_err(io_error("bind", &temp))?;
+    let private = private_dir(parent, &file_name)?;
+    let temp = private.join("socket");
     let prepared = (|| {
+        let listener = UnixListener::bind(&temp).map_err(io_error("bind", &temp))?;
+        let meta = fs::symlink_metadata(&temp).map_err(io_error("stat", &temp))?;
+        if !meta.file_type().is_socket() {
+            return Err(ListenError::NotASocket(temp.clone()));
+        }
         fs::set_permissions(&temp, fs::Permissions::from_mode(mode.0))
             .map_err(io_error("chmod", &temp))?;
         if uid.is_some() || gid.is_some() {
-            std::os::unix::fs::chown(&temp, uid, gid).map_err(io_error("chown", &temp))?;
+            std::os::unix::fs::lchown(&temp, uid, gid).map_err(io_error("chown", &temp))?;
         }
-        fs::rename(&temp, path).map_err(io_error("rename socket into place", path))
+        fs::rename(&temp, path).map_err(io_error("rename socket into place", path))?;
+        Ok(listener)
     })();
-    if let Err(error) = prepared {
-        let _ = fs::remove_file(&temp);
-        return Err(error);
-    }
+    let _ = fs::remove_file(&temp);
+    let _ = fs::remove_dir(&private);
+    let listener = prepared?;
     let meta = fs::symlink_metadata(path).map_err(io_error("stat", path))?;
     tracing::info!(socket = %path.display(), mode = format!("{:04o}", mode.0), "listening");
     Ok(BoundSocket {
         listener: Some(listener),
         file: Some((path.to_owned(), meta.dev(), meta.ino())),
+        _lock: Some(lock),
     })
+}
+
+/// The path of the lock file that keeps a second plugin off `socket`.
+pub fn lock_path(socket: &Path) -> PathBuf {
+    let mut name = socket.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// Takes the exclusive flock on `<socket>.lock` (created 0600, never through a symlink), or
+/// fails at once if another process holds it.
+fn lock_socket(socket: &Path) -> Result<File, ListenError> {
+    let path = lock_path(socket);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&path)
+        .map_err(io_error("open lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(ListenError::Locked(socket.to_owned())),
+        Err(TryLockError::Error(source)) => Err(io_error("lock", &path)(source)),
+    }
+}
+
+/// A new directory of mode 0700 in `parent` (created, never reused), where the socket is bound
+/// and prepared out of everyone else's reach.
+fn private_dir(parent: &Path, file_name: &str) -> Result<PathBuf, ListenError> {
+    let mut attempt = 0u32;
+    loop {
+        let dir = parent.join(format!(".{file_name}.{}.{attempt}.tmp", std::process::id()));
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {
+                // The umask may only have removed bits; make sure of exactly 0700.
+                fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                    .map_err(io_error("chmod", &dir))?;
+                return Ok(dir);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 16 => attempt += 1,
+            Err(e) => return Err(io_error("create private directory", &dir)(e)),
+        }
+    }
 }
 
 /// Removes a socket file left by a crashed process; refuses if a live process answers on it.

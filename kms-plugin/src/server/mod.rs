@@ -4,6 +4,7 @@
 
 mod http;
 pub mod listener;
+mod peers;
 mod service;
 
 pub use service::{API_VERSION, KmsService};
@@ -14,7 +15,7 @@ use crate::jwt::service::{JwtSigner, SignerV1, SignerV1Alpha1};
 use crate::metrics::Metrics;
 use crate::root_key::{self, instrumented::Instrumented};
 use authority_shim::{AuthorityShim, Limits, Rewrite};
-use kms_config::{BackendConfig, PluginConfig, SocketAddress};
+use kms_config::{AllowedPeers, BackendConfig, PluginConfig, SocketAddress};
 use kms_proto::externaljwt_v1::external_jwt_signer_server::ExternalJwtSignerServer as SignerServerV1;
 use kms_proto::externaljwt_v1alpha1::external_jwt_signer_server::ExternalJwtSignerServer as SignerServerV1Alpha1;
 use kms_proto::kms_v2::key_management_service_server::KeyManagementServiceServer;
@@ -46,20 +47,33 @@ fn server_builder() -> tonic::transport::Server {
         .http2_max_header_list_size(LIMITS.max_header_list_size())
 }
 
-/// Binds `address` and serves `router` on it behind the `:authority` shim.
-fn serve_on(
-    name: &'static str,
-    address: &SocketAddress,
+/// Where and to whom one server listens.
+struct SocketSpec<'a> {
+    address: &'a SocketAddress,
     mode: kms_config::FileMode,
     uid: Option<u32>,
     gid: Option<u32>,
+    allowed_peers: Option<AllowedPeers>,
+}
+
+/// Binds the socket and serves `router` on it behind the peer allowlist and the `:authority`
+/// shim; a refused peer's connection is closed before any HTTP/2 byte.
+fn serve_on(
+    name: &'static str,
+    spec: SocketSpec<'_>,
     router: tonic::transport::server::Router,
 ) -> anyhow::Result<Running> {
-    let mut socket = listener::bind(address, mode, uid, gid)?;
+    let address = spec.address;
+    let mut socket = listener::bind(address, spec.mode, spec.uid, spec.gid)?;
     let listener = socket
         .take_listener()
         .ok_or_else(|| anyhow::anyhow!("listener already taken"))?;
+    let allowed = spec.allowed_peers;
     let incoming = UnixListenerStream::new(listener)
+        .filter(move |conn| match conn {
+            Ok(io) => peers::admit(name, allowed.as_ref(), io),
+            Err(_) => true,
+        })
         .map(|conn| conn.map(|io| AuthorityShim::with(io, LIMITS, Rewrite::WhenNeeded)));
     let (drain, drained) = oneshot::channel::<()>();
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
@@ -129,10 +143,13 @@ async fn start_kms(
     let router = server_builder().add_service(KeyManagementServiceServer::new(service));
     let running = serve_on(
         "KMS v2",
-        address,
-        config.socket_mode,
-        config.socket_uid,
-        config.socket_gid,
+        SocketSpec {
+            address,
+            mode: config.socket_mode,
+            uid: config.socket_uid,
+            gid: config.socket_gid,
+            allowed_peers: config.allowed_peers.clone(),
+        },
         router,
     )?;
     Ok((running, tasks))
@@ -162,10 +179,13 @@ pub async fn run(
             .add_service(SignerServerV1Alpha1::new(SignerV1Alpha1(signer)));
         servers.push(serve_on(
             "ExternalJWTSigner",
-            &signer_config.socket,
-            signer_config.socket_mode,
-            signer_config.socket_uid,
-            signer_config.socket_gid,
+            SocketSpec {
+                address: &signer_config.socket,
+                mode: signer_config.socket_mode,
+                uid: signer_config.socket_uid,
+                gid: signer_config.socket_gid,
+                allowed_peers: signer_config.allowed_peers.clone(),
+            },
             router,
         )?);
     }

@@ -35,11 +35,8 @@ impl KmsService {
 }
 
 /// A uid safe to log: bounded length (the value is logged with escaping).
-fn loggable_uid(uid: &str) -> &str {
-    match uid.char_indices().nth(64) {
-        Some((cut, _)) => &uid[..cut],
-        None => uid,
-    }
+fn loggable_uid(uid: &str) -> String {
+    crate::log_text::untrusted(uid)
 }
 
 /// Short outcome label for logs and metrics, and the opaque status for the wire.

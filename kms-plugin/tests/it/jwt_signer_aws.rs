@@ -175,7 +175,11 @@ async fn kms_key_signs_tokens_that_verify_independently() {
     }
 
     // A signing input beyond KMS's RAW limit (4096 bytes) is refused, not truncated or hashed.
-    let error = sign_claims(&mut client, "A".repeat(5000))
+    let padded = format!(
+        r#"{{"iss":"i","sub":"s","iat":1,"exp":600,"pad":"{}"}}"#,
+        "A".repeat(5000)
+    );
+    let error = sign_claims(&mut client, b64(padded.as_bytes()))
         .await
         .expect_err("too long for RAW");
     assert_eq!(error.code(), tonic::Code::Internal, "{error:?}");

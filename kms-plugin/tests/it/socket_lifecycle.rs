@@ -86,9 +86,17 @@ fn configured_socket_mode_and_owner_apply() {
 fn abstract_socket() {
     let temp = tempfile::tempdir().expect("tempdir");
     let name = format!("kms-plugin-test-{}", hex::encode(random_bytes(6)));
-    let mut child = Command::new(BIN)
-        .args(["serve", "--socket", &format!("@{name}"), "--state-dir"])
-        .arg(temp.path().join("state"))
+    // An abstract socket has no file mode: it needs an allowlist (root, who runs the tests).
+    let config = temp.path().join("kms.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket: '@{name}'\nallowed_peers: {{ uids: [0] }}\nbackend: {{ kind: local, local: {{ state_dir: {} }} }}\n",
+            temp.path().join("state").display()
+        ),
+    )
+    .expect("write config");
+    let mut child = serve_command(&config, &[])
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");

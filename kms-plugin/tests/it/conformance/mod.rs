@@ -809,6 +809,23 @@ pub(crate) async fn fault_cases<B: Backend>() {
                 && !reason.contains(" { "),
             "{outage}: the reason must be short, one line, no debug dump: {reason:?}"
         );
+        // A fixed reason, the same on /healthz and /readyz; the backend's text is in the log.
+        let fixed = [
+            kms_plugin::health::PROBE_TIMED_OUT,
+            kms_plugin::health::PROBE_FAILED,
+        ];
+        assert!(fixed.contains(&reason.as_str()), "{outage}: {reason:?}");
+        for path in ["/healthz", "/readyz"] {
+            let (code, body) = http_get(plugin.metrics, path);
+            assert_eq!(code, 503, "{outage}: {path}");
+            assert!(fixed.contains(&body.trim()), "{outage}: {path}: {body:?}");
+        }
+        assert!(
+            plugin
+                .logs()
+                .contains("root key probe failed; reporting unhealthy"),
+            "{outage}: the details go to the log"
+        );
 
         fixture.backend.come_back(outage).await;
         wait_status(&mut client, "recovery", Duration::from_secs(10), |h, _| {

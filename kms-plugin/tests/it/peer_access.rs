@@ -1,0 +1,203 @@
+//! Who may connect: the `allowed_peers` allowlist checked with `SO_PEERCRED` (a client run as
+//! another uid through `setpriv`), abstract sockets refused without one, one plugin per socket
+//! path through its lock file, socket modes written as quoted octal strings.
+
+use crate::common;
+
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// The uid and gid of `nobody`, the "other user" of these tests (which run as root).
+const NOBODY: &str = "65534";
+
+/// `kms-plugin status` on `socket`, run as `nobody` with no supplementary groups.
+fn status_as_nobody(socket: &std::path::Path) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid", NOBODY, "--regid", NOBODY, "--clear-groups", BIN])
+        .args(["status", "--timeout", "2s", "--socket"])
+        .arg(socket)
+        .output()
+        .expect("setpriv")
+}
+
+/// A plugin whose socket `nobody` may open by its file mode (group 65534, mode 0660), so only
+/// `allowed_peers` decides.
+fn plugin_reachable_by_nobody(temp: &std::path::Path, allowed_peers: &str) -> Plugin {
+    std::fs::set_permissions(temp, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    Plugin::start_with(
+        temp,
+        &format!("socket_mode: '0660'\nsocket_gid: {NOBODY}\nallowed_peers: {allowed_peers}\n"),
+    )
+}
+
+#[test]
+fn a_peer_outside_allowed_peers_is_refused_and_logged() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let plugin = plugin_reachable_by_nobody(temp.path(), "{ uids: [0] }");
+    let refused = status_as_nobody(&plugin.socket);
+    assert!(
+        !refused.status.success(),
+        "nobody must be refused: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
+    let logs = plugin.logs();
+    assert!(
+        logs.contains("refused a connection from a peer not in allowed_peers")
+            && logs.contains("uid=65534")
+            && logs.contains("gid=65534")
+            && logs.contains("pid="),
+        "{logs}"
+    );
+    let allowed = Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(&plugin.socket)
+        .output()
+        .expect("status");
+    assert!(
+        allowed.status.success(),
+        "root is in the list: {}",
+        String::from_utf8_lossy(&allowed.stdout)
+    );
+}
+
+#[test]
+fn a_peer_in_allowed_peers_by_gid_is_served() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let plugin =
+        plugin_reachable_by_nobody(temp.path(), &format!("{{ uids: [0], gids: [{NOBODY}] }}"));
+    let served = status_as_nobody(&plugin.socket);
+    assert!(
+        served.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&served.stdout),
+        String::from_utf8_lossy(&served.stderr),
+        plugin.logs()
+    );
+    assert!(String::from_utf8_lossy(&served.stdout).contains("healthz: ok"));
+}
+
+#[test]
+fn abstract_sockets_without_allowed_peers_are_refused_at_startup() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let name = format!("kms-plugin-test-{}", hex::encode(random_bytes(6)));
+    let output = Command::new(BIN)
+        .args(["serve", "--socket", &format!("@{name}"), "--state-dir"])
+        .arg(temp.path().join("state"))
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no file permissions") && stderr.contains("allowed_peers"),
+        "{stderr}"
+    );
+    let config = temp.path().join("signer.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "jwt_signer:\n  socket: '@{name}'\n  max_token_expiration: 1h\n  key: {{ kind: local, local: {{ key_file: /nonexistent.pem }} }}\n"
+        ),
+    )
+    .expect("write");
+    let stderr = serve_must_fail(&config, &[], Duration::from_secs(10));
+    assert!(
+        stderr.contains("jwt_signer.socket") && stderr.contains("jwt_signer.allowed_peers"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_second_plugin_is_refused_by_the_lock_file() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let first = Plugin::start_local(temp.path());
+    // Even with the socket file gone (so a connect probe finds nothing), the lock holds.
+    std::fs::remove_file(&first.socket).expect("remove socket");
+    let second = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&first.config)
+        .output()
+        .expect("run");
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains("holds the lock file"), "{stderr}");
+    let lock = temp.path().join("kms.sock.lock");
+    let mode = std::fs::metadata(&lock)
+        .expect("lock file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // No private binding directory is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(temp.path())
+        .expect("list")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn an_unquoted_socket_mode_is_refused_with_advice_to_quote() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let config = temp.path().join("kms.yaml");
+    std::fs::write(
+        &config,
+        local_config(
+            &temp.path().join("kms.sock"),
+            &temp.path().join("state"),
+            "socket_mode: 0o640\n",
+        ),
+    )
+    .expect("write");
+    let stderr = serve_must_fail(&config, &[], Duration::from_secs(10));
+    assert!(
+        stderr.contains("quote it") && stderr.contains(&format!("{}:5:", config.display())),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_signer_socket_has_its_own_allowlist() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path();
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let key = dir.join("sa.key");
+    common::jwt::openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        key.to_str().expect("utf-8"),
+    ]);
+    let socket = dir.join("jwt.sock");
+    let config = dir.join("signer.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "jwt_signer:\n  socket: {}\n  socket_mode: '0660'\n  socket_gid: {NOBODY}\n  allowed_peers: {{ uids: [0] }}\n  max_token_expiration: 1h\n  key: {{ kind: local, local: {{ key_file: {} }} }}\n",
+            socket.display(),
+            key.display()
+        ),
+    )
+    .expect("config");
+    let mut command = Command::new(BIN);
+    command.args(["serve", "--config"]).arg(&config);
+    let mut signer = common::jwt::Signer::spawn(command, dir.join("signer.log"), socket.clone());
+    // Root is allowed: a real Sign call works.
+    let mut client = signer.client().await;
+    common::jwt::sign(&mut client).await.expect("root signs");
+    // nobody reaches the file but not the service.
+    let refused = status_as_nobody(&socket);
+    assert!(!refused.status.success());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let logs = signer.logs();
+    assert!(
+        logs.contains("refused a connection from a peer not in allowed_peers")
+            && logs.contains("ExternalJWTSigner")
+            && logs.contains("uid=65534"),
+        "{logs}"
+    );
+}
