@@ -155,6 +155,17 @@ pub fn issue_for_key(spec: &CertSpec, key: &PrivateKey, ca: &Ca) -> Result<Cert>
     issue(spec, &key.public_key_der(), &ca.cert, ca_key)
 }
 
+/// A PEM PKCS#10 request for `key` asking for what `spec` describes (subject, SANs, key usages
+/// and extended key usages as requested extensions), for an external CA to sign.
+pub fn csr_pem(spec: &CertSpec, key: &PrivateKey) -> Result<String> {
+    let mut p = params(spec, None)?;
+    // The signer chooses serial and authority key identifier; a request carries neither.
+    p.serial_number = None;
+    p.use_authority_key_identifier_extension = false;
+    let csr = p.serialize_request(key.pair()).map_err(Error::crypto)?;
+    csr.pem().map_err(Error::crypto)
+}
+
 fn params(spec: &CertSpec, cap: Option<OffsetDateTime>) -> Result<CertificateParams> {
     let now = OffsetDateTime::now_utc();
     let mut p = CertificateParams::default();

@@ -151,6 +151,54 @@ pub fn render_named(
         })
 }
 
+/// Renders kubeadm's partial kubeconfig of `certs generate-csr`: cluster `<cluster>` with only
+/// the server (no CA data yet), user `<user>` with only the client key; the external CA's
+/// operator adds `client-certificate-data` (and `init` the CA data) later.
+pub fn render_key_only(
+    cluster: &str,
+    server: &str,
+    user: &str,
+    key: &PrivateKey,
+) -> Result<Zeroizing<String>> {
+    let context = format!("{user}@{cluster}");
+    let cfg = Config {
+        api_version: "v1".to_owned(),
+        clusters: vec![NamedCluster {
+            cluster: Cluster {
+                certificate_authority_data: None,
+                certificate_authority: None,
+                server: server.to_owned(),
+            },
+            name: cluster.to_owned(),
+        }],
+        contexts: vec![NamedContext {
+            context: Context {
+                cluster: cluster.to_owned(),
+                user: user.to_owned(),
+            },
+            name: context.clone(),
+        }],
+        current_context: context,
+        kind: "Config".to_owned(),
+        preferences: serde_yaml_ng::Mapping::new(),
+        users: vec![NamedUser {
+            name: user.to_owned(),
+            user: User {
+                client_certificate_data: None,
+                client_key_data: Some(STANDARD.encode(key.pem())),
+                client_certificate: None,
+                client_key: None,
+            },
+        }],
+    };
+    serde_yaml_ng::to_string(&cfg)
+        .map(Zeroizing::new)
+        .map_err(|e| Error::Render {
+            what: "kubeconfig",
+            reason: e.to_string(),
+        })
+}
+
 /// Renders a kubeconfig whose client certificate and key are read from `client_pem` (one file
 /// holding both, as the kubelet's `kubelet-client-current.pem`), so the kubelet can rotate them.
 pub fn render_with_files(

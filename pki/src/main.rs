@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Create every missing CA, certificate, key, SA key pair and kubeconfig; keep valid ones.
     Init(InitArgs),
+    /// Write a key and a CSR for every certificate and kubeconfig init would issue (external CA).
+    GenerateCsr(InitArgs),
     /// Show when every certificate expires.
     CheckExpiration(CheckArgs),
     /// Re-issue leaf certificates and kubeconfig client certificates from the current CA.
@@ -281,6 +283,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(a) => run_init(a),
+        Command::GenerateCsr(a) => run_generate_csr(a),
         Command::CheckExpiration(a) => run_check(a),
         Command::Renew(a) => run_renew(a),
         Command::Kubelet(a) => run_kubelet(a),
@@ -296,7 +299,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_init(a: InitArgs) -> Result<ExitCode> {
+/// The layout, cluster spec and dry-run choice of `init` and `generate-csr`.
+fn init_inputs(a: InitArgs) -> Result<(Layout, ClusterSpec, bool)> {
     let cfg = a
         .config
         .as_deref()
@@ -361,8 +365,35 @@ fn run_init(a: InitArgs) -> Result<ExitCode> {
         .or(cfg.certificates_dir)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CERT_DIR));
     let layout = Layout::new(cert_dir, a.kubeconfig_dir);
-    let scratch = a
-        .dry_run
+    Ok((layout, s, a.dry_run))
+}
+
+fn run_generate_csr(a: InitArgs) -> Result<ExitCode> {
+    let (layout, s, dry_run) = init_inputs(a)?;
+    let scratch = dry_run
+        .then(|| pki::dry_run::Scratch::new(&layout))
+        .transpose()?;
+    let written =
+        pki::generate_csr::generate_csr(scratch.as_ref().map_or(&layout, |s| &s.layout), &s)?;
+    match &scratch {
+        Some(sc) => print_changes(sc)?,
+        None => {
+            for p in &written {
+                println!("[certs] created {}", p.display());
+            }
+            println!(
+                "Have the external CA sign every .csr: save a leaf's certificate as <name>.crt beside \
+                 its key, add a kubeconfig's (base64) to its users[].user.client-certificate-data, \
+                 then run `pki init`."
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_init(a: InitArgs) -> Result<ExitCode> {
+    let (layout, s, dry_run) = init_inputs(a)?;
+    let scratch = dry_run
         .then(|| pki::dry_run::Scratch::new(&layout))
         .transpose()?;
     let report = pki::init::init(scratch.as_ref().map_or(&layout, |s| &s.layout), &s)?;
