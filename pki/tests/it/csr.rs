@@ -257,6 +257,20 @@ fn apiserver_client_csr_and_bad_input() {
     assert!((v.not_after - (now() + DAY)).abs() < 120);
     assert!(v.key_is_rsa);
 
+    // As kube-apiserver's CertificateSubjectRestriction admission: no system:masters, in any
+    // position among the O values.
+    for subj in [
+        "/O=system:masters/CN=root",
+        "/O=dev/O=system:masters/CN=root",
+    ] {
+        let m = make_csr(d, "masters", "ec", subj, &[]);
+        let err = fails(&sign(&c, API_CLIENT, &m, &[]));
+        assert!(
+            err.contains("\"system:masters\" is not permitted"),
+            "{subj}: {err}"
+        );
+    }
+
     // This signer honors SANs of every common kind.
     let sans = make_csr(
         d,
