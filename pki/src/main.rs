@@ -177,9 +177,13 @@ struct KubeletArgs {
     /// Host name(s) for the serving certificate [default: the node name]; repeat or comma-separate.
     #[arg(long, value_delimiter = ',')]
     hostname: Vec<String>,
-    /// Directory for kubelet-client-current.pem, kubelet.crt and kubelet.key.
+    /// Directory for kubelet-client-current.pem, kubelet.crt and kubelet.key [default:
+    /// /var/lib/kubelet/pki, only when --node-name is this host].
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// The kubelet's certificate directory on that node, which kubelet.conf references.
     #[arg(long, default_value = pki::kubelet::DEFAULT_OUT_DIR)]
-    out_dir: PathBuf,
+    kubelet_dir: PathBuf,
     /// API server URL for kubelet.conf [default: the server of admin.conf in --kubeconfig-dir].
     #[arg(long)]
     server: Option<String>,
@@ -510,6 +514,13 @@ fn run_renew(a: RenewArgs) -> Result<ExitCode> {
 }
 
 fn run_kubelet(a: KubeletArgs) -> Result<ExitCode> {
+    let out_dir = match a.out_dir {
+        Some(d) => d,
+        None => {
+            pki::kubelet::check_this_host(&a.node_name)?;
+            PathBuf::from(pki::kubelet::DEFAULT_OUT_DIR)
+        }
+    };
     let layout = a.dirs.layout();
     let ca = pki::renew::signing_ca(&layout, pki::profile::CaId::Ca)?;
     let server = match a.server {
@@ -531,10 +542,11 @@ fn run_kubelet(a: KubeletArgs) -> Result<ExitCode> {
     let _ = a.kubernetes_version;
     // The whole ca.crt: during a CA rotation it is the old+new bundle the kubelet must trust.
     req.trust_bundle = pki::store::read_optional(&layout.crt("ca"))?;
+    req.kubelet_dir = Some(a.kubelet_dir);
     let files = pki::kubelet::issue_kubelet(
         &req,
         &ca,
-        &a.out_dir,
+        &out_dir,
         &layout.kubeconfig_dir.join("kubelet.conf"),
     )?;
     for p in [
