@@ -197,6 +197,9 @@ struct KubeletArgs {
     /// credentials are the same on every supported version, unsupported ones are refused.
     #[arg(long, default_value_t)]
     kubernetes_version: pki::version::KubernetesVersion,
+    /// Print what would be created or changed; write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -543,12 +546,39 @@ fn run_kubelet(a: KubeletArgs) -> Result<ExitCode> {
     // The whole ca.crt: during a CA rotation it is the old+new bundle the kubelet must trust.
     req.trust_bundle = pki::store::read_optional(&layout.crt("ca"))?;
     req.kubelet_dir = Some(a.kubelet_dir);
+    let scratch = a
+        .dry_run
+        .then(|| pki::dry_run::Scratch::new(&layout))
+        .transpose()?;
     let files = pki::kubelet::issue_kubelet(
         &req,
         &ca,
-        &out_dir,
-        &layout.kubeconfig_dir.join("kubelet.conf"),
+        &scratch
+            .as_ref()
+            .map_or(out_dir.clone(), |s| s.extra_dir("kubelet")),
+        &scratch
+            .as_ref()
+            .map_or(&layout, |s| &s.layout)
+            .kubeconfig_dir
+            .join("kubelet.conf"),
     )?;
+    if let Some(sc) = &scratch {
+        for p in [
+            &files.client_pem_versioned,
+            &files.client_pem,
+            &files.serving_crt,
+            &files.serving_key,
+        ] {
+            let real = out_dir.join(p.file_name().unwrap_or_default());
+            let verb = match real.symlink_metadata() {
+                Ok(_) => "change",
+                Err(_) => "create",
+            };
+            println!("[dry-run] would {verb} {}", real.display());
+        }
+        print_changes(sc)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     for p in [
         &files.client_pem_versioned,
         &files.client_pem,

@@ -212,3 +212,76 @@ fn another_node_never_gets_this_hosts_kubelet_dir() {
         "refused before writing"
     );
 }
+
+/// Every file below `dir` (recursively) with its content and mode, sorted.
+fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>, u32)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                stack.push(p);
+            } else {
+                let body = if meta.file_type().is_symlink() {
+                    std::fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes()
+                } else {
+                    std::fs::read(&p).unwrap()
+                };
+                out.push((p, body, mode(&d)));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn dry_run_leaves_every_byte_in_place() {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    let out_dir = c.root().join("kp");
+    let args = |extra: &[&str]| {
+        let mut v: Vec<String> = vec![
+            "kubelet".into(),
+            "--node-name".into(),
+            "w3".into(),
+            "--server".into(),
+            "https://lb:6443".into(),
+            "--out-dir".into(),
+            out_dir.to_string_lossy().into(),
+        ];
+        v.extend(c.dirs());
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    // First onto an empty out dir: everything would be created.
+    let before = tree(c.root());
+    let out = ok(&run(&args(&["--dry-run"])));
+    assert_eq!(tree(c.root()), before, "dry run wrote: {out}");
+    assert!(!out_dir.exists());
+    let want = format!(
+        "[dry-run] would create {}",
+        out_dir.join("kubelet.crt").display()
+    );
+    assert!(out.contains(&want), "{out}");
+    assert!(
+        out.contains("would change") && out.contains("kubelet.conf"),
+        "{out}"
+    );
+    // Then over real credentials: they would change, and stay as they are.
+    ok(&run(&args(&[])));
+    let before = tree(c.root());
+    let out = ok(&run(&args(&["--dry-run"])));
+    assert_eq!(tree(c.root()), before, "dry run wrote: {out}");
+    let want = format!(
+        "[dry-run] would change {}",
+        out_dir.join("kubelet.key").display()
+    );
+    assert!(out.contains(&want), "{out}");
+    assert!(!out.contains(".pki-dry-run"), "scratch paths leak: {out}");
+}
