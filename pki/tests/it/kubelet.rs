@@ -224,15 +224,13 @@ fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>, u32)> {
             if meta.is_dir() {
                 stack.push(p);
             } else {
-                let body = if meta.file_type().is_symlink() {
-                    std::fs::read_link(&p)
-                        .unwrap()
-                        .into_os_string()
-                        .into_encoded_bytes()
+                let (body, bits) = if meta.file_type().is_symlink() {
+                    let target = std::fs::read_link(&p).unwrap();
+                    (target.into_os_string().into_encoded_bytes(), 0)
                 } else {
-                    std::fs::read(&p).unwrap()
+                    (std::fs::read(&p).unwrap(), mode(&p))
                 };
-                out.push((p, body, mode(&d)));
+                out.push((p, body, bits));
             }
         }
     }
