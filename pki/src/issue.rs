@@ -21,7 +21,7 @@ use crate::spec::BACKDATE;
 pub struct CertSpec {
     /// Subject CN.
     pub common_name: String,
-    /// Subject O values (at most two are supported).
+    /// Subject O values (more than two only for leaves signed by [`issue`]).
     pub organizations: Vec<String>,
     /// Subject alternative names.
     pub sans: Sans,
@@ -131,10 +131,13 @@ pub fn issue(
         .map_err(Error::crypto)?;
     let public = rcgen::SubjectPublicKeyInfo::from_der(spki_der).map_err(Error::crypto)?;
     let cert = params.signed_by(&public, &issuer).map_err(Error::crypto)?;
-    let cert = Cert::from_der(
-        cert.der().to_vec(),
-        std::path::Path::new("<new certificate>"),
-    )?;
+    let mut der = cert.der().to_vec();
+    if spec.organizations.len() > 2 {
+        // rcgen wrote the first two O values; put the full subject in and sign again.
+        let name = crate::subject::name_der(&spec.organizations, &spec.common_name);
+        der = crate::subject::replace_subject(&der, &name, ca_key)?;
+    }
+    let cert = Cert::from_der(der, std::path::Path::new("<new certificate>"))?;
     // rcgen re-encodes the issuer name from the CA certificate; make sure the result still
     // chains (it would not for names rcgen cannot represent, e.g. repeated attribute types).
     if !cert.is_signed_by(ca_cert) {
@@ -241,10 +244,10 @@ fn distinguished_name(cn: &str, orgs: &[String]) -> Result<DistinguishedName> {
             dn.push(DnType::OrganizationName, one.as_str());
             dn.push(DnType::CustomDnType(vec![2, 5, 4, 10]), two.as_str());
         }
-        _ => {
-            return Err(Error::Config(
-                "more than two subject organizations are not supported".to_owned(),
-            ));
+        // More than two: the first two as a placeholder; `issue` writes the full subject.
+        [one, two, ..] => {
+            dn.push(DnType::OrganizationName, one.as_str());
+            dn.push(DnType::CustomDnType(vec![2, 5, 4, 10]), two.as_str());
         }
     }
     if !cn.is_empty() {

@@ -46,6 +46,7 @@ pub mod renew;
 pub mod rotate;
 pub mod spec;
 pub mod store;
+mod subject;
 pub mod version;
 
 pub use error::{Error, Result};

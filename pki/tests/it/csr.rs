@@ -271,6 +271,18 @@ fn apiserver_client_csr_and_bad_input() {
         );
     }
 
+    // Any number of groups is kept, in order.
+    let many = make_csr(d, "many", "rsa", "/O=dev/O=ops/O=sre/O=oncall/CN=jane", &[]);
+    let crt = save(&c, &ok(&sign(&c, API_CLIENT, &many, &[])), "many.crt");
+    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let v = view(&crt);
+    assert_eq!(v.cn, "jane");
+    assert_eq!(v.orgs, ["dev", "ops", "sre", "oncall"]);
+    assert_eq!(
+        openssl_pubkey_of_cert(&crt),
+        openssl_pubkey_of_key(&d.join("many.key"))
+    );
+
     // This signer honors SANs of every common kind.
     let sans = make_csr(
         d,
