@@ -17,6 +17,7 @@ use crate::inspect::{Cert, ip_from_bytes};
 use crate::issue::{self, CertSpec};
 use crate::key::PrivateKey;
 use crate::profile::{Sans, Usage};
+use crate::version::SYSTEM_MASTERS;
 
 /// Largest CSR accepted (PEM text), to bound work on hostile input.
 pub const MAX_CSR_BYTES: usize = 64 * 1024;
@@ -234,6 +235,13 @@ pub fn check_rules(signer: Signer, req: &CsrRequest, usages: &BTreeSet<String>) 
         Signer::ApiserverClient => {
             if req.common_name.is_empty() {
                 return refuse("subject CN (the user name) must not be empty".into());
+            }
+            // kube-apiserver's CertificateSubjectRestriction admission refuses these too: a
+            // certificate in system:masters bypasses every authorizer and cannot be revoked.
+            if req.organizations.iter().any(|o| o == SYSTEM_MASTERS) {
+                return refuse(format!(
+                    "subject organization {SYSTEM_MASTERS:?} is not permitted for this signer"
+                ));
             }
         }
     }

@@ -73,6 +73,12 @@ impl Scratch {
         Ok(scratch)
     }
 
+    /// A private directory inside the scratch copy (deleted with it) for a command's output
+    /// that lives outside the two directories, e.g. the kubelet's certificate directory.
+    pub fn extra_dir(&self, name: &str) -> PathBuf {
+        self.root.join("extra").join(name)
+    }
+
     /// The real path a scratch path stands for.
     pub fn original_path(&self, p: &Path) -> PathBuf {
         if let Ok(rest) = p.strip_prefix(&self.layout.cert_dir) {

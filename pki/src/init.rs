@@ -30,6 +30,8 @@ pub enum Action {
     Warning(String),
     /// Something the cluster must provide for a file to work (e.g. a ClusterRoleBinding).
     Note(String),
+    /// A partial kubeconfig (from `generate-csr`, signed externally) got its CA data.
+    Completed(PathBuf),
     /// The node state file (version, joined or not) was written or removed.
     Recorded(PathBuf),
 }
@@ -46,6 +48,9 @@ impl fmt::Display for Action {
             ),
             Action::Warning(w) => write!(f, "[certs] WARNING: {w}"),
             Action::Note(n) => write!(f, "[certs] NOTE: {n}"),
+            Action::Completed(p) => {
+                write!(f, "[certs] completed {}: embedded the CA data", p.display())
+            }
             Action::Recorded(p) => write!(
                 f,
                 "[certs] recorded node version and role in {}",
@@ -327,6 +332,26 @@ fn ensure_kubeconfig(
     let ca_path = layout.crt(profile::ca_profile(CaId::Ca).base);
     if let Some(text) = store::read_secret_optional(&path)? {
         let parsed = kubeconfig::parse(&text, &path)?;
+        if parsed.ca.is_empty() && parsed.client_cert.is_none() && ca.is_external() {
+            // Still waiting for the external CA's signature on `<name>.csr`.
+            report.missing.push(Error::invalid(
+                &path,
+                "has no client certificate yet: add the external CA's signature of its .csr \
+                 as client-certificate-data",
+            ));
+            return Ok(());
+        }
+        if parsed.ca.is_empty() {
+            // kubeadm's partial kubeconfig from `generate-csr`, its certificate added by the
+            // external CA's operator: once the client part checks out, embed the CA data.
+            validate_client(&parsed, &path, ca, &ca_path)?;
+            let done = kubeconfig::rewrite_embedded(&text, &path, &ca.cert.pem(), None)?
+                .ok_or_else(|| Error::invalid(&path, "cannot embed the CA data"))?;
+            store::write_atomic(&path, done.as_bytes(), MODE_SECRET)?;
+            report.actions.push(Action::Completed(path.clone()));
+        }
+        let text = store::read_secret_optional(&path)?.unwrap_or(text);
+        let parsed = kubeconfig::parse(&text, &path)?;
         validate_kubeconfig(&parsed, &path, ca, &ca_path)?;
         if let Some(cert) = &parsed.client_cert {
             warn_if_expired(cert, &path, report);
@@ -401,6 +426,16 @@ pub fn validate_kubeconfig(
             ),
         ));
     }
+    validate_client(parsed, path, ca, ca_path)
+}
+
+/// Checks the client part of a kubeconfig: a certificate signed by `ca` with its key.
+fn validate_client(
+    parsed: &kubeconfig::Kubeconfig,
+    path: &Path,
+    ca: &Ca,
+    ca_path: &Path,
+) -> Result<()> {
     let cert = parsed
         .client_cert
         .as_ref()

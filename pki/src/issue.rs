@@ -21,7 +21,7 @@ use crate::spec::BACKDATE;
 pub struct CertSpec {
     /// Subject CN.
     pub common_name: String,
-    /// Subject O values (at most two are supported).
+    /// Subject O values (more than two only for leaves signed by [`issue`]).
     pub organizations: Vec<String>,
     /// Subject alternative names.
     pub sans: Sans,
@@ -131,10 +131,13 @@ pub fn issue(
         .map_err(Error::crypto)?;
     let public = rcgen::SubjectPublicKeyInfo::from_der(spki_der).map_err(Error::crypto)?;
     let cert = params.signed_by(&public, &issuer).map_err(Error::crypto)?;
-    let cert = Cert::from_der(
-        cert.der().to_vec(),
-        std::path::Path::new("<new certificate>"),
-    )?;
+    let mut der = cert.der().to_vec();
+    if spec.organizations.len() > 2 {
+        // rcgen wrote the first two O values; put the full subject in and sign again.
+        let name = crate::subject::name_der(&spec.organizations, &spec.common_name);
+        der = crate::subject::replace_subject(&der, &name, ca_key)?;
+    }
+    let cert = Cert::from_der(der, std::path::Path::new("<new certificate>"))?;
     // rcgen re-encodes the issuer name from the CA certificate; make sure the result still
     // chains (it would not for names rcgen cannot represent, e.g. repeated attribute types).
     if !cert.is_signed_by(ca_cert) {
@@ -153,6 +156,17 @@ pub fn issue_for_key(spec: &CertSpec, key: &PrivateKey, ca: &Ca) -> Result<Cert>
         .as_ref()
         .ok_or_else(|| Error::Crypto("CA has no private key".to_owned()))?;
     issue(spec, &key.public_key_der(), &ca.cert, ca_key)
+}
+
+/// A PEM PKCS#10 request for `key` asking for what `spec` describes (subject, SANs, key usages
+/// and extended key usages as requested extensions), for an external CA to sign.
+pub fn csr_pem(spec: &CertSpec, key: &PrivateKey) -> Result<String> {
+    let mut p = params(spec, None)?;
+    // The signer chooses serial and authority key identifier; a request carries neither.
+    p.serial_number = None;
+    p.use_authority_key_identifier_extension = false;
+    let csr = p.serialize_request(key.pair()).map_err(Error::crypto)?;
+    csr.pem().map_err(Error::crypto)
 }
 
 fn params(spec: &CertSpec, cap: Option<OffsetDateTime>) -> Result<CertificateParams> {
@@ -230,10 +244,10 @@ fn distinguished_name(cn: &str, orgs: &[String]) -> Result<DistinguishedName> {
             dn.push(DnType::OrganizationName, one.as_str());
             dn.push(DnType::CustomDnType(vec![2, 5, 4, 10]), two.as_str());
         }
-        _ => {
-            return Err(Error::Config(
-                "more than two subject organizations are not supported".to_owned(),
-            ));
+        // More than two: the first two as a placeholder; `issue` writes the full subject.
+        [one, two, ..] => {
+            dn.push(DnType::OrganizationName, one.as_str());
+            dn.push(DnType::CustomDnType(vec![2, 5, 4, 10]), two.as_str());
         }
     }
     if !cn.is_empty() {

@@ -121,7 +121,7 @@ pub fn render_named(
     to_yaml(&single_context(
         cluster,
         server,
-        ca_pem,
+        Some(ca_pem),
         user,
         user,
         credentials,
@@ -146,7 +146,7 @@ pub fn render_with_files(
     let config = single_context(
         CLUSTER_NAME,
         server,
-        ca_pem,
+        Some(ca_pem),
         user,
         "default-auth",
         credentials,
@@ -159,7 +159,7 @@ pub fn render_with_files(
 fn single_context(
     cluster: &str,
     server: &str,
-    ca_pem: &str,
+    ca_pem: Option<&str>,
     user: &str,
     user_entry: &str,
     credentials: User,
@@ -169,7 +169,7 @@ fn single_context(
         api_version: "v1".to_owned(),
         clusters: vec![NamedCluster {
             cluster: Cluster {
-                certificate_authority_data: Some(STANDARD.encode(ca_pem)),
+                certificate_authority_data: ca_pem.map(|pem| STANDARD.encode(pem)),
                 certificate_authority: None,
                 server: server.to_owned(),
             },
@@ -190,6 +190,31 @@ fn single_context(
             user: credentials,
         }],
     }
+}
+
+/// Renders kubeadm's partial kubeconfig of `certs generate-csr`: cluster `<cluster>` with only
+/// the server (no CA data yet), user `<user>` with only the client key; the external CA's
+/// operator adds `client-certificate-data` (and `init` the CA data) later.
+pub fn render_key_only(
+    cluster: &str,
+    server: &str,
+    user: &str,
+    key: &PrivateKey,
+) -> Result<Zeroizing<String>> {
+    let credentials = User {
+        client_certificate_data: None,
+        client_key_data: Some(STANDARD.encode(key.pem())),
+        client_certificate: None,
+        client_key: None,
+    };
+    to_yaml(&single_context(
+        cluster,
+        server,
+        None,
+        user,
+        user,
+        credentials,
+    ))
 }
 
 /// The YAML text of a kubeconfig holding credentials, wiped on drop.

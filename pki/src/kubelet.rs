@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::issue::{self, Ca, CertSpec};
 use crate::key::{KeyAlgorithm, PrivateKey};
 use crate::kubeconfig;
@@ -34,6 +34,9 @@ pub struct KubeletRequest {
     /// CA data for kubelet.conf (PEM, possibly the old+new bundle of a CA rotation); the
     /// signing CA's certificate when `None`.
     pub trust_bundle: Option<String>,
+    /// Where the files will live on the node (kubelet.conf references
+    /// `<kubelet_dir>/kubelet-client-current.pem`); the output directory when `None`.
+    pub kubelet_dir: Option<PathBuf>,
 }
 
 impl KubeletRequest {
@@ -48,6 +51,7 @@ impl KubeletRequest {
             validity: crate::spec::DEFAULT_LEAF_VALIDITY,
             server: server.into(),
             trust_bundle: None,
+            kubelet_dir: None,
         }
     }
 }
@@ -69,6 +73,35 @@ pub struct KubeletFiles {
     pub kubeconfig: PathBuf,
 }
 
+/// Refuses to write into this host's own kubelet directory for another node: fails unless
+/// `node_name` is this host's name (compared as the kubelet does, ignoring case). Fails closed
+/// when the host name cannot be read.
+pub fn check_this_host(node_name: &str) -> Result<()> {
+    match crate::spec::default_node_name() {
+        Some(host) if host.eq_ignore_ascii_case(node_name) => Ok(()),
+        host => Err(Error::Config(format!(
+            "node {node_name:?} is not this host ({}); writing into {DEFAULT_OUT_DIR} would \
+             replace this host's kubelet identity: pass --out-dir",
+            host.as_deref().unwrap_or("host name unknown")
+        ))),
+    }
+}
+
+/// This host's own kubelet kubeconfig directory (kubeadm's).
+pub const HOST_KUBECONFIG_DIR: &str = "/etc/kubernetes";
+
+/// Refuses to write another node's kubelet.conf into this host's kubeconfig directory, where it
+/// would replace this host's kubelet identity.
+pub fn check_kubeconfig_dir(node_name: &str, kubeconfig_dir: &Path) -> Result<()> {
+    if kubeconfig_dir != Path::new(HOST_KUBECONFIG_DIR) || check_this_host(node_name).is_ok() {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "node {node_name:?} is not this host; writing {HOST_KUBECONFIG_DIR}/kubelet.conf would \
+         replace this host's kubelet identity: pass --kubeconfig-dir for that node's kubelet.conf"
+    )))
+}
+
 /// Issues and writes a node's kubelet client and serving credentials and kubelet.conf.
 pub fn issue_kubelet(
     req: &KubeletRequest,
@@ -76,6 +109,19 @@ pub fn issue_kubelet(
     out_dir: &Path,
     kubeconfig_path: &Path,
 ) -> Result<KubeletFiles> {
+    let on_node = match &req.kubelet_dir {
+        Some(dir) if dir.is_absolute() => dir.join("kubelet-client-current.pem"),
+        Some(dir) => {
+            return Err(Error::Config(format!(
+                "the kubelet directory {} must be an absolute path",
+                dir.display()
+            )));
+        }
+        None => {
+            let p = out_dir.join("kubelet-client-current.pem");
+            std::path::absolute(&p).unwrap_or(p)
+        }
+    };
     let cn = format!("system:node:{}", req.node_name);
     let client_key = PrivateKey::generate(req.key_algorithm)?;
     let client = issue::issue_for_key(
@@ -139,10 +185,8 @@ pub fn issue_kubelet(
         (&files.serving_crt, serving.pem().as_bytes(), MODE_PUBLIC),
     ])?;
     store::symlink_atomic(Path::new(&versioned), &files.client_pem)?;
-    let absolute =
-        std::path::absolute(&files.client_pem).unwrap_or_else(|_| files.client_pem.clone());
     let ca_pem = req.trust_bundle.clone().unwrap_or_else(|| ca.cert.pem());
-    let conf = kubeconfig::render_with_files(&req.server, &ca_pem, &cn, &absolute)?;
+    let conf = kubeconfig::render_with_files(&req.server, &ca_pem, &cn, &on_node)?;
     store::write_atomic(&files.kubeconfig, conf.as_bytes(), MODE_SECRET)?;
     Ok(files)
 }

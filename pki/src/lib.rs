@@ -14,7 +14,7 @@
 //! | [`layout`] | file locations and loading CAs/leaves with their checks |
 //! | [`store`] | crash-safe writes and the directory lock ([`durable`]), naming the file in errors |
 //! | [`kubeconfig`] | rendering and reading kubeconfigs |
-//! | [`init`], [`renew`], [`kubelet`], [`csr`], [`expiry`] | the subcommands |
+//! | [`init`], [`renew`], [`kubelet`], [`csr`], [`expiry`], [`generate_csr`] | the subcommands |
 //! | [`dry_run`] | `--dry-run`: a command on a scratch copy, reporting what it would change |
 //! | [`rotate`] | zero-downtime rotation of the CAs and the service-account key |
 //! | [`kubeadm_config`] | reading a kubeadm `ClusterConfiguration` (+ Init/JoinConfiguration) |
@@ -31,6 +31,7 @@ pub mod dry_run;
 pub mod duration;
 pub mod error;
 pub mod expiry;
+pub mod generate_csr;
 pub mod init;
 pub mod inspect;
 pub mod issue;
@@ -45,6 +46,7 @@ pub mod renew;
 pub mod rotate;
 pub mod spec;
 pub mod store;
+mod subject;
 pub mod version;
 
 pub use error::{Error, Result};

@@ -25,6 +25,8 @@ struct Cli {
 enum Command {
     /// Create every missing CA, certificate, key, SA key pair and kubeconfig; keep valid ones.
     Init(InitArgs),
+    /// Write a key and a CSR for every certificate and kubeconfig init would issue (external CA).
+    GenerateCsr(InitArgs),
     /// Show when every certificate expires.
     CheckExpiration(CheckArgs),
     /// Re-issue leaf certificates and kubeconfig client certificates from the current CA.
@@ -175,9 +177,13 @@ struct KubeletArgs {
     /// Host name(s) for the serving certificate [default: the node name]; repeat or comma-separate.
     #[arg(long, value_delimiter = ',')]
     hostname: Vec<String>,
-    /// Directory for kubelet-client-current.pem, kubelet.crt and kubelet.key.
+    /// Directory for kubelet-client-current.pem, kubelet.crt and kubelet.key [default:
+    /// /var/lib/kubelet/pki, only when --node-name is this host].
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+    /// The kubelet's certificate directory on that node, which kubelet.conf references.
     #[arg(long, default_value = pki::kubelet::DEFAULT_OUT_DIR)]
-    out_dir: PathBuf,
+    kubelet_dir: PathBuf,
     /// API server URL for kubelet.conf [default: the server of admin.conf in --kubeconfig-dir].
     #[arg(long)]
     server: Option<String>,
@@ -191,6 +197,9 @@ struct KubeletArgs {
     /// credentials are the same on every supported version, unsupported ones are refused.
     #[arg(long, default_value_t)]
     kubernetes_version: pki::version::KubernetesVersion,
+    /// Print what would be created or changed; write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -281,6 +290,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(a) => run_init(a),
+        Command::GenerateCsr(a) => run_generate_csr(a),
         Command::CheckExpiration(a) => run_check(a),
         Command::Renew(a) => run_renew(a),
         Command::Kubelet(a) => run_kubelet(a),
@@ -296,7 +306,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_init(a: InitArgs) -> Result<ExitCode> {
+/// The layout, cluster spec and dry-run choice of `init` and `generate-csr`.
+fn init_inputs(a: InitArgs) -> Result<(Layout, ClusterSpec, bool)> {
     let cfg = a
         .config
         .as_deref()
@@ -361,8 +372,35 @@ fn run_init(a: InitArgs) -> Result<ExitCode> {
         .or(cfg.certificates_dir)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CERT_DIR));
     let layout = Layout::new(cert_dir, a.kubeconfig_dir);
-    let scratch = a
-        .dry_run
+    Ok((layout, s, a.dry_run))
+}
+
+fn run_generate_csr(a: InitArgs) -> Result<ExitCode> {
+    let (layout, s, dry_run) = init_inputs(a)?;
+    let scratch = dry_run
+        .then(|| pki::dry_run::Scratch::new(&layout))
+        .transpose()?;
+    let written =
+        pki::generate_csr::generate_csr(scratch.as_ref().map_or(&layout, |s| &s.layout), &s)?;
+    match &scratch {
+        Some(sc) => print_changes(sc)?,
+        None => {
+            for p in &written {
+                println!("[certs] created {}", p.display());
+            }
+            println!(
+                "Have the external CA sign every .csr: save a leaf's certificate as <name>.crt beside \
+                 its key, add a kubeconfig's (base64) to its users[].user.client-certificate-data, \
+                 then run `pki init`."
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_init(a: InitArgs) -> Result<ExitCode> {
+    let (layout, s, dry_run) = init_inputs(a)?;
+    let scratch = dry_run
         .then(|| pki::dry_run::Scratch::new(&layout))
         .transpose()?;
     let report = pki::init::init(scratch.as_ref().map_or(&layout, |s| &s.layout), &s)?;
@@ -479,7 +517,15 @@ fn run_renew(a: RenewArgs) -> Result<ExitCode> {
 }
 
 fn run_kubelet(a: KubeletArgs) -> Result<ExitCode> {
+    let out_dir = match a.out_dir {
+        Some(d) => d,
+        None => {
+            pki::kubelet::check_this_host(&a.node_name)?;
+            PathBuf::from(pki::kubelet::DEFAULT_OUT_DIR)
+        }
+    };
     let layout = a.dirs.layout();
+    pki::kubelet::check_kubeconfig_dir(&a.node_name, &layout.kubeconfig_dir)?;
     let ca = pki::renew::signing_ca(&layout, pki::profile::CaId::Ca)?;
     let server = match a.server {
         Some(s) => s,
@@ -500,12 +546,40 @@ fn run_kubelet(a: KubeletArgs) -> Result<ExitCode> {
     let _ = a.kubernetes_version;
     // The whole ca.crt: during a CA rotation it is the old+new bundle the kubelet must trust.
     req.trust_bundle = pki::store::read_optional(&layout.crt("ca"))?;
+    req.kubelet_dir = Some(a.kubelet_dir);
+    let scratch = a
+        .dry_run
+        .then(|| pki::dry_run::Scratch::new(&layout))
+        .transpose()?;
     let files = pki::kubelet::issue_kubelet(
         &req,
         &ca,
-        &a.out_dir,
-        &layout.kubeconfig_dir.join("kubelet.conf"),
+        &scratch
+            .as_ref()
+            .map_or(out_dir.clone(), |s| s.extra_dir("kubelet")),
+        &scratch
+            .as_ref()
+            .map_or(&layout, |s| &s.layout)
+            .kubeconfig_dir
+            .join("kubelet.conf"),
     )?;
+    if let Some(sc) = &scratch {
+        for p in [
+            &files.client_pem_versioned,
+            &files.client_pem,
+            &files.serving_crt,
+            &files.serving_key,
+        ] {
+            let real = out_dir.join(p.file_name().unwrap_or_default());
+            let verb = match real.symlink_metadata() {
+                Ok(_) => "change",
+                Err(_) => "create",
+            };
+            println!("[dry-run] would {verb} {}", real.display());
+        }
+        print_changes(sc)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     for p in [
         &files.client_pem_versioned,
         &files.client_pem,

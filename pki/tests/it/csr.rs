@@ -257,6 +257,32 @@ fn apiserver_client_csr_and_bad_input() {
     assert!((v.not_after - (now() + DAY)).abs() < 120);
     assert!(v.key_is_rsa);
 
+    // As kube-apiserver's CertificateSubjectRestriction admission: no system:masters, in any
+    // position among the O values.
+    for subj in [
+        "/O=system:masters/CN=root",
+        "/O=dev/O=system:masters/CN=root",
+    ] {
+        let m = make_csr(d, "masters", "ec", subj, &[]);
+        let err = fails(&sign(&c, API_CLIENT, &m, &[]));
+        assert!(
+            err.contains("\"system:masters\" is not permitted"),
+            "{subj}: {err}"
+        );
+    }
+
+    // Any number of groups is kept, in order.
+    let many = make_csr(d, "many", "rsa", "/O=dev/O=ops/O=sre/O=oncall/CN=jane", &[]);
+    let crt = save(&c, &ok(&sign(&c, API_CLIENT, &many, &[])), "many.crt");
+    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let v = view(&crt);
+    assert_eq!(v.cn, "jane");
+    assert_eq!(v.orgs, ["dev", "ops", "sre", "oncall"]);
+    assert_eq!(
+        openssl_pubkey_of_cert(&crt),
+        openssl_pubkey_of_key(&d.join("many.key"))
+    );
+
     // This signer honors SANs of every common kind.
     let sans = make_csr(
         d,

@@ -31,6 +31,8 @@ fn kubelet_credentials_for_a_node() {
         args.push(a.into());
     }
     args.extend(["--out-dir".into(), out_dir.to_string_lossy().into()]);
+    // The files stay where they are written here, so kubelet.conf may reference them there.
+    args.extend(["--kubelet-dir".into(), out_dir.to_string_lossy().into()]);
     let out = ok(&run(&args));
     assert!(out.contains("restart kubelet"), "{out}");
 
@@ -134,4 +136,170 @@ fn kubelet_server_defaults_to_admin_conf() {
         vec!["w1".to_owned()],
         "node name is the default SAN"
     );
+}
+
+#[test]
+fn another_node_never_gets_this_hosts_kubelet_dir() {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    let before = std::fs::read(c.conf("kubelet.conf")).unwrap();
+    // Without --out-dir the files would land in /var/lib/kubelet/pki: refused for another node.
+    let mut args: Vec<String> = vec![
+        "kubelet".into(),
+        "--node-name".into(),
+        "surely-not-this-host-4711".into(),
+    ];
+    args.extend(c.dirs());
+    let err = fails(&run(&args));
+    assert!(
+        err.contains("is not this host") && err.contains("--out-dir"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(c.conf("kubelet.conf")).unwrap(), before);
+
+    // With --out-dir but this host's kubeconfig directory, kubelet.conf would replace this
+    // host's: refused before anything is written.
+    let elsewhere = c.root().join("for-w3");
+    let err = fails(&run(&[
+        "kubelet".into(),
+        "--node-name".into(),
+        "surely-not-this-host-4711".into(),
+        "--cert-dir".into(),
+        c.pki().to_string_lossy().into(),
+        "--server".into(),
+        "https://lb:6443".into(),
+        "--out-dir".into(),
+        elsewhere.to_string_lossy().into(),
+    ]));
+    assert!(
+        err.contains("is not this host") && err.contains("--kubeconfig-dir"),
+        "{err}"
+    );
+    assert!(!elsewhere.exists(), "refused before writing");
+
+    // With --out-dir, kubelet.conf references where the files will be on that node.
+    let out_dir = c.root().join("for-w2");
+    let node_conf = c.root().join("w2-conf");
+    let base = |dir: &std::path::Path| -> Vec<String> {
+        vec![
+            "kubelet".into(),
+            "--node-name".into(),
+            "w2".into(),
+            "--cert-dir".into(),
+            c.pki().to_string_lossy().into(),
+            "--kubeconfig-dir".into(),
+            dir.to_string_lossy().into(),
+            "--server".into(),
+            "https://lb:6443".into(),
+            "--out-dir".into(),
+            out_dir.to_string_lossy().into(),
+        ]
+    };
+    ok(&run(&base(&node_conf)));
+    let user = |dir: &std::path::Path| {
+        let y: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join("kubelet.conf")).unwrap())
+                .unwrap();
+        (
+            y["users"][0]["user"]["client-certificate"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+            y["users"][0]["user"]["client-key"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        )
+    };
+    let want = "/var/lib/kubelet/pki/kubelet-client-current.pem".to_owned();
+    assert_eq!(user(&node_conf), (want.clone(), want));
+    assert!(out_dir.join("kubelet-client-current.pem").exists());
+
+    let other_conf = c.root().join("w2-conf-b");
+    let mut args = base(&other_conf);
+    args.extend(["--kubelet-dir".into(), "/srv/kubelet/pki".into()]);
+    ok(&run(&args));
+    let want = "/srv/kubelet/pki/kubelet-client-current.pem".to_owned();
+    assert_eq!(user(&other_conf), (want.clone(), want));
+
+    let third = c.root().join("w2-conf-c");
+    let mut args = base(&third);
+    args.extend(["--kubelet-dir".into(), "relative/pki".into()]);
+    std::fs::remove_dir_all(&out_dir).unwrap();
+    assert!(fails(&run(&args)).contains("absolute"));
+    assert!(
+        !out_dir.exists() && !third.exists(),
+        "refused before writing"
+    );
+}
+
+/// Every file below `dir` (recursively) with its content and mode, sorted.
+fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>, u32)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() {
+                stack.push(p);
+            } else {
+                let (body, bits) = if meta.file_type().is_symlink() {
+                    let target = std::fs::read_link(&p).unwrap();
+                    (target.into_os_string().into_encoded_bytes(), 0)
+                } else {
+                    (std::fs::read(&p).unwrap(), mode(&p))
+                };
+                out.push((p, body, bits));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn dry_run_leaves_every_byte_in_place() {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    let out_dir = c.root().join("kp");
+    let args = |extra: &[&str]| {
+        let mut v: Vec<String> = vec![
+            "kubelet".into(),
+            "--node-name".into(),
+            "w3".into(),
+            "--server".into(),
+            "https://lb:6443".into(),
+            "--out-dir".into(),
+            out_dir.to_string_lossy().into(),
+        ];
+        v.extend(c.dirs());
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    // First onto an empty out dir: everything would be created.
+    let before = tree(c.root());
+    let out = ok(&run(&args(&["--dry-run"])));
+    assert_eq!(tree(c.root()), before, "dry run wrote: {out}");
+    assert!(!out_dir.exists());
+    let want = format!(
+        "[dry-run] would create {}",
+        out_dir.join("kubelet.crt").display()
+    );
+    assert!(out.contains(&want), "{out}");
+    assert!(
+        out.contains("would change") && out.contains("kubelet.conf"),
+        "{out}"
+    );
+    // Then over real credentials: they would change, and stay as they are.
+    ok(&run(&args(&[])));
+    let before = tree(c.root());
+    let out = ok(&run(&args(&["--dry-run"])));
+    assert_eq!(tree(c.root()), before, "dry run wrote: {out}");
+    let want = format!(
+        "[dry-run] would change {}",
+        out_dir.join("kubelet.key").display()
+    );
+    assert!(out.contains(&want), "{out}");
+    assert!(!out.contains(".pki-dry-run"), "scratch paths leak: {out}");
 }

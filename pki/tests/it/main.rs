@@ -9,6 +9,7 @@ mod rotate_support;
 mod csr;
 mod expiry;
 mod external_ca;
+mod generate_csr;
 mod init;
 mod kubeadm_config;
 mod kubeadm_versions;

@@ -410,6 +410,8 @@ fn other_subcommands_keep_the_bundle_mid_rotation() {
         "cp1",
         "--out-dir",
         kubelet_dir.to_str().unwrap(),
+        "--kubelet-dir",
+        kubelet_dir.to_str().unwrap(),
         "--server",
         "https://192.168.10.5:6443",
     ]));
@@ -448,6 +450,8 @@ fn other_subcommands_keep_the_bundle_mid_rotation() {
         "--node-name",
         "cp1",
         "--out-dir",
+        kubelet_dir.to_str().unwrap(),
+        "--kubelet-dir",
         kubelet_dir.to_str().unwrap(),
         "--server",
         "https://192.168.10.5:6443",
