@@ -135,6 +135,15 @@ impl State {
                 .is_some_and(|r| r.phase == Phase::Finish)
     }
 
+    /// Whether `switch` has begun or completed (after which `abort` is refused).
+    pub fn switch_begun(&self) -> bool {
+        self.has_completed(Phase::Switch)
+            || self
+                .running
+                .as_ref()
+                .is_some_and(|r| r.phase == Phase::Switch)
+    }
+
     /// Whether the running phase has recorded step `name` as done.
     pub fn step_recorded(&self, name: &str) -> bool {
         self.running
