@@ -1,0 +1,240 @@
+//! A three-node control plane on one machine (`cp-1..3`, 127.0.1.1–3): shared CA material copied
+//! the kubeadm way, node material from `pki init` on each node, then an `etcd-ca` and a `ca`
+//! rotation with `start --export` on cp-1 and `start --join` on cp-2 and cp-3. Certificates
+//! only (openssl verify and SAN checks): no etcd members run here.
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::common::*;
+use crate::rotate_support::*;
+
+/// The files every control-plane node shares (kubeadm's `--upload-certs` set).
+const SHARED: [&str; 8] = [
+    "ca.crt",
+    "ca.key",
+    "front-proxy-ca.crt",
+    "front-proxy-ca.key",
+    "etcd/ca.crt",
+    "etcd/ca.key",
+    "sa.key",
+    "sa.pub",
+];
+
+fn node_init(c: &Cluster, n: usize) {
+    let name = format!("cp-{n}");
+    let ip = format!("127.0.1.{n}");
+    ok(&run(&c.init_args(&[
+        "--node-name",
+        &name,
+        "--apiserver-advertise-address",
+        &ip,
+        "--encryption-algorithm",
+        "ECDSA-P256",
+    ])));
+}
+
+/// cp-1 initialised from scratch; cp-2 and cp-3 get cp-1's shared files first.
+fn three_nodes() -> Vec<Cluster> {
+    let nodes: Vec<Cluster> = (0..3).map(|_| Cluster::new()).collect();
+    node_init(&nodes[0], 1);
+    for (i, c) in nodes.iter().enumerate().skip(1) {
+        std::fs::create_dir_all(c.path("etcd")).unwrap();
+        for f in SHARED {
+            std::fs::copy(nodes[0].path(f), c.path(f)).unwrap();
+        }
+        node_init(c, i + 1);
+    }
+    nodes
+}
+
+fn key_from(out: &str) -> String {
+    let line = out
+        .lines()
+        .find(|l| l.contains("certificate key"))
+        .unwrap_or_else(|| panic!("no certificate key printed:\n{out}"));
+    let hex = line.rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(hex.len(), 64, "{line}");
+    hex
+}
+
+fn status(c: &Cluster, t: T) -> serde_json::Value {
+    serde_json::from_str(&ok(&rotate(c, t, "status", &["-o", "json"]))).unwrap()
+}
+
+/// Runs `phase` on every node in turn.
+fn on_all(nodes: &[Cluster], t: T, phase: &str) {
+    for c in nodes {
+        ok(&rotate(c, t, phase, &[]));
+    }
+}
+
+fn assert_own_identity(c: &Cluster, n: usize, leaf: &str) {
+    let v = view_pem(&read(&c.path(&format!("{leaf}.crt"))));
+    let ip: IpAddr = format!("127.0.1.{n}").parse().unwrap();
+    assert!(v.ips.contains(&ip), "{leaf} of cp-{n}: {:?}", v.ips);
+    for other in (1..=3).filter(|o| *o != n) {
+        let ip: IpAddr = format!("127.0.1.{other}").parse().unwrap();
+        assert!(
+            !v.ips.contains(&ip),
+            "{leaf} of cp-{n} carries cp-{other}'s IP"
+        );
+    }
+    if leaf.starts_with("etcd/") {
+        assert_eq!(v.cn, format!("cp-{n}"), "{leaf} of cp-{n}");
+        assert!(v.dns.contains(&format!("cp-{n}")), "{leaf}: {:?}", v.dns);
+    }
+}
+
+#[test]
+fn etcd_ca_rotation_across_three_nodes_with_export_and_join() {
+    let nodes = three_nodes();
+    let file = nodes[0].root().join("etcd-ca.rotation");
+    let f = file.to_string_lossy().into_owned();
+    let leaves_before: Vec<_> = nodes
+        .iter()
+        .map(|c| read(&c.path("etcd/server.crt")))
+        .collect();
+
+    let out = ok(&rotate(&nodes[0], T::Etcd, "start", &["--export", &f]));
+    let key = key_from(&out);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = String::from_utf8(read(&file)).unwrap();
+    assert!(
+        !text.contains("PRIVATE KEY") && !text.contains("CERTIFICATE"),
+        "{text}"
+    );
+
+    // Refusals on cp-2, each changing nothing.
+    let before = snapshot(&nodes[1]);
+    let wrong = "ab".repeat(32);
+    let err = fails(&rotate(
+        &nodes[1],
+        T::Etcd,
+        "start",
+        &["--join", &f, "--certificate-key", &wrong],
+    ));
+    assert!(err.contains("cannot be decrypted"), "{err}");
+    let err = fails(&rotate(
+        &nodes[1],
+        T::Ca,
+        "start",
+        &["--join", &f, "--certificate-key", &key],
+    ));
+    assert!(err.contains("not of ca"), "{err}");
+    let stranger = Cluster::new();
+    node_init(&stranger, 2);
+    let stranger_before = snapshot(&stranger);
+    let err = fails(&rotate(
+        &stranger,
+        T::Etcd,
+        "start",
+        &["--join", &f, "--certificate-key", &key],
+    ));
+    assert!(err.contains("is not this node's current one"), "{err}");
+    assert_eq!(snapshot(&stranger), stranger_before);
+    assert!(!stranger.path(".rotation/state.json").exists());
+    assert_eq!(snapshot(&nodes[1]), before, "refused joins change nothing");
+    assert!(!nodes[1].path(".rotation/state.json").exists());
+
+    for c in &nodes[1..] {
+        let out = ok(&rotate(
+            c,
+            T::Etcd,
+            "start",
+            &["--join", &f, "--certificate-key", &key],
+        ));
+        assert!(!out.contains("certificate key"), "{out}");
+    }
+    // Same trust everywhere, same rotation id and phase; leaves untouched at start.
+    let bundle = read(&nodes[0].path("etcd/ca.crt"));
+    assert_eq!(cert_count(&nodes[0].path("etcd/ca.crt")), 2);
+    let id = status(&nodes[0], T::Etcd)["rotation"]["rotationId"].clone();
+    assert!(id.is_string(), "{id}");
+    for (i, c) in nodes.iter().enumerate() {
+        assert_eq!(read(&c.path("etcd/ca.crt")), bundle, "cp-{}", i + 1);
+        let s = status(c, T::Etcd);
+        assert_eq!(s["rotation"]["rotationId"], id);
+        assert_eq!(s["rotation"]["phase"], "start");
+        assert_eq!(read(&c.path("etcd/server.crt")), leaves_before[i]);
+    }
+
+    on_all(&nodes, T::Etcd, "switch");
+    let err = fails(&rotate(&nodes[0], T::Etcd, "abort", &[]));
+    assert!(err.contains("switch has run on this node"), "{err}");
+    on_all(&nodes, T::Etcd, "finish");
+
+    let ca = read(&nodes[0].path("etcd/ca.crt"));
+    assert_eq!(cert_count(&nodes[0].path("etcd/ca.crt")), 1);
+    // The single CA left is the new one of the bundle all nodes trusted at start.
+    let new_cn = &bundle_views(&bundle)[1].cn;
+    assert_eq!(&cns(&nodes[0].path("etcd/ca.crt"))[0], new_cn);
+    for (i, c) in nodes.iter().enumerate() {
+        let n = i + 1;
+        assert_eq!(
+            read(&c.path("etcd/ca.crt")),
+            ca,
+            "cp-{n} ends with the same single CA"
+        );
+        assert_eq!(status(c, T::Etcd)["rotation"]["phase"], "finish");
+        for (leaf, purposes) in T::Etcd.leaves() {
+            for p in *purposes {
+                openssl_verify(
+                    &c.path("etcd/ca.crt"),
+                    &c.path(&format!("{leaf}.crt")),
+                    Some(p),
+                );
+            }
+        }
+        assert_own_identity(c, n, "etcd/server");
+        assert_own_identity(c, n, "etcd/peer");
+        assert_ne!(read(&c.path("etcd/server.crt")), leaves_before[i]);
+    }
+}
+
+#[test]
+fn ca_rotation_keeps_each_nodes_identity() {
+    let nodes = three_nodes();
+    let file = nodes[0].root().join("ca.rotation");
+    let f = file.to_string_lossy().into_owned();
+    let key = "0f".repeat(32);
+    let out = ok(&rotate(
+        &nodes[0],
+        T::Ca,
+        "start",
+        &["--export", &f, "--certificate-key", &key],
+    ));
+    assert!(
+        !out.contains("certificate key ("),
+        "a given key is not printed:\n{out}"
+    );
+    for c in &nodes[1..] {
+        ok(&rotate(
+            c,
+            T::Ca,
+            "start",
+            &["--join", &f, "--certificate-key", &key],
+        ));
+    }
+    on_all(&nodes, T::Ca, "switch");
+    on_all(&nodes, T::Ca, "finish");
+    let ca = read(&nodes[0].path("ca.crt"));
+    for (i, c) in nodes.iter().enumerate() {
+        let n = i + 1;
+        assert_eq!(read(&c.path("ca.crt")), ca, "cp-{n}");
+        openssl_verify(
+            &c.path("ca.crt"),
+            &c.path("apiserver.crt"),
+            Some("sslserver"),
+        );
+        assert_own_identity(c, n, "apiserver");
+        let (crt, ca_data) = kubeconfig_files(c, "kubelet.conf");
+        assert_eq!(view_pem(&read(&crt)).cn, format!("system:node:cp-{n}"));
+        assert_eq!(read(&ca_data), ca, "kubelet.conf CA data of cp-{n}");
+        openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    }
+}
