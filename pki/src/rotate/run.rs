@@ -157,6 +157,12 @@ fn run_steps(
 /// Remarks that follow from the completed phase.
 fn closing_notes(plan: &Plan, s: &State, phase: Phase) -> Vec<String> {
     let mut notes = Vec::new();
+    if phase == Phase::Start {
+        notes.push(format!(
+            "do not run `kubeadm upgrade` during a rotation (it rewrites the static pod manifests and certificates); finish or abort the {} rotation first",
+            plan.target
+        ));
+    }
     if plan.target == Target::Ca && phase == Phase::Start && plan.kcm_manifest().is_none() {
         notes.push(
             "--manifests-dir was not given: before kube-controller-manager restarts, point its --cluster-signing-cert-file/--cluster-signing-key-file at ca-signer.crt/ca-signer.key (ca.crt now holds two certificates, which that flag refuses), and back to ca.crt/ca.key after finish"

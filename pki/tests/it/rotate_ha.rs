@@ -238,3 +238,48 @@ fn ca_rotation_keeps_each_nodes_identity() {
         openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
     }
 }
+
+#[test]
+fn printed_sequences_gate_phases_and_never_copy_node_material() {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    for t in [T::Etcd, T::Ca, T::FrontProxy, T::Sa] {
+        let mut all = String::new();
+        for phase in ["start", "switch", "finish"] {
+            let mut extra = vec![];
+            if t == T::Sa && phase == "finish" {
+                extra.push("--force");
+            }
+            let out = ok(&rotate(&c, t, phase, &extra));
+            let copies = out.lines().filter(|l| {
+                l.trim_start()
+                    .split_once(". ")
+                    .is_some_and(|(_, r)| r.starts_with("copy "))
+            });
+            for line in copies {
+                assert!(
+                    line.contains("the machines of their users"),
+                    "{t:?} {phase}: {line}"
+                );
+            }
+            all.push_str(&out);
+        }
+        assert!(
+            all.contains("start --join FILE --certificate-key HEX"),
+            "{all}"
+        );
+        assert!(all.contains("before `finish` runs on any"), "{all}");
+        assert!(all.contains("never copy a leaf"), "{all}");
+        assert!(
+            all.contains("do not run `kubeadm upgrade` during a rotation"),
+            "{all}"
+        );
+        assert!(
+            all.contains("kubeadm init phase upload-certs --upload-certs"),
+            "{all}"
+        );
+        if t == T::Ca {
+            assert!(all.contains("every pod using in-cluster config"), "{all}");
+        }
+    }
+}
