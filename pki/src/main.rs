@@ -266,6 +266,10 @@ struct RotateArgs {
     /// printed once by --export when absent.
     #[arg(long, value_name = "HEX")]
     certificate_key: Option<String>,
+    /// ca start --join / finish on a worker node: update only ca.crt and kubelet.conf's CA data,
+    /// from the public part of the --join file (no private key needed).
+    #[arg(long)]
+    worker: bool,
 }
 
 #[derive(Args)]
@@ -612,6 +616,21 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
                 print!("{}", report.render_text());
             }
             return Ok(ExitCode::SUCCESS);
+        }
+        RotatePhase::Start if a.worker => {
+            let (Some(join), Some(key)) = (opts.join.as_deref(), opts.certificate_key.as_ref())
+            else {
+                return Err(pki::error::Error::Config(
+                    "start --worker needs --join FILE and --certificate-key HEX".into(),
+                ));
+            };
+            rotate::worker::start(&layout, target, join, key)?
+        }
+        RotatePhase::Finish if a.worker => rotate::worker::finish(&layout, target)?,
+        _ if a.worker => {
+            return Err(pki::error::Error::Config(
+                "--worker applies to start and finish only".into(),
+            ));
         }
         RotatePhase::Abort => rotate::abort(&layout, target, &mut opts)?,
         RotatePhase::Start => rotate::run(&layout, target, Phase::Start, &mut opts)?,

@@ -45,6 +45,7 @@ pub mod shared;
 pub mod state;
 pub mod status;
 mod steps;
+pub mod worker;
 
 pub use abort::abort;
 pub use options::{DEFAULT_MAX_TOKEN_LIFETIME, FAIL_AFTER_STEP_ENV, Options, StepHook};

@@ -65,8 +65,8 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
                 START_GATE,
             ),
             step(
-                "update",
-                "ca.crt (old+new bundle, public) as the kubelet clientCAFile, kubelet.conf CA data",
+                "run",
+                "`pki rotate ca start --join FILE --certificate-key HEX --worker` (ca.crt and kubelet.conf CA data only)",
                 WORKERS,
                 "kubelets must accept clients and API servers of both CAs",
             ),
@@ -143,8 +143,8 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
         (Target::Ca, Some(Finish)) => vec![
             run_everywhere("`pki rotate ca finish`", FINISH_GATE),
             step(
-                "update",
-                "ca.crt (new CA only, public) as the kubelet clientCAFile, kubelet.conf CA data",
+                "run",
+                "`pki rotate ca finish --worker` (ca.crt and kubelet.conf CA data only)",
                 WORKERS,
                 "kubelets stop trusting the old CA",
             ),

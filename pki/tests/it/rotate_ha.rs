@@ -220,9 +220,49 @@ fn ca_rotation_keeps_each_nodes_identity() {
             &["--join", &f, "--certificate-key", &key],
         ));
     }
+    // A worker: only ca.crt and kubelet.conf, no private key of any CA.
+    let worker = Cluster::new();
+    std::fs::create_dir_all(worker.path("etcd")).unwrap();
+    for f in SHARED {
+        std::fs::copy(nodes[0].path(f), worker.path(f)).unwrap();
+    }
+    node_init(&worker, 9);
+    for e in std::fs::read_dir(worker.pki()).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() != "ca.crt" {
+            let _ = std::fs::remove_dir_all(&p);
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    let bundle = read(&nodes[0].path("ca.crt"));
+    let w = |phase: &str, extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.push("--worker");
+        rotate(&worker, T::Ca, phase, &args)
+    };
+    let wrong = "12".repeat(32);
+    let err = fails(&w("start", &["--join", &f, "--certificate-key", &wrong]));
+    assert!(err.contains("cannot be decrypted"), "{err}");
+    ok(&w("start", &["--join", &f, "--certificate-key", &key]));
+    assert_eq!(
+        read(&worker.path("ca.crt")),
+        bundle,
+        "worker trusts old+new"
+    );
+    let (_, w_ca) = kubeconfig_files(&worker, "kubelet.conf");
+    assert_eq!(read(&w_ca), bundle, "worker kubelet.conf CA data");
+
     on_all(&nodes, T::Ca, "switch");
     on_all(&nodes, T::Ca, "finish");
     let ca = read(&nodes[0].path("ca.crt"));
+    ok(&w("finish", &[]));
+    assert_eq!(
+        read(&worker.path("ca.crt")),
+        ca,
+        "worker trusts the new CA only"
+    );
+    let (_, w_ca) = kubeconfig_files(&worker, "kubelet.conf");
+    assert_eq!(read(&w_ca), ca);
     for (i, c) in nodes.iter().enumerate() {
         let n = i + 1;
         assert_eq!(read(&c.path("ca.crt")), ca, "cp-{n}");
