@@ -323,3 +323,222 @@ fn printed_sequences_gate_phases_and_never_copy_node_material() {
         }
     }
 }
+
+/// Three real etcd members (one per node, client and peer TLS from that node's files, as
+/// kubeadm's manifest), restarted one at a time after each node's phase.
+mod members {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    pub(super) struct Member {
+        pub(super) n: usize,
+        pub(super) child: Option<Child>,
+        pub(super) port: u16,
+        pub(super) cluster: String,
+        pub(super) pki: std::path::PathBuf,
+        pub(super) data: std::path::PathBuf,
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    pub(super) fn ports() -> Vec<(u16, u16)> {
+        (0..3).map(|_| (free_port(), free_port())).collect()
+    }
+
+    impl Member {
+        pub(super) fn spawn(&mut self, peer_port: u16) {
+            let p = |f: &str| self.pki.join(f).to_string_lossy().into_owned();
+            let ip = format!("127.0.1.{}", self.n);
+            let client = format!("https://{ip}:{}", self.port);
+            let peer = format!("https://{ip}:{peer_port}");
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.data.with_extension("log"))
+                .unwrap();
+            let child = Command::new("etcd")
+                .args(["--name", &format!("cp-{}", self.n), "--data-dir"])
+                .arg(&self.data)
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
+                .args([
+                    "--initial-cluster",
+                    &self.cluster,
+                    "--initial-cluster-state",
+                    "new",
+                ])
+                .args([
+                    "--cert-file",
+                    &p("etcd/server.crt"),
+                    "--key-file",
+                    &p("etcd/server.key"),
+                ])
+                .args(["--client-cert-auth", "--trusted-ca-file", &p("etcd/ca.crt")])
+                .args([
+                    "--peer-cert-file",
+                    &p("etcd/peer.crt"),
+                    "--peer-key-file",
+                    &p("etcd/peer.key"),
+                ])
+                .args([
+                    "--peer-client-cert-auth",
+                    "--peer-trusted-ca-file",
+                    &p("etcd/ca.crt"),
+                ])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("etcd");
+            self.child = Some(child);
+        }
+
+        pub(super) fn stop(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &c.id().to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+
+        /// etcdctl against this member with this node's own healthcheck client certificate.
+        pub(super) fn ctl(&self, args: &[&str]) -> std::process::Output {
+            let p = |f: &str| self.pki.join(f);
+            Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!(
+                    "--endpoints=https://127.0.1.{}:{}",
+                    self.n, self.port
+                ))
+                .arg(format!("--cacert={}", p("etcd/ca.crt").display()))
+                .arg(format!(
+                    "--cert={}",
+                    p("etcd/healthcheck-client.crt").display()
+                ))
+                .arg(format!(
+                    "--key={}",
+                    p("etcd/healthcheck-client.key").display()
+                ))
+                .args(["--command-timeout=3s", "--dial-timeout=3s"])
+                .args(args)
+                .output()
+                .unwrap()
+        }
+    }
+
+    impl Drop for Member {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    /// Waits until every member answers `endpoint health` (a write needs quorum).
+    pub(super) fn all_healthy(members: &[Member], when: &str) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        for m in members {
+            loop {
+                let out = m.ctl(&["endpoint", "health"]);
+                if out.status.success() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "cp-{} unhealthy {when}: {}{}",
+                    m.n,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+    }
+}
+
+#[test]
+fn three_etcd_members_keep_quorum_through_an_etcd_ca_rotation() {
+    use members::*;
+    let nodes = three_nodes();
+    let ports = ports();
+    let cluster = (0..3)
+        .map(|i| format!("cp-{}=https://127.0.1.{}:{}", i + 1, i + 1, ports[i].1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut ms: Vec<Member> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Member {
+            n: i + 1,
+            child: None,
+            port: ports[i].0,
+            cluster: cluster.clone(),
+            pki: c.pki(),
+            data: c.root().join("etcd-data"),
+        })
+        .collect();
+    for (i, m) in ms.iter_mut().enumerate() {
+        m.spawn(ports[i].1);
+    }
+    all_healthy(&ms, "at first");
+    ok(&ms[0].ctl(&["put", "before", "rotation"]));
+
+    let file = nodes[0].root().join("etcd-ca.rotation");
+    let f = file.to_string_lossy().into_owned();
+    let key = "5a".repeat(32);
+    for phase in ["start", "switch", "finish"] {
+        for (i, c) in nodes.iter().enumerate() {
+            let mut extra: Vec<&str> = Vec::new();
+            if phase == "start" {
+                extra = if i == 0 {
+                    vec!["--export", &f, "--certificate-key", &key]
+                } else {
+                    vec!["--join", &f, "--certificate-key", &key]
+                };
+            }
+            ok(&rotate(c, T::Etcd, phase, &extra));
+            ms[i].stop();
+            ms[i].spawn(ports[i].1);
+            all_healthy(&ms, &format!("after {phase} on cp-{}", i + 1));
+            ok(&ms[(i + 1) % 3].ctl(&["put", &format!("{phase}-{i}"), "x"]));
+        }
+    }
+    let got = ok(&ms[2].ctl(&["get", "before", "--print-value-only"]));
+    assert_eq!(got.trim(), "rotation");
+    let new_cn = cns(&nodes[0].path("etcd/ca.crt"));
+    assert_eq!(new_cn.len(), 1);
+    for (i, c) in nodes.iter().enumerate() {
+        for leaf in ["etcd/server", "etcd/peer"] {
+            assert_eq!(
+                view_pem(&read(&c.path(&format!("{leaf}.crt")))).issuer_cn,
+                new_cn[0]
+            );
+            assert_own_identity(c, i + 1, leaf);
+        }
+    }
+}
