@@ -330,8 +330,6 @@ mod members {
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    use super::*;
-
     pub(super) struct Member {
         pub(super) n: usize,
         pub(super) child: Option<Child>,
