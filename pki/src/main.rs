@@ -262,6 +262,23 @@ struct RotateArgs {
     /// sa finish: drop the old key even if tokens it signed may still be valid.
     #[arg(long)]
     force: bool,
+    /// start, first control-plane node: write the rotation's shared material (old and new CA,
+    /// new key, rotation id) to FILE (0600), encrypted under --certificate-key.
+    #[arg(long, value_name = "FILE", conflicts_with = "join")]
+    export: Option<PathBuf>,
+    /// start, every other control-plane node: take the new CA (key) from FILE (written by
+    /// --export); nothing changes unless it decrypts, is of this target and its old CA is this
+    /// node's.
+    #[arg(long, value_name = "FILE")]
+    join: Option<PathBuf>,
+    /// The 32-byte key of --export/--join, as 64 hex characters (kubeadm's format); generated and
+    /// printed once by --export when absent.
+    #[arg(long, value_name = "HEX")]
+    certificate_key: Option<String>,
+    /// ca start --join / finish on a worker node: update only ca.crt and kubelet.conf's CA data,
+    /// from the public part of the --join file (no private key needed).
+    #[arg(long)]
+    worker: bool,
 }
 
 #[derive(Args)]
@@ -635,6 +652,21 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
     opts.leaf_validity = a.certificate_validity_period;
     opts.max_token_lifetime = a.max_token_lifetime;
     opts.force = a.force;
+    opts.export = a.export;
+    opts.join = a.join;
+    opts.certificate_key = a
+        .certificate_key
+        .as_deref()
+        .map(rotate::CertificateKey::from_hex)
+        .transpose()?;
+    let generated_key = if opts.export.is_some() && opts.certificate_key.is_none() {
+        let key = rotate::CertificateKey::generate()?;
+        let hex = key.to_hex();
+        opts.certificate_key = Some(key);
+        Some(hex)
+    } else {
+        None
+    };
     // Test support: exit abruptly after N steps, as a crash would (see tests/it/rotate_crash.rs).
     if let Some(n) = std::env::var(rotate::FAIL_AFTER_STEP_ENV)
         .ok()
@@ -659,11 +691,39 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
+        RotatePhase::Start if a.worker => {
+            let (Some(join), Some(key)) = (opts.join.as_deref(), opts.certificate_key.as_ref())
+            else {
+                return Err(pki::error::Error::Config(
+                    "start --worker needs --join FILE and --certificate-key HEX".into(),
+                ));
+            };
+            rotate::worker::start(&layout, target, join, key)?
+        }
+        RotatePhase::Finish if a.worker => rotate::worker::finish(&layout, target)?,
+        _ if a.worker => {
+            return Err(pki::error::Error::Config(
+                "--worker applies to start and finish only".into(),
+            ));
+        }
         RotatePhase::Abort => rotate::abort(&layout, target, &mut opts)?,
         RotatePhase::Start => rotate::run(&layout, target, Phase::Start, &mut opts)?,
         RotatePhase::Switch => rotate::run(&layout, target, Phase::Switch, &mut opts)?,
         RotatePhase::Finish => rotate::run(&layout, target, Phase::Finish, &mut opts)?,
     };
+    if let Some(hex) = &generated_key {
+        // Shown once (on stderr with `-o json`, which stays parseable): every other node's
+        // --join needs it.
+        let line = format!(
+            "[rotate] certificate key (shown once; pass it as --certificate-key with --join on every other node): {}",
+            hex.as_str()
+        );
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
     if json {
         println!("{}", to_json(&outcome)?);
         return Ok(ExitCode::SUCCESS);

@@ -96,6 +96,17 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock> {
     durable::lock_dir(dir, LockWait::Block).map_err(|e| Error::io(dir, e))
 }
 
+/// Creates `dir` if needed and locks it exclusively; `Ok(None)` at once when another process
+/// holds the lock.
+pub fn try_lock_dir(dir: &Path) -> Result<Option<DirLock>> {
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    match durable::lock_dir(dir, LockWait::Try) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(e) if durable::is_held(&e) => Ok(None),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
 /// Removes stale temporary files a killed run may have left in `dir` (best effort). Call it
 /// only while holding [`lock_dir`] on the directory tree, so a concurrent run's files are safe.
 pub fn clean_stale_temps(dir: &Path) {

@@ -149,7 +149,8 @@ fn check_manifests_dir(state_path: &Path, s: &State, given: Option<&Path>) -> Re
 }
 
 /// Decides whether `abort` of the rotation of `target` may run; returns the state to undo.
-/// Once `finish` has begun the old CA (or key) is being removed and cannot be restored.
+/// Once `switch` has begun the new CA (or key) may have signed what is already in use, and once
+/// `finish` has begun the old one is being removed: either way only going forward is safe.
 pub(crate) fn admit_abort(
     state_path: &Path,
     target: Target,
@@ -181,6 +182,14 @@ pub(crate) fn admit_abort(
             state_path,
             format!(
                 "finish has begun: the old {target} is being removed and cannot be restored; run `pki rotate {target} finish`"
+            ),
+        ));
+    }
+    if s.switch_begun() {
+        return Err(refused(
+            state_path,
+            format!(
+                "switch has run on this node: what the new {target} signed since then (certificates, tokens) would stop being trusted if the old one were restored; complete the rotation instead (rerun an interrupted `pki rotate {target} switch`, then `pki rotate {target} finish` once switch is complete on every node), then rotate again to move to another {target}"
             ),
         ));
     }
@@ -257,6 +266,7 @@ mod tests {
     const BUSY: &str = "already in progress";
     const ORDER: &str = "first";
     const BEGUN: &str = "finish has begun";
+    const SWITCHED: &str = "switch has run";
     const OTHER: &str = "the rotation in progress is of";
 
     type Existing = Option<(Of, Status, &'static [Phase], Option<Phase>)>;
@@ -283,12 +293,12 @@ mod tests {
             (
                 "switch interrupted",
                 Some((This, InProgress, &[Start], Some(Switch))),
-                [R(INTERRUPTED), Resume, R(INTERRUPTED), Allowed],
+                [R(INTERRUPTED), Resume, R(INTERRUPTED), R(SWITCHED)],
             ),
             (
                 "after switch",
                 Some((This, InProgress, &[Start, Switch], None)),
-                [R(BUSY), Done, Continue, Allowed],
+                [R(BUSY), Done, Continue, R(SWITCHED)],
             ),
             (
                 "finish interrupted",
@@ -361,10 +371,19 @@ mod tests {
             Ok(a) => a,
             Err(Error::RotationRefused { state, reason }) => {
                 assert_eq!(state, path);
-                [NONE, NOT_OF, INTERRUPTED, BUSY, ORDER, BEGUN, OTHER]
-                    .into_iter()
-                    .find(|k| reason.contains(k))
-                    .map_or(Answer::Refused("<unexpected reason>"), Answer::Refused)
+                [
+                    NONE,
+                    NOT_OF,
+                    INTERRUPTED,
+                    BUSY,
+                    ORDER,
+                    BEGUN,
+                    SWITCHED,
+                    OTHER,
+                ]
+                .into_iter()
+                .find(|k| reason.contains(k))
+                .map_or(Answer::Refused("<unexpected reason>"), Answer::Refused)
             }
             Err(e) => panic!("unexpected error {e}"),
         }

@@ -72,6 +72,11 @@ impl Material {
             .collect()
     }
 
+    /// The anchor entry of one generation: its CA certificate, or its public key (PEM).
+    pub(crate) fn anchor_entry(&self, g: Generation) -> String {
+        self.get(g).anchor_entry()
+    }
+
     /// The exact bytes of the key file of a CA (key).
     pub(crate) fn key_bytes(&self, g: Generation) -> &[u8] {
         &self.get(g).key_pem

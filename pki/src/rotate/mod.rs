@@ -20,12 +20,18 @@
 //! (`session`), ask `admission` whether the state file admits them, check what must hold first
 //! (`precheck`), back up ([`backup`]), then carry out the phase's steps from the table in
 //! `steps`, each one applied by `apply` from the staged `material`. [`status`] only reads.
+//!
+//! Several control-plane nodes: the new CA (key) is generated once (`start --export FILE`) and
+//! carried to the other nodes in the encrypted [`shared`] file (`start --join FILE`, see
+//! `join`); every node then re-issues only its own leaves and kubeconfigs, from their own
+//! subjects and SANs.
 
 mod abort;
 mod admission;
 mod anchor;
 mod apply;
 pub mod backup;
+mod join;
 pub mod manifests;
 mod material;
 mod options;
@@ -35,9 +41,11 @@ mod precheck;
 pub mod restart;
 mod run;
 mod session;
+pub mod shared;
 pub mod state;
 pub mod status;
 mod steps;
+pub mod worker;
 
 pub use abort::abort;
 pub use options::{DEFAULT_MAX_TOKEN_LIFETIME, FAIL_AFTER_STEP_ENV, Options, StepHook};
@@ -45,3 +53,4 @@ pub use outcome::Outcome;
 pub use plan::{Phase, Plan, Target};
 pub use restart::RestartStep;
 pub use run::run;
+pub use shared::CertificateKey;

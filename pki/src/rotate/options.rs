@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::shared::CertificateKey;
 use crate::spec::{DEFAULT_CA_VALIDITY, DEFAULT_LEAF_VALIDITY};
 
 /// Default maximum service-account token lifetime assumed by `rotate sa finish`: 24 hours, the
@@ -34,6 +35,12 @@ pub struct Options {
     pub force: bool,
     /// Called after each step has taken effect, before its marker is recorded.
     pub after_step: Option<StepHook>,
+    /// `start` on the first control-plane node: write the shared material here.
+    pub export: Option<PathBuf>,
+    /// `start` on every other control-plane node: take the new CA (key) from this file.
+    pub join: Option<PathBuf>,
+    /// The key the shared-material file is encrypted under (`--export`, `--join`).
+    pub certificate_key: Option<CertificateKey>,
 }
 
 impl Options {
@@ -53,6 +60,8 @@ impl std::fmt::Debug for Options {
             .field("leaf_validity", &self.leaf_validity)
             .field("max_token_lifetime", &self.max_token_lifetime)
             .field("force", &self.force)
+            .field("export", &self.export)
+            .field("join", &self.join)
             .finish_non_exhaustive()
     }
 }
@@ -66,6 +75,9 @@ impl Default for Options {
             max_token_lifetime: None,
             force: false,
             after_step: None,
+            export: None,
+            join: None,
+            certificate_key: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use super::plan::{Phase, Target};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RestartStep {
-    /// What to do: `copy`, `restart`, `wait` or `update`.
+    /// What to do: `run` (a command), `restart`, `wait`, `update` or `copy` (to users' machines).
     pub action: &'static str,
     /// The component (or files) concerned.
     pub component: &'static str,
@@ -35,22 +35,39 @@ const fn step(
 
 const CP: &str = "every control-plane node, one node at a time";
 const ALL: &str = "every node";
+const EACH_CP: &str = "every control-plane node that has not run it yet (each on its own files: never copy a leaf, a leaf key or a kubeconfig between nodes)";
+const WORKERS: &str = "every worker node";
+const ETCD: &str = "every etcd member, one at a time, waiting for a healthy cluster in between";
+
+/// The phase run on every control-plane node; `gate` says what must hold before the next phase
+/// starts anywhere.
+const fn run_everywhere(command: &'static str, gate: &'static str) -> RestartStep {
+    step("run", command, EACH_CP, gate)
+}
+
+const START_GATE: &str = "the first node ran `start --export FILE`; the others take the same new CA (key) from FILE; `start` and the restarts below must be complete on every node before `switch` runs on any";
+const SWITCH_GATE: &str = "each node re-issues its own leaves and kubeconfigs from their own subjects and SANs; `switch` and the restarts below must be complete on every node before `finish` runs on any";
+const FINISH_GATE: &str = "each node drops the old CA (key) from its own files";
+const UPLOAD_CERTS: RestartStep = step(
+    "run",
+    "`kubeadm init phase upload-certs --upload-certs` (on one control-plane node, once finish is complete on every node)",
+    "cluster",
+    "kubeadm's kubeadm-certs Secret still holds the old CA keys; nodes joined later must get the new ones",
+);
 
 /// The sequence to follow after `phase` of `target` (and after `abort`, pass `None`).
 pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
     use Phase::{Finish, Start, Switch};
     match (target, phase) {
         (Target::Ca, Some(Start)) => vec![
-            step(
-                "copy",
-                "ca.crt (old+new bundle), ca-signer.crt, ca-signer.key",
-                CP,
-                "other control-plane nodes must trust both CAs too",
+            run_everywhere(
+                "`pki rotate ca start --join FILE --certificate-key HEX`",
+                START_GATE,
             ),
             step(
-                "copy",
-                "ca.crt (old+new bundle) as the kubelet clientCAFile, kubelet.conf CA data",
-                ALL,
+                "run",
+                "`pki rotate ca start --join FILE --certificate-key HEX --worker` (ca.crt and kubelet.conf CA data only)",
+                WORKERS,
                 "kubelets must accept clients and API servers of both CAs",
             ),
             step(
@@ -83,14 +100,15 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
                 "cluster",
                 "must hold both CAs before any API server presents a new-CA certificate",
             ),
+            step(
+                "restart",
+                "every pod using in-cluster config (kube-proxy, CoreDNS, the CNI, operators)",
+                "cluster",
+                "client-go reads the CA file once: restart them once kube-root-ca.crt holds both CAs and before any API server presents a new-CA certificate (before `switch` on any node)",
+            ),
         ],
         (Target::Ca, Some(Switch)) => vec![
-            step(
-                "copy",
-                "ca.crt, ca.key, ca-signer.*, apiserver.*, apiserver-kubelet-client.*, kubeconfigs",
-                CP,
-                "every control-plane node serves and signs with the new CA",
-            ),
+            run_everywhere("`pki rotate ca switch`", SWITCH_GATE),
             step(
                 "restart",
                 "kube-apiserver",
@@ -113,7 +131,7 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
                 "restart",
                 "kubelet",
                 ALL,
-                "new kubelet.conf client certificate (other nodes: `pki kubelet` or CSR rotation)",
+                "new kubelet.conf client certificate (worker nodes: `pki kubelet` or CSR rotation)",
             ),
             step(
                 "copy",
@@ -123,16 +141,11 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
             ),
         ],
         (Target::Ca, Some(Finish)) => vec![
+            run_everywhere("`pki rotate ca finish`", FINISH_GATE),
             step(
-                "copy",
-                "ca.crt (new CA only), ca.key, kubeconfigs",
-                CP,
-                "the old CA is no longer trusted",
-            ),
-            step(
-                "copy",
-                "ca.crt (new CA only) as the kubelet clientCAFile, kubelet.conf CA data",
-                ALL,
+                "run",
+                "`pki rotate ca finish --worker` (ca.crt and kubelet.conf CA data only)",
+                WORKERS,
                 "kubelets stop trusting the old CA",
             ),
             step(
@@ -160,54 +173,62 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
                 "cluster",
                 "kubeadm join discovers the CA there; joins need the new --discovery-token-ca-cert-hash",
             ),
+            UPLOAD_CERTS,
         ],
-        (Target::FrontProxyCa, Some(Start | Switch | Finish)) => vec![
-            step(
-                "copy",
-                "front-proxy-ca.crt, front-proxy-client.*",
-                CP,
-                "every API server must agree",
-            ),
-            step(
-                "restart",
-                "kube-apiserver",
-                CP,
-                "--requestheader-client-ca-file and --proxy-client-cert-file; extension API servers reload the published CA by themselves",
-            ),
-            step(
-                "restart",
-                "kube-controller-manager, kube-scheduler",
-                CP,
-                "optional: their --requestheader-client-ca-file only authenticates requests proxied to their own ports",
-            ),
-        ],
+        (Target::FrontProxyCa, Some(p @ (Start | Switch | Finish))) => {
+            let mut v = vec![
+                run_everywhere(
+                    match p {
+                        Start => {
+                            "`pki rotate front-proxy-ca start --join FILE --certificate-key HEX`"
+                        }
+                        Switch => "`pki rotate front-proxy-ca switch`",
+                        Finish => "`pki rotate front-proxy-ca finish`",
+                    },
+                    match p {
+                        Start => START_GATE,
+                        Switch => SWITCH_GATE,
+                        Finish => FINISH_GATE,
+                    },
+                ),
+                step(
+                    "restart",
+                    "kube-apiserver",
+                    CP,
+                    "--requestheader-client-ca-file and --proxy-client-cert-file; extension API servers reload the published CA by themselves",
+                ),
+                step(
+                    "restart",
+                    "kube-controller-manager, kube-scheduler",
+                    CP,
+                    "optional: their --requestheader-client-ca-file only authenticates requests proxied to their own ports",
+                ),
+            ];
+            if p == Finish {
+                v.push(UPLOAD_CERTS);
+            }
+            v
+        }
         (Target::EtcdCa, Some(Start)) => vec![
-            step(
-                "copy",
-                "etcd/ca.crt (old+new bundle)",
-                CP,
-                "every etcd member and API server must trust both CAs",
+            run_everywhere(
+                "`pki rotate etcd-ca start --join FILE --certificate-key HEX`",
+                START_GATE,
             ),
             step(
                 "restart",
                 "etcd",
-                "every etcd member, one at a time, waiting for a healthy cluster in between",
+                ETCD,
                 "--trusted-ca-file and --peer-trusted-ca-file",
             ),
             step("restart", "kube-apiserver", CP, "--etcd-cafile"),
         ],
         (Target::EtcdCa, Some(Switch)) => vec![
-            step(
-                "copy",
-                "etcd/ca.*, etcd/server.*, etcd/peer.*, etcd/healthcheck-client.*, apiserver-etcd-client.*",
-                CP,
-                "certificates from the new etcd CA",
-            ),
+            run_everywhere("`pki rotate etcd-ca switch`", SWITCH_GATE),
             step(
                 "restart",
                 "etcd",
-                "every etcd member, one at a time, waiting for a healthy cluster in between",
-                "new server and peer certificates",
+                ETCD,
+                "new server and peer certificates (each member's own name and IP)",
             ),
             step(
                 "restart",
@@ -217,26 +238,15 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
             ),
         ],
         (Target::EtcdCa, Some(Finish)) => vec![
-            step(
-                "copy",
-                "etcd/ca.crt (new CA only)",
-                CP,
-                "the old etcd CA is no longer trusted",
-            ),
-            step(
-                "restart",
-                "etcd",
-                "every etcd member, one at a time, waiting for a healthy cluster in between",
-                "trusted CA files",
-            ),
+            run_everywhere("`pki rotate etcd-ca finish`", FINISH_GATE),
+            step("restart", "etcd", ETCD, "trusted CA files"),
             step("restart", "kube-apiserver", CP, "--etcd-cafile"),
+            UPLOAD_CERTS,
         ],
         (Target::Sa, Some(Start)) => vec![
-            step(
-                "copy",
-                "sa.pub (old+new public keys)",
-                CP,
-                "every API server must verify tokens of both keys before any signs with the new one",
+            run_everywhere(
+                "`pki rotate sa start --join FILE --certificate-key HEX`",
+                "every API server must verify tokens of both keys before any signs with the new one: `start` and the restart below complete on every node before `switch` runs on any",
             ),
             step(
                 "restart",
@@ -246,11 +256,9 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
             ),
         ],
         (Target::Sa, Some(Switch)) => vec![
-            step(
-                "copy",
-                "sa.key (new), sa.pub (new+old)",
-                CP,
-                "every API server signs with the new key",
+            run_everywhere(
+                "`pki rotate sa switch`",
+                "every API server signs with the new key; `switch` complete on every node before `finish` runs on any",
             ),
             step(
                 "restart",
@@ -272,25 +280,19 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
             ),
         ],
         (Target::Sa, Some(Finish)) => vec![
-            step(
-                "copy",
-                "sa.pub (new key only)",
-                CP,
-                "the old key no longer verifies",
-            ),
+            run_everywhere("`pki rotate sa finish`", "the old key no longer verifies"),
             step(
                 "restart",
                 "kube-apiserver",
                 CP,
                 "--service-account-key-file",
             ),
+            UPLOAD_CERTS,
         ],
         (Target::Ca, None) => vec![
-            step(
-                "copy",
-                "ca.crt, ca.key, leaves and kubeconfigs as restored",
-                ALL,
-                "every node must hold the pre-rotation files again",
+            run_everywhere(
+                "`pki rotate ca abort`",
+                "every node must hold its own pre-rotation files again",
             ),
             step("restart", "kube-apiserver", CP, "restored files"),
             step(
@@ -308,21 +310,11 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
             ),
         ],
         (Target::FrontProxyCa, None) => vec![
-            step(
-                "copy",
-                "front-proxy-ca.crt, front-proxy-client.*",
-                CP,
-                "restored files",
-            ),
+            run_everywhere("`pki rotate front-proxy-ca abort`", "restored files"),
             step("restart", "kube-apiserver", CP, "restored files"),
         ],
         (Target::EtcdCa, None) => vec![
-            step(
-                "copy",
-                "etcd/*, apiserver-etcd-client.*",
-                CP,
-                "restored files",
-            ),
+            run_everywhere("`pki rotate etcd-ca abort`", "restored files"),
             step(
                 "restart",
                 "etcd",
@@ -332,7 +324,7 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
             step("restart", "kube-apiserver", CP, "restored files"),
         ],
         (Target::Sa, None) => vec![
-            step("copy", "sa.key, sa.pub", CP, "restored files"),
+            run_everywhere("`pki rotate sa abort`", "restored files"),
             step("restart", "kube-apiserver", CP, "restored key files"),
             step(
                 "restart",

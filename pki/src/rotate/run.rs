@@ -13,8 +13,8 @@ use super::plan::{self, Phase, Plan, Target};
 use super::precheck::precheck;
 use super::state::{self, Running, State};
 use super::steps::{Step, steps};
-use super::{backup, restart, session};
-use crate::error::Result;
+use super::{backup, join, restart, session, shared};
+use crate::error::{Error, Result};
 use crate::layout::Layout;
 
 /// Runs `phase` of the rotation of `target`: refuses it when out of order, resumes it when
@@ -34,9 +34,42 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
     let plan = Plan::new(target, layout.clone(), s.manifests_dir.clone());
     let settings = StepSettings::from(&*opts);
     record_token_lifetime(&mut s, phase, opts);
+    if phase != Phase::Start && (opts.join.is_some() || opts.export.is_some()) {
+        return Err(Error::Config(
+            "--join and --export belong to `start` only".into(),
+        ));
+    }
+    // Everything about a shared-material file is checked before anything changes.
+    let joined = if resume && !s.joined {
+        None
+    } else {
+        join::load(&plan, opts)?
+    };
+    if resume && s.joined && joined.is_none() {
+        return Err(Error::RotationRefused {
+            state: state_path.clone(),
+            reason: format!(
+                "this node's interrupted start joined a shared rotation: rerun `pki rotate {target} start --join FILE --certificate-key HEX`"
+            ),
+        });
+    }
     if !resume {
         precheck(&plan, &s, phase, opts.force)?;
+        s.joined = joined.is_some();
+        s.rotation_id = Some(match &joined {
+            Some(m) => m.rotation_id.clone(),
+            None => shared::new_rotation_id()?,
+        });
         begin(&plan, &mut s, phase, &settings)?;
+    }
+    if let Some(m) = &joined {
+        if resume && s.rotation_id.as_deref() != Some(m.rotation_id.as_str()) {
+            return Err(Error::RotationRefused {
+                state: state_path.clone(),
+                reason: "the interrupted start joined another rotation (its id differs)".into(),
+            });
+        }
+        join::stage(&plan, m)?;
     }
     let backup = s
         .running
@@ -44,6 +77,9 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
         .map(|r| plan.rotation_dir().join(&r.backup));
     let mut notes = Vec::new();
     let done_now = run_steps(&plan, &mut s, phase, &settings, opts, &mut notes)?;
+    if phase == Phase::Start {
+        join::export(&plan, &s, opts)?;
+    }
     s.record_phase_complete(phase, OffsetDateTime::now_utc());
     state::save(&state_path, &s)?;
     notes.extend(closing_notes(&plan, &s, phase));
@@ -121,6 +157,12 @@ fn run_steps(
 /// Remarks that follow from the completed phase.
 fn closing_notes(plan: &Plan, s: &State, phase: Phase) -> Vec<String> {
     let mut notes = Vec::new();
+    if phase == Phase::Start {
+        notes.push(format!(
+            "do not run `kubeadm upgrade` during a rotation (it rewrites the static pod manifests and certificates); finish or abort the {} rotation first",
+            plan.target
+        ));
+    }
     if plan.target == Target::Ca && phase == Phase::Start && plan.kcm_manifest().is_none() {
         notes.push(
             "--manifests-dir was not given: before kube-controller-manager restarts, point its --cluster-signing-cert-file/--cluster-signing-key-file at ca-signer.crt/ca-signer.key (ca.crt now holds two certificates, which that flag refuses), and back to ca.crt/ca.key after finish"

@@ -83,6 +83,13 @@ pub struct State {
     /// When `start` began.
     #[serde(with = "time::serde::rfc3339")]
     pub started_at: OffsetDateTime,
+    /// The rotation's id, the same on every node of the cluster (from `--join`'s file, else
+    /// generated at `start`).
+    #[serde(default)]
+    pub rotation_id: Option<String>,
+    /// Whether `start` took the new CA (key) from a shared-material file (`--join`).
+    #[serde(default)]
+    pub joined: bool,
     /// When `switch` completed.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub switched_at: Option<OffsetDateTime>,
@@ -106,6 +113,8 @@ impl State {
             manifest_flags: Vec::new(),
             max_token_lifetime_secs: None,
             started_at: OffsetDateTime::now_utc(),
+            rotation_id: None,
+            joined: false,
             switched_at: None,
             ended_at: None,
         }
@@ -133,6 +142,15 @@ impl State {
                 .running
                 .as_ref()
                 .is_some_and(|r| r.phase == Phase::Finish)
+    }
+
+    /// Whether `switch` has begun or completed (after which `abort` is refused).
+    pub fn switch_begun(&self) -> bool {
+        self.has_completed(Phase::Switch)
+            || self
+                .running
+                .as_ref()
+                .is_some_and(|r| r.phase == Phase::Switch)
     }
 
     /// Whether the running phase has recorded step `name` as done.

@@ -55,6 +55,10 @@ pub struct FileReport {
 pub struct RotationReport {
     /// The target.
     pub target: Target,
+    /// The rotation's id, the same on every node that joined it.
+    pub rotation_id: Option<String>,
+    /// The last completed phase (`None` before `start` completed).
+    pub phase: Option<super::Phase>,
     /// `in-progress`, `aborting`, `finished` or `aborted`.
     pub status: state::Status,
     /// Completed phases.
@@ -263,6 +267,8 @@ pub fn collect(layout: &Layout) -> Result<StatusReport> {
             (
                 Some(RotationReport {
                     target: s.target,
+                    rotation_id: s.rotation_id.clone(),
+                    phase: s.last_completed(),
                     status: s.status,
                     completed: s.completed.clone(),
                     running: s.running.clone(),
@@ -309,6 +315,9 @@ impl StatusReport {
                     },
                     state::format_rfc3339(r.started_at)
                 ));
+                if let Some(id) = &r.rotation_id {
+                    out.push_str(&format!("  rotation id {id}\n"));
+                }
                 if let Some(run) = &r.running {
                     out.push_str(&format!(
                         "  phase {} was interrupted after {} step(s): {}\n",

@@ -17,6 +17,7 @@ mod kubelet;
 mod renew;
 mod rotate_crash;
 mod rotate_etcd;
+mod rotate_ha;
 mod rotate_phases;
 mod rotate_tls;
 mod validation;

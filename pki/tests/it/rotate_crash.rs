@@ -130,26 +130,24 @@ fn abort_restores_byte_identical_files() {
     .unwrap();
     let before = snapshot(&c);
 
-    // ca: start + switch, then abort.
+    // ca: start, then abort.
     ok(&rotate(&c, T::Ca, "start", &["--manifests-dir", &m]));
-    ok(&rotate(&c, T::Ca, "switch", &[]));
     assert_ne!(snapshot(&c), before);
     let out = ok(&rotate(&c, T::Ca, "abort", &[]));
     assert!(out.contains("restart kube-controller-manager"), "{out}");
-    assert_eq!(snapshot(&c), before, "ca abort after switch");
+    assert_eq!(snapshot(&c), before, "ca abort after start");
     assert!(!c.path(".rotation/staged/ca").exists());
 
-    // etcd-ca: crash in the middle of switch, then abort (itself crashing once).
-    ok(&rotate(&c, T::Etcd, "start", &[]));
+    // etcd-ca: crash in the middle of start, then abort (itself crashing once).
     assert_eq!(
-        rotate_failing(&c, T::Etcd, "switch", 2, &[]).status.code(),
+        rotate_failing(&c, T::Etcd, "start", 2, &[]).status.code(),
         Some(CRASH_CODE)
     );
     assert_eq!(
         rotate_failing(&c, T::Etcd, "abort", 1, &[]).status.code(),
         Some(CRASH_CODE)
     );
-    let err = fails(&rotate(&c, T::Etcd, "switch", &[]));
+    let err = fails(&rotate(&c, T::Etcd, "start", &[]));
     assert!(
         err.contains("abort of the etcd-ca rotation was interrupted"),
         "{err}"
@@ -164,6 +162,25 @@ fn abort_restores_byte_identical_files() {
     );
     ok(&rotate(&c, T::Sa, "abort", &[]));
     assert_eq!(snapshot(&c), before, "sa abort after a crashed start");
+
+    // Abort is refused once switch has run (completed or interrupted), changing nothing, and
+    // says to go forward instead.
+    ok(&rotate(&c, T::Ca, "start", &[]));
+    assert_eq!(
+        rotate_failing(&c, T::Ca, "switch", 1, &[]).status.code(),
+        Some(CRASH_CODE)
+    );
+    let mid_switch = snapshot(&c);
+    let err = fails(&rotate(&c, T::Ca, "abort", &[]));
+    assert!(err.contains("switch has run on this node"), "{err}");
+    assert!(err.contains("pki rotate ca finish"), "{err}");
+    assert_eq!(snapshot(&c), mid_switch, "a refused abort changes nothing");
+    ok(&rotate(&c, T::Ca, "switch", &[]));
+    let switched = snapshot(&c);
+    let err = fails(&rotate(&c, T::Ca, "abort", &[]));
+    assert!(err.contains("then rotate again"), "{err}");
+    assert_eq!(snapshot(&c), switched, "a refused abort changes nothing");
+    ok(&rotate(&c, T::Ca, "finish", &[]));
 
     // Abort is refused once finish has begun.
     ok(&rotate(&c, T::FrontProxy, "start", &[]));
@@ -240,4 +257,27 @@ fn sigkill_at_random_moments_then_rerun() {
     );
     assert!(walk_temps(&c.pki()).is_empty());
     ok(&c.init(&[]));
+}
+
+#[test]
+fn a_second_concurrent_rotate_is_refused_at_once() {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    let before = snapshot(&c);
+    // The lock another `pki rotate` holds while it runs (flock on the cert dir).
+    let held = durable::lock_dir(&c.path(""), durable::LockWait::Try).unwrap();
+    let began = std::time::Instant::now();
+    for phase in ["start", "abort"] {
+        let err = fails(&rotate(&c, T::Etcd, phase, &[]));
+        assert!(err.contains("another `pki` command is running"), "{err}");
+    }
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(5),
+        "refused at once, not queued"
+    );
+    assert_eq!(snapshot(&c), before, "a refused run changes nothing");
+    // `status` only reads: it still answers.
+    ok(&rotate(&c, T::Etcd, "status", &[]));
+    drop(held);
+    ok(&rotate(&c, T::Etcd, "start", &[]));
 }

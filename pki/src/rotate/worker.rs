@@ -1,0 +1,144 @@
+//! Worker nodes in a `ca` rotation (`start --join FILE --worker`, `finish --worker`): a worker
+//! holds only trust files, `ca.crt` (the kubelet's `clientCAFile`) and `kubelet.conf`'s CA data.
+//! Both become old+new at `start` and new alone at `finish`, from the public part of the shared
+//! file: no private key is read or needed. What `finish` needs is kept in
+//! `.rotation/worker.json`.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::outcome::Outcome;
+use super::plan::{self, Phase, Target};
+use super::restart::RestartStep;
+use super::session;
+use super::shared::{self, CertificateKey};
+use crate::error::{Error, Result};
+use crate::inspect::parse_bundle;
+use crate::kubeconfig;
+use crate::layout::Layout;
+use crate::store::{self, MODE_PUBLIC, MODE_SECRET};
+
+/// What a worker records at `start`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct WorkerState {
+    rotation_id: String,
+    old_anchor: String,
+    new_anchor: String,
+    phase: Phase,
+}
+
+fn state_path(layout: &Layout) -> PathBuf {
+    plan::rotation_dir(layout).join("worker.json")
+}
+
+fn refused(layout: &Layout, reason: impl Into<String>) -> Error {
+    Error::RotationRefused {
+        state: state_path(layout),
+        reason: reason.into(),
+    }
+}
+
+/// `pki rotate ca start --join FILE --worker`.
+pub fn start(
+    layout: &Layout,
+    target: Target,
+    join: &Path,
+    key: &CertificateKey,
+) -> Result<Outcome> {
+    if target != Target::Ca {
+        return Err(refused(
+            layout,
+            "--worker applies to `ca` only: a worker holds no other CA",
+        ));
+    }
+    let _lock = session::open(layout, None)?;
+    let m = shared::read(join, key, target, false)?;
+    let ca_path = layout.cert_dir.join("ca.crt");
+    let current = store::read_optional(&ca_path)?.unwrap_or_default();
+    let first = parse_bundle(&current, &ca_path)?;
+    let old = parse_bundle(&m.public.old_anchor, join)?;
+    if first.first().map(|c| c.der()) != old.first().map(|c| c.der()) {
+        return Err(Error::invalid(
+            join,
+            format!(
+                "its old ca is not this node's current one ({})",
+                ca_path.display()
+            ),
+        ));
+    }
+    let bundle = format!("{}{}", m.public.old_anchor, m.public.new_anchor);
+    write_trust(layout, &bundle)?;
+    store::ensure_private_dir(&plan::rotation_dir(layout))?;
+    let s = WorkerState {
+        rotation_id: m.rotation_id,
+        old_anchor: m.public.old_anchor,
+        new_anchor: m.public.new_anchor,
+        phase: Phase::Start,
+    };
+    save(layout, &s)?;
+    Ok(outcome(
+        target,
+        Phase::Start,
+        Some("pki rotate ca finish --worker (once switch is complete on every control-plane node)"),
+    ))
+}
+
+/// `pki rotate ca finish --worker`.
+pub fn finish(layout: &Layout, target: Target) -> Result<Outcome> {
+    if target != Target::Ca {
+        return Err(refused(layout, "--worker applies to `ca` only"));
+    }
+    let _lock = session::open(layout, None)?;
+    let path = state_path(layout);
+    let text = store::read_optional(&path)?.ok_or_else(|| {
+        refused(
+            layout,
+            "no worker rotation here: run `pki rotate ca start --join FILE --worker` first",
+        )
+    })?;
+    let mut s: WorkerState = serde_json::from_str(&text).map_err(|e| Error::parse(&path, e))?;
+    write_trust(layout, &s.new_anchor)?;
+    s.phase = Phase::Finish;
+    save(layout, &s)?;
+    Ok(outcome(target, Phase::Finish, None))
+}
+
+fn save(layout: &Layout, s: &WorkerState) -> Result<()> {
+    let text = serde_json::to_string_pretty(s).map_err(|e| Error::Config(e.to_string()))?;
+    store::write_atomic(&state_path(layout), text.as_bytes(), MODE_SECRET)
+}
+
+/// `ca.crt` and `kubelet.conf`'s CA data (when it embeds one) become `bundle`.
+fn write_trust(layout: &Layout, bundle: &str) -> Result<()> {
+    let ca_path = layout.cert_dir.join("ca.crt");
+    let mode = store::mode_of(&ca_path).unwrap_or(MODE_PUBLIC);
+    store::write_atomic(&ca_path, bundle.as_bytes(), mode)?;
+    let conf = layout.kubeconfig_dir.join("kubelet.conf");
+    if let Some(text) = store::read_secret_optional(&conf)? {
+        let out = kubeconfig::rewrite_embedded(&text, &conf, bundle, None)?
+            .ok_or_else(|| Error::invalid(&conf, "cannot rewrite its CA data"))?;
+        let mode = store::mode_of(&conf).unwrap_or(MODE_SECRET);
+        store::write_atomic(&conf, out.as_bytes(), mode)?;
+    }
+    Ok(())
+}
+
+fn outcome(target: Target, phase: Phase, next: Option<&str>) -> Outcome {
+    Outcome {
+        target,
+        phase: Some(phase),
+        already_done: false,
+        steps: vec!["ca.crt".into(), "kubeconfig:kubelet.conf".into()],
+        backup: None,
+        notes: Vec::new(),
+        restart: vec![RestartStep {
+            action: "restart",
+            component: "kubelet",
+            nodes: "this worker node",
+            reason: "loads clientCAFile and kubelet.conf CA data at start",
+        }],
+        next: next.map(str::to_owned),
+    }
+}

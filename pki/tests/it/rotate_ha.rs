@@ -1,0 +1,542 @@
+//! A three-node control plane on one machine (`cp-1..3`, 127.0.1.1–3): shared CA material copied
+//! the kubeadm way, node material from `pki init` on each node, then an `etcd-ca` and a `ca`
+//! rotation with `start --export` on cp-1 and `start --join` on cp-2 and cp-3. Certificates
+//! only (openssl verify and SAN checks): no etcd members run here.
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
+
+use crate::common::*;
+use crate::rotate_support::*;
+
+/// The files every control-plane node shares (kubeadm's `--upload-certs` set).
+const SHARED: [&str; 8] = [
+    "ca.crt",
+    "ca.key",
+    "front-proxy-ca.crt",
+    "front-proxy-ca.key",
+    "etcd/ca.crt",
+    "etcd/ca.key",
+    "sa.key",
+    "sa.pub",
+];
+
+fn node_init(c: &Cluster, n: usize) {
+    let name = format!("cp-{n}");
+    let ip = format!("127.0.1.{n}");
+    ok(&run(&c.init_args(&[
+        "--node-name",
+        &name,
+        "--apiserver-advertise-address",
+        &ip,
+        "--encryption-algorithm",
+        "ECDSA-P256",
+    ])));
+}
+
+/// cp-1 initialised from scratch; cp-2 and cp-3 get cp-1's shared files first.
+fn three_nodes() -> Vec<Cluster> {
+    let nodes: Vec<Cluster> = (0..3).map(|_| Cluster::new()).collect();
+    node_init(&nodes[0], 1);
+    for (i, c) in nodes.iter().enumerate().skip(1) {
+        std::fs::create_dir_all(c.path("etcd")).unwrap();
+        for f in SHARED {
+            std::fs::copy(nodes[0].path(f), c.path(f)).unwrap();
+        }
+        node_init(c, i + 1);
+    }
+    nodes
+}
+
+fn key_from(out: &str) -> String {
+    let line = out
+        .lines()
+        .find(|l| l.contains("certificate key"))
+        .unwrap_or_else(|| panic!("no certificate key printed:\n{out}"));
+    let hex = line.rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(hex.len(), 64, "{line}");
+    hex
+}
+
+fn status(c: &Cluster, t: T) -> serde_json::Value {
+    serde_json::from_str(&ok(&rotate(c, t, "status", &["-o", "json"]))).unwrap()
+}
+
+/// Runs `phase` on every node in turn.
+fn on_all(nodes: &[Cluster], t: T, phase: &str) {
+    for c in nodes {
+        ok(&rotate(c, t, phase, &[]));
+    }
+}
+
+fn assert_own_identity(c: &Cluster, n: usize, leaf: &str) {
+    let v = view_pem(&read(&c.path(&format!("{leaf}.crt"))));
+    let ip: IpAddr = format!("127.0.1.{n}").parse().unwrap();
+    assert!(v.ips.contains(&ip), "{leaf} of cp-{n}: {:?}", v.ips);
+    for other in (1..=3).filter(|o| *o != n) {
+        let ip: IpAddr = format!("127.0.1.{other}").parse().unwrap();
+        assert!(
+            !v.ips.contains(&ip),
+            "{leaf} of cp-{n} carries cp-{other}'s IP"
+        );
+    }
+    if leaf.starts_with("etcd/") {
+        assert_eq!(v.cn, format!("cp-{n}"), "{leaf} of cp-{n}");
+        assert!(v.dns.contains(&format!("cp-{n}")), "{leaf}: {:?}", v.dns);
+    }
+}
+
+#[test]
+fn etcd_ca_rotation_across_three_nodes_with_export_and_join() {
+    let nodes = three_nodes();
+    let file = nodes[0].root().join("etcd-ca.rotation");
+    let f = file.to_string_lossy().into_owned();
+    let leaves_before: Vec<_> = nodes
+        .iter()
+        .map(|c| read(&c.path("etcd/server.crt")))
+        .collect();
+
+    let out = ok(&rotate(&nodes[0], T::Etcd, "start", &["--export", &f]));
+    let key = key_from(&out);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let text = String::from_utf8(read(&file)).unwrap();
+    assert!(
+        !text.contains("PRIVATE KEY") && !text.contains("CERTIFICATE"),
+        "{text}"
+    );
+
+    // Refusals on cp-2, each changing nothing.
+    let before = snapshot(&nodes[1]);
+    let wrong = "ab".repeat(32);
+    let err = fails(&rotate(
+        &nodes[1],
+        T::Etcd,
+        "start",
+        &["--join", &f, "--certificate-key", &wrong],
+    ));
+    assert!(err.contains("cannot be decrypted"), "{err}");
+    let err = fails(&rotate(
+        &nodes[1],
+        T::Ca,
+        "start",
+        &["--join", &f, "--certificate-key", &key],
+    ));
+    assert!(err.contains("not of ca"), "{err}");
+    let stranger = Cluster::new();
+    node_init(&stranger, 2);
+    let stranger_before = snapshot(&stranger);
+    let err = fails(&rotate(
+        &stranger,
+        T::Etcd,
+        "start",
+        &["--join", &f, "--certificate-key", &key],
+    ));
+    assert!(err.contains("is not this node's current one"), "{err}");
+    assert_eq!(snapshot(&stranger), stranger_before);
+    assert!(!stranger.path(".rotation/state.json").exists());
+    assert_eq!(snapshot(&nodes[1]), before, "refused joins change nothing");
+    assert!(!nodes[1].path(".rotation/state.json").exists());
+
+    for c in &nodes[1..] {
+        let out = ok(&rotate(
+            c,
+            T::Etcd,
+            "start",
+            &["--join", &f, "--certificate-key", &key],
+        ));
+        assert!(!out.contains("certificate key"), "{out}");
+    }
+    // Same trust everywhere, same rotation id and phase; leaves untouched at start.
+    let bundle = read(&nodes[0].path("etcd/ca.crt"));
+    assert_eq!(cert_count(&nodes[0].path("etcd/ca.crt")), 2);
+    let id = status(&nodes[0], T::Etcd)["rotation"]["rotationId"].clone();
+    assert!(id.is_string(), "{id}");
+    for (i, c) in nodes.iter().enumerate() {
+        assert_eq!(read(&c.path("etcd/ca.crt")), bundle, "cp-{}", i + 1);
+        let s = status(c, T::Etcd);
+        assert_eq!(s["rotation"]["rotationId"], id);
+        assert_eq!(s["rotation"]["phase"], "start");
+        assert_eq!(read(&c.path("etcd/server.crt")), leaves_before[i]);
+    }
+
+    on_all(&nodes, T::Etcd, "switch");
+    let err = fails(&rotate(&nodes[0], T::Etcd, "abort", &[]));
+    assert!(err.contains("switch has run on this node"), "{err}");
+    on_all(&nodes, T::Etcd, "finish");
+
+    let ca = read(&nodes[0].path("etcd/ca.crt"));
+    assert_eq!(cert_count(&nodes[0].path("etcd/ca.crt")), 1);
+    // The single CA left is the new one of the bundle all nodes trusted at start.
+    let new_cn = &bundle_views(&bundle)[1].cn;
+    assert_eq!(&cns(&nodes[0].path("etcd/ca.crt"))[0], new_cn);
+    for (i, c) in nodes.iter().enumerate() {
+        let n = i + 1;
+        assert_eq!(
+            read(&c.path("etcd/ca.crt")),
+            ca,
+            "cp-{n} ends with the same single CA"
+        );
+        assert_eq!(status(c, T::Etcd)["rotation"]["phase"], "finish");
+        for (leaf, purposes) in T::Etcd.leaves() {
+            for p in *purposes {
+                openssl_verify(
+                    &c.path("etcd/ca.crt"),
+                    &c.path(&format!("{leaf}.crt")),
+                    Some(p),
+                );
+            }
+        }
+        assert_own_identity(c, n, "etcd/server");
+        assert_own_identity(c, n, "etcd/peer");
+        assert_ne!(read(&c.path("etcd/server.crt")), leaves_before[i]);
+    }
+}
+
+#[test]
+fn ca_rotation_keeps_each_nodes_identity() {
+    let nodes = three_nodes();
+    let file = nodes[0].root().join("ca.rotation");
+    let f = file.to_string_lossy().into_owned();
+    let key = "0f".repeat(32);
+    let out = ok(&rotate(
+        &nodes[0],
+        T::Ca,
+        "start",
+        &["--export", &f, "--certificate-key", &key],
+    ));
+    assert!(
+        !out.contains("certificate key ("),
+        "a given key is not printed:\n{out}"
+    );
+    for c in &nodes[1..] {
+        ok(&rotate(
+            c,
+            T::Ca,
+            "start",
+            &["--join", &f, "--certificate-key", &key],
+        ));
+    }
+    // A worker: only ca.crt and kubelet.conf, no private key of any CA.
+    let worker = Cluster::new();
+    std::fs::create_dir_all(worker.path("etcd")).unwrap();
+    for f in SHARED {
+        std::fs::copy(nodes[0].path(f), worker.path(f)).unwrap();
+    }
+    node_init(&worker, 9);
+    for e in std::fs::read_dir(worker.pki()).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name().unwrap() != "ca.crt" {
+            let _ = std::fs::remove_dir_all(&p);
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    let bundle = read(&nodes[0].path("ca.crt"));
+    let w = |phase: &str, extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.push("--worker");
+        rotate(&worker, T::Ca, phase, &args)
+    };
+    let wrong = "12".repeat(32);
+    let err = fails(&w("start", &["--join", &f, "--certificate-key", &wrong]));
+    assert!(err.contains("cannot be decrypted"), "{err}");
+    ok(&w("start", &["--join", &f, "--certificate-key", &key]));
+    assert_eq!(
+        read(&worker.path("ca.crt")),
+        bundle,
+        "worker trusts old+new"
+    );
+    let (_, w_ca) = kubeconfig_files(&worker, "kubelet.conf");
+    assert_eq!(read(&w_ca), bundle, "worker kubelet.conf CA data");
+
+    on_all(&nodes, T::Ca, "switch");
+    on_all(&nodes, T::Ca, "finish");
+    let ca = read(&nodes[0].path("ca.crt"));
+    ok(&w("finish", &[]));
+    assert_eq!(
+        read(&worker.path("ca.crt")),
+        ca,
+        "worker trusts the new CA only"
+    );
+    let (_, w_ca) = kubeconfig_files(&worker, "kubelet.conf");
+    assert_eq!(read(&w_ca), ca);
+    for (i, c) in nodes.iter().enumerate() {
+        let n = i + 1;
+        assert_eq!(read(&c.path("ca.crt")), ca, "cp-{n}");
+        openssl_verify(
+            &c.path("ca.crt"),
+            &c.path("apiserver.crt"),
+            Some("sslserver"),
+        );
+        assert_own_identity(c, n, "apiserver");
+        let (crt, ca_data) = kubeconfig_files(c, "kubelet.conf");
+        assert_eq!(view_pem(&read(&crt)).cn, format!("system:node:cp-{n}"));
+        assert_eq!(read(&ca_data), ca, "kubelet.conf CA data of cp-{n}");
+        openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    }
+}
+
+#[test]
+fn printed_sequences_gate_phases_and_never_copy_node_material() {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    for t in [T::Etcd, T::Ca, T::FrontProxy, T::Sa] {
+        let mut all = String::new();
+        for phase in ["start", "switch", "finish"] {
+            let mut extra = vec![];
+            if t == T::Sa && phase == "finish" {
+                extra.push("--force");
+            }
+            let out = ok(&rotate(&c, t, phase, &extra));
+            let copies = out.lines().filter(|l| {
+                l.trim_start()
+                    .split_once(". ")
+                    .is_some_and(|(_, r)| r.starts_with("copy "))
+            });
+            for line in copies {
+                assert!(
+                    line.contains("the machines of their users"),
+                    "{t:?} {phase}: {line}"
+                );
+            }
+            all.push_str(&out);
+        }
+        assert!(
+            all.contains("start --join FILE --certificate-key HEX"),
+            "{all}"
+        );
+        assert!(all.contains("before `finish` runs on any"), "{all}");
+        assert!(all.contains("never copy a leaf"), "{all}");
+        assert!(
+            all.contains("do not run `kubeadm upgrade` during a rotation"),
+            "{all}"
+        );
+        assert!(
+            all.contains("kubeadm init phase upload-certs --upload-certs"),
+            "{all}"
+        );
+        if t == T::Ca {
+            assert!(all.contains("every pod using in-cluster config"), "{all}");
+        }
+    }
+}
+
+/// Three real etcd members (one per node, client and peer TLS from that node's files, as
+/// kubeadm's manifest), restarted one at a time after each node's phase.
+mod members {
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    pub(super) struct Member {
+        pub(super) n: usize,
+        pub(super) child: Option<Child>,
+        pub(super) port: u16,
+        pub(super) cluster: String,
+        pub(super) pki: std::path::PathBuf,
+        pub(super) data: std::path::PathBuf,
+    }
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    pub(super) fn ports() -> Vec<(u16, u16)> {
+        (0..3).map(|_| (free_port(), free_port())).collect()
+    }
+
+    impl Member {
+        pub(super) fn spawn(&mut self, peer_port: u16) {
+            let p = |f: &str| self.pki.join(f).to_string_lossy().into_owned();
+            let ip = format!("127.0.1.{}", self.n);
+            let client = format!("https://{ip}:{}", self.port);
+            let peer = format!("https://{ip}:{peer_port}");
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.data.with_extension("log"))
+                .unwrap();
+            let child = Command::new("etcd")
+                .args(["--name", &format!("cp-{}", self.n), "--data-dir"])
+                .arg(&self.data)
+                .args([
+                    "--listen-client-urls",
+                    &client,
+                    "--advertise-client-urls",
+                    &client,
+                ])
+                .args([
+                    "--listen-peer-urls",
+                    &peer,
+                    "--initial-advertise-peer-urls",
+                    &peer,
+                ])
+                .args([
+                    "--initial-cluster",
+                    &self.cluster,
+                    "--initial-cluster-state",
+                    "new",
+                ])
+                .args([
+                    "--cert-file",
+                    &p("etcd/server.crt"),
+                    "--key-file",
+                    &p("etcd/server.key"),
+                ])
+                .args(["--client-cert-auth", "--trusted-ca-file", &p("etcd/ca.crt")])
+                .args([
+                    "--peer-cert-file",
+                    &p("etcd/peer.crt"),
+                    "--peer-key-file",
+                    &p("etcd/peer.key"),
+                ])
+                .args([
+                    "--peer-client-cert-auth",
+                    "--peer-trusted-ca-file",
+                    &p("etcd/ca.crt"),
+                ])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("etcd");
+            self.child = Some(child);
+        }
+
+        pub(super) fn stop(&mut self) {
+            if let Some(mut c) = self.child.take() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &c.id().to_string()])
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = c.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+
+        /// etcdctl against this member with this node's own healthcheck client certificate.
+        pub(super) fn ctl(&self, args: &[&str]) -> std::process::Output {
+            let p = |f: &str| self.pki.join(f);
+            Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!(
+                    "--endpoints=https://127.0.1.{}:{}",
+                    self.n, self.port
+                ))
+                .arg(format!("--cacert={}", p("etcd/ca.crt").display()))
+                .arg(format!(
+                    "--cert={}",
+                    p("etcd/healthcheck-client.crt").display()
+                ))
+                .arg(format!(
+                    "--key={}",
+                    p("etcd/healthcheck-client.key").display()
+                ))
+                .args(["--command-timeout=3s", "--dial-timeout=3s"])
+                .args(args)
+                .output()
+                .unwrap()
+        }
+    }
+
+    impl Drop for Member {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    /// Waits until every member answers `endpoint health` (a write needs quorum).
+    pub(super) fn all_healthy(members: &[Member], when: &str) {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        for m in members {
+            loop {
+                let out = m.ctl(&["endpoint", "health"]);
+                if out.status.success() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "cp-{} unhealthy {when}: {}{}",
+                    m.n,
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+    }
+}
+
+#[test]
+fn three_etcd_members_keep_quorum_through_an_etcd_ca_rotation() {
+    use members::*;
+    let nodes = three_nodes();
+    let ports = ports();
+    let cluster = (0..3)
+        .map(|i| format!("cp-{}=https://127.0.1.{}:{}", i + 1, i + 1, ports[i].1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut ms: Vec<Member> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Member {
+            n: i + 1,
+            child: None,
+            port: ports[i].0,
+            cluster: cluster.clone(),
+            pki: c.pki(),
+            data: c.root().join("etcd-data"),
+        })
+        .collect();
+    for (i, m) in ms.iter_mut().enumerate() {
+        m.spawn(ports[i].1);
+    }
+    all_healthy(&ms, "at first");
+    ok(&ms[0].ctl(&["put", "before", "rotation"]));
+
+    let file = nodes[0].root().join("etcd-ca.rotation");
+    let f = file.to_string_lossy().into_owned();
+    let key = "5a".repeat(32);
+    for phase in ["start", "switch", "finish"] {
+        for (i, c) in nodes.iter().enumerate() {
+            let mut extra: Vec<&str> = Vec::new();
+            if phase == "start" {
+                extra = if i == 0 {
+                    vec!["--export", &f, "--certificate-key", &key]
+                } else {
+                    vec!["--join", &f, "--certificate-key", &key]
+                };
+            }
+            ok(&rotate(c, T::Etcd, phase, &extra));
+            ms[i].stop();
+            ms[i].spawn(ports[i].1);
+            all_healthy(&ms, &format!("after {phase} on cp-{}", i + 1));
+            ok(&ms[(i + 1) % 3].ctl(&["put", &format!("{phase}-{i}"), "x"]));
+        }
+    }
+    let got = ok(&ms[2].ctl(&["get", "before", "--print-value-only"]));
+    assert_eq!(got.trim(), "rotation");
+    let new_cn = cns(&nodes[0].path("etcd/ca.crt"));
+    assert_eq!(new_cn.len(), 1);
+    for (i, c) in nodes.iter().enumerate() {
+        for leaf in ["etcd/server", "etcd/peer"] {
+            assert_eq!(
+                view_pem(&read(&c.path(&format!("{leaf}.crt")))).issuer_cn,
+                new_cn[0]
+            );
+            assert_own_identity(c, i + 1, leaf);
+        }
+    }
+}
