@@ -146,6 +146,10 @@ pub struct AwsBackend {
     pub operation_timeout: HumanDuration,
     /// How long startup keeps retrying an unreachable KMS before giving up.
     pub startup_timeout: HumanDuration,
+    /// Key ARNs of earlier root keys whose wrapped KEKs are still stored (KMS root key only).
+    /// Decrypt calls KMS only for these, the resolved current key and keys the configured
+    /// `key_id` resolved to while the process runs; every entry is a key ARN (checked at parse).
+    pub previous_key_ids: Vec<String>,
 }
 
 /// The YAML of [`BackendConfig`]: a kind and a section per kind.
@@ -292,6 +296,8 @@ struct RawAwsBackend {
     operation_timeout: HumanDuration,
     #[serde(default = "default_aws_startup_timeout")]
     startup_timeout: HumanDuration,
+    #[serde(default)]
+    previous_key_ids: Vec<String>,
 }
 
 impl RawAwsBackend {
@@ -315,6 +321,11 @@ impl RawAwsBackend {
                 return Err(format!("{path}.aws.{field}: must be greater than zero"));
             }
         }
+        if let Some(bad) = self.previous_key_ids.iter().find(|id| !is_kms_key_arn(id)) {
+            return Err(format!(
+                "{path}.aws.previous_key_ids: {bad:?} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)"
+            ));
+        }
         Ok(AwsBackend {
             key_id: self.key_id,
             region: self.region,
@@ -325,8 +336,21 @@ impl RawAwsBackend {
             attempt_timeout: self.attempt_timeout,
             operation_timeout: self.operation_timeout,
             startup_timeout: self.startup_timeout,
+            previous_key_ids: self.previous_key_ids,
         })
     }
+}
+
+/// True for a KMS key ARN (`arn:<partition>:kms:<region>:<account>:key/<id>`), the only form
+/// of key id that names one key in one account for good (no alias, no bare key id).
+pub fn is_kms_key_arn(key_id: &str) -> bool {
+    let mut parts = key_id.splitn(6, ':');
+    parts.next() == Some("arn")
+        && parts.next().is_some_and(|p| p.starts_with("aws"))
+        && parts.next() == Some("kms")
+        && parts
+            .nth(2)
+            .is_some_and(|resource| resource.starts_with("key/") && resource.len() > 4)
 }
 
 /// Fails unless `value` is at least `min` (written `min_text` in the error).

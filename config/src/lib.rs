@@ -16,6 +16,7 @@ mod socket;
 
 pub use backend::{
     AwsBackend, BackendConfig, BackendKind, JwtKeyConfig, JwtLocalKey, LocalBackend, Pkcs11Backend,
+    is_kms_key_arn,
 };
 pub use durable::HumanDuration;
 pub use error::ConfigError;

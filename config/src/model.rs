@@ -35,6 +35,12 @@ pub struct PluginConfig {
     /// Interval of the background root-key round trip that drives `Status.healthz`.
     #[serde(default = "default_probe_interval")]
     pub health_probe_interval: HumanDuration,
+    /// What a revoked root key does (the backend says the key is disabled, deleted or access is
+    /// denied, unlike an outage): `true` (default) stops Encrypt under it, drops its cached
+    /// unwraps and refuses Decrypts under it until a probe succeeds again; `false` keeps the
+    /// old behaviour (Status unhealthy, the current KEK and the cache keep serving).
+    #[serde(default = "default_true")]
+    pub revoked_key_stops_encrypt: bool,
     /// Deadline of a single root-key backend call.
     #[serde(default = "default_backend_timeout")]
     pub backend_timeout: HumanDuration,
@@ -194,6 +200,9 @@ fn default_shutdown_grace() -> HumanDuration {
 fn default_probe_interval() -> HumanDuration {
     Duration::from_secs(30).into()
 }
+fn default_true() -> bool {
+    true
+}
 fn default_backend_timeout() -> HumanDuration {
     Duration::from_secs(2).into()
 }
@@ -212,6 +221,7 @@ impl PluginConfig {
             allowed_peers: None,
             shutdown_grace: default_shutdown_grace(),
             health_probe_interval: default_probe_interval(),
+            revoked_key_stops_encrypt: true,
             backend_timeout: default_backend_timeout(),
             local_kek: LocalKekPolicy::default(),
             decrypt_cache: DecryptCacheConfig::default(),

@@ -146,6 +146,11 @@ fn selected_section_errors_name_line_and_field() {
             6,
         ),
         (
+            "socket: /tmp/k.sock\nbackend:\n  kind: aws\n  aws:\n    key_id: k\n    previous_key_ids: [alias/old]\n",
+            "backend.aws.previous_key_ids",
+            6,
+        ),
+        (
             "jwt_signer:\n  socket: /j.sock\n  max_token_expiration: 1h\n  key:\n    kind: aws\n    aws: { key_id: k, max_attempts: 0 }\n",
             "jwt_signer.key.aws.max_attempts",
             6,
@@ -201,4 +206,28 @@ fn abstract_sockets_need_allowed_peers() {
     assert!(peers.allows(0, 1) && peers.allows(9, 5) && !peers.allows(9, 9));
     let signer = config.jwt_signer.expect("signer");
     assert!(signer.allowed_peers.expect("signer peers").allows(3, 7));
+}
+
+#[test]
+fn aws_previous_key_ids_and_the_revocation_switch() {
+    let arn = "arn:aws:kms:eu-west-1:111122223333:key/0a1b";
+    let file = write(&format!(
+        "socket: /tmp/k.sock\nrevoked_key_stops_encrypt: false\nbackend:\n  kind: aws\n  aws:\n    key_id: alias/k\n    previous_key_ids: [{arn}]\n"
+    ));
+    let config = PluginConfig::load(file.path()).expect("parses");
+    assert!(!config.revoked_key_stops_encrypt);
+    let Some(BackendConfig::Aws(aws)) = config.backend else {
+        panic!("not aws")
+    };
+    assert_eq!(aws.previous_key_ids, vec![arn.to_owned()]);
+    let file = write("socket: /tmp/k.sock\nbackend:\n  kind: aws\n  aws: { key_id: k }\n");
+    let config = PluginConfig::load(file.path()).expect("parses");
+    assert!(
+        config.revoked_key_stops_encrypt,
+        "revocation stops Encrypt by default"
+    );
+    let Some(BackendConfig::Aws(aws)) = config.backend else {
+        panic!("not aws")
+    };
+    assert!(aws.previous_key_ids.is_empty());
 }

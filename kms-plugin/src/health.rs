@@ -5,8 +5,16 @@
 //!
 //! `healthz` is `ok` or one of the fixed reasons below: it reaches `/healthz`, `/readyz` and
 //! Status, so the backend's own error text (ARNs, accounts, module paths) goes to the log only.
+//!
+//! Revocation is told apart from an outage: when the probe hears from the backend that the
+//! primary key is disabled, deleted or refused (not that it is unreachable), that key is marked
+//! revoked (unless `revoked_key_stops_encrypt` is off): Status reports [`ROOT_KEY_REVOKED`],
+//! its cached unwraps are dropped, and the envelope neither seals nor opens under it, until a
+//! probe succeeds again. An unreachable backend only makes Status unhealthy; the current KEK
+//! and the cache keep serving.
 
-use crate::root_key::RootKey;
+use crate::envelope::UnwrapCache;
+use crate::root_key::{KeyId, RootKey, RootKeyError};
 use crate::secret::AesKey;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -36,19 +44,42 @@ pub const PROBE_TIMED_OUT: &str = "root key probe timed out";
 pub const PROBE_FAILED: &str = "root key probe failed";
 /// The `healthz` reason while the root key unwraps a probe key to different bytes.
 pub const PROBE_WRONG_KEY: &str = "root key probe returned a different key";
+/// The `healthz` reason while the backend reports the primary root key revoked.
+pub const ROOT_KEY_REVOKED: &str =
+    "root key revoked: the backend reports it disabled, deleted or access denied";
 
-/// Why a probe failed: a fixed reason for `healthz`, and the details for the log only.
+/// Why a probe failed: a fixed reason for `healthz`, the details for the log only, and whether
+/// the backend said the key itself is unusable.
 #[derive(Debug)]
 pub struct ProbeFailure {
     /// One of the fixed reasons of this module.
     pub reason: &'static str,
     /// The backend's own error text; never leaves the process except in the log.
     pub detail: String,
+    /// True when the backend answered that the key is disabled, deleted or refused.
+    pub revoked: bool,
 }
 
 impl ProbeFailure {
     fn new(reason: &'static str, detail: String) -> Self {
-        Self { reason, detail }
+        Self {
+            reason,
+            detail,
+            revoked: false,
+        }
+    }
+
+    fn of(root: &dyn RootKey, step: &str, error: &RootKeyError) -> Self {
+        let revoked = error.is_revocation();
+        Self {
+            reason: if revoked {
+                ROOT_KEY_REVOKED
+            } else {
+                PROBE_FAILED
+            },
+            detail: format!("{} root key: {step} failed: {error}", root.kind()),
+            revoked,
+        }
     }
 }
 
@@ -56,10 +87,19 @@ impl ProbeFailure {
 pub struct Health {
     state: RwLock<HealthState>,
     kek_proof_failed: AtomicBool,
+    revocation_stops_encrypt: bool,
+    revoked: RwLock<Option<KeyId>>,
 }
 
 impl Default for Health {
     fn default() -> Self {
+        Self::new(true)
+    }
+}
+
+impl Health {
+    /// Health that marks a revoked key (see the module docs) when `revocation_stops_encrypt`.
+    pub fn new(revocation_stops_encrypt: bool) -> Self {
         Self {
             state: RwLock::new(HealthState {
                 healthy: false,
@@ -67,11 +107,11 @@ impl Default for Health {
                 last_success: None,
             }),
             kek_proof_failed: AtomicBool::new(false),
+            revocation_stops_encrypt,
+            revoked: RwLock::new(None),
         }
     }
-}
 
-impl Health {
     /// The latest state: the last probe's, unless the latest new local KEK failed its proof.
     pub fn get(&self) -> HealthState {
         let mut state = match self.state.read() {
@@ -82,7 +122,51 @@ impl Health {
             state.healthy = false;
             state.healthz = KEK_PROOF_FAILED.into();
         }
+        if self.revoked_key().is_some() {
+            state.healthy = false;
+            state.healthz = ROOT_KEY_REVOKED.into();
+        }
         state
+    }
+
+    /// The root key the backend reported revoked, while no probe has succeeded since.
+    pub fn revoked_key(&self) -> Option<KeyId> {
+        match self.revoked.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// True when `key_id` is the revoked root key: nothing is sealed or opened under it.
+    pub fn is_revoked(&self, key_id: &KeyId) -> bool {
+        self.revoked_key().as_ref() == Some(key_id)
+    }
+
+    /// Records a probe of `key_id`; returns true when it newly marked that key revoked.
+    fn record(&self, key_id: KeyId, result: Result<(), ProbeFailure>) -> bool {
+        let mut newly_revoked = false;
+        let mut revoked = match self.revoked.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match &result {
+            Ok(()) => {
+                if let Some(was) = revoked.take() {
+                    tracing::info!(key_id = %was, "the root key answers again; no longer revoked");
+                }
+            }
+            Err(failure) if failure.revoked && self.revocation_stops_encrypt => {
+                if revoked.as_ref() != Some(&key_id) {
+                    tracing::error!(%key_id, reason = failure.reason, detail = %failure.detail, "the backend reports the root key revoked: Encrypt stops under it and its cached unwraps are dropped");
+                    newly_revoked = true;
+                }
+                *revoked = Some(key_id);
+            }
+            Err(_) => {}
+        }
+        drop(revoked);
+        self.set(result);
+        newly_revoked
     }
 
     /// Records whether the latest new local KEK passed its proof.
@@ -109,7 +193,7 @@ impl Health {
                 state.healthz = "ok".into();
                 state.last_success = Some(SystemTime::now());
             }
-            Err(ProbeFailure { reason, detail }) => {
+            Err(ProbeFailure { reason, detail, .. }) => {
                 if state.healthy || state.healthz != reason {
                     tracing::warn!(reason, %detail, "root key probe failed; reporting unhealthy");
                 }
@@ -120,48 +204,66 @@ impl Health {
     }
 }
 
-/// One wrap and unwrap of a throwaway key through the root key, each bounded by `timeout`.
+/// The key state check, then one wrap and unwrap of a throwaway key through the root key, each
+/// bounded by `timeout`.
 pub async fn probe(root: &dyn RootKey, timeout: Duration) -> Result<(), ProbeFailure> {
-    let kind = root.kind();
+    let timed_out = |step: &str| {
+        ProbeFailure::new(
+            PROBE_TIMED_OUT,
+            format!(
+                "{} root key: {step} timed out after {timeout:?}",
+                root.kind()
+            ),
+        )
+    };
+    tokio::time::timeout(timeout, root.key_state())
+        .await
+        .map_err(|_| timed_out("key state"))?
+        .map_err(|e| ProbeFailure::of(root, "key state", &e))?;
     let key = AesKey::generate()
         .map_err(|e| ProbeFailure::new(PROBE_FAILED, format!("no randomness: {e}")))?;
     let wrapped = tokio::time::timeout(timeout, root.wrap_kek(&key))
         .await
-        .map_err(|_| {
-            ProbeFailure::new(
-                PROBE_TIMED_OUT,
-                format!("{kind} root key: wrap timed out after {timeout:?}"),
-            )
-        })?
-        .map_err(|e| {
-            ProbeFailure::new(PROBE_FAILED, format!("{kind} root key: wrap failed: {e}"))
-        })?;
+        .map_err(|_| timed_out("wrap"))?
+        .map_err(|e| ProbeFailure::of(root, "wrap", &e))?;
     let unwrapped = tokio::time::timeout(
         timeout,
         root.unwrap_kek(&wrapped.key_id, &wrapped.ciphertext),
     )
     .await
-    .map_err(|_| {
-        ProbeFailure::new(
-            PROBE_TIMED_OUT,
-            format!("{kind} root key: unwrap timed out after {timeout:?}"),
-        )
-    })?
-    .map_err(|e| ProbeFailure::new(PROBE_FAILED, format!("{kind} root key: unwrap failed: {e}")))?;
+    .map_err(|_| timed_out("unwrap"))?
+    .map_err(|e| ProbeFailure::of(root, "unwrap", &e))?;
     if !unwrapped.ct_eq(&key) {
         return Err(ProbeFailure::new(
             PROBE_WRONG_KEY,
-            format!("{kind} root key: unwrap returned a different key"),
+            format!("{} root key: unwrap returned a different key", root.kind()),
         ));
     }
     Ok(())
 }
 
+/// One probe, recorded in `health`; a newly revoked key's cached unwraps are dropped.
+async fn probe_and_record(
+    root: &dyn RootKey,
+    health: &Health,
+    unwraps: &UnwrapCache,
+    timeout: Duration,
+) {
+    let key_id = root.primary_key_id();
+    let result = probe(root, timeout).await;
+    if health.record(key_id.clone(), result) {
+        let dropped = unwraps.forget(&key_id).await;
+        tracing::warn!(%key_id, dropped, "dropped the cached unwraps of the revoked root key");
+    }
+}
+
 /// Probes the root key every `interval` and refreshes it every `root.refresh_interval()` (and
-/// whenever `refresh_now` fires, e.g. on SIGHUP) until `stop` turns true.
+/// whenever `refresh_now` fires, e.g. on SIGHUP) until `stop` turns true; a revoked key's
+/// entries leave `unwraps`.
 pub fn spawn_background(
     root: Arc<dyn RootKey>,
     health: Arc<Health>,
+    unwraps: Arc<UnwrapCache>,
     interval: Duration,
     timeout: Duration,
     mut refresh_now: watch::Receiver<u64>,
@@ -175,7 +277,7 @@ pub fn spawn_background(
         refresh_tick.tick().await;
         loop {
             tokio::select! {
-                _ = probe_tick.tick() => health.set(probe(root.as_ref(), timeout).await),
+                _ = probe_tick.tick() => probe_and_record(root.as_ref(), &health, &unwraps, timeout).await,
                 _ = refresh_tick.tick() => refresh(root.as_ref(), timeout).await,
                 changed = refresh_now.changed() => {
                     if changed.is_err() { break; }
@@ -217,6 +319,11 @@ mod tests {
         let task = spawn_background(
             fake.clone(),
             health.clone(),
+            Arc::new(UnwrapCache::new(
+                8,
+                Duration::from_secs(60),
+                Duration::from_secs(1),
+            )),
             Duration::from_millis(50),
             Duration::from_millis(30),
             refresh_rx,

@@ -27,7 +27,7 @@ pub struct RpcLabels {
 /// Labels of a root key backend call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
-    /// `wrap`, `unwrap`, `refresh` or `rotate`.
+    /// `wrap`, `unwrap`, `refresh`, `key_state` or `rotate`.
     pub operation: &'static str,
     /// `ok` or an error class (`unavailable`, `integrity`, `unknown_key`, `denied`, `error`).
     pub outcome: &'static str,

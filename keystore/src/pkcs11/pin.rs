@@ -1,10 +1,16 @@
 //! The token user PIN: read once from a file or an environment variable, held zeroized.
+//!
+//! A PIN file is checked as the key files are: it must be readable by its owner only (no group
+//! or other bits) and owned by the plugin's user or root; otherwise it is refused, by name.
 
 use crate::KeyStoreError;
 use cryptoki::types::RawAuthPin;
 use kms_config::SecretSource;
 use secrecy::SecretBox;
+use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 fn pin_error(reason: String) -> KeyStoreError {
     KeyStoreError::configuration(format!("cannot read the PKCS#11 PIN: {reason}"))
@@ -17,8 +23,9 @@ fn pin_error(reason: String) -> KeyStoreError {
 pub fn read_pin(source: &SecretSource) -> Result<RawAuthPin, KeyStoreError> {
     let mut bytes = match source {
         SecretSource::File(path) => {
-            let mut file = std::fs::File::open(path)
-                .map_err(|e| pin_error(format!("{}: {e}", path.display())))?;
+            let mut file =
+                File::open(path).map_err(|e| pin_error(format!("{}: {e}", path.display())))?;
+            check_private(&file, path)?;
             let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(64));
             file.read_to_end(&mut bytes)
                 .map_err(|e| pin_error(format!("{}: {e}", path.display())))?;
@@ -42,16 +49,65 @@ pub fn read_pin(source: &SecretSource) -> Result<RawAuthPin, KeyStoreError> {
     Ok(SecretBox::new(Box::new(bytes)))
 }
 
+/// Refuses an open PIN file that its group or others may access, or that neither the plugin's
+/// user nor root owns (checked on the open file, so a swapped path cannot slip through).
+fn check_private(file: &File, path: &Path) -> Result<(), KeyStoreError> {
+    let metadata = file
+        .metadata()
+        .map_err(|e| pin_error(format!("{}: {e}", path.display())))?;
+    let mode = metadata.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(pin_error(format!(
+            "{}: the PIN file is accessible to group or others (mode {mode:o}); expected 0600 or 0400",
+            path.display()
+        )));
+    }
+    let euid = rustix::process::geteuid();
+    if metadata.uid() != euid.as_raw() && metadata.uid() != 0 {
+        return Err(pin_error(format!(
+            "{}: the PIN file is owned by uid {}, neither the plugin's user (uid {}) nor root",
+            path.display(),
+            metadata.uid(),
+            euid.as_raw()
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use secrecy::ExposeSecret;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_pin_file_others_can_read_is_refused_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pin");
+        std::fs::write(&path, b"1234\n").expect("write");
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let error = read_pin(&SecretSource::File(path.clone())).expect_err("refused");
+            let text = error.to_string();
+            assert!(text.contains(&path.display().to_string()), "{text}");
+            assert!(text.contains("group or others"), "{text}");
+            assert!(!text.contains("1234"), "{text}");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            assert!(
+                read_pin(&SecretSource::File(path.clone())).is_ok(),
+                "{mode:o}"
+            );
+        }
+    }
 
     #[test]
     fn file_pin_drops_one_newline() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("pin");
         std::fs::write(&path, b"1234\r\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let pin = read_pin(&SecretSource::File(path.clone())).expect("pin");
         assert_eq!(pin.expose_secret().as_slice(), b"1234");
         std::fs::write(&path, b"\n").expect("write");

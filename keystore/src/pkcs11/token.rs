@@ -8,12 +8,14 @@
 //! Many modules (SoftHSM2 among them, and the clients of several network HSMs) enumerate tokens
 //! when they are initialised, so a token that went away and came back is only seen again after
 //! C_Finalize and C_Initialize. [`Token::recover`] does that, at most once per
-//! [`REINIT_INTERVAL`], while holding the gate exclusively: no other call is inside the module.
+//! [`REINIT_INTERVAL`], while holding the module's gate exclusively: no other call is inside
+//! the module, whichever user of it (KMS root key, JWT signer) made it; the module is shared
+//! per process ([`Module`]).
 
 use super::error::token_not_found;
+use super::module::{Module, initialize, lock};
 use super::read_pin;
 use crate::KeyStoreError;
-use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::MechanismType;
 use cryptoki::session::{Session, UserType};
@@ -21,7 +23,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::RawAuthPin;
 use kms_config::Pkcs11Backend;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 /// Least time between two re-initialisations of the module.
@@ -29,61 +31,33 @@ pub const REINIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// An initialised PKCS#11 module and the token found by its label.
 ///
-/// A process should hold one `Token` per module while it serves: [`Token::recover`] finalises
-/// the module for the whole process, and only this value's calls wait for it. (A second,
-/// short-lived instance, as in `kms-plugin rotate` or tests, is fine while no recovery runs.)
-/// Logs go to this module's target; the users log their own calls under theirs.
+/// Every `Token` of a process on one module shares that module's handle and gate
+/// ([`Module::load`]), so [`Token::recover`] finalises the module only while no call of any
+/// user is inside it. Logs go to this module's target; the users log their own calls under
+/// theirs.
 pub struct Token {
-    ctx: Pkcs11,
+    module: Arc<Module>,
     label: String,
     pin: RawAuthPin,
     slot: Mutex<Option<Slot>>,
     idle: Mutex<Vec<Session>>,
-    /// Held shared by every call into the module, exclusively while it is re-initialised.
-    gate: RwLock<()>,
-    last_reinit: Mutex<Option<Instant>>,
     /// Set once the token rejected the PIN: no further login is tried, so a wrong PIN cannot
     /// exhaust the token's retry counter and lock the user out.
     pin_rejected: AtomicBool,
 }
 
-fn initialize(ctx: &Pkcs11) -> Result<(), CkError> {
-    match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
 impl Token {
-    /// Reads the PIN, loads the module, initialises it (once per process) and checks that the
-    /// token is present. Blocks.
+    /// Reads the PIN, takes the process's module (loading and initialising it if no one holds
+    /// it yet) and checks that the token is present. Blocks.
     pub fn open(config: &Pkcs11Backend) -> Result<Self, KeyStoreError> {
         let pin = read_pin(&config.pin)?;
-        let module = &config.module;
-        let label = &config.token_label;
-        let module_error = |reason: String| {
-            KeyStoreError::configuration(format!(
-                "cannot load PKCS#11 module {}: {reason}",
-                module.display()
-            ))
-        };
-        let ctx = Pkcs11::new(module).map_err(|e| module_error(e.to_string()))?;
-        initialize(&ctx).map_err(|e| module_error(e.to_string()))?;
+        let module = Module::load(&config.module)?;
         let token = Self {
-            ctx,
-            label: label.to_owned(),
+            module,
+            label: config.token_label.to_owned(),
             pin,
             slot: Mutex::new(None),
             idle: Mutex::new(Vec::new()),
-            gate: RwLock::new(()),
-            last_reinit: Mutex::new(None),
             pin_rejected: AtomicBool::new(false),
         };
         token.find_slot()?;
@@ -92,8 +66,8 @@ impl Token {
 
     /// The slot holding the token labelled `self.label`, searched afresh.
     fn find_slot(&self) -> Result<Slot, KeyStoreError> {
-        for slot in self.ctx.get_slots_with_token()? {
-            let Ok(info) = self.ctx.get_token_info(slot) else {
+        for slot in self.module.ctx.get_slots_with_token()? {
+            let Ok(info) = self.module.ctx.get_token_info(slot) else {
                 continue;
             };
             if info.label().trim_end() == self.label {
@@ -115,7 +89,12 @@ impl Token {
             Some(slot) => slot,
             None => self.find_slot()?,
         };
-        if self.ctx.get_mechanism_list(slot)?.contains(&mechanism) {
+        if self
+            .module
+            .ctx
+            .get_mechanism_list(slot)?
+            .contains(&mechanism)
+        {
             Ok(())
         } else {
             Err(KeyStoreError::configuration(format!(
@@ -135,7 +114,7 @@ impl Token {
             return Err(self.pin_rejected_error());
         }
         tracing::debug!(backend = "pkcs11", op = "open_session", "remote call");
-        let session = self.ctx.open_rw_session(slot)?;
+        let session = self.module.ctx.open_rw_session(slot)?;
         match session.login_with_raw(UserType::User, &self.pin) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
             Err(CkError::Pkcs11(
@@ -178,20 +157,19 @@ impl Token {
 
     /// Shared access to the module; hold it across a call (see [`Token::recover`]).
     pub fn gate(&self) -> RwLockReadGuard<'_, ()> {
-        match self.gate.read() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        self.module.shared()
+    }
+
+    /// The process's module this token is on (shared with every other token on it).
+    pub fn module(&self) -> &Arc<Module> {
+        &self.module
     }
 
     /// After the token dropped a session or went away: forgets every pooled session and the
     /// slot, and re-initialises the module when the token is no longer listed. Must be called
     /// without holding [`Token::gate`].
     pub fn recover(&self) -> Result<(), KeyStoreError> {
-        let _exclusive = match self.gate.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let _exclusive = self.module.exclusive();
         let stale = std::mem::take(&mut *lock(&self.idle));
         // Closing a session the token already dropped fails harmlessly; the handles are gone.
         for session in stale {
@@ -203,7 +181,7 @@ impl Token {
             found => return found.map(drop),
         }
         {
-            let mut last = lock(&self.last_reinit);
+            let mut last = lock(&self.module.last_reinit);
             if last.is_some_and(|at| at.elapsed() < REINIT_INTERVAL) {
                 return Err(token_not_found(&self.label));
             }
@@ -212,8 +190,8 @@ impl Token {
         tracing::warn!(token = %self.label, "PKCS#11 token not listed; re-initialising the module");
         // Nothing else is inside the module (the gate is held exclusively) and every session
         // of the old initialisation was closed above.
-        let _ = self.ctx.clone().finalize();
-        initialize(&self.ctx)?;
+        let _ = self.module.ctx.clone().finalize();
+        initialize(&self.module.ctx)?;
         self.find_slot().map(drop)
     }
 

@@ -69,6 +69,20 @@ impl UnwrapCache {
         })
     }
 
+    /// Drops every cached KEK wrapped under `key_id`; returns how many were dropped.
+    pub async fn forget(&self, key_id: &KeyId) -> usize {
+        let doomed: Vec<Arc<Entry>> = self
+            .entries
+            .iter()
+            .filter(|(entry, _)| entry.0 == *key_id)
+            .map(|(entry, _)| entry)
+            .collect();
+        for entry in &doomed {
+            self.entries.invalidate(entry.as_ref()).await;
+        }
+        doomed.len()
+    }
+
     /// Applies pending bookkeeping so [`UnwrapCache::len`] is exact (for metrics scrapes).
     pub async fn sync(&self) {
         self.entries.run_pending_tasks().await;

@@ -11,7 +11,8 @@
 //!   replacement in flight and each waits at most `wrap_timeout`; the replacement itself goes on
 //!   in the background if they give up.
 //!
-//! A replacement installs a KEK only after its [proof](super::proof) passed.
+//! A replacement installs a KEK only after its [proof](super::proof) passed. Nothing is sealed
+//! while the health probe reports the primary root key revoked.
 
 use super::proof::{self, Proof};
 use super::{EnvelopeError, UnwrapCache, shared_error};
@@ -136,6 +137,10 @@ impl KekManager {
         let wait = self.inner.policy.wrap_timeout;
         let deadline = tokio::time::Instant::now() + wait;
         let mut off_primary = 0;
+        let primary = self.inner.root.primary_key_id();
+        if self.inner.health.is_revoked(&primary) {
+            return Err(super::revoked(&primary).into());
+        }
         loop {
             if let Some(kek) = self.reserve() {
                 return Ok(kek);

@@ -56,6 +56,7 @@ pub struct Envelope {
     root: Arc<dyn RootKey>,
     keks: KekManager,
     unwraps: Arc<UnwrapCache>,
+    health: Arc<Health>,
 }
 
 impl Envelope {
@@ -68,11 +69,12 @@ impl Envelope {
         health: Arc<Health>,
     ) -> Self {
         let unwraps = Arc::new(unwraps);
-        let keks = KekManager::new(root.clone(), policy, unwraps.clone(), health);
+        let keks = KekManager::new(root.clone(), policy, unwraps.clone(), health.clone());
         Self {
             root,
             keks,
             unwraps,
+            health,
         }
     }
 
@@ -86,8 +88,8 @@ impl Envelope {
         &self.keks
     }
 
-    /// The unwrap cache (for metrics and tests).
-    pub fn unwraps(&self) -> &UnwrapCache {
+    /// The unwrap cache (for metrics, the health probe and tests).
+    pub fn unwraps(&self) -> &Arc<UnwrapCache> {
         &self.unwraps
     }
 
@@ -139,6 +141,9 @@ impl Envelope {
                 format::MAX_ANNOTATIONS_LEN
             )));
         }
+        if self.health.is_revoked(&key_id) {
+            return Err(revoked(&key_id).into());
+        }
         let parsed = format::parse_annotations(annotations)?;
         if ciphertext.len() < format::NONCE_LEN + format::TAG_LEN + 1
             || ciphertext.len() > format::MAX_CIPHERTEXT_LEN
@@ -156,6 +161,13 @@ impl Envelope {
             ciphertext,
         )?)
     }
+}
+
+/// The error of a call under a root key the backend reported revoked.
+fn revoked(key_id: &KeyId) -> RootKeyError {
+    RootKeyError::Denied(format!(
+        "root key {key_id} is revoked (disabled, deleted or access denied)"
+    ))
 }
 
 /// Rebuilds an owned error for a caller that shared someone else's failed root key call.

@@ -32,6 +32,12 @@ impl RootKeyError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
+
+    /// True when the backend says the key itself is unusable (disabled, deleted, access
+    /// denied), as opposed to being unreachable.
+    pub fn is_revocation(&self) -> bool {
+        matches!(self, Self::Denied(_) | Self::UnknownKey(_))
+    }
 }
 
 /// A key store failure as a root key failure: transient is `Unavailable`, denied is `Denied`,

@@ -69,6 +69,13 @@ impl RootKey for Instrumented {
         result
     }
 
+    async fn key_state(&self) -> Result<(), RootKeyError> {
+        let started = Instant::now();
+        let result = self.inner.key_state().await;
+        self.record("key_state", started, &result);
+        result
+    }
+
     fn refresh_interval(&self) -> Duration {
         self.inner.refresh_interval()
     }

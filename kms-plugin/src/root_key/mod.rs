@@ -53,6 +53,13 @@ pub trait RootKey: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Asks the backend whether the primary key is still usable where a wrap alone may not
+    /// tell (AWS: DescribeKey's `KeyState`). A disabled, deleted or refused key is
+    /// [`RootKeyError::Denied`] or [`RootKeyError::UnknownKey`]. Called by the health probe.
+    async fn key_state(&self) -> Result<(), RootKeyError> {
+        Ok(())
+    }
+
     /// How often [`RootKey::refresh`] should run.
     fn refresh_interval(&self) -> Duration {
         Duration::from_secs(60)

@@ -101,7 +101,7 @@ async fn start_kms(
     let metrics = Arc::new(Metrics::new(backend.kind()));
     let root: Arc<dyn root_key::RootKey> = Arc::new(Instrumented::new(backend, metrics.clone()));
     let timeout = config.backend_timeout.get();
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new(config.revoked_key_stops_encrypt));
     let envelope = Arc::new(Envelope::new(
         root.clone(),
         KekPolicy {
@@ -120,6 +120,7 @@ async fn start_kms(
     let mut tasks = vec![health::spawn_background(
         root,
         health.clone(),
+        envelope.unwraps().clone(),
         config.health_probe_interval.get(),
         timeout,
         reload,

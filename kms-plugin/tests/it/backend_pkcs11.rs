@@ -287,3 +287,24 @@ async fn token_return_reinitialises_the_module_and_refresh_finds_rotations() {
     );
     assert!(plugin.stop().success());
 }
+
+/// `serve` refuses a PIN file its group or others can read, naming the file, and never prints
+/// the PIN.
+#[test]
+fn a_pin_file_others_can_read_is_refused_at_start() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let hsm = Hsm::new(temp.path());
+    let pin_file = hsm.dir.join("pin");
+    fs::set_permissions(
+        &pin_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .expect("chmod");
+    let (config, _) = write_config(&hsm, "pin-mode", "1s", "1s");
+    let stderr = serve_must_fail(&config, &hsm.env(), Duration::from_secs(20));
+    assert!(
+        stderr.contains(&pin_file.display().to_string()) && stderr.contains("group or others"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(PIN), "{stderr}");
+}

@@ -20,6 +20,7 @@ mod jwt_signer;
 mod jwt_signer_aws;
 mod jwt_signer_hsm;
 mod kek_outage;
+mod key_revocation;
 mod kms_v2;
 mod local_state_dir;
 mod observability;

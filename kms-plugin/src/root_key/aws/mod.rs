@@ -7,8 +7,14 @@
 //! - Wrap is KMS Encrypt of the 32-byte KEK under the resolved key ARN (not the alias), so the
 //!   key id Encrypt reports always equals the one Status reports, as kube-apiserver requires;
 //!   an alias change takes effect for new data at the next refresh.
-//! - Unwrap is KMS Decrypt with `KeyId` = that ARN, so data wrapped under an earlier key keeps
-//!   decrypting while the key exists and is enabled.
+//! - Unwrap is KMS Decrypt with `KeyId` = that ARN, only for a key this plugin knows: the
+//!   resolved current key, every key the configured `key_id` resolved to since the start, and
+//!   `previous_key_ids`. A ciphertext naming any other key (another account's, say) is refused
+//!   locally, without a KMS call: the plugin never spends its credentials on a foreign key.
+//!   After pointing the alias at a new key, add the old key's ARN to `previous_key_ids` so its
+//!   data still decrypts after a restart.
+//! - [`RootKey::key_state`] reads the current key's `KeyState` with DescribeKey, so the health
+//!   probe sees a disabled key even where Encrypt would still answer.
 //! - Both bind `encryption_context` (default `{"kubernetes.io/kms-plugin": "kms-plugin"}`).
 //! - At startup an unreachable KMS is retried with jittered backoff for `startup_timeout`; then
 //!   startup fails with the last error. Access denied, unknown or disabled keys fail at once.
@@ -34,6 +40,7 @@
 //!     attempt_timeout: 800ms
 //!     operation_timeout: 2s
 //!     startup_timeout: 30s
+//!     previous_key_ids: [arn:aws:kms:eu-west-1:111122223333:key/1234abcd-...]
 //! ```
 //!
 //! The plugin's identity needs `kms:DescribeKey`, `kms:Encrypt` and `kms:Decrypt` on the key
@@ -51,7 +58,7 @@ use error::root_key_error;
 use keystore::KeyStoreError;
 use keystore::aws::{build, map_sdk_error, retry_at_startup};
 use kms_config::AwsBackend;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -62,6 +69,8 @@ pub struct AwsRootKey {
     configured: String,
     context: HashMap<String, String>,
     current: RwLock<KeyId>,
+    /// Key ARNs Decrypt may ask KMS about: `previous_key_ids` and every resolved current key.
+    known: RwLock<HashSet<String>>,
     refresh_interval: Duration,
 }
 
@@ -69,16 +78,7 @@ fn remote_call(op: &'static str, key: &str) {
     tracing::debug!(target: "kms_plugin::root_key::remote", backend = "aws", op, key, "remote call");
 }
 
-/// True for a KMS key ARN (`arn:<partition>:kms:<region>:<account>:key/<id>`).
-fn is_key_arn(key_id: &str) -> bool {
-    let mut parts = key_id.splitn(6, ':');
-    parts.next() == Some("arn")
-        && parts.next().is_some_and(|p| p.starts_with("aws"))
-        && parts.next() == Some("kms")
-        && parts
-            .nth(2)
-            .is_some_and(|resource| resource.starts_with("key/") && resource.len() > 4)
-}
+use kms_config::is_kms_key_arn as is_key_arn;
 
 /// Resolves `key` to the ARN of an enabled symmetric encryption key.
 async fn describe(client: &aws_sdk_kms::Client, key: &str) -> Result<KeyId, KeyStoreError> {
@@ -133,6 +133,8 @@ impl AwsRootKey {
         .await
         .map_err(|e| root_key_error(&config.key_id, e))?;
         tracing::info!(key = %config.key_id, key_arn = %arn, "resolved the AWS KMS root key");
+        let mut known: HashSet<String> = config.previous_key_ids.iter().cloned().collect();
+        known.insert(arn.to_string());
         Ok(Self {
             client,
             configured: config.key_id.clone(),
@@ -142,11 +144,23 @@ impl AwsRootKey {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             current: RwLock::new(arn),
+            known: RwLock::new(known),
             refresh_interval: config.key_refresh_interval.get(),
         })
     }
 
+    fn is_known(&self, key_id: &KeyId) -> bool {
+        match self.known.read() {
+            Ok(known) => known.contains(key_id.as_str()),
+            Err(poisoned) => poisoned.into_inner().contains(key_id.as_str()),
+        }
+    }
+
     fn set_current(&self, arn: KeyId) {
+        match self.known.write() {
+            Ok(mut known) => known.insert(arn.to_string()),
+            Err(poisoned) => poisoned.into_inner().insert(arn.to_string()),
+        };
         let mut guard = match self.current.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -204,7 +218,8 @@ impl RootKey for AwsRootKey {
     }
 
     async fn unwrap_kek(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
-        if !is_key_arn(key_id.as_str()) {
+        if !is_key_arn(key_id.as_str()) || !self.is_known(key_id) {
+            tracing::debug!(key = %key_id, "refused locally: not a key this plugin knows");
             return Err(RootKeyError::UnknownKey(key_id.to_string()));
         }
         if wrapped.is_empty() {
@@ -239,6 +254,14 @@ impl RootKey for AwsRootKey {
 
     fn refresh_interval(&self) -> Duration {
         self.refresh_interval
+    }
+
+    async fn key_state(&self) -> Result<(), RootKeyError> {
+        let arn = self.primary_key_id();
+        describe(&self.client, arn.as_str())
+            .await
+            .map(|_| ())
+            .map_err(|e| root_key_error(arn.as_str(), e))
     }
 }
 

@@ -1,5 +1,9 @@
 //! Wrapping a local KEK inside the token: CKM_AES_GCM with our own random IV and an AAD that
 //! binds the root key id. Wrapped form: `IV (12) || ciphertext (32) || tag (16)`.
+//!
+//! Some HSMs (FIPS mode) ignore the caller's IV, generate their own and write it back into the
+//! mechanism parameters; the IV stored is the one found there after C_Encrypt, so such a token
+//! can open what it sealed.
 
 use crate::root_key::KeyId;
 use crate::secret::{AES_KEY_LEN, AesKey};
@@ -36,10 +40,18 @@ pub(super) fn seal(
     getrandom::fill(&mut iv)
         .map_err(|e| KeyStoreError::configuration(format!("no randomness: {e}")))?;
     let aad = aad(key_id);
-    let mut params_iv = iv;
-    let params = GcmParams::new(&mut params_iv, &aad, ((TAG_LEN * 8) as u64).into())?;
+    let params = GcmParams::new(&mut iv, &aad, ((TAG_LEN * 8) as u64).into())?;
+    let mut mechanism = Mechanism::AesGcm(params);
     remote_call("wrap", key_id);
-    let sealed = session.encrypt(&Mechanism::AesGcm(params), handle, key.expose())?;
+    let sealed = session.encrypt(&mechanism, handle, key.expose())?;
+    // The IV the token used: ours, or one it generated and wrote into the parameters.
+    let Mechanism::AesGcm(params) = &mut mechanism else {
+        return Err(KeyStoreError::configuration("AES-GCM parameters lost"));
+    };
+    let used_iv: [u8; IV_LEN] = params
+        .iv()
+        .try_into()
+        .map_err(|_| KeyStoreError::configuration("the token changed the AES-GCM IV length"))?;
     if sealed.len() != AES_KEY_LEN + TAG_LEN {
         return Err(KeyStoreError::configuration(format!(
             "C_Encrypt returned {} bytes, expected {}",
@@ -47,7 +59,7 @@ pub(super) fn seal(
             AES_KEY_LEN + TAG_LEN
         )));
     }
-    Ok([iv.as_slice(), &sealed].concat())
+    Ok([used_iv.as_slice(), &sealed].concat())
 }
 
 /// Decrypts a wrapped KEK with the token key `handle` (C_Decrypt). `Ok(None)` when `wrapped` has

@@ -53,6 +53,12 @@ impl Hsm {
         )
         .expect("softhsm conf");
         fs::write(dir.join("pin"), format!("{pin}\n")).expect("pin file");
+        // The plugin refuses a PIN file its group or others can read.
+        fs::set_permissions(
+            dir.join("pin"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .expect("pin file mode");
         let out = Command::new("softhsm2-util")
             .args([
                 "--init-token",

@@ -1,6 +1,7 @@
 //! The AWS KMS backend against moto's KMS server, one per test, behind a TCP relay.
 //!
-//! Rotation re-points the alias at a new key and sends SIGHUP; the outages freeze moto
+//! Rotation re-points the alias at a new key, lists the old key in the plugin's
+//! `previous_key_ids` (so its data decrypts after a restart) and sends SIGHUP; the outages freeze moto
 //! (SIGSTOP: requests hang) and close the relay (connections refused); remote operations are
 //! counted from moto's request log, which does not name the operation, so every KMS request
 //! counts.
@@ -22,6 +23,9 @@ pub(crate) struct Aws {
     moto: Moto,
     kms: aws_sdk_kms::Client,
     relay: Relay,
+    /// Key ARNs the alias pointed at before the current one.
+    previous: Vec<String>,
+    current: String,
 }
 
 const HUNG: &str = "hung KMS (moto frozen with SIGSTOP)";
@@ -39,6 +43,8 @@ impl Backend for Aws {
             moto,
             kms,
             relay,
+            previous: Vec::new(),
+            current: key,
         }
     }
 
@@ -53,6 +59,21 @@ impl Backend for Aws {
     async fn rotate(&mut self, plugin: &Plugin) {
         let key = create_key(&self.kms).await;
         point_alias(&self.kms, &key, false).await;
+        self.previous
+            .push(std::mem::replace(&mut self.current, key));
+        let yaml = std::fs::read_to_string(&plugin.config).expect("plugin config");
+        let key_line = format!("    key_id: {ALIAS}\n");
+        let listed = format!(
+            "{key_line}    previous_key_ids: [{}]\n",
+            self.previous.join(", ")
+        );
+        let yaml: String = yaml
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("previous_key_ids:"))
+            .map(|line| format!("{line}\n"))
+            .collect::<String>()
+            .replace(&key_line, &listed);
+        std::fs::write(&plugin.config, yaml).expect("plugin config");
         plugin.signal("HUP");
     }
 
