@@ -6,6 +6,7 @@
 mod common;
 mod rotate_support;
 
+mod autopilot;
 mod csr;
 mod expiry;
 mod external_ca;
