@@ -86,6 +86,65 @@ fn host_of(hostport: &str) -> String {
         .to_owned()
 }
 
+/// An open TLS connection to the running process, taken before its manifest changes: the old
+/// process going away closes it. (etcd reloads its certificate files on every handshake, so a
+/// new certificate being served does not by itself prove a restart.)
+pub struct Watch {
+    tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+}
+
+/// Connects to the running process; `Err` when it does not accept a connection now.
+pub fn watch(probe: &Probe) -> Result<Watch, String> {
+    let mut tls = connect(probe)?;
+    // Complete the handshake; nothing is requested, so the server keeps the connection open.
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
+    tls.sock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| e.to_string())?;
+    Ok(Watch { tls })
+}
+
+impl Watch {
+    /// Whether the server side has closed the connection (the process exited).
+    fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 256];
+        match self.tls.read(&mut buf) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+}
+
+/// Waits for the restart the manifest change asked for: the connection `watch` held to the old
+/// process must close (when there was one), then the component must answer healthy presenting
+/// the certificate on disk. Each wait is bounded by `timeout`.
+pub fn wait_restarted(
+    probe: &Probe,
+    watch: Option<Watch>,
+    timeout: Duration,
+) -> Result<(), String> {
+    if let Some(mut w) = watch {
+        let deadline = Instant::now() + timeout;
+        while !w.closed() {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{} kept running for {timeout:?} after its manifest changed: not restarted (is the kubelet running?)",
+                    probe.address
+                ));
+            }
+        }
+    }
+    wait_healthy(probe, timeout)
+}
+
 /// Polls the probe until it answers 200 or `timeout` passes; `Err` carries the last failure.
 pub fn wait_healthy(probe: &Probe, timeout: Duration) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
@@ -106,22 +165,7 @@ pub fn wait_healthy(probe: &Probe, timeout: Duration) -> Result<(), String> {
 
 /// One health request.
 pub fn check(probe: &Probe) -> Result<(), String> {
-    let config = client_config(&probe.ca, &probe.cert, &probe.key)?;
-    let name = ServerName::try_from(probe.host.clone()).map_err(|e| format!("server name: {e}"))?;
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
-    let addr = probe
-        .address
-        .to_socket_addrs()
-        .map_err(|e| format!("{}: {e}", probe.address))?
-        .next()
-        .ok_or_else(|| format!("{}: no address", probe.address))?;
-    let step = Duration::from_secs(5);
-    let tcp = TcpStream::connect_timeout(&addr, step).map_err(|e| format!("connect: {e}"))?;
-    tcp.set_read_timeout(Some(step))
-        .map_err(|e| e.to_string())?;
-    tcp.set_write_timeout(Some(step))
-        .map_err(|e| e.to_string())?;
-    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let mut tls = connect(probe)?;
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
         probe.path, probe.host
@@ -161,6 +205,28 @@ pub fn check(probe: &Probe) -> Result<(), String> {
             text.lines().next().unwrap_or_default()
         ))
     }
+}
+
+/// A TLS client stream to the probe's address (handshake happens on first IO).
+fn connect(
+    probe: &Probe,
+) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, String> {
+    let config = client_config(&probe.ca, &probe.cert, &probe.key)?;
+    let name = ServerName::try_from(probe.host.clone()).map_err(|e| format!("server name: {e}"))?;
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+    let addr = probe
+        .address
+        .to_socket_addrs()
+        .map_err(|e| format!("{}: {e}", probe.address))?
+        .next()
+        .ok_or_else(|| format!("{}: no address", probe.address))?;
+    let step = Duration::from_secs(5);
+    let tcp = TcpStream::connect_timeout(&addr, step).map_err(|e| format!("connect: {e}"))?;
+    tcp.set_read_timeout(Some(step))
+        .map_err(|e| e.to_string())?;
+    tcp.set_write_timeout(Some(step))
+        .map_err(|e| e.to_string())?;
+    Ok(rustls::StreamOwned::new(conn, tcp))
 }
 
 fn client_config(ca: &Path, cert: &Path, key: &Path) -> Result<rustls::ClientConfig, String> {

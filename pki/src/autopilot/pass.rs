@@ -205,11 +205,13 @@ fn restart_one(
             .push((component.to_owned(), no_manifest(opts, component)));
         return Ok(());
     };
-    restart::annotate(&manifest, stamp).map_err(|e| fail(e.to_string()))?;
     let text = store::read_optional(&manifest)
         .map_err(|e| fail(e.to_string()))?
         .unwrap_or_default();
-    let Some(probe) = health::probe_for(component, &text, layout) else {
+    let probe = health::probe_for(component, &text, layout);
+    let watch = probe.as_ref().and_then(|p| health::watch(p).ok());
+    restart::annotate(&manifest, stamp).map_err(|e| fail(e.to_string()))?;
+    let Some(probe) = probe else {
         out.restarted.push(component.to_owned());
         out.notes.push(format!(
             "{component} restarted through {}; no TLS health check for it",
@@ -217,7 +219,7 @@ fn restart_one(
         ));
         return Ok(());
     };
-    let Err(why) = health::wait_healthy(&probe, opts.health_timeout) else {
+    let Err(why) = health::wait_restarted(&probe, watch, opts.health_timeout) else {
         out.restarted.push(component.to_owned());
         return Ok(());
     };
@@ -237,9 +239,10 @@ fn restart_one(
         .map_err(|e| fail(format!("{why}; rollback failed: {e}")))?;
     out.rolled_back.push(component.to_owned());
     let again = format!("{stamp}-rollback");
+    let watch = health::watch(&probe).ok();
     restart::annotate(&manifest, &again).map_err(|e| fail(format!("{why}; rollback: {e}")))?;
     let list: Vec<String> = restored.iter().map(|p| p.display().to_string()).collect();
-    match health::wait_healthy(&probe, opts.health_timeout) {
+    match health::wait_restarted(&probe, watch, opts.health_timeout) {
         Ok(()) => Err(fail(format!(
             "not healthy with the renewed certificates ({why}); restored {} and it is healthy again; later components were not restarted",
             list.join(", ")
