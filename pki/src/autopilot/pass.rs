@@ -76,6 +76,8 @@ pub fn run(layout: &Layout, opts: &Options) -> Result<Outcome> {
             .unwrap_or_default();
         let b = Backup::take(&work.join("backups"), &stamp, &files)?;
         out.backup = Some(b.dir().to_owned());
+        // Recorded before renewing: a renewal that stops half-way still gets its restarts.
+        pending::save(&pending_path, &pending)?;
         if let Err(e) = renew_due(layout, opts, &plan, &mut out) {
             out.failure = Some(Failure::Renew(format!(
                 "renewal failed: {e}; previous files are in {}",
@@ -83,7 +85,6 @@ pub fn run(layout: &Layout, opts: &Options) -> Result<Outcome> {
             )));
             return finish(layout, opts, started, out);
         }
-        pending::save(&pending_path, &pending)?;
         Some(b)
     };
     let stamp = crate::rotate::state::format_rfc3339(OffsetDateTime::now_utc());
@@ -229,7 +230,7 @@ fn restart_one(
         .filter(|d| d.restart.contains(&component))
         .flat_map(|d| d.files.clone())
         .collect();
-    let Some(backup) = backup else {
+    let Some(backup) = backup.filter(|_| !files.is_empty()) else {
         return Err(fail(format!(
             "not healthy and nothing of this pass to roll back: {why}"
         )));
