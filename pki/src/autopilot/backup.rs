@@ -1,6 +1,6 @@
 //! Copies of the files a pass is about to renew, taken before renewal, so a component that does
 //! not come back healthy gets its previous certificate and key again. Kept under
-//! `<cert dir>/.autopilot/backups/<UTC timestamp>/` (mode 0700, files 0600).
+//! `<cert dir>/.autopilot/backups/<UTC timestamp>/` (mode 0700, files 0600); the newest five are kept.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,21 @@ impl Backup {
             b.files.insert(f.clone(), (data, mode));
         }
         Ok(b)
+    }
+
+    /// Removes all but the newest `keep` backups under `backups_dir` (names sort by time).
+    pub fn prune(backups_dir: &Path, keep: usize) -> Result<()> {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(backups_dir)
+            .map_err(|e| Error::io(backups_dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_dir())
+            .collect();
+        names.sort();
+        let excess = names.len().saturating_sub(keep);
+        for old in &names[..excess] {
+            std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
+        }
+        Ok(())
     }
 
     /// Where the copies are.

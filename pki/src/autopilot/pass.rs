@@ -20,6 +20,9 @@ use crate::renew::{self, RenewOptions};
 use crate::rotate;
 use crate::store;
 
+/// Backups kept under `.autopilot/backups` (they hold private keys: older ones are removed).
+const KEEP_BACKUPS: usize = 5;
+
 /// Runs one pass. `Err` is an error before anything was decided (unreadable files); a pass
 /// that stops on purpose returns an [`Outcome`] with `failure` set.
 pub fn run(layout: &Layout, opts: &Options) -> Result<Outcome> {
@@ -75,6 +78,7 @@ pub fn run(layout: &Layout, opts: &Options) -> Result<Outcome> {
             ))
             .unwrap_or_default();
         let b = Backup::take(&work.join("backups"), &stamp, &files)?;
+        Backup::prune(&work.join("backups"), KEEP_BACKUPS)?;
         out.backup = Some(b.dir().to_owned());
         // Recorded before renewing: a renewal that stops half-way still gets its restarts.
         pending::save(&pending_path, &pending)?;

@@ -290,3 +290,51 @@ fn autopilot_refuses_during_a_rotation() {
     ));
     assert!(out.contains("renewed etcd-server"), "{out}");
 }
+
+#[test]
+fn components_without_a_tls_health_check_are_restarted_through_their_manifest_in_order() {
+    let c = short_lived();
+    let manifests = c.root().join("manifests");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  labels:\n    component: {name}\n  name: {name}\n  namespace: kube-system\nspec:\n  containers:\n  - command:\n    - {name}\n"
+        )
+    };
+    for name in ["kube-controller-manager", "kube-scheduler"] {
+        std::fs::write(manifests.join(format!("{name}.yaml")), pod(name)).unwrap();
+    }
+    let out = ok(&autopilot(&c, &[]));
+    let kcm = out.find("restarted kube-controller-manager").expect(&out);
+    let sched = out.find("restarted kube-scheduler").expect(&out);
+    assert!(kcm < sched, "order:\n{out}");
+    assert!(out.contains("no TLS health check"), "{out}");
+    for name in ["kube-controller-manager", "kube-scheduler"] {
+        let text = std::fs::read_to_string(manifests.join(format!("{name}.yaml"))).unwrap();
+        let expected = pod(name).replace(
+            "metadata:\n",
+            "metadata:\n  annotations:\n    pki.k8s.io/autopilot-renewed-at: \"",
+        );
+        assert!(
+            text.starts_with(&expected[..expected.find("renewed-at: \"").unwrap() + 13]),
+            "{text}"
+        );
+    }
+    // Backups hold the previous files (0600) and at most five are kept.
+    let backups = c.pki().join(".autopilot/backups");
+    let first = std::fs::read_dir(&backups)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    assert!(
+        std::fs::read_dir(&first)
+            .unwrap()
+            .all(|e| mode(&e.unwrap().path()) == 0o600)
+    );
+    assert_eq!(mode(&c.pki().join(".autopilot")), 0o700);
+    // The pending restarts were all done: a pass with nothing due restarts nothing.
+    let out = ok(&autopilot(&c, &[]));
+    assert!(!out.contains("restarted"), "{out}");
+}
