@@ -16,6 +16,7 @@
 //! | [`kubeconfig`] | rendering and reading kubeconfigs |
 //! | [`init`], [`renew`], [`kubelet`], [`csr`], [`expiry`], [`generate_csr`] | the subcommands |
 //! | [`dry_run`] | `--dry-run`: a command on a scratch copy, reporting what it would change |
+//! | [`autopilot`] | unattended renewal pass: policy, renew, restart static pods one at a time, roll back, metrics |
 //! | [`rotate`] | zero-downtime rotation of the CAs and the service-account key |
 //! | [`kubeadm_config`] | reading a kubeadm `ClusterConfiguration` (+ Init/JoinConfiguration) |
 //! | [`version`] | the Kubernetes versions supported and what of the PKI depends on them |
@@ -26,6 +27,7 @@
 //! builds old+new trust bundles, [`kubeconfig::render`] accepts a bundle as CA data, and
 //! [`store::write_atomic`] / [`store::write_many_atomic`] replace files without torn states.
 
+pub mod autopilot;
 pub mod csr;
 pub mod dry_run;
 pub mod duration;

@@ -38,6 +38,8 @@ enum Command {
     /// Rotate a CA or the service-account key without downtime: start, switch, finish
     /// (or status, abort).
     Rotate(RotateArgs),
+    /// One unattended pass: renew what is due, restart the static pods one at a time, report.
+    Autopilot(AutopilotArgs),
 }
 
 /// The two directories every subcommand takes.
@@ -303,6 +305,38 @@ struct SignCsrArgs {
     duration: std::time::Duration,
 }
 
+#[derive(Args)]
+struct AutopilotArgs {
+    #[command(flatten)]
+    dirs: Dirs,
+    /// Static pod manifests; a component without one is renewed but not restarted.
+    #[arg(long, default_value = "/etc/kubernetes/manifests")]
+    manifests_dir: PathBuf,
+    /// Renew once less than this remains (instead of the default: a third of the lifetime
+    /// left, at the latest 30 days before expiry).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "renew_at_fraction")]
+    renew_before: Option<std::time::Duration>,
+    /// Renew once this fraction of the lifetime has elapsed (0 < F <= 1), at the latest 30 days
+    /// before expiry [default: 0.667].
+    #[arg(long)]
+    renew_at_fraction: Option<f64>,
+    /// Wait a random time up to this long first (spreads the nodes of a cluster).
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    jitter: std::time::Duration,
+    /// Lifetime of the renewed certificates.
+    #[arg(long, value_parser = parse_duration, default_value = "8760h")]
+    certificate_validity_period: std::time::Duration,
+    /// How long each restarted component has to become healthy.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    health_timeout: std::time::Duration,
+    /// Write the Prometheus textfile (check-expiration's metrics plus the autopilot's) here.
+    #[arg(long)]
+    metrics_file: Option<PathBuf>,
+    /// Print what would be renewed and restarted; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -313,6 +347,7 @@ fn main() -> ExitCode {
         Command::Kubelet(a) => run_kubelet(a),
         Command::SignCsr(a) => run_sign_csr(a),
         Command::Rotate(a) => run_rotate(a),
+        Command::Autopilot(a) => run_autopilot(a),
     };
     match result {
         Ok(code) => code,
@@ -749,6 +784,30 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
         println!("Next: {n}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_autopilot(a: AutopilotArgs) -> Result<ExitCode> {
+    use pki::autopilot::{self, Policy};
+    let mut opts = autopilot::Options::new(&a.manifests_dir);
+    opts.policy = match (a.renew_before, a.renew_at_fraction) {
+        (Some(d), _) => Policy::Before(d),
+        (None, Some(f)) => Policy::fraction(f).ok_or_else(|| {
+            Error::invalid(
+                "--renew-at-fraction",
+                "must be greater than 0 and at most 1",
+            )
+        })?,
+        (None, None) => Policy::default(),
+    };
+    opts.validity = a.certificate_validity_period;
+    opts.jitter = a.jitter;
+    opts.health_timeout = a.health_timeout;
+    opts.metrics_file = a.metrics_file;
+    opts.dry_run = a.dry_run;
+    opts.break_renewed = std::env::var(autopilot::BREAK_RENEWED_ENV).ok();
+    let outcome = autopilot::run(&a.dirs.layout(), &opts)?;
+    print!("{}", outcome.render(a.dry_run));
+    Ok(ExitCode::from(outcome.exit_code()))
 }
 
 /// Prints the files a dry run would create, change or remove.

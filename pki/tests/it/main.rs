@@ -5,7 +5,10 @@
 
 mod common;
 mod rotate_support;
+mod static_pod;
 
+mod autopilot;
+mod autopilot_etcd;
 mod csr;
 mod expiry;
 mod external_ca;

@@ -1,0 +1,283 @@
+//! The pass itself: lock, admission, jitter, plan, backup, renewal, restarts with rollback,
+//! metrics. Each step is a function below; `run` reads as the procedure.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use super::backup::Backup;
+use super::health;
+use super::metrics::{self, PassMetrics};
+use super::pending;
+use super::plan::{self, Plan};
+use super::restart;
+use super::{Failure, Options, Outcome};
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::renew::{self, RenewOptions};
+use crate::rotate;
+use crate::store;
+
+/// Backups kept under `.autopilot/backups` (they hold private keys: older ones are removed).
+const KEEP_BACKUPS: usize = 5;
+
+/// Runs one pass. `Err` is an error before anything was decided (unreadable files); a pass
+/// that stops on purpose returns an [`Outcome`] with `failure` set.
+pub fn run(layout: &Layout, opts: &Options) -> Result<Outcome> {
+    let work = layout.cert_dir.join(".autopilot");
+    let _lock = match lock(&work, opts.dry_run)? {
+        Ok(l) => l,
+        Err(f) => {
+            return Ok(Outcome {
+                failure: Some(f),
+                ..Outcome::default()
+            });
+        }
+    };
+    let started = OffsetDateTime::now_utc();
+    let mut out = Outcome::default();
+    if let Err(f) = rotation_admits(layout) {
+        out.failure = Some(f);
+        return finish(layout, opts, started, out);
+    }
+    if !opts.dry_run {
+        sleep_jitter(opts.jitter)?;
+    }
+    let now = OffsetDateTime::now_utc();
+    let plan = plan::scan(layout, &opts.policy, now)?;
+    out.warnings.clone_from(&plan.warnings);
+    out.expiring_cas = plan
+        .expiring_cas
+        .iter()
+        .map(|(n, t)| ((*n).to_owned(), *t))
+        .collect();
+    let pending_path = work.join("pending-restarts.json");
+    let mut pending = pending::load(&pending_path)?;
+    pending.extend(plan.restarts().into_iter().map(str::to_owned));
+    if opts.dry_run {
+        for d in &plan.due {
+            out.renewed.push((d.name.to_owned(), d.files[0].clone()));
+        }
+        for c in ordered(&pending) {
+            match manifest_of(opts, c) {
+                Some(_) => out.restarted.push(c.to_owned()),
+                None => out.not_restarted.push((c.to_owned(), no_manifest(opts, c))),
+            }
+        }
+        return Ok(out);
+    }
+    let backup = if plan.due.is_empty() {
+        None
+    } else {
+        let files: Vec<PathBuf> = plan.due.iter().flat_map(|d| d.files.clone()).collect();
+        let stamp = started
+            .format(&time::macros::format_description!(
+                "[year][month][day]T[hour][minute][second]Z"
+            ))
+            .unwrap_or_default();
+        let b = Backup::take(&work.join("backups"), &stamp, &files)?;
+        Backup::prune(&work.join("backups"), KEEP_BACKUPS)?;
+        out.backup = Some(b.dir().to_owned());
+        // Recorded before renewing: a renewal that stops half-way still gets its restarts.
+        pending::save(&pending_path, &pending)?;
+        if let Err(e) = renew_due(layout, opts, &plan, &mut out) {
+            out.failure = Some(Failure::Renew(format!(
+                "renewal failed: {e}; previous files are in {}",
+                b.dir().display()
+            )));
+            return finish(layout, opts, started, out);
+        }
+        Some(b)
+    };
+    let stamp = crate::rotate::state::format_rfc3339(OffsetDateTime::now_utc());
+    for component in ordered(&pending.clone()) {
+        match restart_one(
+            layout,
+            opts,
+            &plan,
+            backup.as_ref(),
+            component,
+            &stamp,
+            &mut out,
+        ) {
+            Ok(()) => {
+                pending.remove(component);
+                pending::save(&pending_path, &pending)?;
+            }
+            Err(f) => {
+                out.failure = Some(f);
+                break;
+            }
+        }
+    }
+    finish(layout, opts, started, out)
+}
+
+/// Takes the pass lock; `Ok(Err(Locked))` when another pass holds it. A dry run locks only an
+/// existing directory (it creates nothing).
+fn lock(
+    work: &Path,
+    dry_run: bool,
+) -> Result<std::result::Result<Option<durable::DirLock>, Failure>> {
+    if dry_run && !work.exists() {
+        return Ok(Ok(None));
+    }
+    store::ensure_private_dir(work)?;
+    match durable::lock_dir(work, durable::LockWait::Try) {
+        Ok(l) => Ok(Ok(Some(l))),
+        Err(e) if durable::is_held(&e) => Ok(Err(Failure::Locked)),
+        Err(e) => Err(Error::io(work, e)),
+    }
+}
+
+/// Refuses while a rotation is in progress; an unreadable state file refuses too.
+fn rotation_admits(layout: &Layout) -> std::result::Result<(), Failure> {
+    let path = layout.cert_dir.join(".rotation").join("state.json");
+    match rotate::state::load(&path) {
+        Ok(Some(s)) if s.is_active() => Err(Failure::RotationInProgress(format!(
+            "a rotation of {} is in progress ({}): autopilot acts again after it finishes or is aborted",
+            s.target.as_str(),
+            path.display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => Err(Failure::RotationInProgress(format!(
+            "cannot tell whether a rotation is in progress: {e}"
+        ))),
+    }
+}
+
+fn sleep_jitter(jitter: Duration) -> Result<()> {
+    let max = u64::try_from(jitter.as_millis()).unwrap_or(u64::MAX);
+    if max == 0 {
+        return Ok(());
+    }
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| Error::invalid("/dev/urandom", e.to_string()))?;
+    std::thread::sleep(Duration::from_millis(u64::from_le_bytes(b) % max));
+    Ok(())
+}
+
+fn renew_due(layout: &Layout, opts: &Options, plan: &Plan, out: &mut Outcome) -> Result<()> {
+    let names: Vec<String> = plan.due.iter().map(|d| d.name.to_owned()).collect();
+    let report = renew::renew(layout, &names, &RenewOptions::new(opts.validity))?;
+    out.renewed = report.renewed;
+    out.notes.extend(report.notes);
+    if let Some(name) = &opts.break_renewed
+        && let Some(d) = plan.due.iter().find(|d| d.name == name)
+    {
+        let broken = b"-----BEGIN CERTIFICATE-----\nYnJva2Vu\n-----END CERTIFICATE-----\n";
+        store::write_atomic(&d.files[0], broken, store::MODE_PUBLIC)?;
+    }
+    Ok(())
+}
+
+fn ordered(pending: &BTreeSet<String>) -> Vec<&'static str> {
+    restart::ORDER
+        .iter()
+        .copied()
+        .filter(|c| pending.contains(*c))
+        .collect()
+}
+
+fn manifest_of(opts: &Options, component: &str) -> Option<PathBuf> {
+    let p = restart::manifest_path(&opts.manifests_dir, component);
+    p.exists().then_some(p)
+}
+
+fn no_manifest(opts: &Options, component: &str) -> String {
+    format!(
+        "no manifest {}: renewed but not restarted; restart it yourself",
+        restart::manifest_path(&opts.manifests_dir, component).display()
+    )
+}
+
+/// Restarts `component` through its manifest and waits for it; on failure restores its
+/// previous files from `backup`, restarts it again and reports the failure.
+fn restart_one(
+    layout: &Layout,
+    opts: &Options,
+    plan: &Plan,
+    backup: Option<&Backup>,
+    component: &'static str,
+    stamp: &str,
+    out: &mut Outcome,
+) -> std::result::Result<(), Failure> {
+    let fail = |what: String| Failure::Restart(format!("{component}: {what}"));
+    let Some(manifest) = manifest_of(opts, component) else {
+        out.not_restarted
+            .push((component.to_owned(), no_manifest(opts, component)));
+        return Ok(());
+    };
+    let text = store::read_optional(&manifest)
+        .map_err(|e| fail(e.to_string()))?
+        .unwrap_or_default();
+    let probe = health::probe_for(component, &text, layout);
+    let watch = probe.as_ref().and_then(|p| health::watch(p).ok());
+    restart::annotate(&manifest, stamp).map_err(|e| fail(e.to_string()))?;
+    let Some(probe) = probe else {
+        out.restarted.push(component.to_owned());
+        out.notes.push(format!(
+            "{component} restarted through {}; no TLS health check for it",
+            manifest.display()
+        ));
+        return Ok(());
+    };
+    let Err(why) = health::wait_restarted(&probe, watch, opts.health_timeout) else {
+        out.restarted.push(component.to_owned());
+        return Ok(());
+    };
+    let files: Vec<PathBuf> = plan
+        .due
+        .iter()
+        .filter(|d| d.restart.contains(&component))
+        .flat_map(|d| d.files.clone())
+        .collect();
+    let Some(backup) = backup.filter(|_| !files.is_empty()) else {
+        return Err(fail(format!(
+            "not healthy and nothing of this pass to roll back: {why}"
+        )));
+    };
+    let restored = backup
+        .restore(&files)
+        .map_err(|e| fail(format!("{why}; rollback failed: {e}")))?;
+    out.rolled_back.push(component.to_owned());
+    let again = format!("{stamp}-rollback");
+    let watch = health::watch(&probe).ok();
+    restart::annotate(&manifest, &again).map_err(|e| fail(format!("{why}; rollback: {e}")))?;
+    let list: Vec<String> = restored.iter().map(|p| p.display().to_string()).collect();
+    match health::wait_restarted(&probe, watch, opts.health_timeout) {
+        Ok(()) => Err(fail(format!(
+            "not healthy with the renewed certificates ({why}); restored {} and it is healthy again; later components were not restarted",
+            list.join(", ")
+        ))),
+        Err(e) => Err(fail(format!(
+            "not healthy with the renewed certificates ({why}); restored {} but still not healthy: {e}",
+            list.join(", ")
+        ))),
+    }
+}
+
+/// Writes the metrics file (unless dry run) and returns the outcome.
+fn finish(
+    layout: &Layout,
+    opts: &Options,
+    started: OffsetDateTime,
+    out: Outcome,
+) -> Result<Outcome> {
+    if opts.dry_run {
+        return Ok(out);
+    }
+    if let Some(path) = &opts.metrics_file {
+        let prev = metrics::carried(path);
+        let pass = PassMetrics {
+            run_at: started.unix_timestamp(),
+            failure: out.failure.as_ref().map(|f| f.code().to_owned()),
+            renewed: out.renewed.iter().map(|(n, _)| n.clone()).collect(),
+            expiring_cas: out.expiring_cas.iter().map(|(n, _)| n.clone()).collect(),
+        };
+        metrics::write(path, &metrics::render(layout, &prev, &pass)?)?;
+    }
+    Ok(out)
+}

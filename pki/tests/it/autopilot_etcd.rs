@@ -1,0 +1,254 @@
+//! `pki autopilot` against a real etcd member (Debian `etcd-server`) run from a kubeadm-shaped
+//! static pod manifest by [`crate::static_pod::Supervisor`], which restarts it when the manifest
+//! changes, as the kubelet does. Certificates are issued for two hours, so every leaf is due.
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+use crate::rotate_support::snapshot;
+use crate::static_pod::Supervisor;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// etcd's static pod manifest as kubeadm writes it, with this test's paths and ports.
+fn etcd_manifest(pki: &Path, data: &Path, client: u16, peer: u16) -> String {
+    let p = |f: &str| pki.join(f).display().to_string();
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  annotations:
+    kubeadm.kubernetes.io/etcd.advertise-client-urls: https://127.0.0.1:{client}
+  labels:
+    component: etcd
+    tier: control-plane
+  name: etcd
+  namespace: kube-system
+spec:
+  containers:
+  - command:
+    - etcd
+    - --advertise-client-urls=https://127.0.0.1:{client}
+    - --cert-file={}
+    - --client-cert-auth=true
+    - --data-dir={}
+    - --initial-advertise-peer-urls=https://127.0.0.1:{peer}
+    - --initial-cluster=cp1=https://127.0.0.1:{peer}
+    - --key-file={}
+    - --listen-client-urls=https://127.0.0.1:{client}
+    - --listen-peer-urls=https://127.0.0.1:{peer}
+    - --name=cp1
+    - --peer-cert-file={}
+    - --peer-client-cert-auth=true
+    - --peer-key-file={}
+    - --peer-trusted-ca-file={}
+    - --trusted-ca-file={}
+    image: registry.k8s.io/etcd:3.5.21-0
+    name: etcd
+  hostNetwork: true
+",
+        p("etcd/server.crt"),
+        data.display(),
+        p("etcd/server.key"),
+        p("etcd/peer.crt"),
+        p("etcd/peer.key"),
+        p("etcd/ca.crt"),
+        p("etcd/ca.crt"),
+    )
+}
+
+struct Member {
+    c: Cluster,
+    client: u16,
+    supervisor: Supervisor,
+}
+
+impl Member {
+    /// A short-lived PKI, the etcd manifest, the member running with key `foo` = `bar`.
+    fn start() -> Member {
+        let c = Cluster::new();
+        ok(&c.init(&["--certificate-validity-period", "2h"]));
+        let manifests = c.root().join("manifests");
+        std::fs::create_dir_all(&manifests).unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let manifest = manifests.join("etcd.yaml");
+        std::fs::write(
+            &manifest,
+            etcd_manifest(&c.pki(), &c.root().join("etcd-data"), client, peer),
+        )
+        .unwrap();
+        let supervisor = Supervisor::start(&manifest, &c.root().join("etcd.log"));
+        let m = Member {
+            c,
+            client,
+            supervisor,
+        };
+        m.wait_ready();
+        m.post("/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#)
+            .unwrap();
+        m
+    }
+
+    /// POST to etcd's gateway with the current healthcheck client certificate.
+    fn post(&self, path: &str, body: &str) -> Result<String, String> {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "--max-time", "5", "--cacert"])
+            .arg(self.c.path("etcd/ca.crt"))
+            .arg("--cert")
+            .arg(self.c.path("etcd/healthcheck-client.crt"))
+            .arg("--key")
+            .arg(self.c.path("etcd/healthcheck-client.key"))
+            .args(["-X", "POST", "-d", body])
+            .arg(format!("https://127.0.0.1:{}{path}", self.client))
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.post("/v3/kv/range", r#"{"key":"Zm9v"}"#) {
+                Ok(_) => return,
+                Err(e) if Instant::now() > deadline => panic!(
+                    "etcd not ready: {e}\n{}",
+                    std::fs::read_to_string(self.c.root().join("etcd.log")).unwrap_or_default()
+                ),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
+    /// The value of `foo` (base64 `YmFy` = `bar`) must still be there.
+    fn assert_data_readable(&self) {
+        let got = self.post("/v3/kv/range", r#"{"key":"Zm9v"}"#).unwrap();
+        assert!(got.contains("YmFy"), "{got}");
+    }
+
+    fn autopilot(&self, env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("autopilot")
+            .args(self.c.dirs())
+            .arg("--manifests-dir")
+            .arg(self.c.root().join("manifests"))
+            .args(["--health-timeout", "20s", "--metrics-file"])
+            .arg(self.c.root().join("pki.prom"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn one_pass_renews_and_restarts_etcd_through_its_manifest_and_a_second_pass_does_nothing() {
+    let m = Member::start();
+    let before = snapshot(&m.c);
+    let out = m.autopilot(&[]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for name in ["etcd-server", "etcd-peer", "etcd-healthcheck-client"] {
+        assert!(t.contains(&format!("renewed {name} (")), "{name}:\n{t}");
+    }
+    assert!(t.contains("restarted etcd"), "{t}");
+    assert!(
+        t.contains("not restarting kube-apiserver: no manifest"),
+        "{t}"
+    );
+    assert_eq!(m.supervisor.starts(), 2, "one restart through the manifest");
+    let manifest = std::fs::read_to_string(m.c.root().join("manifests/etcd.yaml")).unwrap();
+    assert!(
+        manifest.contains("    pki.k8s.io/autopilot-renewed-at: \""),
+        "{manifest}"
+    );
+    let old_manifest = String::from_utf8(before["manifests/etcd.yaml"].0.clone()).unwrap();
+    assert_eq!(
+        manifest
+            .lines()
+            .filter(|l| !l.contains("autopilot-renewed-at"))
+            .collect::<Vec<_>>(),
+        old_manifest.lines().collect::<Vec<_>>(),
+        "only the annotation changes"
+    );
+    for rel in [
+        "etcd/server.crt",
+        "etcd/peer.crt",
+        "etcd/healthcheck-client.crt",
+    ] {
+        assert!(
+            view(&m.c.path(rel)).not_after - now() > 360 * 86400,
+            "{rel}"
+        );
+    }
+    // Healthy over TLS with the renewed client certificate, data intact.
+    m.assert_data_readable();
+    let prom = std::fs::read_to_string(m.c.root().join("pki.prom")).unwrap();
+    assert!(
+        prom.contains("pki_autopilot_renewed_total{certificate=\"etcd-server\"} 1"),
+        "{prom}"
+    );
+
+    let out2 = m.autopilot(&[]);
+    let t2 = text(&out2);
+    assert!(out2.status.success(), "{t2}");
+    assert!(t2.contains("nothing is due for renewal"), "{t2}");
+    assert!(!t2.contains("restarted"), "{t2}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(m.supervisor.starts(), 2, "no restart on the second pass");
+}
+
+#[test]
+fn a_renewed_certificate_etcd_cannot_load_is_rolled_back_and_etcd_is_healthy_again() {
+    let m = Member::start();
+    let before = snapshot(&m.c);
+    let out = m.autopilot(&[("PKI_AUTOPILOT_BREAK_RENEWED", "etcd-server")]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("rolled back etcd"), "{t}");
+    assert!(
+        t.contains("FAILED (restart-failed): etcd: not healthy with the renewed certificates")
+            && t.contains("it is healthy again"),
+        "{t}"
+    );
+    // etcd's own certificate and key are the previous ones again, byte for byte.
+    for rel in [
+        "pki/etcd/server.crt",
+        "pki/etcd/server.key",
+        "pki/etcd/peer.crt",
+        "pki/etcd/peer.key",
+    ] {
+        assert_eq!(snapshot(&m.c)[rel], before[rel], "{rel} not restored");
+    }
+    assert!(
+        m.supervisor.starts() >= 3,
+        "restarted with the broken file, then again"
+    );
+    m.assert_data_readable();
+    let prom = std::fs::read_to_string(m.c.root().join("pki.prom")).unwrap();
+    assert!(
+        prom.contains("pki_autopilot_failure{reason=\"restart-failed\"} 1"),
+        "{prom}"
+    );
+}
