@@ -70,15 +70,12 @@ impl ProbeFailure {
     }
 
     fn of(root: &dyn RootKey, step: &str, error: &RootKeyError) -> Self {
-        let revoked = error.is_revocation();
+        // A revocation reads ROOT_KEY_REVOKED (from `Health::get`) only while it stops Encrypt;
+        // with `revoked_key_stops_encrypt` off it is an ordinary failed probe.
         Self {
-            reason: if revoked {
-                ROOT_KEY_REVOKED
-            } else {
-                PROBE_FAILED
-            },
+            reason: PROBE_FAILED,
             detail: format!("{} root key: {step} failed: {error}", root.kind()),
-            revoked,
+            revoked: error.is_revocation(),
         }
     }
 }
