@@ -8,7 +8,7 @@
 #[cfg(feature = "aws")]
 pub mod aws;
 #[cfg(any(feature = "pkcs11", feature = "aws"))]
-mod der;
+pub mod der;
 pub mod key;
 pub mod keyset;
 pub mod local;
