@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(parsed) = format::parse_annotations(&annotations) else {
         return;
     };
-    let kek = Aes256Gcm::new(&[7u8; 32].into());
+    let kek = Aes256Gcm::new(&aes_gcm::Key::<Aes256Gcm>::from([7u8; 32]));
     match format::open(&kek, "fuzz-key", parsed.wrapped_kek, ciphertext) {
         Ok(plain) => {
             // Only what `seal` made opens: seal it again with the same nonce and compare.
