@@ -31,7 +31,7 @@ fn same_modulo_authority(original: &HeaderList, forwarded: &HeaderList) -> bool 
             n == fn_
                 && (v == fv
                     || (n.as_slice() == b":authority"
-                        && fv.as_slice() == REPLACEMENT_AUTHORITY.as_bytes()
+                        && fv.as_slice() == REPLACEMENT_AUTHORITY
                         && http::uri::Authority::try_from(v.as_slice()).is_err()))
         })
 }
