@@ -45,7 +45,9 @@ pub fn p256_spki(point: &[u8]) -> Result<Vec<u8>, String> {
 pub fn unwrap_ec_point(value: &[u8]) -> Result<&[u8], String> {
     match value {
         [0x04, len, point @ ..]
-            if usize::from(*len) == point.len() && point.len() == P256_POINT_LEN =>
+            if usize::from(*len) == point.len()
+                && point.len() == P256_POINT_LEN
+                && point[0] == 0x04 =>
         {
             Ok(point)
         }
