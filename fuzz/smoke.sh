@@ -43,7 +43,7 @@ for target in $targets; do
     flags=(-rss_limit_mb=512 -malloc_limit_mb=256 -max_len=65536 -timeout=10)
     if cargo +nightly fuzz run --sanitizer "$sanitizer" "$target" "fuzz/corpus/$target" -- -runs=0 "${flags[@]}" >"$log" 2>&1 &&
         cargo +nightly fuzz run --sanitizer "$sanitizer" "$target" "$scratch" "fuzz/corpus/$target" -- \
-            -max_total_time="$seconds" "${flags[@]}" >>"$log" 2>&1; then
+            -max_total_time="$seconds" -seed="${FUZZ_SEED:-1}" "${flags[@]}" >>"$log" 2>&1; then
         passed=$((passed + 1))
         echo "fuzz $target ... ok ($(( $(date +%s) - t0 ))s, $(grep -o 'corp: [0-9]*' "$log" | tail -n1))"
     else
