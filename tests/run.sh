@@ -57,10 +57,15 @@ status=${PIPESTATUS[0]}
 # The image, built from the binary above and run with the static pod's settings.
 tests/container.sh 2>&1 | tee -a "$log"
 container_status=${PIPESTATUS[0]}
+# Every fuzz target: its seed corpus replayed, then a short bounded run (fuzz/README.md).
+fuzz/smoke.sh 2>&1 | tee -a "$log"
+fuzz_status=${PIPESTATUS[0]}
 set -e
-# One closing line for the whole workspace (cargo prints one per test binary) and the image.
+# One closing line for the whole workspace (cargo prints one per test binary), the image and
+# the fuzz targets.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
-     /^container: [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
+     /^(container|fuzz): [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 [ "$status" = 0 ] || exit "$status"
-exit "$container_status"
+[ "$container_status" = 0 ] || exit "$container_status"
+exit "$fuzz_status"

@@ -4,18 +4,19 @@
 //! - the PKIX `SubjectPublicKeyInfo` of a P-256 point, which FetchKeys publishes;
 //! - `CKA_EC_POINT` / `CKA_EC_PARAMS` as PKCS#11 tokens return them;
 //! - the DER `ECDSA-Sig-Value` AWS KMS returns, converted to JWS `r || s`.
+//!
+//! Public so the fuzz targets (`fuzz/`) reach these parsers of key-store output.
 
 // Each key store uses part of this; a build with only one of them leaves the rest unused.
 #![cfg_attr(not(all(feature = "pkcs11", feature = "aws")), allow(dead_code))]
 
 /// Width of one P-256 coordinate or signature half.
-pub(super) const P256_FIELD_LEN: usize = 32;
+pub const P256_FIELD_LEN: usize = 32;
 /// An uncompressed P-256 point: `0x04 || x || y`.
-pub(super) const P256_POINT_LEN: usize = 1 + 2 * P256_FIELD_LEN;
+pub const P256_POINT_LEN: usize = 1 + 2 * P256_FIELD_LEN;
 
 /// DER of the named curve prime256v1 (OID 1.2.840.10045.3.1.7), as in `CKA_EC_PARAMS`.
-pub(super) const P256_CURVE_OID: [u8; 10] =
-    [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
+pub const P256_CURVE_OID: [u8; 10] = [0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 
 /// Everything of a P-256 `SubjectPublicKeyInfo` before the point:
 /// `SEQUENCE (89) { SEQUENCE (19) { OID id-ecPublicKey, OID prime256v1 }, BIT STRING (66) 0x00 ...`.
@@ -29,7 +30,7 @@ const P256_SPKI_PREFIX: [u8; 26] = [
 ];
 
 /// The DER `SubjectPublicKeyInfo` of an uncompressed P-256 point.
-pub(super) fn p256_spki(point: &[u8]) -> Result<Vec<u8>, String> {
+pub fn p256_spki(point: &[u8]) -> Result<Vec<u8>, String> {
     if point.len() != P256_POINT_LEN || point[0] != 0x04 {
         return Err(format!(
             "expected an uncompressed P-256 point (65 bytes starting 0x04), got {} bytes",
@@ -41,10 +42,12 @@ pub(super) fn p256_spki(point: &[u8]) -> Result<Vec<u8>, String> {
 
 /// The point inside `CKA_EC_POINT`: a DER OCTET STRING wrapping it (PKCS#11 v2.20 and later),
 /// or, as a few older tokens return it, the bare point.
-pub(super) fn unwrap_ec_point(value: &[u8]) -> Result<&[u8], String> {
+pub fn unwrap_ec_point(value: &[u8]) -> Result<&[u8], String> {
     match value {
         [0x04, len, point @ ..]
-            if usize::from(*len) == point.len() && point.len() == P256_POINT_LEN =>
+            if usize::from(*len) == point.len()
+                && point.len() == P256_POINT_LEN
+                && point[0] == 0x04 =>
         {
             Ok(point)
         }
@@ -109,7 +112,7 @@ fn put_unsigned(integer: &[u8], out: &mut [u8]) -> Result<(), String> {
 /// Converts a DER `SEQUENCE { INTEGER r, INTEGER s }` to the fixed-width `r || s` of JWS, each
 /// half `half` bytes (32 for ES256). Refuses trailing bytes, negative or non-minimal integers and
 /// values wider than `half`.
-pub(super) fn ecdsa_der_to_fixed(der: &[u8], half: usize) -> Result<Vec<u8>, String> {
+pub fn ecdsa_der_to_fixed(der: &[u8], half: usize) -> Result<Vec<u8>, String> {
     let (body, trailing) = read_element(der, 0x30)?;
     if !trailing.is_empty() {
         return Err("bytes after the signature SEQUENCE".into());

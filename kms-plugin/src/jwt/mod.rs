@@ -9,7 +9,7 @@
 pub mod aws;
 pub mod claims;
 #[cfg(any(feature = "pkcs11", feature = "aws"))]
-mod der;
+pub mod der;
 pub mod key;
 pub mod keyset;
 pub mod local;
