@@ -48,7 +48,6 @@ impl Etcd {
     }
 
     fn spawn(&mut self) {
-        let p = |f: &str| self.pki.join(f).to_string_lossy().into_owned();
         let client = format!("https://127.0.0.1:{}", self.client_port);
         let peer = format!("https://127.0.0.1:{}", self.peer_port);
         let log = std::fs::OpenOptions::new()
@@ -72,24 +71,7 @@ impl Etcd {
                 &peer,
             ])
             .args(["--initial-cluster", &format!("cp1={peer}")])
-            .args([
-                "--cert-file",
-                &p("etcd/server.crt"),
-                "--key-file",
-                &p("etcd/server.key"),
-            ])
-            .args(["--client-cert-auth", "--trusted-ca-file", &p("etcd/ca.crt")])
-            .args([
-                "--peer-cert-file",
-                &p("etcd/peer.crt"),
-                "--peer-key-file",
-                &p("etcd/peer.key"),
-            ])
-            .args([
-                "--peer-client-cert-auth",
-                "--peer-trusted-ca-file",
-                &p("etcd/ca.crt"),
-            ])
+            .args(etcd_tls_args(&self.pki))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

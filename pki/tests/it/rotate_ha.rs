@@ -327,6 +327,7 @@ fn printed_sequences_gate_phases_and_never_copy_node_material() {
 /// Three real etcd members (one per node, client and peer TLS from that node's files, as
 /// kubeadm's manifest), restarted one at a time after each node's phase.
 mod members {
+    use crate::common::etcd_tls_args;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
@@ -353,7 +354,6 @@ mod members {
 
     impl Member {
         pub(super) fn spawn(&mut self, peer_port: u16) {
-            let p = |f: &str| self.pki.join(f).to_string_lossy().into_owned();
             let ip = format!("127.0.1.{}", self.n);
             let client = format!("https://{ip}:{}", self.port);
             let peer = format!("https://{ip}:{peer_port}");
@@ -383,24 +383,7 @@ mod members {
                     "--initial-cluster-state",
                     "new",
                 ])
-                .args([
-                    "--cert-file",
-                    &p("etcd/server.crt"),
-                    "--key-file",
-                    &p("etcd/server.key"),
-                ])
-                .args(["--client-cert-auth", "--trusted-ca-file", &p("etcd/ca.crt")])
-                .args([
-                    "--peer-cert-file",
-                    &p("etcd/peer.crt"),
-                    "--peer-key-file",
-                    &p("etcd/peer.key"),
-                ])
-                .args([
-                    "--peer-client-cert-auth",
-                    "--peer-trusted-ca-file",
-                    &p("etcd/ca.crt"),
-                ])
+                .args(etcd_tls_args(&self.pki))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)

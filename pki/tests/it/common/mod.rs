@@ -289,3 +289,24 @@ pub(crate) fn now() -> i64 {
 }
 
 pub(crate) const DAY: i64 = 86_400;
+
+/// etcd's TLS flags as kubeadm's etcd manifest sets them (client and peer TLS, both requiring
+/// client certificates), for the certificates under the cert dir `pki`.
+pub(crate) fn etcd_tls_args(pki: &Path) -> Vec<String> {
+    let p = |f: &str| pki.join(f).to_string_lossy().into_owned();
+    [
+        ("--cert-file", p("etcd/server.crt")),
+        ("--key-file", p("etcd/server.key")),
+        ("--trusted-ca-file", p("etcd/ca.crt")),
+        ("--peer-cert-file", p("etcd/peer.crt")),
+        ("--peer-key-file", p("etcd/peer.key")),
+        ("--peer-trusted-ca-file", p("etcd/ca.crt")),
+    ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .chain([
+        "--client-cert-auth".into(),
+        "--peer-client-cert-auth".into(),
+    ])
+    .collect()
+}
