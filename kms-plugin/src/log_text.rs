@@ -1,6 +1,7 @@
 //! Making strings a caller controls (annotation keys and values, key ids, uids) safe to log: one
 //! line, printable ASCII only, bounded length.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 
 /// Longest prefix of an untrusted string kept in a log line, in characters.
@@ -8,9 +9,18 @@ pub const MAX_LOGGED_CHARS: usize = 64;
 
 /// `text` with every character outside printable ASCII (control characters, newlines, bidi
 /// overrides, any non-ASCII) written as `\u{..}`, a backslash as `\\`, a double quote as `\"`,
-/// cut after [`MAX_LOGGED_CHARS`] characters with a note of the full length in bytes.
-pub fn untrusted(text: &str) -> String {
-    escape(text, text.len())
+/// cut after [`MAX_LOGGED_CHARS`] characters with a note of the full length in bytes. Borrows
+/// (allocates nothing) when there is nothing to change: the common case, on every call's log line.
+pub fn untrusted(text: &str) -> Cow<'_, str> {
+    let plain = text.len() <= MAX_LOGGED_CHARS
+        && text
+            .bytes()
+            .all(|b| matches!(b, b' '..=b'~') && b != b'\\' && b != b'"');
+    if plain {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(escape(text, text.len()))
+    }
 }
 
 /// [`untrusted`] for bytes that should be text; invalid UTF-8 shows as U+FFFD.
@@ -47,6 +57,13 @@ mod tests {
     #[test]
     fn escapes_and_truncates() {
         assert_eq!(untrusted("kms.example/key-1"), "kms.example/key-1");
+        assert!(
+            matches!(
+                untrusted("5c1d2c9e-6f0b-4b7e-9d43-0d9a3b7e1f20"),
+                Cow::Borrowed(_)
+            ),
+            "a plain uid is logged without a copy"
+        );
         assert_eq!(
             untrusted("a\nlevel=ERROR \"x\"\\\u{202e}é"),
             "a\\u{a}level=ERROR \\\"x\\\"\\\\\\u{202e}\\u{e9}"

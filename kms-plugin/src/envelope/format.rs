@@ -68,7 +68,7 @@ pub fn parse_annotations(
         .find(|k| k.as_str() != WRAPPED_KEK_ANNOTATION && k.as_str() != FORMAT_ANNOTATION)
     {
         return Err(FormatError::UnexpectedAnnotation(
-            crate::log_text::untrusted(extra),
+            crate::log_text::untrusted(extra).into_owned(),
         ));
     }
     let format = annotations

@@ -35,7 +35,7 @@ impl KmsService {
 }
 
 /// A uid safe to log: bounded length (the value is logged with escaping).
-fn loggable_uid(uid: &str) -> String {
+fn loggable_uid(uid: &str) -> std::borrow::Cow<'_, str> {
     crate::log_text::untrusted(uid)
 }
 
@@ -98,6 +98,7 @@ impl KeyManagementService for KmsService {
             .decrypt(&request.ciphertext, &request.key_id, &request.annotations)
             .await;
         let uid = loggable_uid(&request.uid);
+        let uid: &str = &uid;
         let duration_us = started.elapsed().as_micros() as u64;
         match result {
             Ok(mut plaintext) => {
@@ -130,6 +131,7 @@ impl KeyManagementService for KmsService {
         let plaintext = Zeroizing::new(plaintext);
         let result = self.envelope.encrypt(&plaintext).await;
         let uid = loggable_uid(&uid);
+        let uid: &str = &uid;
         let duration_us = started.elapsed().as_micros() as u64;
         match result {
             Ok(sealed) => {
