@@ -213,26 +213,20 @@ fn start_hsm_signer(dir: &Path) -> Server {
     )
     .expect("softhsm conf");
     std::fs::write(dir.join("pin"), "bench-pin\n").expect("pin");
-    let init = Command::new("softhsm2-util")
-        .args([
-            "--init-token",
-            "--free",
-            "--label",
-            "bench",
-            "--pin",
-            "bench-pin",
-            "--so-pin",
-            "bench-so-pin",
-        ])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect(
-            "softhsm2-util (KMS_BENCH_SOFTHSM=1 needs SoftHSM2: bash .ci/provision-softhsm.sh)",
-        );
-    assert!(
-        init.status.success(),
-        "init-token: {}",
-        String::from_utf8_lossy(&init.stderr)
+    // KMS_BENCH_SOFTHSM=1 needs SoftHSM2: bash .ci/provision-softhsm.sh
+    testkit::expect_success(
+        Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                "bench",
+                "--pin",
+                "bench-pin",
+                "--so-pin",
+                "bench-so-pin",
+            ])
+            .env("SOFTHSM2_CONF", &conf),
     );
     let socket = dir.join("jwt.sock");
     let config = dir.join("plugin.yaml");
@@ -250,15 +244,10 @@ fn start_hsm_signer(dir: &Path) -> Server {
         command.env("SOFTHSM2_CONF", &conf);
         command
     };
-    let made = plugin()
-        .args(["jwt-signer", "init-key", "--config"])
-        .arg(&config)
-        .output()
-        .expect("init-key");
-    assert!(
-        made.status.success(),
-        "init-key: {}",
-        String::from_utf8_lossy(&made.stderr)
+    testkit::expect_success(
+        plugin()
+            .args(["jwt-signer", "init-key", "--config"])
+            .arg(&config),
     );
     let child = plugin()
         .args(["serve", "--config"])

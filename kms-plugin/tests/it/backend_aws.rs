@@ -9,7 +9,7 @@
 use crate::common;
 
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
-use common::moto::{ALIAS, Moto, REGION, backend_yaml, create_key, plugin_env, point_alias};
+use common::moto::{ALIAS, Moto, REGION, backend_yaml, plugin_env};
 use common::*;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -23,10 +23,7 @@ struct World {
 impl World {
     async fn new() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let moto = Moto::start(dir.path());
-        let kms = moto.sdk();
-        let key = create_key(&kms).await;
-        point_alias(&kms, &key, true).await;
+        let (moto, _, _) = Moto::start_with_key(dir.path()).await;
         Self { dir, moto }
     }
 

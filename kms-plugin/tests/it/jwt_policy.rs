@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::jwt::{Signer, b64, openssl, sign_claims};
+use common::jwt::{Signer, b64, make_ec_key, openssl, sign_claims};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -16,18 +16,8 @@ fn config(dir: &Path, verify_only: &str) -> String {
     )
 }
 
-fn make_ec_key(dir: &Path) {
-    let key = dir.join("sa.key");
-    let key = key.to_str().expect("utf-8");
-    openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        key,
-    ]);
+fn make_sa_key(dir: &Path) {
+    make_ec_key(&dir.join("sa.key"), "prime256v1");
 }
 
 fn claims(lifetime: u64, drop: &str) -> String {
@@ -49,7 +39,7 @@ fn claims(lifetime: u64, drop: &str) -> String {
 async fn sign_refuses_long_lifetimes_and_missing_claims() {
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path();
-    make_ec_key(dir);
+    make_sa_key(dir);
     let path = dir.join("signer.yaml");
     std::fs::write(&path, config(dir, "")).expect("config");
     let mut command = Command::new(common::BIN);
@@ -87,7 +77,7 @@ async fn sign_refuses_long_lifetimes_and_missing_claims() {
 fn bad_verify_only_keys_are_refused_at_startup_with_their_file() {
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path();
-    make_ec_key(dir);
+    make_sa_key(dir);
     let garbage = dir.join("garbage.pub");
     std::fs::write(
         &garbage,

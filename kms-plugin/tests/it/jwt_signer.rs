@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::jwt::{Client, Signer, b64, header, header_kid, openssl};
+use common::jwt::{Client, Signer, b64, header, header_kid, make_ec_key, openssl};
 use kms_config::SocketAddress;
 use kms_proto::externaljwt_v1::{FetchKeysRequest, MetadataRequest, SignJwtRequest};
 use kms_proto::externaljwt_v1alpha1::external_jwt_signer_client::ExternalJwtSignerClient as AlphaClient;
@@ -14,30 +14,17 @@ use std::time::{Duration, Instant};
 
 /// Writes a kubeadm-style key: RSA PKCS#1 (`RSA PRIVATE KEY`) or EC SEC1 (`EC PRIVATE KEY`).
 fn make_key(path: &Path, kind: &str) {
-    let p = path.to_str().expect("utf-8");
-    match kind {
-        "rsa" => openssl(&["genrsa", "-traditional", "-out", p, "2048"]),
-        "ec" => openssl(&[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            p,
-        ]),
-        "ec384" => openssl(&[
-            "ecparam",
-            "-name",
-            "secp384r1",
-            "-genkey",
-            "-noout",
-            "-out",
-            p,
-        ]),
-        "rsa1024" => openssl(&["genrsa", "-traditional", "-out", p, "1024"]),
-        other => panic!("{other}"),
+    let rsa = |bits| {
+        let p = path.to_str().expect("utf-8");
+        openssl(&["genrsa", "-traditional", "-out", p, bits]);
     };
+    match kind {
+        "rsa" => rsa("2048"),
+        "ec" => make_ec_key(path, "prime256v1"),
+        "ec384" => make_ec_key(path, "secp384r1"),
+        "rsa1024" => rsa("1024"),
+        other => panic!("{other}"),
+    }
 }
 
 /// kube-apiserver's kid, computed from openssl's DER encoding of the public key.
@@ -313,12 +300,11 @@ fn bad_configuration_is_refused_with_a_clear_error() {
     for (config, expected) in cases {
         let path = dir.join("bad.yaml");
         std::fs::write(&path, &config).expect("write");
-        let output = Command::new(common::BIN)
-            .args(["serve", "--config"])
-            .arg(&path)
-            .output()
-            .expect("run");
-        assert!(!output.status.success(), "{config}");
+        let output = testkit::expect_failure(
+            Command::new(common::BIN)
+                .args(["serve", "--config"])
+                .arg(&path),
+        );
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             stderr.contains(expected),
@@ -339,19 +325,13 @@ fn pki_binary() -> PathBuf {
 }
 
 fn pki(args: &[&str], cert_dir: &Path, kubeconfig_dir: &Path) {
-    let output = Command::new(pki_binary())
-        .args(args)
-        .arg("--cert-dir")
-        .arg(cert_dir)
-        .arg("--kubeconfig-dir")
-        .arg(kubeconfig_dir)
-        .output()
-        .expect("run pki");
-    assert!(
-        output.status.success(),
-        "pki {args:?}:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+    testkit::expect_success(
+        Command::new(pki_binary())
+            .args(args)
+            .arg("--cert-dir")
+            .arg(cert_dir)
+            .arg("--kubeconfig-dir")
+            .arg(kubeconfig_dir),
     );
 }
 

@@ -7,7 +7,9 @@
 use crate::common;
 
 use aws_sdk_kms::types::{KeySpec, KeyUsageType};
-use common::jwt::{Client, Signer, assert_es256_token, b64, published, sign, sign_claims, verify};
+use common::jwt::{
+    Client, Signer, assert_es256_token, b64, openssl, published, sign, sign_claims, verify,
+};
 use common::moto::{ALIAS, Moto, REGION, Relay, create_key, plugin_env, point_alias};
 use sha2::{Digest, Sha256};
 use std::fs;
@@ -100,17 +102,12 @@ impl World {
         let der = out.public_key().expect("public key").as_ref().to_vec();
         let file = self.path("kms-public.der");
         fs::write(&file, &der).expect("write");
-        let output = Command::new("openssl")
-            .args(["pkey", "-pubin", "-inform", "DER", "-in"])
-            .arg(&file)
-            .args(["-text", "-noout"])
-            .output()
-            .expect("openssl");
-        let text = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success() && text.contains("ASN1 OID: prime256v1"),
-            "{text}"
-        );
+        let file = file.to_str().expect("utf-8");
+        let text = openssl(&[
+            "pkey", "-pubin", "-inform", "DER", "-in", file, "-text", "-noout",
+        ]);
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.contains("ASN1 OID: prime256v1"), "{text}");
         (b64(&Sha256::digest(&der)), der)
     }
 }
@@ -218,13 +215,13 @@ async fn keys_unfit_for_es256_are_refused_at_startup() {
     let world = World::new().await;
     let endpoint = world.moto.endpoint();
     let symmetric = create_key(&world.kms).await;
-    let out = world
-        .command(&world.config("symmetric", &symmetric, &endpoint))
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run kms-plugin");
+    // A symmetric key must be refused.
+    let out = testkit::expect_failure(
+        world
+            .command(&world.config("symmetric", &symmetric, &endpoint))
+            .stderr(Stdio::piped()),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a symmetric key must be refused");
     assert!(
         stderr.contains("ECC_NIST_P256") && stderr.contains("SIGN_VERIFY"),
         "{stderr}"

@@ -115,14 +115,13 @@ async fn init_key_then_tokens_verify_independently() {
     let world = World::new();
 
     // Before init-key, serve refuses clearly.
-    let out = world
-        .command()
-        .args(["serve", "--config"])
-        .arg(&world.config)
-        .output()
-        .expect("kms-plugin");
+    let out = testkit::expect_failure(
+        world
+            .command()
+            .args(["serve", "--config"])
+            .arg(&world.config),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "serve must fail without a key");
     assert!(
         stderr.contains("no EC private key labelled") && stderr.contains("jwt-signer init-key"),
         "{stderr}"

@@ -7,7 +7,7 @@
 
 use crate::common;
 
-use common::moto::{Moto, backend_yaml, create_key, plugin_env, point_alias};
+use common::moto::{Moto, backend_yaml, launch_plugin};
 use common::proxy::Proxy;
 use common::*;
 use kms_plugin::envelope::format::WRAPPED_KEK_ANNOTATION;
@@ -48,24 +48,15 @@ fn wraps(metrics_port: u16) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypts_on_an_aged_kek_never_wait_for_a_hung_kms() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let moto = Moto::start(dir.path());
-    let kms = moto.sdk();
-    let key = create_key(&kms).await;
-    point_alias(&kms, &key, true).await;
+    let (moto, _, _) = Moto::start_with_key(dir.path()).await;
     let proxy = Proxy::start(moto.port).await;
     let metrics_port = free_port();
-    let yaml = plugin_config(
-        &Plugin::socket_of(dir.path(), "outage"),
-        "1s",
-        &format!(
-            "metrics_address: 127.0.0.1:{metrics_port}\nlocal_kek:\n  max_age: {}s\n",
-            MAX_AGE.as_secs()
-        ),
-        &backend_yaml(&proxy.endpoint(), "test-cluster"),
+    let extra = format!(
+        "metrics_address: 127.0.0.1:{metrics_port}\nlocal_kek:\n  max_age: {}s\n",
+        MAX_AGE.as_secs()
     );
-    let plugin = tokio::task::block_in_place(|| {
-        Plugin::launch(dir.path(), "outage", &yaml, plugin_env(dir.path()))
-    });
+    let backend = backend_yaml(&proxy.endpoint(), "test-cluster");
+    let plugin = launch_plugin(dir.path(), "outage", "1s", &extra, &backend);
     let client = plugin.client().await;
     let mut sealed = vec![encrypt(&mut client.clone(), b"before the outage").await];
     let aged_kek = sealed[0].annotations[WRAPPED_KEK_ANNOTATION].clone();

@@ -8,7 +8,7 @@
 
 use crate::common;
 
-use common::moto::{Moto, backend_yaml, create_key, plugin_env, point_alias};
+use common::moto::{Moto, backend_yaml, create_key, launch_plugin};
 use common::proxy::Proxy;
 use common::*;
 use kms_plugin::health::ROOT_KEY_REVOKED;
@@ -37,22 +37,20 @@ async fn encrypt_works(client: &Client) -> bool {
 
 /// Launches plugin `name` against `endpoint` with the probe at [`PROBE`] and `extra` lines.
 fn launch(dir: &std::path::Path, name: &str, endpoint: &str, extra: &str) -> Plugin {
-    let yaml = plugin_config(
-        &Plugin::socket_of(dir, name),
-        &format!("{}s", PROBE.as_secs()),
+    let probe = format!("{}s", PROBE.as_secs());
+    launch_plugin(
+        dir,
+        name,
+        &probe,
         extra,
         &backend_yaml(endpoint, "test-cluster"),
-    );
-    tokio::task::block_in_place(|| Plugin::launch(dir, name, &yaml, plugin_env(dir)))
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_key_stops_encrypt_within_one_probe_while_an_outage_does_not() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let moto = Moto::start(dir.path());
-    let kms = moto.sdk();
-    let key = create_key(&kms).await;
-    point_alias(&kms, &key, true).await;
+    let (moto, kms, key) = Moto::start_with_key(dir.path()).await;
     let proxy = Proxy::start(moto.port).await;
     let plugin = launch(dir.path(), "revoking", &proxy.endpoint(), "");
     let lenient = launch(
@@ -169,23 +167,13 @@ async fn a_disabled_key_stops_encrypt_within_one_probe_while_an_outage_does_not(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_known_key_arns_reach_kms_decrypt() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let moto = Moto::start(dir.path());
-    let kms = moto.sdk();
-    let key = create_key(&kms).await;
-    point_alias(&kms, &key, true).await;
+    let (moto, kms, _) = Moto::start_with_key(dir.path()).await;
     let previous = create_key(&kms).await;
-    let yaml = plugin_config(
-        &Plugin::socket_of(dir.path(), "known"),
-        "3600s",
-        "",
-        &format!(
-            "{}    previous_key_ids: [{previous}]\n",
-            backend_yaml(&moto.endpoint(), "test-cluster")
-        ),
+    let backend = format!(
+        "{}    previous_key_ids: [{previous}]\n",
+        backend_yaml(&moto.endpoint(), "test-cluster")
     );
-    let plugin = tokio::task::block_in_place(|| {
-        Plugin::launch(dir.path(), "known", &yaml, plugin_env(dir.path()))
-    });
+    let plugin = launch_plugin(dir.path(), "known", "3600s", "", &backend);
     let mut client = plugin.client().await;
     let sealed = encrypt(&mut client, b"mine").await;
     // Let the first probe and the first KEK's calls land in moto's log.

@@ -140,12 +140,7 @@ fn kill_during_rotate_leaves_a_directory_serve_accepts() {
     assert!(printed.is_subset(&on_disk), "a printed key id is missing");
     // The next command cleans what the killed ones left behind.
     added(&run(&["rotate", "--add-only"], &state));
-    let leftovers: Vec<_> = std::fs::read_dir(&state)
-        .expect("list")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with('.'))
-        .collect();
+    let leftovers = entries_named(&state, |n| n.starts_with('.'));
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 

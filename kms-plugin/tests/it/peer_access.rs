@@ -50,15 +50,11 @@ fn a_peer_outside_allowed_peers_is_refused_and_logged() {
             && logs.contains("pid="),
         "{logs}"
     );
-    let allowed = Command::new(BIN)
-        .args(["status", "--socket"])
-        .arg(&plugin.socket)
-        .output()
-        .expect("status");
-    assert!(
-        allowed.status.success(),
-        "root is in the list: {}",
-        String::from_utf8_lossy(&allowed.stdout)
+    // root is in the list
+    testkit::expect_success(
+        Command::new(BIN)
+            .args(["status", "--socket"])
+            .arg(&plugin.socket),
     );
 }
 
@@ -114,12 +110,11 @@ fn a_second_plugin_is_refused_by_the_lock_file() {
     let first = Plugin::start_local(temp.path());
     // Even with the socket file gone (so a connect probe finds nothing), the lock holds.
     std::fs::remove_file(&first.socket).expect("remove socket");
-    let second = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&first.config)
-        .output()
-        .expect("run");
-    assert!(!second.status.success());
+    let second = testkit::expect_failure(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&first.config),
+    );
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("holds the lock file"), "{stderr}");
     let lock = temp.path().join("kms.sock.lock");
@@ -129,11 +124,7 @@ fn a_second_plugin_is_refused_by_the_lock_file() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
     // No private binding directory is left behind.
-    let leftovers: Vec<_> = std::fs::read_dir(temp.path())
-        .expect("list")
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-        .collect();
+    let leftovers = entries_named(temp.path(), |n| n.ends_with(".tmp"));
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -163,15 +154,7 @@ async fn the_signer_socket_has_its_own_allowlist() {
     let dir = temp.path();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let key = dir.join("sa.key");
-    common::jwt::openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        key.to_str().expect("utf-8"),
-    ]);
+    common::jwt::make_ec_key(&key, "prime256v1");
     let socket = dir.join("jwt.sock");
     let config = dir.join("signer.yaml");
     std::fs::write(

@@ -36,12 +36,11 @@ fn stale_socket_is_replaced_and_default_mode_is_0600() {
 fn live_socket_is_left_alone() {
     let temp = tempfile::tempdir().expect("tempdir");
     let first = Plugin::start_local(temp.path());
-    let second = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&first.config)
-        .output()
-        .expect("run");
-    assert!(!second.status.success());
+    let second = testkit::expect_failure(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&first.config),
+    );
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains("another process is serving"), "{stderr}");
     assert!(
@@ -56,14 +55,13 @@ fn something_else_at_the_socket_path_is_not_deleted() {
     let path = temp.path().join("kms.sock");
     std::fs::write(&path, b"precious").expect("write");
     let state = temp.path().join("state");
-    let output = Command::new(BIN)
-        .args(["serve", "--socket"])
-        .arg(&path)
-        .arg("--state-dir")
-        .arg(&state)
-        .output()
-        .expect("run");
-    assert!(!output.status.success());
+    let output = testkit::expect_failure(
+        Command::new(BIN)
+            .args(["serve", "--socket"])
+            .arg(&path)
+            .arg("--state-dir")
+            .arg(&state),
+    );
     assert!(String::from_utf8_lossy(&output.stderr).contains("is not a socket"));
     assert_eq!(std::fs::read(&path).expect("still there"), b"precious");
 }
@@ -215,19 +213,17 @@ fn broken_config_names_file_line_and_reason() {
 fn status_command_is_a_liveness_probe() {
     let temp = tempfile::tempdir().expect("tempdir");
     let plugin = Plugin::start_local(temp.path());
-    let healthy = Command::new(BIN)
-        .args(["status", "--socket"])
-        .arg(&plugin.socket)
-        .output()
-        .expect("status");
-    assert!(healthy.status.success());
+    let healthy = testkit::expect_success(
+        Command::new(BIN)
+            .args(["status", "--socket"])
+            .arg(&plugin.socket),
+    );
     assert!(String::from_utf8_lossy(&healthy.stdout).contains("healthz: ok"));
-    let absent = Command::new(BIN)
-        .args(["status", "--timeout", "1s", "--socket"])
-        .arg(temp.path().join("nobody.sock"))
-        .output()
-        .expect("status");
-    assert!(!absent.status.success());
+    testkit::expect_failure(
+        Command::new(BIN)
+            .args(["status", "--timeout", "1s", "--socket"])
+            .arg(temp.path().join("nobody.sock")),
+    );
 }
 
 #[test]
@@ -240,11 +236,7 @@ fn help_shows_examples_for_every_subcommand() {
         "versions",
         "status",
     ] {
-        let output = Command::new(BIN)
-            .args([sub, "--help"])
-            .output()
-            .expect("help");
-        assert!(output.status.success());
+        let output = testkit::expect_success(Command::new(BIN).args([sub, "--help"]));
         assert!(
             String::from_utf8_lossy(&output.stdout).contains("Example:"),
             "{sub} --help lacks an example"

@@ -166,16 +166,13 @@ pub(crate) fn verify(dir: &Path, token: &str, der: &[u8]) -> Result<String, Stri
 
 /// Runs openssl; returns its stdout, panicking with its stderr unless it succeeds.
 pub(crate) fn openssl(args: &[&str]) -> Vec<u8> {
-    let output = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(
-        output.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
+    testkit::expect_success(Command::new("openssl").args(args)).stdout
+}
+
+/// Writes a kubeadm-style EC SEC1 private key (`EC PRIVATE KEY`) on openssl's `curve` to `path`.
+pub(crate) fn make_ec_key(path: &Path, curve: &str) {
+    let path = path.to_str().expect("utf-8");
+    openssl(&["ecparam", "-name", curve, "-genkey", "-noout", "-out", path]);
 }
 
 /// `token` is an ES256 token of `kid`, header exactly alg, kid, typ, that verifies

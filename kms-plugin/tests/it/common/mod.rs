@@ -210,6 +210,16 @@ impl Plugin {
     }
 }
 
+/// The names of the entries of `dir` that `picked` accepts (say, temporary files left behind).
+pub(crate) fn entries_named(dir: &Path, picked: impl Fn(&str) -> bool) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| picked(name))
+        .collect()
+}
+
 /// Sends signal `name` to `pid` with the `kill` utility.
 pub(crate) fn signal_pid(pid: u32, name: &str) {
     let ok = Command::new("kill")

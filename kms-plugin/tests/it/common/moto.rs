@@ -2,7 +2,7 @@
 //! KMS requests from its own request log, with a key behind [`ALIAS`] and a TCP [`Relay`] in
 //! front of it to take KMS away and bring it back.
 
-use super::{free_port, signal_pid};
+use super::{Plugin, free_port, plugin_config, signal_pid};
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use std::fs;
 use std::net::TcpStream;
@@ -52,6 +52,16 @@ impl Moto {
             std::thread::sleep(Duration::from_millis(100));
         }
         moto
+    }
+
+    /// [`Moto::start`] with a fresh symmetric key behind [`ALIAS`], where every AWS test starts:
+    /// moto, its SDK client and the key's ARN.
+    pub(crate) async fn start_with_key(dir: &Path) -> (Self, aws_sdk_kms::Client, String) {
+        let moto = Self::start(dir);
+        let kms = moto.sdk();
+        let key = create_key(&kms).await;
+        point_alias(&kms, &key, true).await;
+        (moto, kms, key)
     }
 
     pub(crate) fn endpoint(&self) -> String {
@@ -133,6 +143,20 @@ pub(crate) fn backend_yaml(endpoint: &str, cluster: &str) -> String {
          operation_timeout: 1500ms\n    startup_timeout: 3s\n    encryption_context:\n      \
          kubernetes.io/cluster: {cluster}\n"
     )
+}
+
+/// Launches plugin `name` in `dir` on the AWS backend (`backend`, see [`backend_yaml`]) with
+/// the health probe every `probe`, `extra` top-level lines and [`plugin_env`]. For
+/// multi-threaded async tests: waits for health in `block_in_place`.
+pub(crate) fn launch_plugin(
+    dir: &Path,
+    name: &str,
+    probe: &str,
+    extra: &str,
+    backend: &str,
+) -> Plugin {
+    let yaml = plugin_config(&Plugin::socket_of(dir, name), probe, extra, backend);
+    tokio::task::block_in_place(|| Plugin::launch(dir, name, &yaml, plugin_env(dir)))
 }
 
 /// Dummy credentials, and empty shared AWS files in `dir` so no profile of this machine is used

@@ -59,24 +59,19 @@ impl Hsm {
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
         )
         .expect("pin file mode");
-        let out = Command::new("softhsm2-util")
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                TOKEN_LABEL,
-                "--pin",
-                pin,
-                "--so-pin",
-                SO_PIN,
-            ])
-            .env("SOFTHSM2_CONF", &conf)
-            .output()
-            .expect("softhsm2-util");
-        assert!(
-            out.status.success(),
-            "init-token failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        testkit::expect_success(
+            Command::new("softhsm2-util")
+                .args([
+                    "--init-token",
+                    "--free",
+                    "--label",
+                    TOKEN_LABEL,
+                    "--pin",
+                    pin,
+                    "--so-pin",
+                    SO_PIN,
+                ])
+                .env("SOFTHSM2_CONF", &conf),
         );
         Self {
             dir: dir.to_owned(),
@@ -106,18 +101,12 @@ impl Hsm {
 
     /// Runs the plugin binary against this token; panics with its output unless it succeeds.
     pub(crate) fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(super::BIN)
-            .args(args)
-            .env("SOFTHSM2_CONF", &self.conf)
-            .output()
-            .expect("kms-plugin");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "kms-plugin {args:?} failed: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
+        let out = testkit::expect_success(
+            Command::new(super::BIN)
+                .args(args)
+                .env("SOFTHSM2_CONF", &self.conf),
         );
-        text
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// Creates the first root key version: `kms-plugin hsm init --config <config>`.

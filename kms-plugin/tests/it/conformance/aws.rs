@@ -33,10 +33,7 @@ const STOPPED: &str = "stopped KMS (relay closed: connections refused)";
 
 impl Backend for Aws {
     async fn create(dir: &Path) -> Self {
-        let moto = Moto::start(dir);
-        let kms = moto.sdk();
-        let key = create_key(&kms).await;
-        point_alias(&kms, &key, true).await;
+        let (moto, kms, key) = Moto::start_with_key(dir).await;
         let relay = Relay::start(moto.port).await;
         Self {
             dir: dir.to_owned(),

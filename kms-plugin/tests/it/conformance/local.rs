@@ -31,15 +31,10 @@ impl Backend for Local {
 
     /// `kms-plugin rotate --config`, then SIGHUP (the plugin would also notice by polling).
     async fn rotate(&mut self, plugin: &Plugin) {
-        let out = Command::new(BIN)
-            .args(["rotate", "--config"])
-            .arg(&plugin.config)
-            .output()
-            .expect("kms-plugin rotate");
-        assert!(
-            out.status.success(),
-            "rotate failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        testkit::expect_success(
+            Command::new(BIN)
+                .args(["rotate", "--config"])
+                .arg(&plugin.config),
         );
         plugin.signal("HUP");
     }

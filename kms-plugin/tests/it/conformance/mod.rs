@@ -191,6 +191,15 @@ fn assert_within_limits(sealed: &EncryptResponse, key_id: &str) {
     );
 }
 
+/// Restarts `plugin` and checks that Status reports `key_id` afterwards (`why` says what that
+/// shows); returns a client of the restarted plugin.
+async fn restart_on_key(plugin: &mut Plugin, key_id: &str, why: &str) -> Client {
+    plugin.restart();
+    let mut client = plugin.client().await;
+    assert_eq!(status(&mut client).await.key_id, key_id, "{why}");
+    client
+}
+
 /// The last `lines` lines of the plugin's log.
 fn log_tail(plugin: &Plugin, lines: usize) -> String {
     let logs = plugin.logs();
@@ -483,13 +492,7 @@ pub(crate) async fn restart_durability<B: Backend>() {
         }
         status(&mut client).await.key_id
     };
-    plugin.restart();
-    let mut client = plugin.client().await;
-    assert_eq!(
-        status(&mut client).await.key_id,
-        key_id,
-        "key_id is stable across restarts"
-    );
+    let mut client = restart_on_key(&mut plugin, &key_id, "key_id is stable across restarts").await;
     for (envelope, seed) in &sealed {
         assert_eq!(
             &decrypt(&mut client, envelope)
@@ -553,13 +556,7 @@ pub(crate) async fn rotation_while_serving<B: Backend>() {
         old_seed
     );
 
-    plugin.restart();
-    let mut client = plugin.client().await;
-    assert_eq!(
-        status(&mut client).await.key_id,
-        v2,
-        "the rotation is durable"
-    );
+    let mut client = restart_on_key(&mut plugin, &v2, "the rotation is durable").await;
     assert_eq!(decrypt(&mut client, &old).await.expect("v1 data"), old_seed);
     assert_eq!(
         decrypt(&mut client, &new).await.expect("v2 data"),
