@@ -87,8 +87,7 @@ mod tests {
 
     #[test]
     fn commits_all_files_with_their_modes() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sub = dir.path().join("etcd");
+        let (dir, sub) = testkit::scratch_path("etcd");
         fs::create_dir(&sub).expect("mkdir");
         let key = dir.path().join("ca.key");
         let crt = sub.join("ca.crt");
@@ -107,8 +106,7 @@ mod tests {
 
     #[test]
     fn nothing_changes_when_staging_fails() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let first = dir.path().join("first");
+        let (dir, first) = testkit::scratch_path("first");
         fs::write(&first, b"old").expect("seed");
         let missing_dir = dir.path().join("absent/second");
         let err = write_many_atomic(&[

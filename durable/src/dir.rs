@@ -79,8 +79,7 @@ mod tests {
 
     #[test]
     fn private_dir_is_created_0700_with_parents() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let state = dir.path().join("a/b");
+        let (_dir, state) = testkit::scratch_path("a/b");
         ensure_private_dir(&state).expect("create");
         assert_eq!(mode_of(&state), Some(0o700));
         ensure_private_dir(&state).expect("idempotent");
@@ -89,8 +88,7 @@ mod tests {
 
     #[test]
     fn existing_dir_is_tightened() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let open = dir.path().join("open");
+        let (_dir, open) = testkit::scratch_path("open");
         fs::create_dir(&open).expect("mkdir");
         fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).expect("chmod");
         ensure_private_dir(&open).expect("tighten");
@@ -99,8 +97,7 @@ mod tests {
 
     #[test]
     fn file_in_the_way_is_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("file");
+        let (_dir, file) = testkit::scratch_path("file");
         fs::write(&file, b"x").expect("write");
         assert!(ensure_private_dir(&file).is_err());
         assert_eq!(fs::read(&file).expect("read"), b"x");
@@ -108,8 +105,7 @@ mod tests {
 
     #[test]
     fn symlink_is_replaced_atomically() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let link = dir.path().join("current.pem");
+        let (dir, link) = testkit::scratch_path("current.pem");
         symlink_atomic(Path::new("a.pem"), &link).expect("first");
         symlink_atomic(Path::new("b.pem"), &link).expect("second");
         assert_eq!(fs::read_link(&link).expect("link"), Path::new("b.pem"));
@@ -124,11 +120,6 @@ mod tests {
         fs::write(dir.path().join("ca.crt"), b"x").expect("file");
         fs::write(dir.path().join(".hidden"), b"x").expect("file");
         remove_stale_temps(dir.path());
-        let mut left: Vec<_> = fs::read_dir(dir.path())
-            .expect("list")
-            .map(|e| e.expect("entry").file_name())
-            .collect();
-        left.sort();
-        assert_eq!(left, [".hidden", "ca.crt"]);
+        assert_eq!(testkit::entry_names(dir.path()), [".hidden", "ca.crt"]);
     }
 }

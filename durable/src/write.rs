@@ -115,20 +115,11 @@ mod tests {
     use crate::mode_of;
     use std::os::unix::fs::MetadataExt;
     use std::sync::{Arc, Barrier};
-
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .expect("list")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use testkit::entry_names;
 
     #[test]
     fn replaces_with_exact_mode_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("key");
+        let (dir, path) = testkit::scratch_path("key");
         write_atomic(&path, b"one", 0o644).expect("first write");
         assert_eq!(mode_of(&path), Some(0o644));
         write_atomic(&path, b"two", 0o600).expect("second write");
@@ -137,30 +128,28 @@ mod tests {
         // Wider than a usual umask allows: applied exactly all the same.
         write_atomic(&path, b"three", 0o666).expect("third write");
         assert_eq!(mode_of(&path), Some(0o666));
-        assert_eq!(names(dir.path()), ["key"]);
+        assert_eq!(entry_names(dir.path()), ["key"]);
     }
 
     #[test]
     fn failed_write_removes_its_temp() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let target = dir.path().join("occupied");
+        let (dir, target) = testkit::scratch_path("occupied");
         fs::create_dir(&target).expect("mkdir");
         fs::write(target.join("inside"), b"x").expect("fill");
         // Renaming a file over a non-empty directory fails after the temp was written.
         assert!(write_atomic(&target, b"data", 0o600).is_err());
-        assert_eq!(names(dir.path()), ["occupied"]);
+        assert_eq!(entry_names(dir.path()), ["occupied"]);
     }
 
     #[test]
     fn create_new_never_replaces() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("v1.key");
+        let (dir, path) = testkit::scratch_path("v1.key");
         create_new(&path, b"first", 0o600).expect("create");
         assert_eq!(mode_of(&path), Some(0o600));
         let err = create_new(&path, b"second", 0o600).expect_err("must refuse");
         assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&path).expect("read"), b"first");
-        assert_eq!(names(dir.path()), ["v1.key"]);
+        assert_eq!(entry_names(dir.path()), ["v1.key"]);
     }
 
     #[test]
@@ -191,7 +180,7 @@ mod tests {
                 .expect("loser");
             assert_eq!(loser.kind(), io::ErrorKind::AlreadyExists);
             assert_eq!(fs::read(&*path).expect("read"), winners[0].as_slice());
-            assert_eq!(names(dir.path()).len(), 1, "no temp left");
+            assert_eq!(entry_names(dir.path()).len(), 1, "no temp left");
         }
     }
 
@@ -221,7 +210,7 @@ mod tests {
         if me.uid() != 0 {
             let foreign = FileSpec::mode(0o600).owned_by(0, 0);
             assert!(create_new(&dir.path().join("foreign"), b"x", foreign).is_err());
-            assert_eq!(names(dir.path()), ["created", "owned"]);
+            assert_eq!(entry_names(dir.path()), ["created", "owned"]);
         }
     }
 

@@ -82,8 +82,7 @@ mod tests {
 
     #[test]
     fn a_pin_file_others_can_read_is_refused_by_name() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("pin");
+        let (_dir, path) = testkit::scratch_path("pin");
         std::fs::write(&path, b"1234\n").expect("write");
         for mode in [0o644, 0o640, 0o604, 0o660] {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
@@ -104,8 +103,7 @@ mod tests {
 
     #[test]
     fn file_pin_drops_one_newline() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("pin");
+        let (_dir, path) = testkit::scratch_path("pin");
         std::fs::write(&path, b"1234\r\n").expect("write");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let pin = read_pin(&SecretSource::File(path.clone())).expect("pin");

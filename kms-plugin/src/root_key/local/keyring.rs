@@ -218,8 +218,7 @@ mod tests {
 
     #[test]
     fn init_rotate_promote_remove() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let state = dir.path().join("state");
+        let (_dir, state) = testkit::scratch_path("state");
         let first = Keyring::open_or_init(&state).expect("init");
         let v1 = first.primary().key_id.clone();
         assert!(v1.as_str().starts_with("local:v1:"));
@@ -276,8 +275,7 @@ mod tests {
 
     #[test]
     fn corrupt_state_is_refused_with_the_file() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let state = dir.path().join("state");
+        let (_dir, state) = testkit::scratch_path("state");
         Keyring::open_or_init(&state).expect("init");
         write_atomic(&key_path(&state, 1), b"short", 0o600).expect("write");
         let error = Keyring::load(&state).err().expect("corrupt");
