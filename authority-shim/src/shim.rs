@@ -404,14 +404,24 @@ mod tests {
         out
     }
 
-    async fn run(input: Vec<u8>) -> Vec<u8> {
+    /// A shim over a client that wrote `input` (up to 1 MiB) at once and hung up.
+    async fn shim_after(input: &[u8]) -> AuthorityShim<tokio::io::DuplexStream> {
         let (mut client, server) = tokio::io::duplex(1 << 20);
-        client.write_all(&input).await.expect("write");
+        client.write_all(input).await.expect("write");
         drop(client);
-        let mut normalizer = AuthorityShim::new(server);
+        AuthorityShim::new(server)
+    }
+
+    /// Everything the shim yields for `input`, and the shim, for its verdict.
+    async fn run_keeping(input: &[u8]) -> (Vec<u8>, AuthorityShim<tokio::io::DuplexStream>) {
+        let mut shim = shim_after(input).await;
         let mut output = Vec::new();
-        normalizer.read_to_end(&mut output).await.expect("read");
-        output
+        shim.read_to_end(&mut output).await.expect("read");
+        (output, shim)
+    }
+
+    async fn run(input: Vec<u8>) -> Vec<u8> {
+        run_keeping(&input).await.0
     }
 
     /// Parses frames after the preface and decodes each header block with a fresh decoder
@@ -524,12 +534,7 @@ mod tests {
             &indexed_literal(b":authority", b"/s"),
         ));
         input.extend(frame(HEADERS, END_HEADERS, 5, &[0x80 | 100]));
-        let (mut client, server) = tokio::io::duplex(1 << 20);
-        client.write_all(&input).await.expect("write");
-        drop(client);
-        let mut shim = AuthorityShim::new(server);
-        let mut output = Vec::new();
-        shim.read_to_end(&mut output).await.expect("read");
+        let (output, shim) = run_keeping(&input).await;
         assert_eq!(output, input);
         assert!(shim.passes_through());
         assert_eq!(shim.buffered(), 0, "buffers released");
@@ -570,12 +575,7 @@ mod tests {
         let mut input = PREFACE.to_vec();
         input.extend(frame(HEADERS, 0, 1, &indexed_literal(b":authority", b"/x")));
         input.extend(frame(0x0, 0, 1, b"data"));
-        let (mut client, server) = tokio::io::duplex(1 << 16);
-        client.write_all(&input).await.expect("write");
-        drop(client);
-        let mut output = Vec::new();
-        let mut shim = AuthorityShim::new(server);
-        shim.read_to_end(&mut output).await.expect("read");
+        let (output, shim) = run_keeping(&input).await;
         assert!(shim.refused());
         // h2 is handed a CONTINUATION it has no block for: its GOAWAY PROTOCOL_ERROR.
         assert!(output.ends_with(&frame(CONTINUATION, END_HEADERS, 1, &[])));
@@ -646,10 +646,7 @@ mod tests {
             };
             input.extend(frame(kind, flags, 1, chunk));
         }
-        let (mut client, server) = tokio::io::duplex(1 << 20);
-        client.write_all(&input).await.expect("write");
-        drop(client);
-        let mut shim = AuthorityShim::new(server);
+        let mut shim = shim_after(&input).await;
         let mut output = Vec::new();
         let mut chunk = [0u8; 4096];
         let mut peak = 0;

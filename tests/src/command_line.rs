@@ -10,3 +10,13 @@ pub fn flag_value(args: &[String], flag: &str) -> Option<String> {
         }
     })
 }
+
+/// Panics unless `args` runs the subcommand `sub` (the word after the program); `what` names the
+/// command line in the message.
+pub fn assert_subcommand(args: &[String], sub: &str, what: &str) {
+    assert_eq!(
+        args.get(1).map(String::as_str),
+        Some(sub),
+        "{what}: {args:?}"
+    );
+}

@@ -1,6 +1,6 @@
 //! Pods as manifests write them: hostPath volumes, volume mounts, the one container.
 
-use crate::yaml::{at, str_at};
+use crate::yaml::{at, str_at, strings};
 use serde_yaml_ng::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -90,6 +90,33 @@ pub fn host_dir_mount<'a>(
         mount.volume, volume.host_path
     );
     (mount, volume)
+}
+
+/// Asserts that `dir` inside `container` is the host's `dir` (see [`host_dir_mount`]), mounted
+/// read-only.
+pub fn assert_read_only_host_dir(
+    container: &Value,
+    volumes: &BTreeMap<String, Volume>,
+    dir: &Path,
+    file: &str,
+) {
+    let (mount, _) = host_dir_mount(container, volumes, dir, file);
+    assert!(
+        mount.read_only,
+        "{file}: {} must be mounted read-only",
+        dir.display()
+    );
+}
+
+/// The `command` of `container` in `file`.
+pub fn container_command(container: &Value, file: &str) -> Vec<String> {
+    strings(at(container, &["command"], file), file, "command")
+}
+
+/// The command of the plugin's [`STATIC_POD`].
+pub fn static_pod_command() -> Vec<String> {
+    let pod = crate::yaml::yaml(STATIC_POD);
+    container_command(only_container(&pod, STATIC_POD), STATIC_POD)
 }
 
 /// The pod's container; panics unless there is exactly one.

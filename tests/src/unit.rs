@@ -61,6 +61,15 @@ pub fn words(unit: &Unit, section: &str, key: &str, file: &str) -> Vec<String> {
         .collect()
 }
 
+/// Words of the value of `key` in `[section]` that takes effect (see [`last`]), such as the
+/// command line of `ExecStart`.
+pub fn last_words(unit: &Unit, section: &str, key: &str, file: &str) -> Vec<String> {
+    last(unit, section, key, file)
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Whether a boolean directive's value means yes.
 pub fn is_yes(value: &str) -> bool {
     matches!(value, "yes" | "true" | "on" | "1")

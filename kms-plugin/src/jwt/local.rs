@@ -31,6 +31,24 @@ impl FileSigningKey {
         Self::from_pem(&text).map_err(|e| SigningKeyError::Load(format!("{}: {e}", path.display())))
     }
 
+    /// A loaded key pair signing with `algorithm`, with the DER of its public key.
+    fn from_pair(inner: Inner, algorithm: JwsAlgorithm) -> Result<Self, String> {
+        let public = match &inner {
+            Inner::Rsa(pair) => pair.public_key().as_der(),
+            Inner::Ec(pair) => pair.public_key().as_der(),
+        };
+        let public_der = public
+            .map_err(|_| "cannot encode the public key")?
+            .as_ref()
+            .to_vec();
+        Ok(Self {
+            inner,
+            algorithm,
+            public_der,
+            rng: SystemRandom::new(),
+        })
+    }
+
     /// Parses a PEM private key.
     pub fn from_pem(text: &[u8]) -> Result<Self, String> {
         let blocks = pem::parse_many(text).map_err(|e| format!("not PEM: {e}"))?;
@@ -48,18 +66,7 @@ impl FileSigningKey {
             if pair.public_modulus_len() < 256 {
                 return Err("RSA keys below 2048 bits are refused".into());
             }
-            let public_der = pair
-                .public_key()
-                .as_der()
-                .map_err(|_| "cannot encode the public key")?
-                .as_ref()
-                .to_vec();
-            return Ok(Self {
-                inner: Inner::Rsa(pair),
-                algorithm: JwsAlgorithm::Rs256,
-                public_der,
-                rng: SystemRandom::new(),
-            });
+            return Self::from_pair(Inner::Rsa(pair), JwsAlgorithm::Rs256);
         }
         for (alg, jws) in [
             (
@@ -72,18 +79,7 @@ impl FileSigningKey {
             ),
         ] {
             if let Ok(pair) = EcdsaKeyPair::from_private_key_der(alg, &der) {
-                let public_der = pair
-                    .public_key()
-                    .as_der()
-                    .map_err(|_| "cannot encode the public key")?
-                    .as_ref()
-                    .to_vec();
-                return Ok(Self {
-                    inner: Inner::Ec(pair),
-                    algorithm: jws,
-                    public_der,
-                    rng: SystemRandom::new(),
-                });
+                return Self::from_pair(Inner::Ec(pair), jws);
             }
         }
         Err(format!(

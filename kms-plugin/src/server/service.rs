@@ -32,6 +32,22 @@ impl KmsService {
             metrics,
         }
     }
+
+    /// Counts and logs a refused `method` call (one warning line); returns its opaque status.
+    fn refused(
+        &self,
+        method: &'static str,
+        started: Instant,
+        uid: &str,
+        duration_us: u64,
+        error: &EnvelopeError,
+    ) -> Status {
+        let (outcome, status) = classify(error);
+        self.metrics
+            .observe_rpc(method, status.code(), started.elapsed());
+        tracing::warn!(method, uid, outcome, duration_us, %error, "rpc");
+        status
+    }
 }
 
 /// A uid safe to log: bounded length (the value is logged with escaping).
@@ -111,13 +127,7 @@ impl KeyManagementService for KmsService {
                     plaintext: std::mem::take(&mut *plaintext),
                 }))
             }
-            Err(error) => {
-                let (outcome, status) = classify(&error);
-                self.metrics
-                    .observe_rpc("Decrypt", status.code(), started.elapsed());
-                tracing::warn!(method = "Decrypt", uid, outcome, duration_us, %error, "rpc");
-                Err(status)
-            }
+            Err(error) => Err(self.refused("Decrypt", started, uid, duration_us, &error)),
         }
     }
 
@@ -144,13 +154,7 @@ impl KeyManagementService for KmsService {
                     annotations: sealed.annotations,
                 }))
             }
-            Err(error) => {
-                let (outcome, status) = classify(&error);
-                self.metrics
-                    .observe_rpc("Encrypt", status.code(), started.elapsed());
-                tracing::warn!(method = "Encrypt", uid, outcome, duration_us, %error, "rpc");
-                Err(status)
-            }
+            Err(error) => Err(self.refused("Encrypt", started, uid, duration_us, &error)),
         }
     }
 }

@@ -1,9 +1,9 @@
 //! The PKI expiry export (a systemd service and timer) and the Prometheus alert rules that read
 //! it: the rules use exactly the metric names the pki crate writes.
 
-use cross_crate_tests::command_line::flag_value;
+use cross_crate_tests::command_line::{assert_subcommand, flag_value};
 use cross_crate_tests::files::{read, repo_root};
-use cross_crate_tests::unit::{last, unit};
+use cross_crate_tests::unit::{last, last_words, unit};
 use cross_crate_tests::yaml::{at, str_at, yaml};
 use std::path::Path;
 
@@ -12,15 +12,8 @@ fn pki_expiry_export_feeds_the_alert_rules() {
     let file = "deploy/systemd/pki-expiry.service";
     let service = unit("systemd/pki-expiry.service");
     assert_eq!(last(&service, "Service", "Type", file), "oneshot");
-    let exec: Vec<String> = last(&service, "Service", "ExecStart", file)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(
-        exec.get(1).map(String::as_str),
-        Some("check-expiration"),
-        "{file}: ExecStart"
-    );
+    let exec = last_words(&service, "Service", "ExecStart", file);
+    assert_subcommand(&exec, "check-expiration", &format!("{file}: ExecStart"));
     assert_eq!(
         flag_value(&exec, "-o").as_deref(),
         Some("prometheus"),

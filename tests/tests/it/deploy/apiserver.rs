@@ -5,7 +5,8 @@ use cross_crate_tests::command_line::flag_value;
 use cross_crate_tests::files::{deploy, read};
 use cross_crate_tests::plugin::{duration, plugin_config, socket_dir, socket_path};
 use cross_crate_tests::pod::{
-    STATIC_POD, host_dir_mount, host_path_volumes, mounts, only_container,
+    STATIC_POD, assert_read_only_host_dir, container_command, host_dir_mount, host_path_volumes,
+    mounts, only_container,
 };
 use cross_crate_tests::yaml::{at, str_at, strings, yaml};
 use serde_yaml_ng::Value;
@@ -150,7 +151,7 @@ fn apiserver_patch_mounts_the_encryption_config_and_the_socket_directory() {
         );
     }
 
-    let command = strings(at(container, &["command"], file), file, "command");
+    let command = container_command(container, file);
     let encryption_file = flag_value(&command, "--encryption-provider-config")
         .unwrap_or_else(|| panic!("{file}: no --encryption-provider-config"));
     assert_eq!(
@@ -159,12 +160,7 @@ fn apiserver_patch_mounts_the_encryption_config_and_the_socket_directory() {
         "{file}: the flag names another file than deploy/apiserver/encryption-config.yaml"
     );
     let encryption_dir = Path::new(&encryption_file).parent().expect("dir");
-    let (mount, _) = host_dir_mount(container, &volumes, encryption_dir, file);
-    assert!(
-        mount.read_only,
-        "{file}: {} must be read-only",
-        encryption_dir.display()
-    );
+    assert_read_only_host_dir(container, &volumes, encryption_dir, file);
 
     // The socket's directory (never the socket file) is the host's, as in the plugin's pod.
     let (_, volume) = host_dir_mount(container, &volumes, &socket_dir(&config), file);

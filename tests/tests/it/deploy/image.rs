@@ -2,8 +2,7 @@
 //! static pod's command.
 
 use cross_crate_tests::files::{deploy, read, repo_root};
-use cross_crate_tests::pod::{STATIC_POD, only_container};
-use cross_crate_tests::yaml::{at, strings, yaml};
+use cross_crate_tests::pod::static_pod_command;
 
 #[test]
 fn dockerfile_builds_the_binary_the_manifests_run() {
@@ -83,12 +82,7 @@ fn dockerfile_builds_the_binary_the_manifests_run() {
     };
     let mut image_command = json_list("ENTRYPOINT ");
     image_command.extend(json_list("CMD "));
-    let pod = yaml(STATIC_POD);
-    let pod_command = strings(
-        at(only_container(&pod, STATIC_POD), &["command"], STATIC_POD),
-        STATIC_POD,
-        "command",
-    );
+    let pod_command = static_pod_command();
     assert_eq!(
         image_command, pod_command,
         "{file}: ENTRYPOINT+CMD differ from the static pod's command"

@@ -1,10 +1,13 @@
 //! The plugin's static pod: its command, mounts, probes and security context, and the host
 //! directories tmpfiles.d creates for it.
 
-use cross_crate_tests::command_line::flag_value;
+use cross_crate_tests::command_line::{assert_subcommand, flag_value};
 use cross_crate_tests::files::{deploy, read};
 use cross_crate_tests::plugin::{duration, plugin_config, socket_dir, socket_path, state_dir};
-use cross_crate_tests::pod::{STATIC_POD, host_dir_mount, host_path_volumes, only_container};
+use cross_crate_tests::pod::{
+    STATIC_POD, assert_read_only_host_dir, container_command, host_dir_mount, host_path_volumes,
+    only_container,
+};
 use cross_crate_tests::tmpfiles::{same_run_path, tmpfiles_entries};
 use cross_crate_tests::yaml::{at, str_at, strings, yaml};
 use serde_yaml_ng::Value;
@@ -42,21 +45,12 @@ fn static_pod_runs_the_plugin_with_its_config_socket_and_state() {
     let volumes = host_path_volumes(&pod, file);
 
     // Command: serve --config FILE, with FILE inside a read-only host directory mounted 1:1.
-    let command = strings(at(container, &["command"], file), file, "command");
-    assert_eq!(
-        command.get(1).map(String::as_str),
-        Some("serve"),
-        "{file}: command {command:?}"
-    );
+    let command = container_command(container, file);
+    assert_subcommand(&command, "serve", &format!("{file}: command"));
     let config_file = flag_value(&command, "--config")
         .unwrap_or_else(|| panic!("{file}: no --config in {command:?}"));
     let config_dir = Path::new(&config_file).parent().expect("config dir");
-    let (mount, _) = host_dir_mount(container, &volumes, config_dir, file);
-    assert!(
-        mount.read_only,
-        "{file}: {} must be mounted read-only",
-        config_dir.display()
-    );
+    assert_read_only_host_dir(container, &volumes, config_dir, file);
     // The shipped config is installed under that name.
     assert_eq!(
         config_file, "/etc/kms-plugin/config.yaml",
@@ -99,11 +93,7 @@ fn static_pod_runs_the_plugin_with_its_config_socket_and_state() {
             command.first(),
             "{file}: {probe} runs another binary"
         );
-        assert_eq!(
-            probe_command.get(1).map(String::as_str),
-            Some("status"),
-            "{file}: {probe}"
-        );
+        assert_subcommand(&probe_command, "status", &format!("{file}: {probe}"));
         assert_eq!(
             flag_value(&probe_command, "--socket").as_deref(),
             Some(socket.as_str()),

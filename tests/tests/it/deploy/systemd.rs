@@ -1,13 +1,13 @@
 //! The plugin's systemd unit: sandboxed, and running the static pod's command with the config's
 //! directories and user.
 
-use cross_crate_tests::command_line::flag_value;
+use cross_crate_tests::command_line::{assert_subcommand, flag_value};
 use cross_crate_tests::files::{deploy, read};
 use cross_crate_tests::plugin::{duration, plugin_config, socket_dir, socket_path, state_dir};
-use cross_crate_tests::pod::{STATIC_POD, only_container};
+use cross_crate_tests::pod::{STATIC_POD, static_pod_command};
 use cross_crate_tests::tmpfiles::same_run_path;
-use cross_crate_tests::unit::{is_yes, last, unit, values, words};
-use cross_crate_tests::yaml::{at, strings, yaml};
+use cross_crate_tests::unit::{is_yes, last, last_words, unit, values, words};
+use cross_crate_tests::yaml::{at, yaml};
 use std::path::Path;
 
 #[test]
@@ -81,15 +81,8 @@ fn systemd_unit_is_sandboxed_and_uses_the_config_paths() {
     assert_eq!(last(&unit, service, "StateDirectoryMode", file), "0700");
     let configuration = last(&unit, service, "ConfigurationDirectory", file);
 
-    let exec: Vec<String> = last(&unit, service, "ExecStart", file)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
-    assert_eq!(
-        exec.get(1).map(String::as_str),
-        Some("serve"),
-        "{file}: ExecStart"
-    );
+    let exec = last_words(&unit, service, "ExecStart", file);
+    assert_subcommand(&exec, "serve", &format!("{file}: ExecStart"));
     let config_file = flag_value(&exec, "--config")
         .unwrap_or_else(|| panic!("{file}: ExecStart has no --config"));
     assert_eq!(
@@ -98,12 +91,7 @@ fn systemd_unit_is_sandboxed_and_uses_the_config_paths() {
         "{file}: config outside ConfigurationDirectory"
     );
     // Same binary and config file as the static pod.
-    let pod = yaml(STATIC_POD);
-    let pod_command = strings(
-        at(only_container(&pod, STATIC_POD), &["command"], STATIC_POD),
-        STATIC_POD,
-        "command",
-    );
+    let pod_command = static_pod_command();
     assert_eq!(
         exec, pod_command,
         "{file}: ExecStart differs from the static pod's command"
@@ -127,6 +115,7 @@ fn systemd_unit_is_sandboxed_and_uses_the_config_paths() {
         .unwrap_or_else(|| panic!("kms-plugin.sysusers.conf does not create {user}"))
         .split_whitespace()
         .collect();
+    let pod = yaml(STATIC_POD);
     let uid = at(&pod, &["spec", "securityContext", "runAsUser"], STATIC_POD)
         .as_u64()
         .expect("runAsUser");
