@@ -187,21 +187,15 @@ spec:
     - --root-ca-file=/etc/kubernetes/pki/ca.crt
 EOF
     r() { "$pki" rotate --cert-dir "$rot/pki" --kubeconfig-dir "$rot" --manifests-dir "$rot/manifests" "$@"; }
+    # True when ca.crt holds $1 certificates and kube-controller-manager's manifest contains $2.
+    ca_state() { [ "$(grep -c BEGIN "$rot/pki/ca.crt")" = "$1" ] && grep -q -- "$2" "$rot/manifests/kube-controller-manager.yaml"; }
     expect OK "pki rotate ca start" r ca start
-    if [ "$(grep -c BEGIN "$rot/pki/ca.crt")" = 2 ] && grep -q 'ca-signer.crt' "$rot/manifests/kube-controller-manager.yaml"; then
-        pass "ca.crt holds old + new, kube-controller-manager signs from ca-signer.*"
-    else
-        fail "ca start did not stage the bundle and the signer"
-    fi
+    expect OK "ca.crt holds old + new, kube-controller-manager signs from ca-signer.*" ca_state 2 'ca-signer.crt'
     expect OK "pki rotate ca switch" r ca switch
     expect OK "leaves verify against the new CA alone" \
         sh -c 'openssl x509 -in "$1/ca.crt" > "$1/new-ca.pem" && openssl verify -CAfile "$1/new-ca.pem" "$1/apiserver.crt"' sh "$rot/pki"
     expect OK "pki rotate ca finish" r ca finish
-    if [ "$(grep -c BEGIN "$rot/pki/ca.crt")" = 1 ] && grep -q 'cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt' "$rot/manifests/kube-controller-manager.yaml"; then
-        pass "after finish: one CA, signer flags back"
-    else
-        fail "ca finish"
-    fi
+    expect OK "after finish: one CA, signer flags back" ca_state 1 'cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt'
     expect OK   "pki rotate sa start" r sa start
     expect OK   "pki rotate sa switch" r sa switch
     expect FAIL "sa finish right after switch is refused" r sa finish

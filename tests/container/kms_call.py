@@ -65,17 +65,22 @@ def encrypt(socket, plaintext, sealed_file):
     print(fields(reply)[2][0].decode())
 
 
-def decrypt(socket, sealed_file):
-    with open(sealed_file, "rb") as f:
-        sealed = fields(f.read())
+def decrypt_request(sealed, uid):
+    """The DecryptRequest opening `sealed`, the fields of an EncryptResponse, for `uid`."""
     # EncryptResponse: ciphertext = 1, key_id = 2, annotations = 3 (map entries);
     # DecryptRequest: ciphertext = 1, uid = 2, key_id = 3, annotations = 4.
-    request = length_delimited(1, sealed[1][0]) + length_delimited(2, b"container-test-2")
+    request = length_delimited(1, sealed[1][0]) + length_delimited(2, uid)
     request += length_delimited(3, sealed[2][0])
     for entry in sealed.get(3, []):
         request += length_delimited(4, entry)
+    return request
+
+
+def decrypt(socket, sealed_file):
+    with open(sealed_file, "rb") as f:
+        sealed = fields(f.read())
     # DecryptResponse: plaintext = 1.
-    print(fields(call(socket, "Decrypt", request))[1][0].decode())
+    print(fields(call(socket, "Decrypt", decrypt_request(sealed, b"container-test-2")))[1][0].decode())
 
 
 def main():

@@ -178,32 +178,31 @@ mod tests {
 
     #[test]
     fn transient_failures_are_unavailable_and_keep_their_detail() {
-        let unavailable = to_signing_error(
-            "k",
-            KeyStoreError::transient("KMS Sign (k): timeout"),
-            SigningKeyError::Sign,
-        );
-        assert!(
-            matches!(&unavailable, SigningKeyError::Unavailable(text) if text == "KMS Sign (k): timeout"),
-            "{unavailable:?}"
-        );
-        let denied = to_signing_error(
-            "k",
-            KeyStoreError::denied("KMS Sign (k): AccessDeniedException"),
-            SigningKeyError::Sign,
-        );
-        assert!(
-            matches!(&denied, SigningKeyError::Sign(text) if text == "KMS Sign (k): AccessDeniedException"),
-            "{denied:?}"
-        );
-        let missing = to_signing_error(
-            "alias/x",
-            KeyStoreError::not_found("KMS GetPublicKey (alias/x): NotFoundException"),
-            SigningKeyError::Load,
-        );
-        assert!(
-            matches!(&missing, SigningKeyError::Load(text) if text == "KMS key alias/x not found"),
-            "{missing:?}"
-        );
+        type Wrap = fn(String) -> SigningKeyError;
+        let cases: [(&str, KeyStoreError, Wrap, SigningKeyError); 3] = [
+            (
+                "k",
+                KeyStoreError::transient("KMS Sign (k): timeout"),
+                SigningKeyError::Sign,
+                SigningKeyError::Unavailable("KMS Sign (k): timeout".into()),
+            ),
+            (
+                "k",
+                KeyStoreError::denied("KMS Sign (k): AccessDeniedException"),
+                SigningKeyError::Sign,
+                SigningKeyError::Sign("KMS Sign (k): AccessDeniedException".into()),
+            ),
+            (
+                "alias/x",
+                KeyStoreError::not_found("KMS GetPublicKey (alias/x): NotFoundException"),
+                SigningKeyError::Load,
+                SigningKeyError::Load("KMS key alias/x not found".into()),
+            ),
+        ];
+        for (key, error, other, expected) in cases {
+            let got = to_signing_error(key, error, other);
+            // The variant and its text, exactly.
+            assert_eq!(format!("{got:?}"), format!("{expected:?}"));
+        }
     }
 }
