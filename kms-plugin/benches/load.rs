@@ -28,6 +28,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "../tests/it/common/softhsm_token.rs"]
+mod softhsm_token;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -202,32 +205,8 @@ fn start_plugin(dir: &Path) -> (Server, PathBuf) {
 fn start_hsm_signer(dir: &Path) -> Server {
     const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
     let dir = dir.join("softhsm");
-    std::fs::create_dir_all(dir.join("tokens")).expect("token dir");
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            dir.join("tokens").display()
-        ),
-    )
-    .expect("softhsm conf");
-    std::fs::write(dir.join("pin"), "bench-pin\n").expect("pin");
-    // KMS_BENCH_SOFTHSM=1 needs SoftHSM2: bash .ci/provision-softhsm.sh
-    testkit::expect_success(
-        Command::new("softhsm2-util")
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                "bench",
-                "--pin",
-                "bench-pin",
-                "--so-pin",
-                "bench-so-pin",
-            ])
-            .env("SOFTHSM2_CONF", &conf),
-    );
+    // KMS_BENCH_SOFTHSM=1 needs SoftHSM2.
+    let (conf, _) = softhsm_token::init_token(&dir, "bench", "bench-pin", "bench-so-pin");
     let socket = dir.join("jwt.sock");
     let config = dir.join("plugin.yaml");
     std::fs::write(

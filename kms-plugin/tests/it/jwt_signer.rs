@@ -300,12 +300,7 @@ fn bad_configuration_is_refused_with_a_clear_error() {
     for (config, expected) in cases {
         let path = dir.join("bad.yaml");
         std::fs::write(&path, &config).expect("write");
-        let output = testkit::expect_failure(
-            Command::new(common::BIN)
-                .args(["serve", "--config"])
-                .arg(&path),
-        );
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = common::serve_must_fail(&path, &[], Duration::from_secs(10));
         assert!(
             stderr.contains(expected),
             "expected {expected:?} in {stderr}"

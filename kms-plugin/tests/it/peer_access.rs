@@ -51,11 +51,7 @@ fn a_peer_outside_allowed_peers_is_refused_and_logged() {
         "{logs}"
     );
     // root is in the list
-    testkit::expect_success(
-        Command::new(BIN)
-            .args(["status", "--socket"])
-            .arg(&plugin.socket),
-    );
+    testkit::expect_success(&mut status_command(&plugin.socket));
 }
 
 #[test]
@@ -110,12 +106,7 @@ fn a_second_plugin_is_refused_by_the_lock_file() {
     let first = Plugin::start_local(temp.path());
     // Even with the socket file gone (so a connect probe finds nothing), the lock holds.
     std::fs::remove_file(&first.socket).expect("remove socket");
-    let second = testkit::expect_failure(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&first.config),
-    );
-    let stderr = String::from_utf8_lossy(&second.stderr);
+    let stderr = serve_must_fail(&first.config, &[], Duration::from_secs(10));
     assert!(stderr.contains("holds the lock file"), "{stderr}");
     let lock = temp.path().join("kms.sock.lock");
     let mode = std::fs::metadata(&lock)

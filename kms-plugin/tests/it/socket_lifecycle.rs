@@ -36,12 +36,7 @@ fn stale_socket_is_replaced_and_default_mode_is_0600() {
 fn live_socket_is_left_alone() {
     let temp = tempfile::tempdir().expect("tempdir");
     let first = Plugin::start_local(temp.path());
-    let second = testkit::expect_failure(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&first.config),
-    );
-    let stderr = String::from_utf8_lossy(&second.stderr);
+    let stderr = serve_must_fail(&first.config, &[], Duration::from_secs(10));
     assert!(stderr.contains("another process is serving"), "{stderr}");
     assert!(
         probe_healthy(&first.address()),
@@ -107,10 +102,7 @@ fn abstract_socket() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let status = Command::new(BIN)
-        .args(["status", "--socket", &format!("@{name}")])
-        .output()
-        .expect("status");
+    let status = testkit::output_of(&mut status_command(format!("@{name}")));
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let exit = child.wait().expect("wait");
     assert!(healthy, "abstract socket never answered");
@@ -213,16 +205,10 @@ fn broken_config_names_file_line_and_reason() {
 fn status_command_is_a_liveness_probe() {
     let temp = tempfile::tempdir().expect("tempdir");
     let plugin = Plugin::start_local(temp.path());
-    let healthy = testkit::expect_success(
-        Command::new(BIN)
-            .args(["status", "--socket"])
-            .arg(&plugin.socket),
-    );
+    let healthy = testkit::expect_success(&mut status_command(&plugin.socket));
     assert!(String::from_utf8_lossy(&healthy.stdout).contains("healthz: ok"));
     testkit::expect_failure(
-        Command::new(BIN)
-            .args(["status", "--timeout", "1s", "--socket"])
-            .arg(temp.path().join("nobody.sock")),
+        status_command(temp.path().join("nobody.sock")).args(["--timeout", "1s"]),
     );
 }
 

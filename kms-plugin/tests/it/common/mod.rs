@@ -13,6 +13,7 @@ pub(crate) mod proxy;
 pub(crate) mod raw_h2;
 #[cfg(feature = "pkcs11")]
 pub(crate) mod softhsm;
+pub(crate) mod softhsm_token;
 
 use kms_config::SocketAddress;
 use kms_proto::kms_v2::key_management_service_client::KeyManagementServiceClient;
@@ -240,6 +241,13 @@ pub(crate) fn serve_command(config: &Path, env: &[(String, String)]) -> Command 
         .env_remove("AWS_SESSION_TOKEN")
         .stdin(Stdio::null())
         .stdout(Stdio::null());
+    command
+}
+
+/// `kms-plugin status --socket <socket>`: the liveness probe, not yet run.
+pub(crate) fn status_command(socket: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut command = Command::new(BIN);
+    command.args(["status", "--socket"]).arg(socket);
     command
 }
 

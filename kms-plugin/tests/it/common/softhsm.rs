@@ -41,38 +41,7 @@ impl Hsm {
     /// [`Hsm::new`] with the user PIN `pin` (in the token and in the PIN file `dir/pin`).
     pub(crate) fn with_pin(dir: &Path, pin: &str) -> Self {
         require_softhsm();
-        let tokens = dir.join("tokens");
-        fs::create_dir(&tokens).expect("token dir");
-        let conf = dir.join("softhsm2.conf");
-        fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
-                tokens.display()
-            ),
-        )
-        .expect("softhsm conf");
-        fs::write(dir.join("pin"), format!("{pin}\n")).expect("pin file");
-        // The plugin refuses a PIN file its group or others can read.
-        fs::set_permissions(
-            dir.join("pin"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .expect("pin file mode");
-        testkit::expect_success(
-            Command::new("softhsm2-util")
-                .args([
-                    "--init-token",
-                    "--free",
-                    "--label",
-                    TOKEN_LABEL,
-                    "--pin",
-                    pin,
-                    "--so-pin",
-                    SO_PIN,
-                ])
-                .env("SOFTHSM2_CONF", &conf),
-        );
+        let (conf, tokens) = super::softhsm_token::init_token(dir, TOKEN_LABEL, pin, SO_PIN);
         Self {
             dir: dir.to_owned(),
             conf,
