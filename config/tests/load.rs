@@ -49,27 +49,34 @@ fn parse_error(text: &str) -> (usize, String) {
     }
 }
 
+/// Asserts that `text` fails to parse at `line` with a reason that mentions `needle`.
+fn assert_parse_error_at(text: &str, line: usize, needle: &str) {
+    let (found, reason) = parse_error(text);
+    assert_eq!(found, line, "{text:?}: {reason}");
+    assert!(reason.contains(needle), "{text:?}: {reason}");
+}
+
 #[test]
 fn unknown_key_names_line() {
-    let (line, reason) = parse_error(
+    assert_parse_error_at(
         "socket: /tmp/k.sock\nsokcet_mode: '0600'\nbackend: { kind: local, local: { state_dir: /tmp } }\n",
+        2,
+        "sokcet_mode",
     );
-    assert_eq!(line, 2);
-    assert!(reason.contains("sokcet_mode"), "{reason}");
 }
 
 #[test]
 fn bad_values_name_line_and_reason() {
-    let (line, reason) = parse_error(
+    assert_parse_error_at(
         "socket: /tmp/k.sock\nbackend:\n  kind: local\n  local: { state_dir: /tmp }\nhealth_probe_interval: 10 parsecs\n",
+        5,
+        "unit",
     );
-    assert_eq!(line, 5);
-    assert!(reason.contains("unit"), "{reason}");
-    let (line, reason) = parse_error(
+    assert_parse_error_at(
         "socket: /tmp/k.sock\nsocket_mode: '0666'\nbackend: { kind: local, local: { state_dir: /tmp } }\n",
+        2,
+        "world-writable",
     );
-    assert_eq!(line, 2);
-    assert!(reason.contains("world-writable"), "{reason}");
     let (line, _) = parse_error("socket: /tmp/k.sock\nbackend:\n  kind: vault\n");
     assert_eq!(line, 3);
 }
@@ -156,20 +163,20 @@ fn selected_section_errors_name_line_and_field() {
             6,
         ),
     ] {
-        let (at, reason) = parse_error(yaml);
-        assert!(reason.contains(field), "{field}: {reason}");
-        assert_eq!(at, line, "{field}: {reason}");
+        assert_parse_error_at(yaml, line, field);
     }
 }
 
 #[test]
 fn unquoted_socket_mode_is_refused_with_advice_to_quote() {
     for mode in ["0o640", "600", "416"] {
-        let (line, reason) = parse_error(&format!(
-            "socket: /tmp/k.sock\nsocket_mode: {mode}\nbackend: {{ kind: local, local: {{ state_dir: /tmp }} }}\n"
-        ));
-        assert_eq!(line, 2, "{mode}: {reason}");
-        assert!(reason.contains("quote it"), "{mode}: {reason}");
+        assert_parse_error_at(
+            &format!(
+                "socket: /tmp/k.sock\nsocket_mode: {mode}\nbackend: {{ kind: local, local: {{ state_dir: /tmp }} }}\n"
+            ),
+            2,
+            "quote it",
+        );
     }
 }
 

@@ -64,6 +64,19 @@ impl Token {
         Ok(token)
     }
 
+    /// [`Token::open`], then [`Token::require_mechanism`] for each `(mechanism, name)`: a token
+    /// that cannot do what the caller needs is refused before any key is touched. Blocks.
+    pub fn open_for(
+        config: &Pkcs11Backend,
+        mechanisms: &[(MechanismType, &'static str)],
+    ) -> Result<Self, KeyStoreError> {
+        let token = Self::open(config)?;
+        for &(mechanism, name) in mechanisms {
+            token.require_mechanism(mechanism, name)?;
+        }
+        Ok(token)
+    }
+
     /// The slot holding the token labelled `self.label`, searched afresh.
     fn find_slot(&self) -> Result<Slot, KeyStoreError> {
         for slot in self.module.ctx.get_slots_with_token()? {

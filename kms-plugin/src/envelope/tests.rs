@@ -34,6 +34,16 @@ fn envelope_reporting(
     )
 }
 
+/// Decrypts what `env` or another envelope sealed, as the service would from an EncryptResponse.
+async fn open(env: &Envelope, sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
+    env.decrypt(
+        &sealed.ciphertext,
+        sealed.key_id.as_str(),
+        &sealed.annotations,
+    )
+    .await
+}
+
 /// Polls `check` every 5 ms for at most `limit`.
 async fn eventually(limit: Duration, check: impl Fn() -> bool) -> bool {
     let deadline = Instant::now() + limit;
@@ -93,10 +103,7 @@ async fn key_id_change_rotates_at_once_and_old_data_still_opens() {
     let new = env.encrypt(b"new seed").await.expect("encrypt");
     assert_eq!(new.key_id.as_str(), "root-2");
     assert_eq!(fake.wraps.load(Ordering::SeqCst), 2);
-    let opened = env
-        .decrypt(&old.ciphertext, old.key_id.as_str(), &old.annotations)
-        .await
-        .expect("old");
+    let opened = open(&env, &old).await.expect("old");
     assert_eq!(opened.as_slice(), b"old seed");
 }
 
@@ -258,12 +265,7 @@ async fn a_kek_that_fails_its_proof_is_never_used() {
     fake.corrupt.store(false, Ordering::SeqCst);
     let reader = envelope(&fake, 1000, Duration::from_secs(3600));
     for (sealed, seed) in [(&good, &b"good"[..]), (&still, &b"still"[..])] {
-        let opened = reader
-            .decrypt(
-                &sealed.ciphertext,
-                sealed.key_id.as_str(),
-                &sealed.annotations,
-            )
+        let opened = open(&reader, sealed)
             .await
             .expect("another process opens it");
         assert_eq!(opened.as_slice(), seed);
@@ -330,23 +332,11 @@ async fn cached_keks_keep_decrypting_while_the_root_key_is_down() {
     let sealed = env.encrypt(b"seed").await.expect("encrypt");
     fake.down.store(true, Ordering::SeqCst);
     assert_eq!(
-        env.decrypt(
-            &sealed.ciphertext,
-            sealed.key_id.as_str(),
-            &sealed.annotations
-        )
-        .await
-        .expect("cached")
-        .as_slice(),
+        open(&env, &sealed).await.expect("cached").as_slice(),
         b"seed"
     );
     let other = envelope(&fake, 1000, Duration::from_secs(3600));
-    let error = other
-        .decrypt(
-            &sealed.ciphertext,
-            sealed.key_id.as_str(),
-            &sealed.annotations,
-        )
+    let error = open(&other, &sealed)
         .await
         .expect_err("uncached needs the backend");
     assert!(matches!(

@@ -227,8 +227,7 @@ impl Pkcs11SigningKey {
         let workers = Workers::new(config.max_sessions);
         let config = config.clone();
         let inner = blocking(move || {
-            let token = Token::open(&config)?;
-            token.require_mechanism(MechanismType::ECDSA, "CKM_ECDSA")?;
+            let token = Token::open_for(&config, &[(MechanismType::ECDSA, "CKM_ECDSA")])?;
             let session = token.take()?;
             let found = find_key(&session, &config.key_label);
             token.give_back(session);
@@ -322,9 +321,13 @@ pub async fn generate_signing_key(
 ) -> Result<InitKeyOutcome, SigningKeyError> {
     let config = config.clone();
     blocking(move || {
-        let token = Token::open(&config)?;
-        token.require_mechanism(MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN")?;
-        token.require_mechanism(MechanismType::ECDSA, "CKM_ECDSA")?;
+        let token = Token::open_for(
+            &config,
+            &[
+                (MechanismType::ECC_KEY_PAIR_GEN, "CKM_EC_KEY_PAIR_GEN"),
+                (MechanismType::ECDSA, "CKM_ECDSA"),
+            ],
+        )?;
         let session = token.take()?;
         let label = &config.key_label;
         if let Some(found) = find_key(&session, label)? {

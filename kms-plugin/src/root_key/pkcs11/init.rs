@@ -32,9 +32,13 @@ impl InitOutcome {
 pub async fn init_root_key(config: &Pkcs11Backend) -> Result<InitOutcome, RootKeyError> {
     let config = config.clone();
     blocking(move || {
-        let token = Token::open(&config)?;
-        token.require_mechanism(MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN")?;
-        token.require_mechanism(MechanismType::AES_GCM, "CKM_AES_GCM")?;
+        let token = Token::open_for(
+            &config,
+            &[
+                (MechanismType::AES_KEY_GEN, "CKM_AES_KEY_GEN"),
+                (MechanismType::AES_GCM, "CKM_AES_GCM"),
+            ],
+        )?;
         let session = token.take()?;
         let existing = keys::list(&session, &config.key_label)?;
         if let Some(primary) = existing.primary() {

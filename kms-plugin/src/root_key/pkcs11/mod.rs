@@ -188,8 +188,7 @@ impl Pkcs11RootKey {
 async fn open_inner(config: &Pkcs11Backend) -> Result<Inner, RootKeyError> {
     let config = config.clone();
     blocking(move || {
-        let token = Token::open(&config)?;
-        token.require_mechanism(MechanismType::AES_GCM, "CKM_AES_GCM")?;
+        let token = Token::open_for(&config, &[(MechanismType::AES_GCM, "CKM_AES_GCM")])?;
         let session = token.take()?;
         let current = Current::new(keys::list(&session, &config.key_label)?, &config.key_label)?;
         token.give_back(session);
