@@ -46,7 +46,15 @@ fn missing_leaves_are_reported_not_faked() {
     ] {
         assert!(err.contains(f), "{f} must be reported: {err}");
     }
+    assert!(
+        err.contains("sa.key"),
+        "the SA key pair must be reported: {err}"
+    );
     assert!(!c.path("ca.key").exists(), "no CA key invented");
+    assert!(
+        !c.path("sa.key").exists() && !c.path("sa.pub").exists(),
+        "no SA key pair generated in external CA mode (kubeadm generates none)"
+    );
     assert!(
         !c.path("apiserver.crt").exists(),
         "no leaf faked for the external CA"
