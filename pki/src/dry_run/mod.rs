@@ -246,3 +246,79 @@ impl Drop for Scratch {
         let _ = fs::remove_dir_all(&self.root);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Result<(tempfile::TempDir, Layout)> {
+        let tmp = tempfile::tempdir().map_err(|e| Error::io("tempdir", e))?;
+        let layout = Layout::new(tmp.path().join("pki"), tmp.path());
+        crate::store::write_atomic(&layout.cert_dir.join("etcd/ca.crt"), b"etcd", 0o644)?;
+        crate::store::write_atomic(&tmp.path().join("admin.conf"), b"admin", 0o600)?;
+        crate::store::write_atomic(&tmp.path().join("manifests/kcm.yaml"), b"kcm", 0o600)?;
+        Ok((tmp, layout))
+    }
+
+    #[test]
+    fn paths_map_into_the_copy_and_never_out_of_it() -> Result<()> {
+        let (tmp, layout) = cluster()?;
+        let mut s = Scratch::new(&layout)?;
+        let manifests = tmp.path().join("manifests");
+        let copy = s.copy_dir(&manifests)?;
+        assert_eq!(s.copy_dir(&manifests)?, copy, "one copy per directory");
+        let into = |p: &Path| s.scratch_path(p);
+        assert_eq!(
+            into(&layout.cert_dir.join("etcd/ca.crt")),
+            Some(s.layout.cert_dir.join("etcd/ca.crt"))
+        );
+        assert_eq!(
+            into(&manifests.join("kcm.yaml")),
+            Some(copy.join("kcm.yaml"))
+        );
+        assert_eq!(
+            into(&tmp.path().join("admin.conf")),
+            Some(s.layout.kubeconfig_dir.join("admin.conf"))
+        );
+        // Not copied (a sub-directory of the kubeconfig dir), or leading out of the copy.
+        assert_eq!(into(&tmp.path().join("other/x.conf")), None);
+        assert_eq!(into(&layout.cert_dir.join("../../x")), None);
+        assert_eq!(into(Path::new("/etc/passwd")), None);
+        assert!(!s.contains(&s.layout.cert_dir.join("../../x")));
+        assert!(s.contains(&copy.join("kcm.yaml")));
+        let export = s.redirect_file(&tmp.path().join("out/shared"))?;
+        assert_eq!(s.original_path(&export), tmp.path().join("out/shared"));
+        let text = format!(
+            "{} and {}",
+            copy.join("kcm.yaml").display(),
+            export.display()
+        );
+        assert_eq!(
+            s.to_original(&text),
+            format!(
+                "{} and {}",
+                manifests.join("kcm.yaml").display(),
+                tmp.path().join("out/shared").display()
+            )
+        );
+        std::fs::write(copy.join("kcm.yaml"), b"edited").map_err(|e| Error::io("kcm", e))?;
+        std::fs::write(&export, b"x").map_err(|e| Error::io("export", e))?;
+        assert_eq!(
+            s.changes()?,
+            [
+                Change::Modify(manifests.join("kcm.yaml")),
+                Change::Create(tmp.path().join("out/shared"))
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_linked_directory_in_the_cert_dir_is_refused() -> Result<()> {
+        let (tmp, layout) = cluster()?;
+        std::os::unix::fs::symlink(tmp.path().join("manifests"), layout.cert_dir.join("linked"))
+            .map_err(|e| Error::io("symlink", e))?;
+        assert!(matches!(Scratch::new(&layout), Err(Error::Invalid { .. })));
+        Ok(())
+    }
+}
