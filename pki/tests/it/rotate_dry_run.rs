@@ -140,9 +140,7 @@ fn refused_alike(c: &Cluster, t: T, phase: &str, extra: &[&str]) -> String {
 
 #[test]
 fn ca_dry_runs_predict_every_phase_and_write_nothing() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
-    let manifests = write_manifests(&c);
+    let (c, manifests) = initialized_with_manifests();
     let m = manifests.to_string_lossy().into_owned();
     let kcm = "manifests/kube-controller-manager.yaml";
 
