@@ -297,3 +297,34 @@ fn a_running_command_refuses_the_dry_run_as_it_refuses_the_phase() {
     assert!(err.contains("another `pki` command is running"), "{err}");
     assert_eq!(String::from_utf8_lossy(&dry.stderr), err);
 }
+
+#[test]
+fn a_recorded_path_outside_the_copy_refuses_the_dry_run() {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    ok(&rotate(&c, T::Ca, "start", &[]));
+    // The `start` backup names the kubeconfigs of the root; an abort told of another kubeconfig
+    // dir would restore files the copy does not hold: refused, nothing written.
+    let other = c.root().join("elsewhere");
+    std::fs::create_dir(&other).unwrap();
+    let before = everything(c.root());
+    let args: Vec<String> = ["rotate", "ca", "abort", "--dry-run", "--cert-dir"]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([
+            c.pki().display().to_string(),
+            "--kubeconfig-dir".into(),
+            other.display().to_string(),
+        ])
+        .collect();
+    let err = fails(&run(&args));
+    assert!(
+        err.contains("outside the directories a dry run copies"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&c.conf("admin.conf").display().to_string()),
+        "{err}"
+    );
+    assert!(before == everything(c.root()), "the refused dry run wrote");
+}
