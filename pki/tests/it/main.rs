@@ -19,6 +19,7 @@ mod kubeadm_versions;
 mod kubelet;
 mod renew;
 mod rotate_crash;
+mod rotate_dry_run;
 mod rotate_etcd;
 mod rotate_ha;
 mod rotate_phases;

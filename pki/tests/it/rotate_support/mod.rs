@@ -297,6 +297,14 @@ pub(crate) fn write_manifests(c: &Cluster) -> PathBuf {
     dir
 }
 
+/// A cluster after `init`, with kubeadm-shaped manifests in `<root>/manifests` (returned).
+pub(crate) fn initialized_with_manifests() -> (Cluster, PathBuf) {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    let manifests = write_manifests(&c);
+    (c, manifests)
+}
+
 /// Copies leaves (crt + key) of a target into `<root>/kept/<label>/`, to test old credentials
 /// after they were replaced.
 pub(crate) fn keep(c: &Cluster, label: &str, bases: &[&str]) -> PathBuf {
