@@ -30,6 +30,7 @@ pub(super) fn map_error(
             path: path(&p),
             ca: path(&ca),
         },
+        Error::ExternalSaKey { path: p } => Error::ExternalSaKey { path: path(&p) },
         Error::CaKeyMissing { ca, key } => Error::CaKeyMissing {
             ca: path(&ca),
             key: path(&key),
