@@ -112,20 +112,7 @@ pub fn render_named(
     cert: &Cert,
     key: &PrivateKey,
 ) -> Result<Zeroizing<String>> {
-    let credentials = User {
-        client_certificate_data: Some(STANDARD.encode(cert.pem())),
-        client_key_data: Some(STANDARD.encode(key.pem())),
-        client_certificate: None,
-        client_key: None,
-    };
-    to_yaml(&single_context(
-        cluster,
-        server,
-        Some(ca_pem),
-        user,
-        user,
-        credentials,
-    ))
+    render_embedded(cluster, server, Some(ca_pem), user, Some(cert), key)
 }
 
 /// Renders a kubeconfig whose client certificate and key are read from `client_pem` (one file
@@ -201,8 +188,21 @@ pub fn render_key_only(
     user: &str,
     key: &PrivateKey,
 ) -> Result<Zeroizing<String>> {
+    render_embedded(cluster, server, None, user, None, key)
+}
+
+/// A kubeconfig of one cluster and one user named `user` whose key (and certificate, when
+/// given) is embedded; the CA data is embedded when given.
+fn render_embedded(
+    cluster: &str,
+    server: &str,
+    ca_pem: Option<&str>,
+    user: &str,
+    cert: Option<&Cert>,
+    key: &PrivateKey,
+) -> Result<Zeroizing<String>> {
     let credentials = User {
-        client_certificate_data: None,
+        client_certificate_data: cert.map(|cert| STANDARD.encode(cert.pem())),
         client_key_data: Some(STANDARD.encode(key.pem())),
         client_certificate: None,
         client_key: None,
@@ -210,7 +210,7 @@ pub fn render_key_only(
     to_yaml(&single_context(
         cluster,
         server,
-        None,
+        ca_pem,
         user,
         user,
         credentials,

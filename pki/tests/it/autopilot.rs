@@ -157,8 +157,7 @@ fn one_pass_renews_every_due_leaf_and_kubeconfig_and_nothing_else() {
 
 #[test]
 fn a_certificate_with_most_of_its_life_left_is_not_renewed_and_the_threshold_is_configurable() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let out = ok(&autopilot(&c, &[]));
     assert!(out.contains("nothing is due for renewal"), "{out}");
     // 1y certificates: with less than 400 days asked for, everything is due.

@@ -24,12 +24,7 @@ fn make_csr(dir: &Path, name: &str, key: &str, subj: &str, addext: &[&str]) -> P
     for e in addext {
         args.extend(["-addext", e]);
     }
-    let out = openssl(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    openssl_ok(&args);
     csr
 }
 
@@ -45,12 +40,6 @@ fn sign(c: &Cluster, signer: &str, csr: &Path, extra: &[&str]) -> std::process::
     c.cmd(&args)
 }
 
-fn cluster() -> Cluster {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
-    c
-}
-
 fn save(c: &Cluster, pem: &str, name: &str) -> PathBuf {
     let p = c.root().join(name);
     std::fs::write(&p, pem).unwrap();
@@ -63,7 +52,7 @@ const API_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
 
 #[test]
 fn kubelet_client_csr() {
-    let c = cluster();
+    let c = Cluster::initialized();
     let d = c.root();
     let good = make_csr(
         d,
@@ -144,7 +133,7 @@ fn kubelet_client_csr() {
 
 #[test]
 fn kubelet_serving_csr() {
-    let c = cluster();
+    let c = Cluster::initialized();
     let d = c.root();
     let good = make_csr(
         d,
@@ -240,7 +229,7 @@ fn kubelet_serving_csr() {
 
 #[test]
 fn apiserver_client_csr_and_bad_input() {
-    let c = cluster();
+    let c = Cluster::initialized();
     let d = c.root();
     let good = make_csr(d, "jane", "rsa", "/O=dev/O=ops/CN=jane", &[]);
     let crt = save(
@@ -319,7 +308,7 @@ fn apiserver_client_csr_and_bad_input() {
     // A P-384 key whose CSR is signed with SHA-256: the certificate must carry the P-384 key.
     let p384 = d.join("p384.csr");
     let k384 = d.join("p384.key");
-    let out = openssl(&[
+    openssl_ok(&[
         "req",
         "-new",
         "-nodes",
@@ -335,7 +324,6 @@ fn apiserver_client_csr_and_bad_input() {
         "-out",
         p384.to_str().unwrap(),
     ]);
-    assert!(out.status.success());
     let crt = save(&c, &ok(&sign(&c, API_CLIENT, &p384, &[])), "bob.crt");
     openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
     assert_eq!(openssl_pubkey_of_cert(&crt), openssl_pubkey_of_key(&k384));

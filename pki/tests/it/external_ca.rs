@@ -12,28 +12,7 @@ fn missing_leaves_are_reported_not_faked() {
     // An operator-provided CA made with openssl; its key stays elsewhere.
     let keydir = tempfile::tempdir().unwrap();
     let key = keydir.path().join("ca.key");
-    let out = openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        c.path("ca.crt").to_str().unwrap(),
-        "-days",
-        "30",
-        "-subj",
-        "/CN=corp-k8s-ca",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    openssl_ca(&key, &c.path("ca.crt"), "/CN=corp-k8s-ca", "30", &[]);
     let ca_before = std::fs::read(c.path("ca.crt")).unwrap();
 
     let err = fails(&c.init(&[]));
@@ -62,8 +41,7 @@ fn missing_leaves_are_reported_not_faked() {
 
 #[test]
 fn existing_leaves_are_checked_against_the_external_ca() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     // Move the CA key away: now the cluster CA is external.
     std::fs::remove_file(c.path("ca.key")).unwrap();
     let out = ok(&c.init(&[]));
@@ -100,8 +78,7 @@ fn existing_leaves_are_checked_against_the_external_ca() {
     );
     assert_eq!(std::fs::read(c.path("apiserver.crt")).unwrap(), api_before);
     // A leaf that does not chain to the external CA is refused.
-    let other = Cluster::new();
-    ok(&other.init(&[]));
+    let other = Cluster::initialized();
     std::fs::copy(other.path("apiserver.crt"), c.path("apiserver.crt")).unwrap();
     std::fs::copy(other.path("apiserver.key"), c.path("apiserver.key")).unwrap();
     let err = fails(&c.init(&[]));

@@ -297,8 +297,7 @@ fn snapshot(c: &Cluster) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn second_init_keeps_every_file_byte_identical() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let before = snapshot(&c);
     assert_eq!(before.len(), 27, "{:?}", before.keys().collect::<Vec<_>>());
     let out = ok(&c.init(&[]));
@@ -312,8 +311,7 @@ fn second_init_keeps_every_file_byte_identical() {
 
 #[test]
 fn rerun_completes_an_interrupted_run() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     // Simulate a kill after the key of a leaf was written but before its certificate, a
     // leftover temp file, and a kill before a kubeconfig was written.
     std::fs::remove_file(c.path("apiserver.crt")).unwrap();
@@ -330,11 +328,7 @@ fn rerun_completes_an_interrupted_run() {
         openssl_pubkey_of_key(&c.path("apiserver.key")),
         openssl_pubkey_of_cert(&c.path("apiserver.crt"))
     );
-    openssl_verify(
-        &c.path("ca.crt"),
-        &c.path("apiserver.crt"),
-        Some("sslserver"),
-    );
+    c.verify_apiserver();
     assert!(c.conf("scheduler.conf").exists());
     assert!(
         !c.pki().join(".apiserver.crt.tmp-1-1").exists(),
@@ -377,11 +371,7 @@ fn dual_stack_endpoint_and_extra_sans() {
         kubeconfig(&c.conf("admin.conf")).server,
         "https://cp.example.com:8443"
     );
-    openssl_verify(
-        &c.path("ca.crt"),
-        &c.path("apiserver.crt"),
-        Some("sslserver"),
-    );
+    c.verify_apiserver();
 }
 
 #[test]
@@ -409,11 +399,7 @@ fn ipv6_advertise_address() {
         kubeconfig(&c.conf("admin.conf")).server,
         "https://[fd00::10]:6443"
     );
-    openssl_verify(
-        &c.path("ca.crt"),
-        &c.path("apiserver.crt"),
-        Some("sslserver"),
-    );
+    c.verify_apiserver();
 }
 
 /// The one RSA run (RSA key generation is slow in debug builds): default algorithm is RSA-2048.
@@ -436,16 +422,8 @@ fn default_algorithm_is_rsa_2048() {
             v.key_bits
         );
     }
-    openssl_verify(
-        &c.path("ca.crt"),
-        &c.path("apiserver.crt"),
-        Some("sslserver"),
-    );
-    openssl_verify(
-        &c.path("etcd/ca.crt"),
-        &c.path("etcd/peer.crt"),
-        Some("sslclient"),
-    );
+    c.verify_apiserver();
+    c.verify("etcd/peer", "etcd/ca", Some("sslclient"));
     let sa = openssl(&[
         "pkey",
         "-in",
@@ -520,16 +498,8 @@ fn killed_runs_leave_complete_files_and_a_rerun_completes() {
         let all = snapshot(&c);
         assert_eq!(all.len(), 27, "after rerun (kill at {delay_ms}ms)");
         assert!(all.keys().all(|p| !p.contains(".tmp-")), "temp files left");
-        openssl_verify(
-            &c.path("ca.crt"),
-            &c.path("apiserver.crt"),
-            Some("sslserver"),
-        );
-        openssl_verify(
-            &c.path("etcd/ca.crt"),
-            &c.path("etcd/peer.crt"),
-            Some("sslserver"),
-        );
+        c.verify_apiserver();
+        c.verify("etcd/peer", "etcd/ca", Some("sslserver"));
     }
 }
 
@@ -539,26 +509,20 @@ fn killed_runs_leave_complete_files_and_a_rerun_completes() {
 fn accepts_an_openssl_made_set() {
     let c = Cluster::new();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/openssl-issue.sh");
-    let out = std::process::Command::new("bash")
-        .arg(script)
-        .arg("ECDSA-P256")
-        .arg(c.root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    testkit::expect_success(
+        std::process::Command::new("bash")
+            .arg(script)
+            .arg("ECDSA-P256")
+            .arg(c.root()),
     );
     let key = c.path("apiserver.key");
-    let sec1 = openssl(&[
+    openssl_ok(&[
         "ec",
         "-in",
         key.to_str().unwrap(),
         "-out",
         key.to_str().unwrap(),
     ]);
-    assert!(sec1.status.success());
     assert!(
         std::fs::read_to_string(&key)
             .unwrap()
@@ -570,11 +534,7 @@ fn accepts_an_openssl_made_set() {
     assert_eq!(before, snapshot(&c));
     ok(&c.cmd(&["check-expiration", "--fail-within", "300d"]));
     ok(&c.cmd(&["renew", "apiserver"]));
-    openssl_verify(
-        &c.path("ca.crt"),
-        &c.path("apiserver.crt"),
-        Some("sslserver"),
-    );
+    c.verify_apiserver();
 }
 
 /// Two runs at once on the same directories serialize on the directory lock: both succeed and
@@ -599,11 +559,7 @@ fn concurrent_runs_do_not_interfere() {
         ("etcd/server", "etcd/ca"),
         ("front-proxy-client", "front-proxy-ca"),
     ] {
-        openssl_verify(
-            &c.path(&format!("{ca}.crt")),
-            &c.path(&format!("{leaf}.crt")),
-            None,
-        );
+        c.verify(leaf, ca, None);
         assert_eq!(
             openssl_pubkey_of_key(&c.path(&format!("{leaf}.key"))),
             openssl_pubkey_of_cert(&c.path(&format!("{leaf}.crt")))

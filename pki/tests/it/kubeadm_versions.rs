@@ -62,7 +62,7 @@ fn cert_file(c: &Cluster, rel: &str) -> std::path::PathBuf {
 
 /// O values of a certificate through `openssl x509 -subject` (RFC 2253 order reversed).
 fn openssl_orgs(cert: &Path) -> Vec<String> {
-    let out = openssl(&[
+    let out = openssl_ok(&[
         "x509",
         "-in",
         cert.to_str().unwrap(),
@@ -71,7 +71,6 @@ fn openssl_orgs(cert: &Path) -> Vec<String> {
         "-nameopt",
         "sep_multiline,sname",
     ]);
-    assert!(out.status.success());
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -100,16 +99,11 @@ print(json.dumps(out))
 
 /// Subjects (CN, O, DNS SANs) of certificates through Python `cryptography`.
 fn python_subjects(paths: &[std::path::PathBuf]) -> serde_json::Value {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(PY_SUBJECTS)
-        .args(paths)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = testkit::expect_success(
+        Command::new("python3")
+            .arg("-c")
+            .arg(PY_SUBJECTS)
+            .args(paths),
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -171,8 +165,7 @@ fn unsupported_versions_are_refused() {
         assert!(err.contains("supported: v1.28 to v1.37"), "{v}: {err}");
         assert!(!c.pki().exists(), "{v}: nothing written");
     }
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let err = fails(&c.cmd(&["renew", "all", "--kubernetes-version", "v1.20"]));
     assert!(err.contains("supported"), "{err}");
     let yaml = "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: v1.26.0\n";
@@ -188,8 +181,7 @@ fn unsupported_versions_are_refused() {
 
 #[test]
 fn every_ca_carries_its_cn_as_dns_san() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let cas = [
         ("pki/ca.crt", "kubernetes"),
         ("pki/front-proxy-ca.crt", "front-proxy-ca"),
@@ -302,8 +294,7 @@ discovery:
     ok(&j.cmd(&["check-expiration", "--fail-on-missing"]));
 
     // The init node still alerts when its super-admin.conf goes missing.
-    let i = Cluster::new();
-    ok(&i.init(&[]));
+    let i = Cluster::initialized();
     std::fs::remove_file(i.conf("super-admin.conf")).unwrap();
     let out = i.cmd(&["check-expiration", "--fail-on-missing"]);
     assert_eq!(out.status.code(), Some(3));
@@ -416,29 +407,13 @@ const KUBEADM_FIELDS: &[&str] = &[
 
 #[test]
 fn check_expiration_json_and_yaml_have_kubeadms_shape_and_rows() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     std::fs::remove_file(c.path("front-proxy-client.crt")).unwrap();
     let json = check_json(&c);
     assert_eq!(json["apiVersion"], "output.kubeadm.k8s.io/v1alpha3");
     assert_eq!(json["kind"], "CertificateExpirationInfo");
     // kubeadm's rows, sorted by name: leaves + the kubeconfigs kubeadm renews (no kubelet.conf).
-    assert_eq!(
-        names(&json, "certificates"),
-        [
-            "admin.conf",
-            "apiserver",
-            "apiserver-etcd-client",
-            "apiserver-kubelet-client",
-            "controller-manager.conf",
-            "etcd-healthcheck-client",
-            "etcd-peer",
-            "etcd-server",
-            "front-proxy-client",
-            "scheduler.conf",
-            "super-admin.conf",
-        ]
-    );
+    assert_eq!(names(&json, "certificates"), EXPIRATION_NAMES);
     assert_eq!(
         names(&json, "certificateAuthorities"),
         ["ca", "etcd-ca", "front-proxy-ca"]
@@ -565,17 +540,12 @@ fn renewing_a_kubeconfig_keeps_every_other_field() {
             .orgs
             .is_empty()
     );
-    openssl_verify(
-        &c.path("ca.crt"),
-        &c.path("apiserver-kubelet-client.crt"),
-        Some("sslclient"),
-    );
+    c.verify("apiserver-kubelet-client", "ca", Some("sslclient"));
 }
 
 #[test]
 fn kubelet_takes_a_supported_version_only() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let out_dir = c.root().join("kubelet-pki");
     let base = [
         "kubelet",

@@ -7,8 +7,7 @@ use common::*;
 
 #[test]
 fn kubelet_credentials_for_a_node() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let out_dir = c.root().join("kubelet-pki");
     let node_conf_dir = c.root().join("node");
     let mut args: Vec<String> = vec![
@@ -140,8 +139,7 @@ fn kubelet_server_defaults_to_admin_conf() {
 
 #[test]
 fn another_node_never_gets_this_hosts_kubelet_dir() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let before = std::fs::read(c.conf("kubelet.conf")).unwrap();
     // Without --out-dir the files would land in /var/lib/kubelet/pki: refused for another node.
     let mut args: Vec<String> = vec![
@@ -260,8 +258,7 @@ fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>, u32)> {
 
 #[test]
 fn dry_run_leaves_every_byte_in_place() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let out_dir = c.root().join("kp");
     let args = |extra: &[&str]| {
         let mut v: Vec<String> = vec![

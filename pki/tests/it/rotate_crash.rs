@@ -66,8 +66,7 @@ fn run_with_crashes(c: &Cluster, t: T, phase: &str, extra: &[&str]) -> usize {
 
 #[test]
 fn every_phase_survives_a_crash_after_any_step() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let manifests = write_manifests(&c);
     let m = manifests.to_string_lossy().into_owned();
     for t in [T::Ca, T::Etcd, T::FrontProxy, T::Sa] {
@@ -118,8 +117,7 @@ fn walk_temps(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn abort_restores_byte_identical_files() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let manifests = write_manifests(&c);
     let m = manifests.to_string_lossy().into_owned();
     // Unusual but legal modes must come back too.
@@ -219,8 +217,7 @@ impl Rng {
 
 #[test]
 fn sigkill_at_random_moments_then_rerun() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let manifests = write_manifests(&c);
     let m = manifests.to_string_lossy().into_owned();
     let mut rng = Rng::new();
@@ -261,8 +258,7 @@ fn sigkill_at_random_moments_then_rerun() {
 
 #[test]
 fn a_second_concurrent_rotate_is_refused_at_once() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let before = snapshot(&c);
     // The lock another `pki rotate` holds while it runs (flock on the cert dir).
     let held = durable::lock_dir(&c.path(""), durable::LockWait::Try).unwrap();

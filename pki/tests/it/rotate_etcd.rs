@@ -158,8 +158,7 @@ impl Drop for Etcd {
 
 #[test]
 fn etcd_keeps_serving_the_apiserver_client_through_an_etcd_ca_rotation() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let ca = c.path("etcd/ca.crt");
     let old = keep(&c, "old", &["apiserver-etcd-client"]);
     let (old_crt, old_key) = (

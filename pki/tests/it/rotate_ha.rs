@@ -183,11 +183,7 @@ fn etcd_ca_rotation_across_three_nodes_with_export_and_join() {
         assert_eq!(status(c, T::Etcd)["rotation"]["phase"], "finish");
         for (leaf, purposes) in T::Etcd.leaves() {
             for p in *purposes {
-                openssl_verify(
-                    &c.path("etcd/ca.crt"),
-                    &c.path(&format!("{leaf}.crt")),
-                    Some(p),
-                );
+                c.verify(leaf, "etcd/ca", Some(p));
             }
         }
         assert_own_identity(c, n, "etcd/server");
@@ -266,11 +262,7 @@ fn ca_rotation_keeps_each_nodes_identity() {
     for (i, c) in nodes.iter().enumerate() {
         let n = i + 1;
         assert_eq!(read(&c.path("ca.crt")), ca, "cp-{n}");
-        openssl_verify(
-            &c.path("ca.crt"),
-            &c.path("apiserver.crt"),
-            Some("sslserver"),
-        );
+        c.verify_apiserver();
         assert_own_identity(c, n, "apiserver");
         let (crt, ca_data) = kubeconfig_files(c, "kubelet.conf");
         assert_eq!(view_pem(&read(&crt)).cn, format!("system:node:cp-{n}"));
@@ -281,8 +273,7 @@ fn ca_rotation_keeps_each_nodes_identity() {
 
 #[test]
 fn printed_sequences_gate_phases_and_never_copy_node_material() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     for t in [T::Etcd, T::Ca, T::FrontProxy, T::Sa] {
         let mut all = String::new();
         for phase in ["start", "switch", "finish"] {

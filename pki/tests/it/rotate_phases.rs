@@ -10,8 +10,7 @@ use rotate_support::*;
 
 #[test]
 fn ca_rotation_keeps_every_leaf_verifiable_and_restores_the_manifest() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let manifests = write_manifests(&c);
     let m = manifests.to_string_lossy().into_owned();
     let kcm = manifests.join("kube-controller-manager.yaml");
@@ -159,8 +158,7 @@ fn ca_rotation_keeps_every_leaf_verifiable_and_restores_the_manifest() {
 
 #[test]
 fn front_proxy_and_etcd_rotations() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     for t in [T::FrontProxy, T::Etcd] {
         let ca_before = read(&c.path("ca.crt"));
         let bases: Vec<&str> = t.leaves().iter().map(|(b, _)| *b).collect();
@@ -215,8 +213,7 @@ fn kid(spki: &[u8]) -> String {
 
 #[test]
 fn sa_rotation_publishes_switches_and_waits_for_tokens() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let old_key = read(&c.path("sa.key"));
     let old_pub = public_keys(&read(&c.path("sa.pub")));
     ok(&rotate(&c, T::Sa, "start", &[]));
@@ -298,8 +295,7 @@ fn sa_rotation_publishes_switches_and_waits_for_tokens() {
 
 #[test]
 fn phases_out_of_order_and_concurrent_rotations_are_refused() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let err = fails(&rotate(&c, T::Ca, "switch", &[]));
     assert!(err.contains("run `pki rotate ca start` first"), "{err}");
     let err = fails(&rotate(&c, T::Etcd, "finish", &[]));
@@ -390,8 +386,7 @@ fn phases_out_of_order_and_concurrent_rotations_are_refused() {
 
 #[test]
 fn other_subcommands_keep_the_bundle_mid_rotation() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     ok(&rotate(&c, T::Ca, "start", &[]));
     // renew re-embeds the whole ca.crt (old+new), not just the signing CA.
     ok(&c.cmd(&["renew", "admin.conf", "apiserver"]));

@@ -11,8 +11,7 @@ fn copy(from: &std::path::Path, to: &std::path::Path) {
 
 #[test]
 fn ca_that_is_not_a_ca() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     copy(
         &c.path("front-proxy-client.crt"),
         &c.path("front-proxy-ca.crt"),
@@ -45,8 +44,7 @@ fn leaf_not_signed_by_its_ca() {
 
 #[test]
 fn leaf_missing_a_required_san() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let err = fails(&c.init(&["--apiserver-cert-extra-sans", "new.example.com,10.1.2.3"]));
     assert!(err.contains("apiserver.crt"), "{err}");
     assert!(
@@ -69,8 +67,7 @@ fn leaf_missing_a_required_san() {
 
 #[test]
 fn key_that_does_not_match_its_certificate() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     copy(
         &c.path("apiserver-kubelet-client.key"),
         &c.path("apiserver.key"),
@@ -81,8 +78,7 @@ fn key_that_does_not_match_its_certificate() {
         "{err}"
     );
     // Same for a CA.
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     copy(&c.path("apiserver.key"), &c.path("ca.key"));
     let err = fails(&c.init(&[]));
     assert!(
@@ -104,8 +100,7 @@ fn kubeconfig_with_a_foreign_ca_or_key() {
 
 #[test]
 fn garbage_files_are_named() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     std::fs::write(c.path("etcd/server.crt"), "not a certificate").unwrap();
     let err = fails(&c.init(&[]));
     assert!(err.contains("etcd/server.crt"), "{err}");
@@ -114,8 +109,7 @@ fn garbage_files_are_named() {
 #[test]
 fn too_open_key_modes_are_reported() {
     use std::os::unix::fs::PermissionsExt;
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     std::fs::set_permissions(
         c.path("etcd/peer.key"),
         std::fs::Permissions::from_mode(0o644),
@@ -135,8 +129,7 @@ fn too_open_key_modes_are_reported() {
 
 #[test]
 fn leaf_without_its_extended_key_usage() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     // A client certificate in the place of the etcd server certificate (right CA, no serverAuth).
     copy(
         &c.path("etcd/healthcheck-client.crt"),
