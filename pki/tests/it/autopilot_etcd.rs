@@ -3,22 +3,14 @@
 //! changes, as the kubelet does. Certificates are issued for two hours, so every leaf is due.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
+use crate::etcd_support::{self, ClientTls};
 use crate::rotate_support::snapshot;
 use crate::static_pod::Supervisor;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// etcd's static pod manifest as kubeadm writes it, with this test's paths and ports.
 fn etcd_manifest(pki: &Path, data: &Path, client: u16, peer: u16) -> String {
@@ -101,36 +93,21 @@ impl Member {
 
     /// POST to etcd's gateway with the current healthcheck client certificate.
     fn post(&self, path: &str, body: &str) -> Result<String, String> {
-        let out = Command::new("curl")
-            .args(["-sS", "--fail", "--max-time", "5", "--cacert"])
-            .arg(self.c.path("etcd/ca.crt"))
-            .arg("--cert")
-            .arg(self.c.path("etcd/healthcheck-client.crt"))
-            .arg("--key")
-            .arg(self.c.path("etcd/healthcheck-client.key"))
-            .args(["-X", "POST", "-d", body])
-            .arg(format!("https://127.0.0.1:{}{path}", self.client))
-            .output()
-            .unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        let tls = ClientTls {
+            ca: &self.c.path("etcd/ca.crt"),
+            crt: &self.c.path("etcd/healthcheck-client.crt"),
+            key: &self.c.path("etcd/healthcheck-client.key"),
+        };
+        let url = format!("https://127.0.0.1:{}{path}", self.client);
+        etcd_support::post(&tls, &url, body)
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.post("/v3/kv/range", r#"{"key":"Zm9v"}"#) {
-                Ok(_) => return,
-                Err(e) if Instant::now() > deadline => panic!(
-                    "etcd not ready: {e}\n{}",
-                    std::fs::read_to_string(self.c.root().join("etcd.log")).unwrap_or_default()
-                ),
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
+        etcd_support::wait_ready(
+            Duration::from_secs(30),
+            &self.c.root().join("etcd.log"),
+            || self.post("/v3/kv/range", r#"{"key":"Zm9v"}"#),
+        );
     }
 
     /// The value of `foo` (base64 `YmFy` = `bar`) must still be there.

@@ -318,8 +318,9 @@ fn printed_sequences_gate_phases_and_never_copy_node_material() {
 /// Three real etcd members (one per node, client and peer TLS from that node's files, as
 /// kubeadm's manifest), restarted one at a time after each node's phase.
 mod members {
-    use crate::common::etcd_tls_args;
-    use std::process::{Child, Command, Stdio};
+    use crate::common::{free_port, terminate};
+    use crate::etcd_support::spawn_etcd;
+    use std::process::{Child, Command};
     use std::time::{Duration, Instant};
 
     pub(super) struct Member {
@@ -331,14 +332,6 @@ mod members {
         pub(super) data: std::path::PathBuf,
     }
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     pub(super) fn ports() -> Vec<(u16, u16)> {
         (0..3).map(|_| (free_port(), free_port())).collect()
     }
@@ -348,55 +341,25 @@ mod members {
             let ip = format!("127.0.1.{}", self.n);
             let client = format!("https://{ip}:{}", self.port);
             let peer = format!("https://{ip}:{peer_port}");
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.data.with_extension("log"))
-                .unwrap();
-            let child = Command::new("etcd")
-                .args(["--name", &format!("cp-{}", self.n), "--data-dir"])
-                .arg(&self.data)
-                .args([
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peer,
-                    "--initial-advertise-peer-urls",
-                    &peer,
-                ])
-                .args([
+            self.child = Some(spawn_etcd(
+                &format!("cp-{}", self.n),
+                &self.data,
+                &client,
+                &peer,
+                &[
                     "--initial-cluster",
                     &self.cluster,
                     "--initial-cluster-state",
                     "new",
-                ])
-                .args(etcd_tls_args(&self.pki))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("etcd");
-            self.child = Some(child);
+                ],
+                &self.pki,
+                &self.data.with_extension("log"),
+            ));
         }
 
         pub(super) fn stop(&mut self) {
-            if let Some(mut c) = self.child.take() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &c.id().to_string()])
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = c.try_wait() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = c.kill();
-                let _ = c.wait();
+            if let Some(c) = self.child.take() {
+                terminate(c);
             }
         }
 
