@@ -218,7 +218,7 @@ fn render_embedded(
 }
 
 /// The YAML text of a kubeconfig holding credentials, wiped on drop.
-fn to_yaml(config: &Config) -> Result<Zeroizing<String>> {
+fn to_yaml(config: &impl serde::Serialize) -> Result<Zeroizing<String>> {
     serde_yaml_ng::to_string(config)
         .map(Zeroizing::new)
         .map_err(|e| Error::Render {
@@ -324,22 +324,9 @@ pub fn rewrite_embedded(
     use serde_yaml_ng::Value;
     let mut doc: Value = serde_yaml_ng::from_str(text).map_err(|e| Error::parse(path, e))?;
     let ca_key = Value::from("certificate-authority-data");
-    let context = current_context(&doc);
-    let cluster_name = context
-        .and_then(|c| c.get("cluster"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let clusters = doc
-        .get_mut("clusters")
-        .and_then(Value::as_sequence_mut)
-        .ok_or_else(|| Error::parse(path, "no clusters"))?;
     // Only the current context's cluster: other clusters of the file belong to someone else.
-    let cluster = match &cluster_name {
-        Some(n) => clusters
-            .iter_mut()
-            .find(|c| c.get("name").and_then(Value::as_str) == Some(n.as_str())),
-        None => clusters.first_mut(),
-    };
+    let cluster_name = context_field(&doc, "cluster");
+    let cluster = named_entry(&mut doc, "clusters", cluster_name.as_deref(), path)?;
     if let Some(m) = cluster
         .and_then(|c| c.get_mut("cluster"))
         .and_then(Value::as_mapping_mut)
@@ -348,36 +335,11 @@ pub fn rewrite_embedded(
         m.insert(ca_key.clone(), Value::from(STANDARD.encode(ca_pem)));
     }
     if let Some((cert, key)) = client {
-        let current = doc
-            .get("current-context")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let user_name = doc
-            .get("contexts")
-            .and_then(Value::as_sequence)
-            .and_then(|s| {
-                s.iter()
-                    .find(|c| c.get("name").and_then(Value::as_str) == Some(current.as_str()))
-                    .or_else(|| s.first())
-            })
-            .and_then(|c| c.get("context"))
-            .and_then(|c| c.get("user"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let users = doc
-            .get_mut("users")
-            .and_then(Value::as_sequence_mut)
-            .ok_or_else(|| Error::parse(path, "no users"))?;
-        let user = match user_name {
-            Some(n) => users
-                .iter_mut()
-                .find(|u| u.get("name").and_then(Value::as_str) == Some(n.as_str())),
-            None => users.first_mut(),
-        }
-        .and_then(|u| u.get_mut("user"))
-        .and_then(Value::as_mapping_mut)
-        .ok_or_else(|| Error::parse(path, "no user for the current context"))?;
+        let user_name = context_field(&doc, "user");
+        let user = named_entry(&mut doc, "users", user_name.as_deref(), path)?
+            .and_then(|u| u.get_mut("user"))
+            .and_then(Value::as_mapping_mut)
+            .ok_or_else(|| Error::parse(path, "no user for the current context"))?;
         if !user.contains_key("client-certificate-data") {
             return Ok(None);
         }
@@ -390,12 +352,36 @@ pub fn rewrite_embedded(
             Value::from(STANDARD.encode(key.pem())),
         );
     }
-    serde_yaml_ng::to_string(&doc)
-        .map(|s| Some(Zeroizing::new(s)))
-        .map_err(|e| Error::Render {
-            what: "kubeconfig",
-            reason: e.to_string(),
-        })
+    to_yaml(&doc).map(Some)
+}
+
+/// What the current context names as its `field` (`cluster` or `user`).
+fn context_field(doc: &serde_yaml_ng::Value, field: &str) -> Option<String> {
+    current_context(doc)
+        .and_then(|c| c.get(field))
+        .and_then(serde_yaml_ng::Value::as_str)
+        .map(str::to_owned)
+}
+
+/// The entry called `name` of the list `list` (`clusters` or `users`), or its first entry when
+/// no name is given; an error when the list is missing.
+fn named_entry<'a>(
+    doc: &'a mut serde_yaml_ng::Value,
+    list: &str,
+    name: Option<&str>,
+    path: &Path,
+) -> Result<Option<&'a mut serde_yaml_ng::Value>> {
+    use serde_yaml_ng::Value;
+    let entries = doc
+        .get_mut(list)
+        .and_then(Value::as_sequence_mut)
+        .ok_or_else(|| Error::parse(path, format!("no {list}")))?;
+    Ok(match name {
+        Some(n) => entries
+            .iter_mut()
+            .find(|e| e.get("name").and_then(Value::as_str) == Some(n)),
+        None => entries.first_mut(),
+    })
 }
 
 /// The current context's `context` mapping (the first context when none is current).

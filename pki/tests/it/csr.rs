@@ -46,6 +46,21 @@ fn save(c: &Cluster, pem: &str, name: &str) -> PathBuf {
     p
 }
 
+/// Signs `csr` for `signer` (with `extra` flags), saves the certificate as `name` beside the
+/// cert dir and checks it verifies against ca.crt for `purpose`.
+fn issue(
+    c: &Cluster,
+    signer: &str,
+    csr: &Path,
+    extra: &[&str],
+    name: &str,
+    purpose: &str,
+) -> PathBuf {
+    let crt = save(c, &ok(&sign(c, signer, csr, extra)), name);
+    openssl_verify(&c.path("ca.crt"), &crt, Some(purpose));
+    crt
+}
+
 const CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 const SERVING: &str = "kubernetes.io/kubelet-serving";
 const API_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
@@ -61,9 +76,7 @@ fn kubelet_client_csr() {
         "/O=system:nodes/CN=system:node:worker-1",
         &[],
     );
-    let pem = ok(&sign(&c, CLIENT_KUBELET, &good, &[]));
-    let crt = save(&c, &pem, "good.crt");
-    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let crt = issue(&c, CLIENT_KUBELET, &good, &[], "good.crt", "sslclient");
     let v = view(&crt);
     assert_eq!(v.cn, "system:node:worker-1");
     assert_eq!(v.orgs, vec!["system:nodes".to_owned()]);
@@ -146,8 +159,7 @@ fn kubelet_serving_csr() {
             "extendedKeyUsage=serverAuth",
         ],
     );
-    let crt = save(&c, &ok(&sign(&c, SERVING, &good, &[])), "serving.crt");
-    openssl_verify(&c.path("ca.crt"), &crt, Some("sslserver"));
+    let crt = issue(&c, SERVING, &good, &[], "serving.crt", "sslserver");
     let v = view(&crt);
     assert_eq!(v.dns, vec!["worker-1".to_owned()]);
     assert_eq!(
@@ -232,12 +244,14 @@ fn apiserver_client_csr_and_bad_input() {
     let c = Cluster::initialized();
     let d = c.root();
     let good = make_csr(d, "jane", "rsa", "/O=dev/O=ops/CN=jane", &[]);
-    let crt = save(
+    let crt = issue(
         &c,
-        &ok(&sign(&c, API_CLIENT, &good, &["--duration", "24h"])),
+        API_CLIENT,
+        &good,
+        &["--duration", "24h"],
         "jane.crt",
+        "sslclient",
     );
-    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
     let v = view(&crt);
     assert_eq!(
         (v.cn.as_str(), v.orgs.clone()),
@@ -262,8 +276,7 @@ fn apiserver_client_csr_and_bad_input() {
 
     // Any number of groups is kept, in order.
     let many = make_csr(d, "many", "rsa", "/O=dev/O=ops/O=sre/O=oncall/CN=jane", &[]);
-    let crt = save(&c, &ok(&sign(&c, API_CLIENT, &many, &[])), "many.crt");
-    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let crt = issue(&c, API_CLIENT, &many, &[], "many.crt", "sslclient");
     let v = view(&crt);
     assert_eq!(v.cn, "jane");
     assert_eq!(v.orgs, ["dev", "ops", "sre", "oncall"]);
@@ -280,8 +293,7 @@ fn apiserver_client_csr_and_bad_input() {
         "/CN=svc-bot",
         &["subjectAltName=DNS:bot.example,email:bot@example.com,URI:spiffe://cluster/bot"],
     );
-    let crt = save(&c, &ok(&sign(&c, API_CLIENT, &sans, &[])), "sans.crt");
-    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let crt = issue(&c, API_CLIENT, &sans, &[], "sans.crt", "sslclient");
     let v = view(&crt);
     assert_eq!(v.dns, vec!["bot.example".to_owned()]);
     assert_eq!(v.other_sans.len(), 2, "{:?}", v.other_sans);
@@ -324,8 +336,7 @@ fn apiserver_client_csr_and_bad_input() {
         "-out",
         p384.to_str().unwrap(),
     ]);
-    let crt = save(&c, &ok(&sign(&c, API_CLIENT, &p384, &[])), "bob.crt");
-    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let crt = issue(&c, API_CLIENT, &p384, &[], "bob.crt", "sslclient");
     assert_eq!(openssl_pubkey_of_cert(&crt), openssl_pubkey_of_key(&k384));
 
     // Garbage.

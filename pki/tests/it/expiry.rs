@@ -113,15 +113,13 @@ fn json_yaml_and_prometheus() {
     }
     // --output-file writes the textfile atomically.
     let f = c.root().join("pki.prom");
-    let mut args = vec![
-        "check-expiration".to_owned(),
-        "-o".into(),
-        "prometheus".into(),
-        "--output-file".into(),
-        f.to_string_lossy().into(),
-    ];
-    args.extend(c.dirs());
-    ok(&run(&args));
+    ok(&c.cmd(&[
+        "check-expiration",
+        "-o",
+        "prometheus",
+        "--output-file",
+        f.to_str().unwrap(),
+    ]));
     assert_eq!(
         std::fs::read_to_string(&f).unwrap().lines().count(),
         prom.lines().count()

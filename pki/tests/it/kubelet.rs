@@ -115,15 +115,13 @@ fn kubelet_server_defaults_to_admin_conf() {
     let c = Cluster::new();
     ok(&c.init(&["--control-plane-endpoint", "cp.example:7443"]));
     let out_dir = c.root().join("kp");
-    let mut args: Vec<String> = vec![
-        "kubelet".into(),
-        "--node-name".into(),
-        "w1".into(),
-        "--out-dir".into(),
-        out_dir.to_string_lossy().into(),
-    ];
-    args.extend(c.dirs());
-    ok(&run(&args));
+    ok(&c.cmd(&[
+        "kubelet",
+        "--node-name",
+        "w1",
+        "--out-dir",
+        out_dir.to_str().unwrap(),
+    ]));
     let y: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(c.conf("kubelet.conf")).unwrap()).unwrap();
     assert_eq!(
@@ -142,13 +140,7 @@ fn another_node_never_gets_this_hosts_kubelet_dir() {
     let c = Cluster::initialized();
     let before = std::fs::read(c.conf("kubelet.conf")).unwrap();
     // Without --out-dir the files would land in /var/lib/kubelet/pki: refused for another node.
-    let mut args: Vec<String> = vec![
-        "kubelet".into(),
-        "--node-name".into(),
-        "surely-not-this-host-4711".into(),
-    ];
-    args.extend(c.dirs());
-    let err = fails(&run(&args));
+    let err = fails(&c.cmd(&["kubelet", "--node-name", "surely-not-this-host-4711"]));
     assert!(
         err.contains("is not this host") && err.contains("--out-dir"),
         "{err}"
@@ -260,23 +252,22 @@ fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>, u32)> {
 fn dry_run_leaves_every_byte_in_place() {
     let c = Cluster::initialized();
     let out_dir = c.root().join("kp");
-    let args = |extra: &[&str]| {
-        let mut v: Vec<String> = vec![
-            "kubelet".into(),
-            "--node-name".into(),
-            "w3".into(),
-            "--server".into(),
-            "https://lb:6443".into(),
-            "--out-dir".into(),
-            out_dir.to_string_lossy().into(),
+    let kubelet = |extra: &[&str]| {
+        let mut args = vec![
+            "kubelet",
+            "--node-name",
+            "w3",
+            "--server",
+            "https://lb:6443",
+            "--out-dir",
+            out_dir.to_str().unwrap(),
         ];
-        v.extend(c.dirs());
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
+        args.extend_from_slice(extra);
+        c.cmd(&args)
     };
     // First onto an empty out dir: everything would be created.
     let before = tree(c.root());
-    let out = ok(&run(&args(&["--dry-run"])));
+    let out = ok(&kubelet(&["--dry-run"]));
     assert_eq!(tree(c.root()), before, "dry run wrote: {out}");
     assert!(!out_dir.exists());
     let want = format!(
@@ -289,9 +280,9 @@ fn dry_run_leaves_every_byte_in_place() {
         "{out}"
     );
     // Then over real credentials: they would change, and stay as they are.
-    ok(&run(&args(&[])));
+    ok(&kubelet(&[]));
     let before = tree(c.root());
-    let out = ok(&run(&args(&["--dry-run"])));
+    let out = ok(&kubelet(&["--dry-run"]));
     assert_eq!(tree(c.root()), before, "dry run wrote: {out}");
     let want = format!(
         "[dry-run] would change {}",

@@ -59,10 +59,6 @@ fn key_from(out: &str) -> String {
     hex
 }
 
-fn status(c: &Cluster, t: T) -> serde_json::Value {
-    serde_json::from_str(&ok(&rotate(c, t, "status", &["-o", "json"]))).unwrap()
-}
-
 /// Runs `phase` on every node in turn.
 fn on_all(nodes: &[Cluster], t: T, phase: &str) {
     for c in nodes {

@@ -238,15 +238,8 @@ fn sa_rotation_publishes_switches_and_waits_for_tokens() {
     assert_eq!(mode(&c.path("sa.key")), 0o600);
 
     // Status names both key ids and which one signs.
-    let status: serde_json::Value =
-        serde_json::from_str(&ok(&rotate(&c, T::Sa, "status", &["-o", "json"]))).unwrap();
-    let sa = status["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["file"] == "pki/sa.pub")
-        .unwrap()
-        .clone();
+    let status = status(&c, T::Sa);
+    let sa = file_status(&status, "pki/sa.pub");
     assert_eq!(sa["count"], 2);
     assert_eq!(
         sa["entries"][0]["subject"],
@@ -353,8 +346,7 @@ fn phases_out_of_order_and_concurrent_rotations_are_refused() {
     assert!(out.contains("pki/ca.crt (trust-bundle, 1 entry)"), "{out}");
     assert!(out.contains("restart etcd"), "{out}");
     assert!(out.contains("Next: pki rotate etcd-ca finish"), "{out}");
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&rotate(&c, T::Etcd, "status", &["-o", "json"]))).unwrap();
+    let json = status(&c, T::Etcd);
     assert_eq!(json["rotation"]["target"], "etcd-ca");
     assert_eq!(
         json["rotation"]["completed"],
@@ -422,15 +414,8 @@ fn other_subcommands_keep_the_bundle_mid_rotation() {
         after.contains("client-certificate: "),
         "reference kept: {after}"
     );
-    let status: serde_json::Value =
-        serde_json::from_str(&ok(&rotate(&c, T::Ca, "status", &["-o", "json"]))).unwrap();
-    let kc = status["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["file"] == "kubeconfig/kubelet.conf")
-        .unwrap()
-        .clone();
+    let status = status(&c, T::Ca);
+    let kc = file_status(&status, "kubeconfig/kubelet.conf");
     assert_eq!(kc["count"], 2);
     assert_eq!(kc["entries"][0]["role"], "new");
     // finish refuses while this node's kubelet still holds an old-CA client certificate.

@@ -55,16 +55,10 @@ impl Cluster {
         args.extend(flags.iter().map(|s| s.to_string()));
         args
     }
-    /// Arguments of the usual test `pki init`: node cp1, 192.168.10.5, ECDSA-P256, then `extra`.
+    /// Arguments of the usual test `pki init`: [`NODE_FLAGS`], ECDSA-P256, then `extra`.
     pub(crate) fn default_init_args(&self, extra: &[&str]) -> Vec<String> {
-        let mut flags = vec![
-            "--node-name",
-            "cp1",
-            "--apiserver-advertise-address",
-            "192.168.10.5",
-            "--encryption-algorithm",
-            "ECDSA-P256",
-        ];
+        let mut flags = NODE_FLAGS.to_vec();
+        flags.extend_from_slice(&["--encryption-algorithm", "ECDSA-P256"]);
         flags.extend_from_slice(extra);
         self.init_args(&flags)
     }
@@ -100,6 +94,14 @@ impl Cluster {
         run(&args)
     }
 }
+
+/// The usual test node: `cp1`, advertising 192.168.10.5.
+pub(crate) const NODE_FLAGS: &[&str] = &[
+    "--node-name",
+    "cp1",
+    "--apiserver-advertise-address",
+    "192.168.10.5",
+];
 
 /// The leaf certificates of kubeadm's set (bases relative to the cert dir).
 pub(crate) const LEAF_BASES: &[&str] = &[
@@ -331,6 +333,33 @@ pub(crate) fn view_pem(pem: &[u8]) -> View {
 
 pub(crate) fn view(path: &Path) -> View {
     view_pem(&std::fs::read(path).unwrap())
+}
+
+/// `v` carries every IP address of `ips` and every DNS name of `dns` as SANs.
+pub(crate) fn assert_sans(v: &View, ips: &[&str], dns: &[&str]) {
+    for i in ips {
+        let ip: IpAddr = i.parse().unwrap();
+        assert!(v.ips.contains(&ip), "{}: missing IP {i}: {:?}", v.cn, v.ips);
+    }
+    for d in dns {
+        assert!(
+            v.dns.iter().any(|n| n == d),
+            "{}: missing DNS {d}: {:?}",
+            v.cn,
+            v.dns
+        );
+    }
+}
+
+/// admin.conf (in `c`'s kubeconfig dir) points at `server`, and `<pki>/apiserver.crt` verifies
+/// against `<pki>/ca.crt` as a TLS server.
+pub(crate) fn assert_api_endpoint(c: &Cluster, pki: &Path, server: &str) {
+    assert_eq!(kubeconfig(&c.conf("admin.conf")).server, server);
+    openssl_verify(
+        &pki.join("ca.crt"),
+        &pki.join("apiserver.crt"),
+        Some("sslserver"),
+    );
 }
 
 /// Minimal kubeconfig reader for tests (independent of the library).

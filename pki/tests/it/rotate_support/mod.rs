@@ -128,6 +128,21 @@ pub(crate) fn rotate(c: &Cluster, t: T, phase: &str, extra: &[&str]) -> Output {
     c.cmd(&args)
 }
 
+/// `pki rotate <t> status -o json`.
+pub(crate) fn status(c: &Cluster, t: T) -> serde_json::Value {
+    serde_json::from_str(&ok(&rotate(c, t, "status", &["-o", "json"]))).unwrap()
+}
+
+/// The entry of `file` (as status names it, e.g. `pki/sa.pub`) in a status.
+pub(crate) fn file_status<'a>(status: &'a serde_json::Value, file: &str) -> &'a serde_json::Value {
+    status["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["file"] == file)
+        .unwrap_or_else(|| panic!("{file} not in the status: {status}"))
+}
+
 /// Writes a kubeconfig's embedded client certificate and CA data to files beside it.
 pub(crate) fn kubeconfig_files(c: &Cluster, name: &str) -> (PathBuf, PathBuf) {
     let kc = kubeconfig(&c.conf(name));
