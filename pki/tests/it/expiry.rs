@@ -128,8 +128,7 @@ fn json_yaml_and_prometheus() {
 
 #[test]
 fn fail_within_sets_the_exit_code() {
-    let c = Cluster::new();
-    ok(&c.init(&["--certificate-validity-period", "240h"]));
+    let c = Cluster::initialized_with(&["--certificate-validity-period", "240h"]);
     let out = c.cmd(&["check-expiration", "--fail-within", "720h"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("apiserver"));
@@ -152,8 +151,7 @@ fn fail_within_sets_the_exit_code() {
     assert_eq!(out.status.code(), Some(3), "missing fails only when asked");
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin.conf"));
     // An expired certificate always fails, and shows as <invalid> like kubeadm.
-    let c2 = Cluster::new();
-    ok(&c2.init(&["--certificate-validity-period", "1s"]));
+    let c2 = Cluster::initialized_with(&["--certificate-validity-period", "1s"]);
     std::thread::sleep(std::time::Duration::from_millis(3100));
     let out = c2.cmd(&["check-expiration", "--fail-within", "0s"]);
     assert_eq!(out.status.code(), Some(2));

@@ -403,25 +403,23 @@ fn default_algorithm_is_rsa_2048() {
 
 #[test]
 fn validity_flags_apply() {
-    let c = Cluster::new();
-    ok(&c.init(&[
+    let c = Cluster::initialized_with(&[
         "--certificate-validity-period",
         "720h",
         "--ca-certificate-validity-period",
         "8760h",
-    ]));
+    ]);
     let leaf = view(&c.path("apiserver.crt"));
     assert!((leaf.not_after - (now() + 30 * DAY)).abs() < 120);
     let ca = view(&c.path("ca.crt"));
     assert!((ca.not_after - (now() + 365 * DAY)).abs() < 120);
     // A leaf never outlives its CA.
-    let c2 = Cluster::new();
-    ok(&c2.init(&[
+    let c2 = Cluster::initialized_with(&[
         "--certificate-validity-period",
         "9000h",
         "--ca-certificate-validity-period",
         "24h",
-    ]));
+    ]);
     assert!(view(&c2.path("apiserver.crt")).not_after <= view(&c2.path("ca.crt")).not_after);
 }
 

@@ -57,9 +57,9 @@ cgroupDriver: systemd
     let out = run(&args);
     ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("encryptionAlgorithm is a kubeadm.k8s.io/v1beta4 field; ignored"),
-        "{stderr}"
+    assert_mentions(
+        &stderr,
+        &["encryptionAlgorithm is a kubeadm.k8s.io/v1beta4 field; ignored"],
     );
     let pki = c.root().join("custom-pki");
     let api = view(&pki.join("apiserver.crt"));

@@ -112,8 +112,7 @@ fn kubelet_credentials_for_a_node() {
 
 #[test]
 fn kubelet_server_defaults_to_admin_conf() {
-    let c = Cluster::new();
-    ok(&c.init(&["--control-plane-endpoint", "cp.example:7443"]));
+    let c = Cluster::initialized_with(&["--control-plane-endpoint", "cp.example:7443"]);
     let out_dir = c.root().join("kp");
     ok(&c.cmd(&[
         "kubelet",
@@ -141,10 +140,7 @@ fn another_node_never_gets_this_hosts_kubelet_dir() {
     let before = std::fs::read(c.conf("kubelet.conf")).unwrap();
     // Without --out-dir the files would land in /var/lib/kubelet/pki: refused for another node.
     let err = fails(&c.cmd(&["kubelet", "--node-name", "surely-not-this-host-4711"]));
-    assert!(
-        err.contains("is not this host") && err.contains("--out-dir"),
-        "{err}"
-    );
+    assert_mentions(&err, &["is not this host", "--out-dir"]);
     assert_eq!(std::fs::read(c.conf("kubelet.conf")).unwrap(), before);
 
     // With --out-dir but this host's kubeconfig directory, kubelet.conf would replace this
@@ -161,10 +157,7 @@ fn another_node_never_gets_this_hosts_kubelet_dir() {
         "--out-dir".into(),
         elsewhere.to_string_lossy().into(),
     ]));
-    assert!(
-        err.contains("is not this host") && err.contains("--kubeconfig-dir"),
-        "{err}"
-    );
+    assert_mentions(&err, &["is not this host", "--kubeconfig-dir"]);
     assert!(!elsewhere.exists(), "refused before writing");
 
     // With --out-dir, kubelet.conf references where the files will be on that node.
@@ -275,10 +268,7 @@ fn dry_run_leaves_every_byte_in_place() {
         out_dir.join("kubelet.crt").display()
     );
     assert!(out.contains(&want), "{out}");
-    assert!(
-        out.contains("would change") && out.contains("kubelet.conf"),
-        "{out}"
-    );
+    assert_mentions(&out, &["would change", "kubelet.conf"]);
     // Then over real credentials: they would change, and stay as they are.
     ok(&kubelet(&[]));
     let before = tree(c.root());

@@ -291,20 +291,11 @@ fn printed_sequences_gate_phases_and_never_copy_node_material() {
             }
             all.push_str(&out);
         }
-        assert!(
-            all.contains("start --join FILE --certificate-key HEX"),
-            "{all}"
-        );
+        assert_mentions(&all, &["start --join FILE --certificate-key HEX"]);
         assert!(all.contains("before `finish` runs on any"), "{all}");
         assert!(all.contains("never copy a leaf"), "{all}");
-        assert!(
-            all.contains("do not run `kubeadm upgrade` during a rotation"),
-            "{all}"
-        );
-        assert!(
-            all.contains("kubeadm init phase upload-certs --upload-certs"),
-            "{all}"
-        );
+        assert_mentions(&all, &["do not run `kubeadm upgrade` during a rotation"]);
+        assert_mentions(&all, &["kubeadm init phase upload-certs --upload-certs"]);
         if t == T::Ca {
             assert!(all.contains("every pod using in-cluster config"), "{all}");
         }

@@ -252,7 +252,7 @@ fn sa_rotation_publishes_switches_and_waits_for_tokens() {
 
     // finish is refused before the (default 24h) token lifetime has passed.
     let err = fails(&rotate(&c, T::Sa, "finish", &[]));
-    assert!(err.contains("refusing") && err.contains("--force"), "{err}");
+    assert_mentions(&err, &["refusing", "--force"]);
     check_boundary(&c, T::Sa, 2);
     ok(&rotate(&c, T::Sa, "finish", &["--force"]));
     check_boundary(&c, T::Sa, 1);
@@ -274,10 +274,7 @@ fn sa_rotation_publishes_switches_and_waits_for_tokens() {
     state["switchedAt"] = serde_json::Value::Null;
     std::fs::write(&state_file, state.to_string()).unwrap();
     let err = fails(&rotate(&c, T::Sa, "finish", &[]));
-    assert!(
-        err.contains("no switch time") && err.contains("--force"),
-        "{err}"
-    );
+    assert_mentions(&err, &["no switch time", "--force"]);
     check_boundary(&c, T::Sa, 2);
     std::fs::write(&state_file, &recorded).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2100));
@@ -292,10 +289,7 @@ fn phases_out_of_order_and_concurrent_rotations_are_refused() {
     let err = fails(&rotate(&c, T::Ca, "switch", &[]));
     assert!(err.contains("run `pki rotate ca start` first"), "{err}");
     let err = fails(&rotate(&c, T::Etcd, "finish", &[]));
-    assert!(
-        err.contains("run `pki rotate etcd-ca start` first"),
-        "{err}"
-    );
+    assert_mentions(&err, &["run `pki rotate etcd-ca start` first"]);
     let err = fails(&rotate(&c, T::Ca, "abort", &[]));
     assert!(err.contains("nothing to abort"), "{err}");
     let out = ok(&rotate(&c, T::Ca, "status", &[]));
@@ -305,44 +299,34 @@ fn phases_out_of_order_and_concurrent_rotations_are_refused() {
     let out = ok(&rotate(&c, T::Etcd, "start", &[]));
     assert!(out.contains("already complete"), "{out}");
     let err = fails(&rotate(&c, T::Ca, "start", &[]));
-    assert!(
-        err.contains("rotation of etcd-ca already in progress at phase start"),
-        "{err}"
+    assert_mentions(
+        &err,
+        &["rotation of etcd-ca already in progress at phase start"],
     );
     let err = fails(&rotate(&c, T::Sa, "switch", &[]));
-    assert!(
-        err.contains("rotation of etcd-ca already in progress"),
-        "{err}"
-    );
+    assert_mentions(&err, &["rotation of etcd-ca already in progress"]);
     let err = fails(&rotate(&c, T::Etcd, "finish", &[]));
-    assert!(
-        err.contains("run `pki rotate etcd-ca switch` first"),
-        "{err}"
-    );
+    assert_mentions(&err, &["run `pki rotate etcd-ca switch` first"]);
     ok(&rotate(&c, T::Etcd, "switch", &[]));
     let err = fails(&rotate(&c, T::Etcd, "start", &[]));
-    assert!(
-        err.contains("rotation of etcd-ca already in progress at phase switch")
-            && err.contains("pki rotate etcd-ca finish"),
-        "{err}"
+    assert_mentions(
+        &err,
+        &[
+            "rotation of etcd-ca already in progress at phase switch",
+            "pki rotate etcd-ca finish",
+        ],
     );
     let err = fails(&rotate(&c, T::FrontProxy, "start", &[]));
-    assert!(
-        err.contains("rotation of etcd-ca already in progress at phase switch"),
-        "{err}"
+    assert_mentions(
+        &err,
+        &["rotation of etcd-ca already in progress at phase switch"],
     );
 
     // status: what every file holds and what must restart before finish.
     let out = ok(&rotate(&c, T::Etcd, "status", &[]));
     assert!(out.contains("Rotation of etcd-ca: in-progress"), "{out}");
-    assert!(
-        out.contains("pki/etcd/ca.crt (trust-bundle, 2 entries)"),
-        "{out}"
-    );
-    assert!(
-        out.contains("[new] [signer]") && out.contains("[old]"),
-        "{out}"
-    );
+    assert_mentions(&out, &["pki/etcd/ca.crt (trust-bundle, 2 entries)"]);
+    assert_mentions(&out, &["[new] [signer]", "[old]"]);
     assert!(out.contains("pki/ca.crt (trust-bundle, 1 entry)"), "{out}");
     assert!(out.contains("restart etcd"), "{out}");
     assert!(out.contains("Next: pki rotate etcd-ca finish"), "{out}");
@@ -370,10 +354,7 @@ fn phases_out_of_order_and_concurrent_rotations_are_refused() {
     two.extend(read(&c.path("etcd/ca.crt")));
     std::fs::write(c.path("front-proxy-ca.crt"), two).unwrap();
     let err = fails(&rotate(&c, T::FrontProxy, "start", &[]));
-    assert!(
-        err.contains("front-proxy-ca.crt: holds 2 certificates"),
-        "{err}"
-    );
+    assert_mentions(&err, &["front-proxy-ca.crt: holds 2 certificates"]);
 }
 
 #[test]
@@ -391,23 +372,27 @@ fn other_subcommands_keep_the_bundle_mid_rotation() {
     );
     // A kubelet.conf that references the kubelet's own rotating client certificate.
     let kubelet_dir = c.root().join("kubelet-pki");
-    ok(&c.cmd(&[
-        "kubelet",
-        "--node-name",
-        "cp1",
-        "--out-dir",
-        kubelet_dir.to_str().unwrap(),
-        "--kubelet-dir",
-        kubelet_dir.to_str().unwrap(),
-        "--server",
-        "https://192.168.10.5:6443",
-    ]));
+    let kubelet = || {
+        let dir = kubelet_dir.to_str().unwrap();
+        ok(&c.cmd(&[
+            "kubelet",
+            "--node-name",
+            "cp1",
+            "--out-dir",
+            dir,
+            "--kubelet-dir",
+            dir,
+            "--server",
+            "https://192.168.10.5:6443",
+        ]))
+    };
+    kubelet();
     let conf = std::fs::read_to_string(c.conf("kubelet.conf")).unwrap();
     assert!(conf.contains("client-certificate: "), "{conf}");
     let out = ok(&rotate(&c, T::Ca, "switch", &[]));
-    assert!(
-        out.contains("kubelet.conf: client certificate is a file reference"),
-        "{out}"
+    assert_mentions(
+        &out,
+        &["kubelet.conf: client certificate is a file reference"],
     );
     let after = std::fs::read_to_string(c.conf("kubelet.conf")).unwrap();
     assert!(
@@ -420,33 +405,13 @@ fn other_subcommands_keep_the_bundle_mid_rotation() {
     assert_eq!(kc["entries"][0]["role"], "new");
     // finish refuses while this node's kubelet still holds an old-CA client certificate.
     let err = fails(&rotate(&c, T::Ca, "finish", &[]));
-    assert!(
-        err.contains("kubelet.conf") && err.contains("pki kubelet"),
-        "{err}"
-    );
+    assert_mentions(&err, &["kubelet.conf", "pki kubelet"]);
     // sign-csr and kubelet now sign with the new CA (the first entry of ca.crt).
-    ok(&c.cmd(&[
-        "kubelet",
-        "--node-name",
-        "cp1",
-        "--out-dir",
-        kubelet_dir.to_str().unwrap(),
-        "--kubelet-dir",
-        kubelet_dir.to_str().unwrap(),
-        "--server",
-        "https://192.168.10.5:6443",
-    ]));
+    kubelet();
     let new_cn = cns(&c.path("ca.crt"))[0].clone();
-    assert_eq!(view(&kubelet_dir.join("kubelet.crt")).issuer_cn, new_cn);
-    openssl_verify(
-        &c.path("ca.crt"),
-        &kubelet_dir.join("kubelet.crt"),
-        Some("sslserver"),
-    );
+    let kubelet_crt = kubelet_dir.join("kubelet.crt");
+    assert_eq!(view(&kubelet_crt).issuer_cn, new_cn);
+    openssl_verify(&c.path("ca.crt"), &kubelet_crt, Some("sslserver"));
     ok(&rotate(&c, T::Ca, "finish", &[]));
-    openssl_verify(
-        &c.path("ca.crt"),
-        &kubelet_dir.join("kubelet.crt"),
-        Some("sslserver"),
-    );
+    openssl_verify(&c.path("ca.crt"), &kubelet_crt, Some("sslserver"));
 }

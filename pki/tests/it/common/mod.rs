@@ -24,8 +24,12 @@ impl Cluster {
     }
     /// A new cluster after the usual test `pki init` ([`Cluster::init`] without extra flags).
     pub(crate) fn initialized() -> Self {
+        Cluster::initialized_with(&[])
+    }
+    /// A new cluster after a successful [`Cluster::init`] with `extra` flags.
+    pub(crate) fn initialized_with(extra: &[&str]) -> Self {
         let c = Cluster::new();
-        ok(&c.init(&[]));
+        ok(&c.init(extra));
         c
     }
     pub(crate) fn root(&self) -> &Path {
@@ -333,6 +337,13 @@ pub(crate) fn view_pem(pem: &[u8]) -> View {
 
 pub(crate) fn view(path: &Path) -> View {
     view_pem(&std::fs::read(path).unwrap())
+}
+
+/// `text` (a command's output) mentions every one of `needles`.
+pub(crate) fn assert_mentions(text: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(text.contains(n), "{n:?} not mentioned in:\n{text}");
+    }
 }
 
 /// `v` carries every IP address of `ips` and every DNS name of `dns` as SANs.
