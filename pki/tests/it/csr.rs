@@ -61,6 +61,9 @@ fn issue(
     crt
 }
 
+/// The subject the kubelet of node `worker-1` requests.
+const WORKER_1: &str = "/O=system:nodes/CN=system:node:worker-1";
+
 const CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 const SERVING: &str = "kubernetes.io/kubelet-serving";
 const API_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
@@ -69,13 +72,7 @@ const API_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
 fn kubelet_client_csr() {
     let c = Cluster::initialized();
     let d = c.root();
-    let good = make_csr(
-        d,
-        "good",
-        "ec",
-        "/O=system:nodes/CN=system:node:worker-1",
-        &[],
-    );
+    let good = make_csr(d, "good", "ec", WORKER_1, &[]);
     let crt = issue(&c, CLIENT_KUBELET, &good, &[], "good.crt", "sslclient");
     let v = view(&crt);
     assert_eq!(v.cn, "system:node:worker-1");
@@ -99,7 +96,7 @@ fn kubelet_client_csr() {
     let cases: &[(&str, &str, &[&str], &str)] = &[
         (
             "san",
-            "/O=system:nodes/CN=system:node:worker-1",
+            WORKER_1,
             &["subjectAltName=DNS:worker-1"],
             "subject alternative names are not permitted",
         ),
@@ -123,13 +120,13 @@ fn kubelet_client_csr() {
         ),
         (
             "srv",
-            "/O=system:nodes/CN=system:node:worker-1",
+            WORKER_1,
             &["extendedKeyUsage=clientAuth,serverAuth"],
             "usage \"server auth\" is not permitted",
         ),
         (
             "ca",
-            "/O=system:nodes/CN=system:node:worker-1",
+            WORKER_1,
             &["basicConstraints=critical,CA:TRUE"],
             "CA:TRUE",
         ),
@@ -152,7 +149,7 @@ fn kubelet_serving_csr() {
         d,
         "good",
         "ec",
-        "/O=system:nodes/CN=system:node:worker-1",
+        WORKER_1,
         &[
             "subjectAltName=DNS:worker-1,IP:10.0.0.21,IP:fd00::21",
             "keyUsage=critical,digitalSignature",
@@ -206,24 +203,12 @@ fn kubelet_serving_csr() {
         ),
     ];
     for (name, ext, rule) in cases {
-        let csr = make_csr(
-            d,
-            name,
-            "ec",
-            "/O=system:nodes/CN=system:node:worker-1",
-            ext,
-        );
+        let csr = make_csr(d, name, "ec", WORKER_1, ext);
         let err = fails(&sign(&c, SERVING, &csr, &[]));
         assert!(err.contains(rule), "{name}: {err}");
     }
     // --usages overrides the CSR's request and is checked too.
-    let nosan_usage = make_csr(
-        d,
-        "u",
-        "ec",
-        "/O=system:nodes/CN=system:node:worker-1",
-        &["subjectAltName=IP:10.0.0.21"],
-    );
+    let nosan_usage = make_csr(d, "u", "ec", WORKER_1, &["subjectAltName=IP:10.0.0.21"]);
     let err = fails(&sign(
         &c,
         SERVING,

@@ -6,8 +6,7 @@ use crate::common;
 use common::*;
 
 fn init_with(c: &Cluster, yaml: &str, extra: &[&str]) -> std::process::Output {
-    let f = c.root().join("kubeadm.yaml");
-    std::fs::write(&f, yaml).unwrap();
+    let f = c.write_config(yaml);
     let mut args = vec!["--config", f.to_str().unwrap()];
     args.extend(extra);
     c.init(&args)
@@ -48,8 +47,7 @@ cgroupDriver: systemd
 ",
         c.root().join("custom-pki").display()
     );
-    let f = c.root().join("kubeadm.yaml");
-    std::fs::write(&f, yaml).unwrap();
+    let f = c.write_config(&yaml);
     let mut args = c.default_init_args(&["--config", f.to_str().unwrap()]);
     // --cert-dir is not passed: certificatesDir decides.
     let cert_dir = args.iter().position(|a| a == "--cert-dir").unwrap();
@@ -97,8 +95,7 @@ apiServer:
   certSANs:
   - v4.example
 ";
-    let f = c.root().join("kubeadm.yaml");
-    std::fs::write(&f, yaml).unwrap();
+    let f = c.write_config(yaml);
     let mut flags = vec!["--config", f.to_str().unwrap()];
     flags.extend_from_slice(NODE_FLAGS);
     ok(&run(&c.init_args(&flags)));

@@ -169,8 +169,7 @@ fn unsupported_versions_are_refused() {
     let err = fails(&c.cmd(&["renew", "all", "--kubernetes-version", "v1.20"]));
     assert!(err.contains("supported"), "{err}");
     let yaml = "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: v1.26.0\n";
-    let f = c.root().join("old.yaml");
-    std::fs::write(&f, yaml).unwrap();
+    let f = c.write_config(yaml);
     let c2 = Cluster::new();
     let err = fails(&c2.init(&["--config", f.to_str().unwrap()]));
     assert_mentions(&err, &["v1.26.0", "supported"]);
@@ -271,8 +270,7 @@ discovery:
     token: abcdef.0123456789abcdef
     unsafeSkipCAVerification: true
 ";
-    let f = j.root().join("join.yaml");
-    std::fs::write(&f, yaml).unwrap();
+    let f = j.write_config(yaml);
     let args = j.init_args(&["--config", f.to_str().unwrap()]);
     ok(&run(&args));
     assert!(!j.conf("super-admin.conf").exists());
@@ -295,12 +293,7 @@ discovery:
     assert_eq!(out.status.code(), Some(3));
     // A worker JoinConfiguration is refused: pki init is for control-plane nodes.
     let w = Cluster::new();
-    let f = w.root().join("worker.yaml");
-    std::fs::write(
-        &f,
-        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\nnodeRegistration:\n  name: w1\n",
-    )
-    .unwrap();
+    let f = w.write_config("apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\nnodeRegistration:\n  name: w1\n");
     let err = fails(&run(&w.init_args(&["--config", f.to_str().unwrap()])));
     assert!(err.contains("pki kubelet"), "{err}");
 }
@@ -324,8 +317,7 @@ controlPlaneEndpoint: api.prod.example
 networking:
   serviceSubnet: 10.100.0.0/16,fd00:100::/112
 ";
-    let f = c.root().join("kubeadm.yaml");
-    std::fs::write(&f, yaml).unwrap();
+    let f = c.write_config(yaml);
     // No --node-name / --apiserver-advertise-address: the InitConfiguration decides.
     let args = c.init_args(&["--config", f.to_str().unwrap()]);
     let out = run(&args);
@@ -571,8 +563,7 @@ etcd:
     certFile: /etc/etcd/apiserver-etcd-client.crt
     keyFile: /etc/etcd/apiserver-etcd-client.key
 ";
-    let f = c.root().join("kubeadm.yaml");
-    std::fs::write(&f, yaml).unwrap();
+    let f = c.write_config(yaml);
     ok(&c.init(&["--config", f.to_str().unwrap()]));
     assert!(!c.pki().join("etcd").exists(), "no etcd CA or etcd leaves");
     assert!(!c.path("apiserver-etcd-client.crt").exists());

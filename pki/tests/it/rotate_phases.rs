@@ -8,6 +8,14 @@ use crate::rotate_support;
 use common::*;
 use rotate_support::*;
 
+/// Files of other targets, which a rotation of `ca` never touches.
+const UNTOUCHED_BY_CA_ROTATION: &[&str] = &[
+    "etcd/ca.crt",
+    "front-proxy-ca.crt",
+    "sa.pub",
+    "etcd/server.crt",
+];
+
 #[test]
 fn ca_rotation_keeps_every_leaf_verifiable_and_restores_the_manifest() {
     let c = Cluster::initialized();
@@ -17,13 +25,7 @@ fn ca_rotation_keeps_every_leaf_verifiable_and_restores_the_manifest() {
     check_boundary(&c, T::Ca, 1);
     let before_api = view(&c.path("apiserver.crt"));
     let old = keep(&c, "old", &["apiserver", "apiserver-kubelet-client"]);
-    let untouched = [
-        "etcd/ca.crt",
-        "front-proxy-ca.crt",
-        "sa.pub",
-        "etcd/server.crt",
-    ]
-    .map(|f| read(&c.path(f)));
+    let untouched = c.read_all(UNTOUCHED_BY_CA_ROTATION);
 
     // start: bundle old+new everywhere, old CA still signs, signer files hold the old CA.
     let out = ok(&rotate(&c, T::Ca, "start", &["--manifests-dir", &m]));
@@ -130,13 +132,7 @@ fn ca_rotation_keeps_every_leaf_verifiable_and_restores_the_manifest() {
         "sslclient",
     );
     ok(&c.init(&[]));
-    let after = [
-        "etcd/ca.crt",
-        "front-proxy-ca.crt",
-        "sa.pub",
-        "etcd/server.crt",
-    ]
-    .map(|f| read(&c.path(f)));
+    let after = c.read_all(UNTOUCHED_BY_CA_ROTATION);
     assert_eq!(untouched, after, "other targets untouched");
     // Backups: one per phase, mode 0700, holding the files.
     let backups = c.path(".rotation/backups");

@@ -100,12 +100,7 @@ fn leaf_missing_a_required_san() {
     assert!(err.contains("apiserver.crt"), "{err}");
     assert_mentions(&err, &["DNS:new.example.com", "IP:10.1.2.3"]);
     // etcd extra SANs come from the kubeadm config.
-    let cfg = c.root().join("kubeadm.yaml");
-    std::fs::write(
-        &cfg,
-        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\netcd:\n  local:\n    peerCertSANs: [peer.example.com]\n",
-    )
-    .unwrap();
+    let cfg = c.write_config("apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\netcd:\n  local:\n    peerCertSANs: [peer.example.com]\n");
     let err = fails(&c.init(&["--config", cfg.to_str().unwrap()]));
     assert_mentions(&err, &["etcd/peer.crt", "DNS:peer.example.com"]);
 }

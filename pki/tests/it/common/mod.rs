@@ -91,6 +91,12 @@ impl Cluster {
             .map(|f| std::fs::read(self.path(f)).unwrap())
             .collect()
     }
+    /// Writes `yaml` (a kubeadm configuration) as `<root>/kubeadm.yaml`; its path.
+    pub(crate) fn write_config(&self, yaml: &str) -> PathBuf {
+        let f = self.root().join("kubeadm.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        f
+    }
     /// Runs a subcommand with `--cert-dir`/`--kubeconfig-dir` appended.
     pub(crate) fn cmd(&self, sub: &[&str]) -> Output {
         let mut args: Vec<String> = sub.iter().map(|s| s.to_string()).collect();
