@@ -39,8 +39,7 @@ fn stdout(o: &Output) -> String {
 
 /// A cluster whose leaves and kubeconfig client certificates live two hours (all due).
 fn short_lived() -> Cluster {
-    let c = Cluster::initialized_with(&["--certificate-validity-period", "2h"]);
-    c
+    Cluster::initialized_with(&["--certificate-validity-period", "2h"])
 }
 
 #[test]
