@@ -28,9 +28,10 @@ const CONFS: &[&str] = &[
 fn autopilot(c: &Cluster, extra: &[&str]) -> Output {
     let manifests = c.root().join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
-    let mut args = vec!["autopilot", "--manifests-dir", manifests.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    c.cmd(&args)
+    c.cmd_with(
+        &["autopilot", "--manifests-dir", manifests.to_str().unwrap()],
+        extra,
+    )
 }
 
 fn stdout(o: &Output) -> String {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
+/// A CSR `<dir>/<name>.csr` (key `<name>.key`) made by `openssl req` for `subj` with `addext`
+/// extensions; `key` is `rsa` (2048), `p384` (P-384, SHA-256) or else EC P-256.
 fn make_csr(dir: &Path, name: &str, key: &str, subj: &str, addext: &[&str]) -> PathBuf {
     let csr = dir.join(format!("{name}.csr"));
     let keyf = dir.join(format!("{name}.key"));
@@ -18,6 +20,13 @@ fn make_csr(dir: &Path, name: &str, key: &str, subj: &str, addext: &[&str]) -> P
     );
     match k.as_str() {
         "rsa" => args.extend(["-newkey", "rsa:2048"]),
+        "p384" => args.extend([
+            "-sha256",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+        ]),
         _ => args.extend(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]),
     }
     args.extend(["-keyout", keys.as_str(), "-out", csrs.as_str()]);
@@ -29,15 +38,16 @@ fn make_csr(dir: &Path, name: &str, key: &str, subj: &str, addext: &[&str]) -> P
 }
 
 fn sign(c: &Cluster, signer: &str, csr: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "sign-csr",
-        "--signer",
-        signer,
-        "--csr",
-        csr.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    c.cmd(&args)
+    c.cmd_with(
+        &[
+            "sign-csr",
+            "--signer",
+            signer,
+            "--csr",
+            csr.to_str().unwrap(),
+        ],
+        extra,
+    )
 }
 
 fn save(c: &Cluster, pem: &str, name: &str) -> PathBuf {
@@ -303,24 +313,8 @@ fn apiserver_client_csr_and_bad_input() {
     assert!(err.contains("\"client auth\" is required"), "{err}");
 
     // A P-384 key whose CSR is signed with SHA-256: the certificate must carry the P-384 key.
-    let p384 = d.join("p384.csr");
+    let p384 = make_csr(d, "p384", "p384", "/CN=bob", &[]);
     let k384 = d.join("p384.key");
-    openssl_ok(&[
-        "req",
-        "-new",
-        "-nodes",
-        "-sha256",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-384",
-        "-subj",
-        "/CN=bob",
-        "-keyout",
-        k384.to_str().unwrap(),
-        "-out",
-        p384.to_str().unwrap(),
-    ]);
     let crt = issue(&c, API_CLIENT, &p384, &[], "bob.crt", "sslclient");
     assert_eq!(openssl_pubkey_of_cert(&crt), openssl_pubkey_of_key(&k384));
 

@@ -3,7 +3,17 @@
 
 use crate::common;
 
+use std::path::Path;
+use std::process::Output;
+
 use common::*;
+
+/// `pki kubelet` for node `node` writing its files to `out_dir`, on `c`'s directories, with
+/// `extra` flags.
+fn kubelet_into(c: &Cluster, node: &str, out_dir: &Path, extra: &[&str]) -> Output {
+    let dir = out_dir.to_str().unwrap();
+    c.cmd_with(&["kubelet", "--node-name", node, "--out-dir", dir], extra)
+}
 
 #[test]
 fn kubelet_credentials_for_a_node() {
@@ -114,13 +124,7 @@ fn kubelet_credentials_for_a_node() {
 fn kubelet_server_defaults_to_admin_conf() {
     let c = Cluster::initialized_with(&["--control-plane-endpoint", "cp.example:7443"]);
     let out_dir = c.root().join("kp");
-    ok(&c.cmd(&[
-        "kubelet",
-        "--node-name",
-        "w1",
-        "--out-dir",
-        out_dir.to_str().unwrap(),
-    ]));
+    ok(&kubelet_into(&c, "w1", &out_dir, &[]));
     let y: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(c.conf("kubelet.conf")).unwrap()).unwrap();
     assert_eq!(
@@ -246,17 +250,12 @@ fn dry_run_leaves_every_byte_in_place() {
     let c = Cluster::initialized();
     let out_dir = c.root().join("kp");
     let kubelet = |extra: &[&str]| {
-        let mut args = vec![
-            "kubelet",
-            "--node-name",
+        kubelet_into(
+            &c,
             "w3",
-            "--server",
-            "https://lb:6443",
-            "--out-dir",
-            out_dir.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        c.cmd(&args)
+            &out_dir,
+            &[&["--server", "https://lb:6443"], extra].concat(),
+        )
     };
     // First onto an empty out dir: everything would be created.
     let before = tree(c.root());

@@ -97,6 +97,10 @@ impl Cluster {
         std::fs::write(&f, yaml).unwrap();
         f
     }
+    /// [`Cluster::cmd`] of `sub` followed by `extra` flags.
+    pub(crate) fn cmd_with(&self, sub: &[&str], extra: &[&str]) -> Output {
+        self.cmd(&[sub, extra].concat())
+    }
     /// Runs a subcommand with `--cert-dir`/`--kubeconfig-dir` appended.
     pub(crate) fn cmd(&self, sub: &[&str]) -> Output {
         let mut args: Vec<String> = sub.iter().map(|s| s.to_string()).collect();

@@ -123,9 +123,7 @@ impl T {
 }
 
 pub(crate) fn rotate(c: &Cluster, t: T, phase: &str, extra: &[&str]) -> Output {
-    let mut args = vec!["rotate", t.name(), phase];
-    args.extend_from_slice(extra);
-    c.cmd(&args)
+    c.cmd_with(&["rotate", t.name(), phase], extra)
 }
 
 /// `pki rotate <t> status -o json`.
