@@ -372,6 +372,15 @@ pub(crate) fn assert_sans(v: &View, ips: &[&str], dns: &[&str]) {
     }
 }
 
+/// `v` is a TLS server certificate (serverAuth, no clientAuth) whose SANs are exactly `dns` and
+/// `ips`, in this order.
+pub(crate) fn assert_serving_only(v: &View, dns: &[&str], ips: &[&str]) {
+    assert_eq!(v.dns, dns, "{}", v.cn);
+    let ips: Vec<IpAddr> = ips.iter().map(|i| i.parse().unwrap()).collect();
+    assert_eq!(v.ips, ips, "{}", v.cn);
+    assert!(v.server_auth && !v.client_auth, "{}: usages", v.cn);
+}
+
 /// admin.conf (in `c`'s kubeconfig dir) points at `server`, and `<pki>/apiserver.crt` verifies
 /// against `<pki>/ca.crt` as a TLS server.
 pub(crate) fn assert_api_endpoint(c: &Cluster, pki: &Path, server: &str) {
