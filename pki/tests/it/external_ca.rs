@@ -24,9 +24,15 @@ fn missing_leaves_are_reported_not_faked() {
             "apiserver-kubelet-client.crt",
             "admin.conf",
             "kubelet.conf",
+            // the SA key pair
+            "sa.key",
         ],
     );
     assert!(!c.path("ca.key").exists(), "no CA key invented");
+    assert!(
+        !c.path("sa.key").exists() && !c.path("sa.pub").exists(),
+        "no SA key pair generated in external CA mode (kubeadm generates none)"
+    );
     assert!(
         !c.path("apiserver.crt").exists(),
         "no leaf faked for the external CA"

@@ -229,6 +229,29 @@ fn external_ca_end_to_end() {
     let err = fails(&c.init(&[]));
     assert_mentions(&err, &["apiserver.crt", "external CA"]);
     assert!(!c.path("apiserver.crt").exists());
+    // As kubeadm, the service-account key pair is the operator's to supply in this mode.
+    assert!(err.contains("sa.key"), "{err}");
+    assert!(!c.path("sa.key").exists() && !c.path("sa.pub").exists());
+    let sa_key = c.path("sa.key");
+    openssl_ok(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        sa_key.to_str().unwrap(),
+    ]);
+    std::fs::set_permissions(&sa_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    openssl_ok(&[
+        "pkey",
+        "-in",
+        sa_key.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        c.path("sa.pub").to_str().unwrap(),
+    ]);
+    let sa_before = std::fs::read(&sa_key).unwrap();
 
     for leaf in LEAF_BASES {
         let which = match *leaf {
@@ -298,6 +321,7 @@ fn external_ca_end_to_end() {
             "{conf}"
         );
     }
+    assert_eq!(std::fs::read(&sa_key).unwrap(), sa_before, "sa.key kept");
     // A second init is a no-op that keeps everything.
     let again = ok(&c.init(&[]));
     assert!(!again.contains("completed"), "{again}");
