@@ -77,17 +77,7 @@ fn library_init(alg: KeyAlgorithm, dir: &Path) {
 
 fn openssl_script(alg: KeyAlgorithm, dir: &Path) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/openssl-issue.sh");
-    let out = Command::new("bash")
-        .arg(script)
-        .arg(alg.as_str())
-        .arg(dir)
-        .output()
-        .expect("run openssl-issue.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::expect_success(Command::new("bash").arg(script).arg(alg.as_str()).arg(dir));
 }
 
 fn ms(d: Duration) -> f64 {

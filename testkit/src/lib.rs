@@ -7,4 +7,4 @@
 
 pub mod process;
 
-pub use process::{expect_failure, expect_success, output_of};
+pub use process::{assert_failed, assert_succeeded, expect_failure, expect_success, output_of};

@@ -1,9 +1,11 @@
 //! pki's integration tests, one test binary (linked once) with a module per subject.
 //!
-//! Harnesses: [`common`] (the real binary, openssl, an independent x509-parser view) and
+//! Harnesses: [`common`] (the real binary, openssl, an independent x509-parser view),
+//! [`etcd_support`] (a real etcd member) and
 //! [`rotate_support`] (what the `rotate_*` modules share).
 
 mod common;
+mod etcd_support;
 mod rotate_support;
 mod static_pod;
 
