@@ -44,6 +44,15 @@ pub enum Error {
         /// The CA certificate that lacks its key.
         ca: PathBuf,
     },
+    /// The service-account key pair is absent in external CA mode, where kubeadm expects the
+    /// operator to supply it and generates none.
+    #[error(
+        "{path}: missing: in external CA mode the service-account key pair (sa.key, sa.pub) is supplied by the operator, not generated"
+    )]
+    ExternalSaKey {
+        /// Where `sa.key` is expected.
+        path: PathBuf,
+    },
     /// A signing operation needs a CA key that is absent (external CA mode).
     #[error(
         "{key}: missing: CA {ca} is externally managed, certificates it signs cannot be issued or renewed here"

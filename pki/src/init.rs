@@ -93,10 +93,10 @@ pub fn init(layout: &Layout, spec: &ClusterSpec) -> Result<InitReport> {
         let ca_path = layout.crt(profile::ca_profile(leaf.ca).base);
         ensure_leaf(layout, leaf, spec, ca, &ca_path, &mut report)?;
     }
-    ensure_sa(layout, spec, &mut report)?;
     let ca = cas
         .get(&CaId::Ca)
         .ok_or_else(|| Error::Config("CA not loaded".into()))?;
+    ensure_sa(layout, spec, ca.is_external(), &mut report)?;
     let mut node = NodeState::new(spec.kubernetes_version, spec.control_plane_join);
     node.etcd_external = spec.etcd_external;
     for kc in profile::KUBECONFIGS.iter().filter(|kc| node.expects(kc)) {
@@ -275,7 +275,15 @@ fn warn_if_expired(cert: &Cert, path: &Path, report: &mut InitReport) {
     }
 }
 
-fn ensure_sa(layout: &Layout, spec: &ClusterSpec, report: &mut InitReport) -> Result<()> {
+/// Keeps or creates `sa.key`/`sa.pub`. With an external cluster CA nothing is generated: as
+/// kubeadm (`certs sa` prints "Using existing sa keys" there), the operator supplies the pair,
+/// and a missing one is reported.
+fn ensure_sa(
+    layout: &Layout,
+    spec: &ClusterSpec,
+    external_ca: bool,
+    report: &mut InitReport,
+) -> Result<()> {
     let key_path = layout.sa_key();
     let pub_path = layout.sa_pub();
     let existing_pub = store::read_optional(&pub_path)?;
@@ -291,6 +299,10 @@ fn ensure_sa(layout: &Layout, spec: &ClusterSpec, report: &mut InitReport) -> Re
                     &pub_path,
                     format!("exists but {} is missing", key_path.display()),
                 ));
+            }
+            if external_ca {
+                report.missing.push(Error::ExternalSaKey { path: key_path });
+                return Ok(());
             }
             let k = PrivateKey::generate(spec.key_algorithm)?;
             store::write_atomic(&key_path, k.pem().as_bytes(), MODE_SECRET)?;

@@ -183,28 +183,18 @@ fn params(spec: &CertSpec, cap: Option<OffsetDateTime>) -> Result<CertificatePar
     p.serial_number = Some(random_serial()?);
     p.distinguished_name = distinguished_name(&spec.common_name, &spec.organizations)?;
     for d in &spec.sans.dns {
-        p.subject_alt_names.push(SanType::DnsName(
-            d.clone()
-                .try_into()
-                .map_err(|_| Error::Config(format!("invalid DNS name {d:?}")))?,
-        ));
+        p.subject_alt_names
+            .push(SanType::DnsName(ia5(d, "DNS name")?));
     }
     for ip in &spec.sans.ips {
         p.subject_alt_names.push(SanType::IpAddress(*ip));
     }
     for e in &spec.sans.emails {
-        p.subject_alt_names.push(SanType::Rfc822Name(
-            e.clone()
-                .try_into()
-                .map_err(|_| Error::Config(format!("invalid email address {e:?}")))?,
-        ));
+        p.subject_alt_names
+            .push(SanType::Rfc822Name(ia5(e, "email address")?));
     }
     for u in &spec.sans.uris {
-        p.subject_alt_names.push(SanType::URI(
-            u.clone()
-                .try_into()
-                .map_err(|_| Error::Config(format!("invalid URI {u:?}")))?,
-        ));
+        p.subject_alt_names.push(SanType::URI(ia5(u, "URI")?));
     }
     p.use_authority_key_identifier_extension = true;
     if spec.is_ca {
@@ -231,6 +221,12 @@ fn params(spec: &CertSpec, cap: Option<OffsetDateTime>) -> Result<CertificatePar
         }
     }
     Ok(p)
+}
+
+/// `value` as the IA5 string of a SAN of kind `what` (DNS name, email address, URI).
+fn ia5(value: &str, what: &str) -> Result<rcgen::string::Ia5String> {
+    rcgen::string::Ia5String::try_from(value)
+        .map_err(|_| Error::Config(format!("invalid {what} {value:?}")))
 }
 
 /// Subject with O values first, then CN (Go's order, as kubeadm writes).

@@ -112,20 +112,7 @@ pub fn render_named(
     cert: &Cert,
     key: &PrivateKey,
 ) -> Result<Zeroizing<String>> {
-    let credentials = User {
-        client_certificate_data: Some(STANDARD.encode(cert.pem())),
-        client_key_data: Some(STANDARD.encode(key.pem())),
-        client_certificate: None,
-        client_key: None,
-    };
-    to_yaml(&single_context(
-        cluster,
-        server,
-        Some(ca_pem),
-        user,
-        user,
-        credentials,
-    ))
+    render_embedded(cluster, server, Some(ca_pem), user, Some(cert), key)
 }
 
 /// Renders a kubeconfig whose client certificate and key are read from `client_pem` (one file
@@ -201,8 +188,21 @@ pub fn render_key_only(
     user: &str,
     key: &PrivateKey,
 ) -> Result<Zeroizing<String>> {
+    render_embedded(cluster, server, None, user, None, key)
+}
+
+/// A kubeconfig of one cluster and one user named `user` whose key (and certificate, when
+/// given) is embedded; the CA data is embedded when given.
+fn render_embedded(
+    cluster: &str,
+    server: &str,
+    ca_pem: Option<&str>,
+    user: &str,
+    cert: Option<&Cert>,
+    key: &PrivateKey,
+) -> Result<Zeroizing<String>> {
     let credentials = User {
-        client_certificate_data: None,
+        client_certificate_data: cert.map(|cert| STANDARD.encode(cert.pem())),
         client_key_data: Some(STANDARD.encode(key.pem())),
         client_certificate: None,
         client_key: None,
@@ -210,7 +210,7 @@ pub fn render_key_only(
     to_yaml(&single_context(
         cluster,
         server,
-        None,
+        ca_pem,
         user,
         user,
         credentials,
@@ -218,7 +218,7 @@ pub fn render_key_only(
 }
 
 /// The YAML text of a kubeconfig holding credentials, wiped on drop.
-fn to_yaml(config: &Config) -> Result<Zeroizing<String>> {
+fn to_yaml(config: &impl serde::Serialize) -> Result<Zeroizing<String>> {
     serde_yaml_ng::to_string(config)
         .map(Zeroizing::new)
         .map_err(|e| Error::Render {
@@ -324,22 +324,9 @@ pub fn rewrite_embedded(
     use serde_yaml_ng::Value;
     let mut doc: Value = serde_yaml_ng::from_str(text).map_err(|e| Error::parse(path, e))?;
     let ca_key = Value::from("certificate-authority-data");
-    let context = current_context(&doc);
-    let cluster_name = context
-        .and_then(|c| c.get("cluster"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let clusters = doc
-        .get_mut("clusters")
-        .and_then(Value::as_sequence_mut)
-        .ok_or_else(|| Error::parse(path, "no clusters"))?;
     // Only the current context's cluster: other clusters of the file belong to someone else.
-    let cluster = match &cluster_name {
-        Some(n) => clusters
-            .iter_mut()
-            .find(|c| c.get("name").and_then(Value::as_str) == Some(n.as_str())),
-        None => clusters.first_mut(),
-    };
+    let cluster_name = context_field(&doc, "cluster");
+    let cluster = named_entry(&mut doc, "clusters", cluster_name.as_deref(), path)?;
     if let Some(m) = cluster
         .and_then(|c| c.get_mut("cluster"))
         .and_then(Value::as_mapping_mut)
@@ -348,36 +335,11 @@ pub fn rewrite_embedded(
         m.insert(ca_key.clone(), Value::from(STANDARD.encode(ca_pem)));
     }
     if let Some((cert, key)) = client {
-        let current = doc
-            .get("current-context")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let user_name = doc
-            .get("contexts")
-            .and_then(Value::as_sequence)
-            .and_then(|s| {
-                s.iter()
-                    .find(|c| c.get("name").and_then(Value::as_str) == Some(current.as_str()))
-                    .or_else(|| s.first())
-            })
-            .and_then(|c| c.get("context"))
-            .and_then(|c| c.get("user"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let users = doc
-            .get_mut("users")
-            .and_then(Value::as_sequence_mut)
-            .ok_or_else(|| Error::parse(path, "no users"))?;
-        let user = match user_name {
-            Some(n) => users
-                .iter_mut()
-                .find(|u| u.get("name").and_then(Value::as_str) == Some(n.as_str())),
-            None => users.first_mut(),
-        }
-        .and_then(|u| u.get_mut("user"))
-        .and_then(Value::as_mapping_mut)
-        .ok_or_else(|| Error::parse(path, "no user for the current context"))?;
+        let user_name = context_field(&doc, "user");
+        let user = named_entry(&mut doc, "users", user_name.as_deref(), path)?
+            .and_then(|u| u.get_mut("user"))
+            .and_then(Value::as_mapping_mut)
+            .ok_or_else(|| Error::parse(path, "no user for the current context"))?;
         if !user.contains_key("client-certificate-data") {
             return Ok(None);
         }
@@ -390,12 +352,36 @@ pub fn rewrite_embedded(
             Value::from(STANDARD.encode(key.pem())),
         );
     }
-    serde_yaml_ng::to_string(&doc)
-        .map(|s| Some(Zeroizing::new(s)))
-        .map_err(|e| Error::Render {
-            what: "kubeconfig",
-            reason: e.to_string(),
-        })
+    to_yaml(&doc).map(Some)
+}
+
+/// What the current context names as its `field` (`cluster` or `user`).
+fn context_field(doc: &serde_yaml_ng::Value, field: &str) -> Option<String> {
+    current_context(doc)
+        .and_then(|c| c.get(field))
+        .and_then(serde_yaml_ng::Value::as_str)
+        .map(str::to_owned)
+}
+
+/// The entry called `name` of the list `list` (`clusters` or `users`), or its first entry when
+/// no name is given; an error when the list is missing.
+fn named_entry<'a>(
+    doc: &'a mut serde_yaml_ng::Value,
+    list: &str,
+    name: Option<&str>,
+    path: &Path,
+) -> Result<Option<&'a mut serde_yaml_ng::Value>> {
+    use serde_yaml_ng::Value;
+    let entries = doc
+        .get_mut(list)
+        .and_then(Value::as_sequence_mut)
+        .ok_or_else(|| Error::parse(path, format!("no {list}")))?;
+    Ok(match name {
+        Some(n) => entries
+            .iter_mut()
+            .find(|e| e.get("name").and_then(Value::as_str) == Some(n)),
+        None => entries.first_mut(),
+    })
 }
 
 /// The current context's `context` mapping (the first context when none is current).

@@ -281,6 +281,10 @@ struct RotateArgs {
     /// from the public part of the --join file (no private key needed).
     #[arg(long)]
     worker: bool,
+    /// Print what the phase would create or change (cert dir, kubeconfigs, manifests, state,
+    /// backups, --export file); write nothing. Refused as the phase itself would be.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Args)]
@@ -716,8 +720,10 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
             }
         }));
     }
-    let outcome = match a.phase {
+    // `None`: abort.
+    let phase = match a.phase {
         RotatePhase::Status => {
+            // Only reads: the same with or without --dry-run.
             let report = rotate::status::collect(&layout)?;
             if json {
                 println!("{}", to_json(&report)?);
@@ -726,26 +732,35 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        RotatePhase::Start if a.worker => {
+        RotatePhase::Start => Some(Phase::Start),
+        RotatePhase::Switch => Some(Phase::Switch),
+        RotatePhase::Finish => Some(Phase::Finish),
+        RotatePhase::Abort => None,
+    };
+    let worker = a.worker;
+    let execute = move |layout: &Layout, opts: &mut rotate::Options| match (phase, worker) {
+        (Some(Phase::Start), true) => {
             let (Some(join), Some(key)) = (opts.join.as_deref(), opts.certificate_key.as_ref())
             else {
-                return Err(pki::error::Error::Config(
+                return Err(Error::Config(
                     "start --worker needs --join FILE and --certificate-key HEX".into(),
                 ));
             };
-            rotate::worker::start(&layout, target, join, key)?
+            rotate::worker::start(layout, target, join, key)
         }
-        RotatePhase::Finish if a.worker => rotate::worker::finish(&layout, target)?,
-        _ if a.worker => {
-            return Err(pki::error::Error::Config(
-                "--worker applies to start and finish only".into(),
-            ));
-        }
-        RotatePhase::Abort => rotate::abort(&layout, target, &mut opts)?,
-        RotatePhase::Start => rotate::run(&layout, target, Phase::Start, &mut opts)?,
-        RotatePhase::Switch => rotate::run(&layout, target, Phase::Switch, &mut opts)?,
-        RotatePhase::Finish => rotate::run(&layout, target, Phase::Finish, &mut opts)?,
+        (Some(Phase::Finish), true) => rotate::worker::finish(layout, target),
+        (_, true) => Err(Error::Config(
+            "--worker applies to start and finish only".into(),
+        )),
+        (None, false) => rotate::abort(layout, target, opts),
+        (Some(p), false) => rotate::run(layout, target, p, opts),
     };
+    if a.dry_run {
+        let report = rotate::dry_run(&layout, &mut opts, execute)?;
+        print_rotate_dry_run(&report, generated_key.is_some(), json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcome = execute(&layout, &mut opts)?;
     if let Some(hex) = &generated_key {
         // Shown once (on stderr with `-o json`, which stays parseable): every other node's
         // --join needs it.
@@ -808,6 +823,50 @@ fn run_autopilot(a: AutopilotArgs) -> Result<ExitCode> {
     let outcome = autopilot::run(&a.dirs.layout(), &opts)?;
     print!("{}", outcome.render(a.dry_run));
     Ok(ExitCode::from(outcome.exit_code()))
+}
+
+/// Prints what `rotate --dry-run` found: the phase's report and the files it would touch.
+fn print_rotate_dry_run(report: &pki::rotate::DryRun, new_key: bool, json: bool) -> Result<()> {
+    if new_key {
+        // As the real key line: on stderr with `-o json`, which stays parseable.
+        let line = "[dry-run] would generate the certificate key for --export and show it once (not in a dry run)";
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    if json {
+        println!("{}", to_json(report)?);
+        return Ok(());
+    }
+    let o = &report.outcome;
+    let what = o.phase.map_or("abort", |p| p.as_str());
+    if o.already_done {
+        println!(
+            "[dry-run] {} {what}: already complete, nothing to do",
+            o.target
+        );
+    } else {
+        println!("[dry-run] {} {what}: would carry out", o.target);
+        for s in &o.steps {
+            println!("[dry-run] step {s}");
+        }
+    }
+    for n in &o.notes {
+        println!("[dry-run] note: {n}");
+    }
+    if report.changes.is_empty() {
+        println!("[dry-run] no file would change");
+    }
+    for c in &report.changes {
+        println!("{c}");
+    }
+    if !o.already_done {
+        println!("Restart sequence (in this order) the phase would require:");
+        print!("{}", pki::rotate::restart::render(&o.restart));
+    }
+    Ok(())
 }
 
 /// Prints the files a dry run would create, change or remove.

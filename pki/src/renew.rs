@@ -2,7 +2,7 @@
 //! subject, SANs and usages of the existing certificate and a fresh key. CAs are never touched.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -67,6 +67,49 @@ pub struct RenewReport {
     pub notes: Vec<String>,
 }
 
+impl RenewReport {
+    /// A file of `name` is missing: skipped with `all` (reported as kubeadm does), an error when
+    /// `name` was asked for.
+    fn skip_missing(&mut self, name: &str, path: &Path, all: bool) -> Result<()> {
+        if !all {
+            return Err(Error::invalid(
+                path,
+                "missing; nothing to renew (run `pki init`)",
+            ));
+        }
+        self.skipped.push((name.to_owned(), "!MISSING!".to_owned()));
+        Ok(())
+    }
+
+    /// The CA to renew `cert` (of `name`) from, or `None` (skipped and reported) when it is not
+    /// `due` or, with `all`, when that CA's key is missing.
+    fn ca_if_due(
+        &mut self,
+        layout: &Layout,
+        name: &str,
+        ca: CaId,
+        cert: &Cert,
+        due: bool,
+        all: bool,
+    ) -> Result<Option<Ca>> {
+        if !due {
+            self.skipped.push((
+                name.to_owned(),
+                format!("expires {}", cert.info().not_after),
+            ));
+            return Ok(None);
+        }
+        match signing_ca(layout, ca) {
+            Ok(ca) => Ok(Some(ca)),
+            Err(e @ Error::CaKeyMissing { .. }) if all => {
+                self.skipped.push((name.to_owned(), e.to_string()));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// Renews `names` (or everything when `names` is empty or contains `all`). With `all`, missing
 /// files are skipped and reported (as kubeadm does); a missing file named explicitly is an error.
 pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<RenewReport> {
@@ -97,31 +140,11 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
             let crt = layout.crt(leaf.base);
             let key_path = layout.key(leaf.base);
             let Some(cert) = layout::load_cert(&crt)? else {
-                if all {
-                    report
-                        .skipped
-                        .push((name.to_owned(), "!MISSING!".to_owned()));
-                    continue;
-                }
-                return Err(Error::invalid(
-                    &crt,
-                    "missing; nothing to renew (run `pki init`)",
-                ));
-            };
-            if !due(&cert) {
-                report.skipped.push((
-                    name.to_owned(),
-                    format!("expires {}", cert.info().not_after),
-                ));
+                report.skip_missing(name, &crt, all)?;
                 continue;
-            }
-            let ca = match signing_ca(layout, leaf.ca) {
-                Ok(ca) => ca,
-                Err(e @ Error::CaKeyMissing { .. }) if all => {
-                    report.skipped.push((name.to_owned(), e.to_string()));
-                    continue;
-                }
-                Err(e) => return Err(e),
+            };
+            let Some(ca) = report.ca_if_due(layout, name, leaf.ca, &cert, due(&cert), all)? else {
+                continue;
             };
             let (new, key) = reissue_as(&cert, &ca, opts, name)?;
             layout::write_cert_and_key(&crt, &new, &key_path, &key)?;
@@ -138,36 +161,16 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
         } else if let Some(kc) = profile::kubeconfig_by_name(name) {
             let path = layout.kubeconfig(kc);
             let Some(text) = store::read_secret_optional(&path)? else {
-                if all {
-                    // e.g. super-admin.conf on clusters made before kubeadm 1.29
-                    report
-                        .skipped
-                        .push((name.to_owned(), "!MISSING!".to_owned()));
-                    continue;
-                }
-                return Err(Error::invalid(
-                    &path,
-                    "missing; nothing to renew (run `pki init`)",
-                ));
+                // e.g. super-admin.conf on clusters made before kubeadm 1.29
+                report.skip_missing(name, &path, all)?;
+                continue;
             };
             let parsed = kubeconfig::parse(&text, &path)?;
             let cert = parsed
                 .client_cert
                 .ok_or_else(|| Error::invalid(&path, "has no client certificate"))?;
-            if !due(&cert) {
-                report.skipped.push((
-                    name.to_owned(),
-                    format!("expires {}", cert.info().not_after),
-                ));
+            let Some(ca) = report.ca_if_due(layout, name, CaId::Ca, &cert, due(&cert), all)? else {
                 continue;
-            }
-            let ca = match signing_ca(layout, CaId::Ca) {
-                Ok(ca) => ca,
-                Err(e @ Error::CaKeyMissing { .. }) if all => {
-                    report.skipped.push((name.to_owned(), e.to_string()));
-                    continue;
-                }
-                Err(e) => return Err(e),
             };
             let (new, key) = reissue_as(&cert, &ca, opts, name)?;
             // The CA data is refreshed from the current ca.crt (the whole file: during a CA

@@ -22,14 +22,7 @@ pub fn output_of(command: &mut Command) -> Output {
 /// Returns its output.
 pub fn expect_success(command: &mut Command) -> Output {
     let output = output_of(command);
-    assert!(
-        output.status.success(),
-        "{} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        command_line(command),
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_succeeded(&command_line(command), &output);
     output
 }
 
@@ -37,13 +30,28 @@ pub fn expect_success(command: &mut Command) -> Output {
 /// output.
 pub fn expect_failure(command: &mut Command) -> Output {
     let output = output_of(command);
+    assert_failed(&command_line(command), &output);
+    output
+}
+
+/// Panics, naming `what` ran and with its stdout and stderr, unless `output` is of a success.
+pub fn assert_succeeded(what: &str, output: &Output) {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Panics, naming `what` ran and with its stdout, if `output` is of a success.
+pub fn assert_failed(what: &str, output: &Output) {
     assert!(
         !output.status.success(),
-        "{} unexpectedly succeeded:\nstdout:\n{}",
-        command_line(command),
+        "{what} unexpectedly succeeded:\nstdout:\n{}",
         String::from_utf8_lossy(&output.stdout)
     );
-    output
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@
 //! (`precheck`), back up ([`backup`]), then carry out the phase's steps from the table in
 //! `steps`, each one applied by `apply` from the staged `material`. [`status`] only reads.
 //!
+//! `--dry-run` ([`dry_run`]) runs a phase on a scratch copy of every directory it writes and
+//! reports the files it would create, change or remove.
+//!
 //! Several control-plane nodes: the new CA (key) is generated once (`start --export FILE`) and
 //! carried to the other nodes in the encrypted [`shared`] file (`start --join FILE`, see
 //! `join`); every node then re-issues only its own leaves and kubeconfigs, from their own
@@ -31,6 +34,7 @@ mod admission;
 mod anchor;
 mod apply;
 pub mod backup;
+mod dry_run;
 mod join;
 pub mod manifests;
 mod material;
@@ -38,6 +42,7 @@ mod options;
 mod outcome;
 pub mod plan;
 mod precheck;
+mod relocate;
 pub mod restart;
 mod run;
 mod session;
@@ -48,6 +53,7 @@ mod steps;
 pub mod worker;
 
 pub use abort::abort;
+pub use dry_run::{DryRun, dry_run};
 pub use options::{DEFAULT_MAX_TOKEN_LIFETIME, FAIL_AFTER_STEP_ENV, Options, StepHook};
 pub use outcome::Outcome;
 pub use plan::{Phase, Plan, Target};

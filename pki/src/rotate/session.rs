@@ -14,15 +14,7 @@ use crate::store;
 /// when another command (another `pki rotate`, or `renew`) holds the lock: a rotation queued
 /// behind another would run on files it did not see.
 pub(crate) fn open(layout: &Layout, manifests_dir: Option<&Path>) -> Result<store::DirLock> {
-    let Some(lock) = store::try_lock_dir(&layout.cert_dir)? else {
-        return Err(Error::RotationRefused {
-            state: plan::state_path(layout),
-            reason: format!(
-                "another `pki` command is running on {} (it holds the directory's lock); wait for it to end, then rerun this one",
-                layout.cert_dir.display()
-            ),
-        });
-    };
+    let lock = lock(layout)?;
     let staged = Target::ALL.map(|t| Plan::new(t, layout.clone(), None).staged_dir());
     let dirs = [
         layout.cert_dir.clone(),
@@ -37,4 +29,16 @@ pub(crate) fn open(layout: &Layout, manifests_dir: Option<&Path>) -> Result<stor
         store::clean_stale_temps(m);
     }
     Ok(lock)
+}
+
+/// Takes `layout`'s cert dir lock (a lock on the directory itself: no file is created), refused
+/// at once while another command holds it; nothing is cleaned.
+pub(crate) fn lock(layout: &Layout) -> Result<store::DirLock> {
+    store::try_lock_dir(&layout.cert_dir)?.ok_or_else(|| Error::RotationRefused {
+        state: plan::state_path(layout),
+        reason: format!(
+            "another `pki` command is running on {} (it holds the directory's lock); wait for it to end, then rerun this one",
+            layout.cert_dir.display()
+        ),
+    })
 }

@@ -137,20 +137,17 @@ impl State {
 
     /// Whether `finish` has begun or completed (after which `abort` is refused).
     pub fn finish_begun(&self) -> bool {
-        self.has_completed(Phase::Finish)
-            || self
-                .running
-                .as_ref()
-                .is_some_and(|r| r.phase == Phase::Finish)
+        self.begun(Phase::Finish)
     }
 
     /// Whether `switch` has begun or completed (after which `abort` is refused).
     pub fn switch_begun(&self) -> bool {
-        self.has_completed(Phase::Switch)
-            || self
-                .running
-                .as_ref()
-                .is_some_and(|r| r.phase == Phase::Switch)
+        self.begun(Phase::Switch)
+    }
+
+    /// Whether `phase` is running or has completed.
+    fn begun(&self, phase: Phase) -> bool {
+        self.has_completed(phase) || self.running.as_ref().is_some_and(|r| r.phase == phase)
     }
 
     /// Whether the running phase has recorded step `name` as done.

@@ -28,9 +28,10 @@ const CONFS: &[&str] = &[
 fn autopilot(c: &Cluster, extra: &[&str]) -> Output {
     let manifests = c.root().join("manifests");
     std::fs::create_dir_all(&manifests).unwrap();
-    let mut args = vec!["autopilot", "--manifests-dir", manifests.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    c.cmd(&args)
+    c.cmd_with(
+        &["autopilot", "--manifests-dir", manifests.to_str().unwrap()],
+        extra,
+    )
 }
 
 fn stdout(o: &Output) -> String {
@@ -39,9 +40,7 @@ fn stdout(o: &Output) -> String {
 
 /// A cluster whose leaves and kubeconfig client certificates live two hours (all due).
 fn short_lived() -> Cluster {
-    let c = Cluster::new();
-    ok(&c.init(&["--certificate-validity-period", "2h"]));
-    c
+    Cluster::initialized_with(&["--certificate-validity-period", "2h"])
 }
 
 #[test]
@@ -105,10 +104,12 @@ fn one_pass_renews_every_due_leaf_and_kubeconfig_and_nothing_else() {
         assert_eq!(before[rel], after[rel], "{rel} changed");
     }
     assert!(!out.contains("renewed kubelet.conf"), "{out}");
-    assert!(
-        out.contains("WARNING: the kubelet client certificate of")
-            && out.contains("past its renewal point"),
-        "{out}"
+    assert_mentions(
+        &out,
+        &[
+            "WARNING: the kubelet client certificate of",
+            "past its renewal point",
+        ],
     );
     // No manifests: renewed but not restarted, and said so.
     for comp in [
@@ -123,15 +124,16 @@ fn one_pass_renews_every_due_leaf_and_kubeconfig_and_nothing_else() {
         );
     }
     let prom = std::fs::read_to_string(&metrics).unwrap();
-    for line in [
-        "pki_certificate_expiry_timestamp_seconds{name=\"etcd-server\"",
-        "pki_autopilot_last_run_timestamp_seconds ",
-        "pki_autopilot_last_success_timestamp_seconds ",
-        "pki_autopilot_renewed_total{certificate=\"etcd-server\"} 1",
-        "pki_autopilot_renewed_total{certificate=\"admin.conf\"} 1",
-    ] {
-        assert!(prom.contains(line), "{line}:\n{prom}");
-    }
+    assert_mentions(
+        &prom,
+        &[
+            "pki_certificate_expiry_timestamp_seconds{name=\"etcd-server\"",
+            "pki_autopilot_last_run_timestamp_seconds ",
+            "pki_autopilot_last_success_timestamp_seconds ",
+            "pki_autopilot_renewed_total{certificate=\"etcd-server\"} 1",
+            "pki_autopilot_renewed_total{certificate=\"admin.conf\"} 1",
+        ],
+    );
     assert!(!prom.contains("pki_autopilot_failure{"), "{prom}");
     assert_eq!(mode(&metrics), 0o644);
 
@@ -149,16 +151,15 @@ fn one_pass_renews_every_due_leaf_and_kubeconfig_and_nothing_else() {
     snap.remove("pki.prom");
     assert_eq!(snap, snap2);
     let prom2 = std::fs::read_to_string(&metrics).unwrap();
-    assert!(
-        prom2.contains("pki_autopilot_renewed_total{certificate=\"etcd-server\"} 1"),
-        "{prom2}"
+    assert_mentions(
+        &prom2,
+        &["pki_autopilot_renewed_total{certificate=\"etcd-server\"} 1"],
     );
 }
 
 #[test]
 fn a_certificate_with_most_of_its_life_left_is_not_renewed_and_the_threshold_is_configurable() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let out = ok(&autopilot(&c, &[]));
     assert!(out.contains("nothing is due for renewal"), "{out}");
     // 1y certificates: with less than 400 days asked for, everything is due.
@@ -172,27 +173,20 @@ fn a_certificate_with_most_of_its_life_left_is_not_renewed_and_the_threshold_is_
 
 #[test]
 fn a_ca_expiring_within_a_year_is_reported_loudly_and_never_renewed() {
-    let c = Cluster::new();
-    ok(&c.init(&["--ca-certificate-validity-period", "8000h"]));
+    let c = Cluster::initialized_with(&["--ca-certificate-validity-period", "8000h"]);
     let before = std::fs::read(c.path("ca.crt")).unwrap();
     let metrics = c.root().join("pki.prom");
     let out = autopilot(&c, &["--metrics-file", metrics.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     let text = stdout(&out);
-    assert!(
-        text.contains("WARNING: CA ca expires") && text.contains("never renews CAs"),
-        "{text}"
-    );
+    assert_mentions(&text, &["WARNING: CA ca expires", "never renews CAs"]);
     assert_eq!(std::fs::read(c.path("ca.crt")).unwrap(), before);
     let prom = std::fs::read_to_string(&metrics).unwrap();
-    assert!(
-        prom.contains("pki_autopilot_ca_expiring_within_year{name=\"ca\"} 1"),
-        "{prom}"
+    assert_mentions(
+        &prom,
+        &["pki_autopilot_ca_expiring_within_year{name=\"ca\"} 1"],
     );
-    assert!(
-        prom.contains("pki_autopilot_last_success_timestamp_seconds "),
-        "{prom}"
-    );
+    assert_mentions(&prom, &["pki_autopilot_last_success_timestamp_seconds "]);
 }
 
 #[test]
@@ -212,18 +206,9 @@ fn dry_run_prints_what_it_would_do_and_writes_nothing() {
         &["--dry-run", "--metrics-file", metrics.to_str().unwrap()],
     ));
     assert!(out.contains("[dry-run] would renew etcd-server ("), "{out}");
-    assert!(
-        out.contains("[dry-run] would renew scheduler.conf ("),
-        "{out}"
-    );
-    assert!(
-        out.contains("[dry-run] would restart kube-scheduler"),
-        "{out}"
-    );
-    assert!(
-        out.contains("[dry-run] not restarting etcd: no manifest"),
-        "{out}"
-    );
+    assert_mentions(&out, &["[dry-run] would renew scheduler.conf ("]);
+    assert_mentions(&out, &["[dry-run] would restart kube-scheduler"]);
+    assert_mentions(&out, &["[dry-run] not restarting etcd: no manifest"]);
     assert_eq!(before, snapshot(&c), "dry run changed files");
     assert!(!c.pki().join(".autopilot").exists());
     assert!(!metrics.exists());
@@ -265,17 +250,17 @@ fn autopilot_refuses_during_a_rotation() {
     let out = autopilot(&c, &["--metrics-file", metrics.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
-    assert!(
-        text.contains("FAILED (rotation-in-progress): a rotation of etcd-ca is in progress"),
-        "{text}"
+    assert_mentions(
+        &text,
+        &["FAILED (rotation-in-progress): a rotation of etcd-ca is in progress"],
     );
     let mut after = snapshot(&c);
     after.remove("pki.prom");
     assert_eq!(before, after, "files changed during a rotation");
     let prom = std::fs::read_to_string(&metrics).unwrap();
-    assert!(
-        prom.contains("pki_autopilot_failure{reason=\"rotation-in-progress\"} 1"),
-        "{prom}"
+    assert_mentions(
+        &prom,
+        &["pki_autopilot_failure{reason=\"rotation-in-progress\"} 1"],
     );
     assert!(
         !prom

@@ -3,22 +3,14 @@
 //! changes, as the kubelet does. Certificates are issued for two hours, so every leaf is due.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
+use crate::etcd_support::{self, ClientTls};
 use crate::rotate_support::snapshot;
 use crate::static_pod::Supervisor;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// etcd's static pod manifest as kubeadm writes it, with this test's paths and ports.
 fn etcd_manifest(pki: &Path, data: &Path, client: u16, peer: u16) -> String {
@@ -76,8 +68,7 @@ struct Member {
 impl Member {
     /// A short-lived PKI, the etcd manifest, the member running with key `foo` = `bar`.
     fn start() -> Member {
-        let c = Cluster::new();
-        ok(&c.init(&["--certificate-validity-period", "2h"]));
+        let c = Cluster::initialized_with(&["--certificate-validity-period", "2h"]);
         let manifests = c.root().join("manifests");
         std::fs::create_dir_all(&manifests).unwrap();
         let (client, peer) = (free_port(), free_port());
@@ -101,36 +92,21 @@ impl Member {
 
     /// POST to etcd's gateway with the current healthcheck client certificate.
     fn post(&self, path: &str, body: &str) -> Result<String, String> {
-        let out = Command::new("curl")
-            .args(["-sS", "--fail", "--max-time", "5", "--cacert"])
-            .arg(self.c.path("etcd/ca.crt"))
-            .arg("--cert")
-            .arg(self.c.path("etcd/healthcheck-client.crt"))
-            .arg("--key")
-            .arg(self.c.path("etcd/healthcheck-client.key"))
-            .args(["-X", "POST", "-d", body])
-            .arg(format!("https://127.0.0.1:{}{path}", self.client))
-            .output()
-            .unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        let tls = ClientTls {
+            ca: &self.c.path("etcd/ca.crt"),
+            crt: &self.c.path("etcd/healthcheck-client.crt"),
+            key: &self.c.path("etcd/healthcheck-client.key"),
+        };
+        let url = format!("https://127.0.0.1:{}{path}", self.client);
+        etcd_support::post(&tls, &url, body)
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self.post("/v3/kv/range", r#"{"key":"Zm9v"}"#) {
-                Ok(_) => return,
-                Err(e) if Instant::now() > deadline => panic!(
-                    "etcd not ready: {e}\n{}",
-                    std::fs::read_to_string(self.c.root().join("etcd.log")).unwrap_or_default()
-                ),
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
+        etcd_support::wait_ready(
+            Duration::from_secs(30),
+            &self.c.root().join("etcd.log"),
+            || self.post("/v3/kv/range", r#"{"key":"Zm9v"}"#),
+        );
     }
 
     /// The value of `foo` (base64 `YmFy` = `bar`) must still be there.
@@ -173,16 +149,10 @@ fn one_pass_renews_and_restarts_etcd_through_its_manifest_and_a_second_pass_does
         assert!(t.contains(&format!("renewed {name} (")), "{name}:\n{t}");
     }
     assert!(t.contains("restarted etcd"), "{t}");
-    assert!(
-        t.contains("not restarting kube-apiserver: no manifest"),
-        "{t}"
-    );
+    assert_mentions(&t, &["not restarting kube-apiserver: no manifest"]);
     assert_eq!(m.supervisor.starts(), 2, "one restart through the manifest");
     let manifest = std::fs::read_to_string(m.c.root().join("manifests/etcd.yaml")).unwrap();
-    assert!(
-        manifest.contains("    pki.k8s.io/autopilot-renewed-at: \""),
-        "{manifest}"
-    );
+    assert_mentions(&manifest, &["    pki.k8s.io/autopilot-renewed-at: \""]);
     let old_manifest = String::from_utf8(before["manifests/etcd.yaml"].0.clone()).unwrap();
     assert_eq!(
         manifest
@@ -205,9 +175,9 @@ fn one_pass_renews_and_restarts_etcd_through_its_manifest_and_a_second_pass_does
     // Healthy over TLS with the renewed client certificate, data intact.
     m.assert_data_readable();
     let prom = std::fs::read_to_string(m.c.root().join("pki.prom")).unwrap();
-    assert!(
-        prom.contains("pki_autopilot_renewed_total{certificate=\"etcd-server\"} 1"),
-        "{prom}"
+    assert_mentions(
+        &prom,
+        &["pki_autopilot_renewed_total{certificate=\"etcd-server\"} 1"],
     );
 
     let out2 = m.autopilot(&[]);
@@ -227,10 +197,12 @@ fn a_renewed_certificate_etcd_cannot_load_is_rolled_back_and_etcd_is_healthy_aga
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(t.contains("rolled back etcd"), "{t}");
-    assert!(
-        t.contains("FAILED (restart-failed): etcd: not healthy with the renewed certificates")
-            && t.contains("it is healthy again"),
-        "{t}"
+    assert_mentions(
+        &t,
+        &[
+            "FAILED (restart-failed): etcd: not healthy with the renewed certificates",
+            "it is healthy again",
+        ],
     );
     // etcd's own certificate and key are the previous ones again, byte for byte.
     for rel in [
@@ -247,8 +219,8 @@ fn a_renewed_certificate_etcd_cannot_load_is_rolled_back_and_etcd_is_healthy_aga
     );
     m.assert_data_readable();
     let prom = std::fs::read_to_string(m.c.root().join("pki.prom")).unwrap();
-    assert!(
-        prom.contains("pki_autopilot_failure{reason=\"restart-failed\"} 1"),
-        "{prom}"
+    assert_mentions(
+        &prom,
+        &["pki_autopilot_failure{reason=\"restart-failed\"} 1"],
     );
 }

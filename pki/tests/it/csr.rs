@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 
+/// A CSR `<dir>/<name>.csr` (key `<name>.key`) made by `openssl req` for `subj` with `addext`
+/// extensions; `key` is `rsa` (2048), `p384` (P-384, SHA-256) or else EC P-256.
 fn make_csr(dir: &Path, name: &str, key: &str, subj: &str, addext: &[&str]) -> PathBuf {
     let csr = dir.join(format!("{name}.csr"));
     let keyf = dir.join(format!("{name}.key"));
@@ -18,37 +20,34 @@ fn make_csr(dir: &Path, name: &str, key: &str, subj: &str, addext: &[&str]) -> P
     );
     match k.as_str() {
         "rsa" => args.extend(["-newkey", "rsa:2048"]),
+        "p384" => args.extend([
+            "-sha256",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+        ]),
         _ => args.extend(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]),
     }
     args.extend(["-keyout", keys.as_str(), "-out", csrs.as_str()]);
     for e in addext {
         args.extend(["-addext", e]);
     }
-    let out = openssl(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    openssl_ok(&args);
     csr
 }
 
 fn sign(c: &Cluster, signer: &str, csr: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "sign-csr",
-        "--signer",
-        signer,
-        "--csr",
-        csr.to_str().unwrap(),
-    ];
-    args.extend(extra);
-    c.cmd(&args)
-}
-
-fn cluster() -> Cluster {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
-    c
+    c.cmd_with(
+        &[
+            "sign-csr",
+            "--signer",
+            signer,
+            "--csr",
+            csr.to_str().unwrap(),
+        ],
+        extra,
+    )
 }
 
 fn save(c: &Cluster, pem: &str, name: &str) -> PathBuf {
@@ -57,24 +56,34 @@ fn save(c: &Cluster, pem: &str, name: &str) -> PathBuf {
     p
 }
 
+/// Signs `csr` for `signer` (with `extra` flags), saves the certificate as `name` beside the
+/// cert dir and checks it verifies against ca.crt for `purpose`.
+fn issue(
+    c: &Cluster,
+    signer: &str,
+    csr: &Path,
+    extra: &[&str],
+    name: &str,
+    purpose: &str,
+) -> PathBuf {
+    let crt = save(c, &ok(&sign(c, signer, csr, extra)), name);
+    openssl_verify(&c.path("ca.crt"), &crt, Some(purpose));
+    crt
+}
+
+/// The subject the kubelet of node `worker-1` requests.
+const WORKER_1: &str = "/O=system:nodes/CN=system:node:worker-1";
+
 const CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 const SERVING: &str = "kubernetes.io/kubelet-serving";
 const API_CLIENT: &str = "kubernetes.io/kube-apiserver-client";
 
 #[test]
 fn kubelet_client_csr() {
-    let c = cluster();
+    let c = Cluster::initialized();
     let d = c.root();
-    let good = make_csr(
-        d,
-        "good",
-        "ec",
-        "/O=system:nodes/CN=system:node:worker-1",
-        &[],
-    );
-    let pem = ok(&sign(&c, CLIENT_KUBELET, &good, &[]));
-    let crt = save(&c, &pem, "good.crt");
-    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let good = make_csr(d, "good", "ec", WORKER_1, &[]);
+    let crt = issue(&c, CLIENT_KUBELET, &good, &[], "good.crt", "sslclient");
     let v = view(&crt);
     assert_eq!(v.cn, "system:node:worker-1");
     assert_eq!(v.orgs, vec!["system:nodes".to_owned()]);
@@ -97,7 +106,7 @@ fn kubelet_client_csr() {
     let cases: &[(&str, &str, &[&str], &str)] = &[
         (
             "san",
-            "/O=system:nodes/CN=system:node:worker-1",
+            WORKER_1,
             &["subjectAltName=DNS:worker-1"],
             "subject alternative names are not permitted",
         ),
@@ -121,13 +130,13 @@ fn kubelet_client_csr() {
         ),
         (
             "srv",
-            "/O=system:nodes/CN=system:node:worker-1",
+            WORKER_1,
             &["extendedKeyUsage=clientAuth,serverAuth"],
             "usage \"server auth\" is not permitted",
         ),
         (
             "ca",
-            "/O=system:nodes/CN=system:node:worker-1",
+            WORKER_1,
             &["basicConstraints=critical,CA:TRUE"],
             "CA:TRUE",
         ),
@@ -144,31 +153,22 @@ fn kubelet_client_csr() {
 
 #[test]
 fn kubelet_serving_csr() {
-    let c = cluster();
+    let c = Cluster::initialized();
     let d = c.root();
     let good = make_csr(
         d,
         "good",
         "ec",
-        "/O=system:nodes/CN=system:node:worker-1",
+        WORKER_1,
         &[
             "subjectAltName=DNS:worker-1,IP:10.0.0.21,IP:fd00::21",
             "keyUsage=critical,digitalSignature",
             "extendedKeyUsage=serverAuth",
         ],
     );
-    let crt = save(&c, &ok(&sign(&c, SERVING, &good, &[])), "serving.crt");
-    openssl_verify(&c.path("ca.crt"), &crt, Some("sslserver"));
+    let crt = issue(&c, SERVING, &good, &[], "serving.crt", "sslserver");
     let v = view(&crt);
-    assert_eq!(v.dns, vec!["worker-1".to_owned()]);
-    assert_eq!(
-        v.ips,
-        vec![
-            "10.0.0.21".parse::<std::net::IpAddr>().unwrap(),
-            "fd00::21".parse().unwrap()
-        ]
-    );
-    assert!(v.server_auth && !v.client_auth);
+    assert_serving_only(&v, &["worker-1"], &["10.0.0.21", "fd00::21"]);
     assert!(
         v.ku_digital_signature && !v.ku_key_encipherment,
         "usages as requested in the CSR"
@@ -205,24 +205,12 @@ fn kubelet_serving_csr() {
         ),
     ];
     for (name, ext, rule) in cases {
-        let csr = make_csr(
-            d,
-            name,
-            "ec",
-            "/O=system:nodes/CN=system:node:worker-1",
-            ext,
-        );
+        let csr = make_csr(d, name, "ec", WORKER_1, ext);
         let err = fails(&sign(&c, SERVING, &csr, &[]));
         assert!(err.contains(rule), "{name}: {err}");
     }
     // --usages overrides the CSR's request and is checked too.
-    let nosan_usage = make_csr(
-        d,
-        "u",
-        "ec",
-        "/O=system:nodes/CN=system:node:worker-1",
-        &["subjectAltName=IP:10.0.0.21"],
-    );
+    let nosan_usage = make_csr(d, "u", "ec", WORKER_1, &["subjectAltName=IP:10.0.0.21"]);
     let err = fails(&sign(
         &c,
         SERVING,
@@ -240,15 +228,17 @@ fn kubelet_serving_csr() {
 
 #[test]
 fn apiserver_client_csr_and_bad_input() {
-    let c = cluster();
+    let c = Cluster::initialized();
     let d = c.root();
     let good = make_csr(d, "jane", "rsa", "/O=dev/O=ops/CN=jane", &[]);
-    let crt = save(
+    let crt = issue(
         &c,
-        &ok(&sign(&c, API_CLIENT, &good, &["--duration", "24h"])),
+        API_CLIENT,
+        &good,
+        &["--duration", "24h"],
         "jane.crt",
+        "sslclient",
     );
-    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
     let v = view(&crt);
     assert_eq!(
         (v.cn.as_str(), v.orgs.clone()),
@@ -273,8 +263,7 @@ fn apiserver_client_csr_and_bad_input() {
 
     // Any number of groups is kept, in order.
     let many = make_csr(d, "many", "rsa", "/O=dev/O=ops/O=sre/O=oncall/CN=jane", &[]);
-    let crt = save(&c, &ok(&sign(&c, API_CLIENT, &many, &[])), "many.crt");
-    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let crt = issue(&c, API_CLIENT, &many, &[], "many.crt", "sslclient");
     let v = view(&crt);
     assert_eq!(v.cn, "jane");
     assert_eq!(v.orgs, ["dev", "ops", "sre", "oncall"]);
@@ -291,8 +280,7 @@ fn apiserver_client_csr_and_bad_input() {
         "/CN=svc-bot",
         &["subjectAltName=DNS:bot.example,email:bot@example.com,URI:spiffe://cluster/bot"],
     );
-    let crt = save(&c, &ok(&sign(&c, API_CLIENT, &sans, &[])), "sans.crt");
-    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let crt = issue(&c, API_CLIENT, &sans, &[], "sans.crt", "sslclient");
     let v = view(&crt);
     assert_eq!(v.dns, vec!["bot.example".to_owned()]);
     assert_eq!(v.other_sans.len(), 2, "{:?}", v.other_sans);
@@ -317,27 +305,9 @@ fn apiserver_client_csr_and_bad_input() {
     assert!(err.contains("\"client auth\" is required"), "{err}");
 
     // A P-384 key whose CSR is signed with SHA-256: the certificate must carry the P-384 key.
-    let p384 = d.join("p384.csr");
+    let p384 = make_csr(d, "p384", "p384", "/CN=bob", &[]);
     let k384 = d.join("p384.key");
-    let out = openssl(&[
-        "req",
-        "-new",
-        "-nodes",
-        "-sha256",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-384",
-        "-subj",
-        "/CN=bob",
-        "-keyout",
-        k384.to_str().unwrap(),
-        "-out",
-        p384.to_str().unwrap(),
-    ]);
-    assert!(out.status.success());
-    let crt = save(&c, &ok(&sign(&c, API_CLIENT, &p384, &[])), "bob.crt");
-    openssl_verify(&c.path("ca.crt"), &crt, Some("sslclient"));
+    let crt = issue(&c, API_CLIENT, &p384, &[], "bob.crt", "sslclient");
     assert_eq!(openssl_pubkey_of_cert(&crt), openssl_pubkey_of_key(&k384));
 
     // Garbage.

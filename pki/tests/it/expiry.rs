@@ -5,24 +5,9 @@ use crate::common;
 
 use common::*;
 
-const NAMES: &[&str] = &[
-    "admin.conf",
-    "apiserver",
-    "apiserver-etcd-client",
-    "apiserver-kubelet-client",
-    "controller-manager.conf",
-    "etcd-healthcheck-client",
-    "etcd-peer",
-    "etcd-server",
-    "front-proxy-client",
-    "scheduler.conf",
-    "super-admin.conf",
-];
-
 #[test]
 fn table_lists_everything_and_marks_missing() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     std::fs::remove_file(c.path("front-proxy-client.crt")).unwrap();
     std::fs::remove_file(c.conf("super-admin.conf")).unwrap();
     let out = ok(&c.cmd(&["check-expiration"]));
@@ -36,7 +21,7 @@ fn table_lists_everything_and_marks_missing() {
         "{}",
         lines[0]
     );
-    for n in NAMES {
+    for n in EXPIRATION_NAMES {
         assert!(
             lines.iter().any(|l| l.split_whitespace().any(|w| w == *n)),
             "{n} listed:\n{out}"
@@ -66,13 +51,12 @@ fn table_lists_everything_and_marks_missing() {
 
 #[test]
 fn json_yaml_and_prometheus() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     std::fs::remove_file(c.path("etcd/peer.crt")).unwrap();
     let json: serde_json::Value =
         serde_json::from_str(&ok(&c.cmd(&["check-expiration", "-o", "json"]))).unwrap();
     let certs = json["certificates"].as_array().unwrap();
-    assert_eq!(certs.len(), NAMES.len());
+    assert_eq!(certs.len(), EXPIRATION_NAMES.len());
     let api = certs.iter().find(|e| e["name"] == "apiserver").unwrap();
     assert_eq!(api["certificateAuthority"], "ca");
     assert_eq!(api["missing"], false);
@@ -96,7 +80,7 @@ fn json_yaml_and_prometheus() {
         serde_yaml_ng::from_str(&ok(&c.cmd(&["check-expiration", "-o", "yaml"]))).unwrap();
     assert_eq!(
         yaml["certificates"].as_sequence().unwrap().len(),
-        NAMES.len()
+        EXPIRATION_NAMES.len()
     );
     assert_eq!(yaml["certificateAuthorities"][0]["name"], "ca");
 
@@ -129,15 +113,13 @@ fn json_yaml_and_prometheus() {
     }
     // --output-file writes the textfile atomically.
     let f = c.root().join("pki.prom");
-    let mut args = vec![
-        "check-expiration".to_owned(),
-        "-o".into(),
-        "prometheus".into(),
-        "--output-file".into(),
-        f.to_string_lossy().into(),
-    ];
-    args.extend(c.dirs());
-    ok(&run(&args));
+    ok(&c.cmd(&[
+        "check-expiration",
+        "-o",
+        "prometheus",
+        "--output-file",
+        f.to_str().unwrap(),
+    ]));
     assert_eq!(
         std::fs::read_to_string(&f).unwrap().lines().count(),
         prom.lines().count()
@@ -146,8 +128,7 @@ fn json_yaml_and_prometheus() {
 
 #[test]
 fn fail_within_sets_the_exit_code() {
-    let c = Cluster::new();
-    ok(&c.init(&["--certificate-validity-period", "240h"]));
+    let c = Cluster::initialized_with(&["--certificate-validity-period", "240h"]);
     let out = c.cmd(&["check-expiration", "--fail-within", "720h"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("apiserver"));
@@ -170,8 +151,7 @@ fn fail_within_sets_the_exit_code() {
     assert_eq!(out.status.code(), Some(3), "missing fails only when asked");
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin.conf"));
     // An expired certificate always fails, and shows as <invalid> like kubeadm.
-    let c2 = Cluster::new();
-    ok(&c2.init(&["--certificate-validity-period", "1s"]));
+    let c2 = Cluster::initialized_with(&["--certificate-validity-period", "1s"]);
     std::thread::sleep(std::time::Duration::from_millis(3100));
     let out = c2.cmd(&["check-expiration", "--fail-within", "0s"]);
     assert_eq!(out.status.code(), Some(2));

@@ -12,41 +12,27 @@ fn missing_leaves_are_reported_not_faked() {
     // An operator-provided CA made with openssl; its key stays elsewhere.
     let keydir = tempfile::tempdir().unwrap();
     let key = keydir.path().join("ca.key");
-    let out = openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        c.path("ca.crt").to_str().unwrap(),
-        "-days",
-        "30",
-        "-subj",
-        "/CN=corp-k8s-ca",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    openssl_ca(&key, &c.path("ca.crt"), "/CN=corp-k8s-ca", "30", &[]);
     let ca_before = std::fs::read(c.path("ca.crt")).unwrap();
 
     let err = fails(&c.init(&[]));
     assert!(err.contains("external CA"), "{err}");
-    for f in [
-        "apiserver.crt",
-        "apiserver-kubelet-client.crt",
-        "admin.conf",
-        "kubelet.conf",
-    ] {
-        assert!(err.contains(f), "{f} must be reported: {err}");
-    }
+    assert_mentions(
+        &err,
+        &[
+            "apiserver.crt",
+            "apiserver-kubelet-client.crt",
+            "admin.conf",
+            "kubelet.conf",
+            // the SA key pair
+            "sa.key",
+        ],
+    );
     assert!(!c.path("ca.key").exists(), "no CA key invented");
+    assert!(
+        !c.path("sa.key").exists() && !c.path("sa.pub").exists(),
+        "no SA key pair generated in external CA mode (kubeadm generates none)"
+    );
     assert!(
         !c.path("apiserver.crt").exists(),
         "no leaf faked for the external CA"
@@ -62,8 +48,7 @@ fn missing_leaves_are_reported_not_faked() {
 
 #[test]
 fn existing_leaves_are_checked_against_the_external_ca() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     // Move the CA key away: now the cluster CA is external.
     std::fs::remove_file(c.path("ca.key")).unwrap();
     let out = ok(&c.init(&[]));
@@ -81,17 +66,11 @@ fn existing_leaves_are_checked_against_the_external_ca() {
     assert!(etcd.trim_end().ends_with("no"), "{etcd}");
     // Renewal needs the key: a named certificate is an error, `all` renews what it can.
     let err = fails(&c.cmd(&["renew", "apiserver"]));
-    assert!(
-        err.contains("ca.key") && err.contains("externally managed"),
-        "{err}"
-    );
+    assert_mentions(&err, &["ca.key", "externally managed"]);
     let etcd_before = std::fs::read(c.path("etcd/server.crt")).unwrap();
     let api_before = std::fs::read(c.path("apiserver.crt")).unwrap();
     let out = ok(&c.cmd(&["renew", "all"]));
-    assert!(
-        out.contains("skipped apiserver:") && out.contains("externally managed"),
-        "{out}"
-    );
+    assert_mentions(&out, &["skipped apiserver:", "externally managed"]);
     assert!(out.contains("skipped admin.conf:"), "{out}");
     assert!(out.contains("renewed etcd-server"), "{out}");
     assert_ne!(
@@ -100,13 +79,9 @@ fn existing_leaves_are_checked_against_the_external_ca() {
     );
     assert_eq!(std::fs::read(c.path("apiserver.crt")).unwrap(), api_before);
     // A leaf that does not chain to the external CA is refused.
-    let other = Cluster::new();
-    ok(&other.init(&[]));
+    let other = Cluster::initialized();
     std::fs::copy(other.path("apiserver.crt"), c.path("apiserver.crt")).unwrap();
     std::fs::copy(other.path("apiserver.key"), c.path("apiserver.key")).unwrap();
     let err = fails(&c.init(&[]));
-    assert!(
-        err.contains("apiserver.crt") && err.contains("not signed"),
-        "{err}"
-    );
+    assert_mentions(&err, &["apiserver.crt", "not signed"]);
 }

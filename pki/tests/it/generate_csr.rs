@@ -6,23 +6,6 @@ use std::path::{Path, PathBuf};
 
 use crate::common::*;
 
-const LEAVES: &[&str] = &[
-    "apiserver",
-    "apiserver-kubelet-client",
-    "apiserver-etcd-client",
-    "front-proxy-client",
-    "etcd/server",
-    "etcd/peer",
-    "etcd/healthcheck-client",
-];
-const CONFS: &[&str] = &[
-    "admin.conf",
-    "super-admin.conf",
-    "controller-manager.conf",
-    "scheduler.conf",
-    "kubelet.conf",
-];
-
 fn generate(c: &Cluster, extra: &[&str]) -> std::process::Output {
     let mut args = c.default_init_args(extra);
     args[0] = "generate-csr".into();
@@ -31,7 +14,7 @@ fn generate(c: &Cluster, extra: &[&str]) -> std::process::Output {
 
 /// openssl's view of a request: verified self-signature, subject line and text dump.
 fn req_text(csr: &Path) -> String {
-    let out = openssl(&[
+    let out = openssl_ok(&[
         "req",
         "-in",
         csr.to_str().unwrap(),
@@ -39,18 +22,11 @@ fn req_text(csr: &Path) -> String {
         "-verify",
         "-text",
     ]);
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        csr.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn req_pubkey(csr: &Path) -> String {
-    let out = openssl(&["req", "-in", csr.to_str().unwrap(), "-noout", "-pubkey"]);
-    assert!(out.status.success());
+    let out = openssl_ok(&["req", "-in", csr.to_str().unwrap(), "-noout", "-pubkey"]);
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -77,7 +53,7 @@ fn requests_carry_what_init_would_issue_and_nothing_else_changes() {
     let c = Cluster::new();
     let out = ok(&generate(&c, &["--kubernetes-version", "v1.30"]));
     assert!(out.contains("apiserver.csr"), "{out}");
-    for leaf in LEAVES {
+    for leaf in LEAF_BASES {
         let key = c.path(&format!("{leaf}.key"));
         let csr = c.path(&format!("{leaf}.csr"));
         assert_eq!(mode(&key), 0o600, "{leaf}");
@@ -86,15 +62,16 @@ fn requests_carry_what_init_would_issue_and_nothing_else_changes() {
     }
     let api = req_text(&c.path("apiserver.csr"));
     assert!(api.contains("Subject: CN = kube-apiserver"), "{api}");
-    for san in [
-        "DNS:cp1",
-        "DNS:kubernetes.default.svc.cluster.local",
-        "IP Address:10.96.0.1",
-        "IP Address:192.168.10.5",
-        "TLS Web Server Authentication",
-    ] {
-        assert!(api.contains(san), "{san}: {api}");
-    }
+    assert_mentions(
+        &api,
+        &[
+            "DNS:cp1",
+            "DNS:kubernetes.default.svc.cluster.local",
+            "IP Address:10.96.0.1",
+            "IP Address:192.168.10.5",
+            "TLS Web Server Authentication",
+        ],
+    );
     let kcl = req_text(&c.path("apiserver-kubelet-client.csr"));
     assert!(
         kcl.contains("Subject: O = kubeadm:cluster-admins, CN = kube-apiserver-kubelet-client"),
@@ -102,11 +79,13 @@ fn requests_carry_what_init_would_issue_and_nothing_else_changes() {
     );
     assert!(kcl.contains("TLS Web Client Authentication"), "{kcl}");
     let peer = req_text(&c.path("etcd/peer.csr"));
-    assert!(
-        peer.contains("TLS Web Server Authentication, TLS Web Client Authentication")
-            && peer.contains("DNS:localhost")
-            && peer.contains("IP Address:127.0.0.1"),
-        "{peer}"
+    assert_mentions(
+        &peer,
+        &[
+            "TLS Web Server Authentication, TLS Web Client Authentication",
+            "DNS:localhost",
+            "IP Address:127.0.0.1",
+        ],
     );
     for (conf, subject) in [
         (
@@ -161,10 +140,7 @@ fn requests_carry_what_init_would_issue_and_nothing_else_changes() {
     // A second run refuses and leaves every byte as it was.
     let before = snapshot(c.root());
     let err = fails(&generate(&c, &[]));
-    assert!(
-        err.contains("never overwrites") && err.contains("apiserver.key"),
-        "{err}"
-    );
+    assert_mentions(&err, &["never overwrites", "apiserver.key"]);
     assert_eq!(snapshot(c.root()), before);
 }
 
@@ -209,36 +185,19 @@ fn external_ca(c: &Cluster, keys: &Path, base: &str, cn: &str) -> (PathBuf, Path
     let key = keys.join(format!("{}.key", base.replace('/', "-")));
     let crt = c.path(&format!("{base}.crt"));
     std::fs::create_dir_all(crt.parent().unwrap()).unwrap();
-    let out = openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        crt.to_str().unwrap(),
-        "-addext",
-        "keyUsage=critical,keyCertSign,digitalSignature",
-        "-days",
-        "90",
-        "-subj",
+    openssl_ca(
+        &key,
+        &crt,
         &format!("/CN={cn}"),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "90",
+        &["-addext", "keyUsage=critical,keyCertSign,digitalSignature"],
     );
     (crt, key)
 }
 
 /// The external CA's operator: `openssl x509 -req`, copying the requested extensions.
 fn sign(csr: &Path, ca: &(PathBuf, PathBuf), out: &Path) {
-    let o = openssl(&[
+    openssl_ok(&[
         "x509",
         "-req",
         "-in",
@@ -255,7 +214,6 @@ fn sign(csr: &Path, ca: &(PathBuf, PathBuf), out: &Path) {
         "-out",
         out.to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]
@@ -269,13 +227,33 @@ fn external_ca_end_to_end() {
 
     // Before signing: init reports every missing certificate and creates none.
     let err = fails(&c.init(&[]));
-    assert!(
-        err.contains("apiserver.crt") && err.contains("external CA"),
-        "{err}"
-    );
+    assert_mentions(&err, &["apiserver.crt", "external CA"]);
     assert!(!c.path("apiserver.crt").exists());
+    // As kubeadm, the service-account key pair is the operator's to supply in this mode.
+    assert!(err.contains("sa.key"), "{err}");
+    assert!(!c.path("sa.key").exists() && !c.path("sa.pub").exists());
+    let sa_key = c.path("sa.key");
+    openssl_ok(&[
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-out",
+        sa_key.to_str().unwrap(),
+    ]);
+    std::fs::set_permissions(&sa_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    openssl_ok(&[
+        "pkey",
+        "-in",
+        sa_key.to_str().unwrap(),
+        "-pubout",
+        "-out",
+        c.path("sa.pub").to_str().unwrap(),
+    ]);
+    let sa_before = std::fs::read(&sa_key).unwrap();
 
-    for leaf in LEAVES {
+    for leaf in LEAF_BASES {
         let which = match *leaf {
             "front-proxy-client" => &fp,
             l if l.starts_with("etcd/") || l == "apiserver-etcd-client" => &etcd,
@@ -287,7 +265,7 @@ fn external_ca_end_to_end() {
             &c.path(&format!("{leaf}.crt")),
         );
     }
-    for conf in CONFS {
+    for conf in KUBECONFIGS {
         let crt = keys.path().join(format!("{conf}.crt"));
         sign(&c.conf(&format!("{conf}.csr")), &ca, &crt);
         let mut v = kubeconfig_yaml(&c.conf(conf));
@@ -297,7 +275,7 @@ fn external_ca_end_to_end() {
         );
         std::fs::write(c.conf(conf), serde_yaml_ng::to_string(&v).unwrap()).unwrap();
     }
-    let leaves_before: Vec<Vec<u8>> = LEAVES
+    let leaves_before: Vec<Vec<u8>> = LEAF_BASES
         .iter()
         .map(|l| std::fs::read(c.path(&format!("{l}.crt"))).unwrap())
         .collect();
@@ -309,24 +287,18 @@ fn external_ca_end_to_end() {
         "--apiserver-advertise-address",
         "192.168.10.9",
     ])));
-    assert!(
-        err.contains("apiserver.crt") && err.contains("192.168.10.9"),
-        "{err}"
-    );
+    assert_mentions(&err, &["apiserver.crt", "192.168.10.9"]);
 
     let out = ok(&c.init(&[]));
     assert!(out.contains("external CA mode"), "{out}");
-    assert!(
-        out.contains("completed") && out.contains("admin.conf"),
-        "{out}"
-    );
+    assert_mentions(&out, &["completed", "admin.conf"]);
     for base in ["ca", "front-proxy-ca", "etcd/ca"] {
         assert!(
             !c.path(&format!("{base}.key")).exists(),
             "{base}.key invented"
         );
     }
-    for (l, before) in LEAVES.iter().zip(&leaves_before) {
+    for (l, before) in LEAF_BASES.iter().zip(&leaves_before) {
         assert_eq!(
             &std::fs::read(c.path(&format!("{l}.crt"))).unwrap(),
             before,
@@ -335,7 +307,7 @@ fn external_ca_end_to_end() {
     }
     openssl_verify(&ca.0, &c.path("apiserver.crt"), Some("sslserver"));
     openssl_verify(&etcd.0, &c.path("etcd/peer.crt"), Some("sslclient"));
-    for conf in CONFS {
+    for conf in KUBECONFIGS {
         let kc = kubeconfig(&c.conf(conf));
         assert_eq!(
             kc.ca_pem.as_bytes(),
@@ -349,6 +321,7 @@ fn external_ca_end_to_end() {
             "{conf}"
         );
     }
+    assert_eq!(std::fs::read(&sa_key).unwrap(), sa_before, "sa.key kept");
     // A second init is a no-op that keeps everything.
     let again = ok(&c.init(&[]));
     assert!(!again.contains("completed"), "{again}");

@@ -214,31 +214,21 @@ fn init_writes_the_kubeadm_set() {
         }
     }
 
-    let api = view(&c.path("apiserver.crt"));
-    for d in [
-        "cp1",
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-    ] {
-        assert!(
-            api.dns.contains(&d.to_owned()),
-            "apiserver DNS {d}: {:?}",
-            api.dns
-        );
-    }
-    assert!(
-        api.ips.contains(&ip("10.96.0.1")) && api.ips.contains(&ip("192.168.10.5")),
-        "{:?}",
-        api.ips
+    assert_sans(
+        &view(&c.path("apiserver.crt")),
+        &["10.96.0.1", "192.168.10.5"],
+        &[
+            "cp1",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ],
     );
     for f in ["etcd/server", "etcd/peer"] {
         let v = view(&c.path(&format!("{f}.crt")));
         assert_eq!(v.dns, vec!["cp1".to_owned(), "localhost".to_owned()], "{f}");
-        for i in ["192.168.10.5", "127.0.0.1", "::1"] {
-            assert!(v.ips.contains(&ip(i)), "{f} IP {i}");
-        }
+        assert_sans(&v, &["192.168.10.5", "127.0.0.1", "::1"], &[]);
     }
 
     // Service-account key pair.
@@ -297,8 +287,7 @@ fn snapshot(c: &Cluster) -> BTreeMap<String, Vec<u8>> {
 
 #[test]
 fn second_init_keeps_every_file_byte_identical() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let before = snapshot(&c);
     assert_eq!(before.len(), 27, "{:?}", before.keys().collect::<Vec<_>>());
     let out = ok(&c.init(&[]));
@@ -312,8 +301,7 @@ fn second_init_keeps_every_file_byte_identical() {
 
 #[test]
 fn rerun_completes_an_interrupted_run() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     // Simulate a kill after the key of a leaf was written but before its certificate, a
     // leftover temp file, and a kill before a kubeconfig was written.
     std::fs::remove_file(c.path("apiserver.crt")).unwrap();
@@ -330,11 +318,7 @@ fn rerun_completes_an_interrupted_run() {
         openssl_pubkey_of_key(&c.path("apiserver.key")),
         openssl_pubkey_of_cert(&c.path("apiserver.crt"))
     );
-    openssl_verify(
-        &c.path("ca.crt"),
-        &c.path("apiserver.crt"),
-        Some("sslserver"),
-    );
+    c.verify_apiserver();
     assert!(c.conf("scheduler.conf").exists());
     assert!(
         !c.pki().join(".apiserver.crt.tmp-1-1").exists(),
@@ -357,31 +341,18 @@ fn dual_stack_endpoint_and_extra_sans() {
     ]);
     ok(&out);
     let v = view(&c.path("apiserver.crt"));
-    for i in ["10.100.0.1", "10.0.0.9", "192.168.10.5"] {
-        assert!(v.ips.contains(&ip(i)), "missing IP {i}: {:?}", v.ips);
-    }
+    assert_sans(
+        &v,
+        &["10.100.0.1", "10.0.0.9", "192.168.10.5"],
+        &[
+            "cp.example.com",
+            "api.example.org",
+            "kubernetes.default.svc.corp.local",
+        ],
+    );
     // kubeadm: the first IP of the first service CIDR only.
     assert!(!v.ips.contains(&ip("fd00:10:96::1")), "{:?}", v.ips);
-    for d in [
-        "cp.example.com",
-        "api.example.org",
-        "kubernetes.default.svc.corp.local",
-    ] {
-        assert!(
-            v.dns.contains(&d.to_owned()),
-            "missing DNS {d}: {:?}",
-            v.dns
-        );
-    }
-    assert_eq!(
-        kubeconfig(&c.conf("admin.conf")).server,
-        "https://cp.example.com:8443"
-    );
-    openssl_verify(
-        &c.path("ca.crt"),
-        &c.path("apiserver.crt"),
-        Some("sslserver"),
-    );
+    assert_api_endpoint(&c, &c.pki(), "https://cp.example.com:8443");
 }
 
 #[test]
@@ -399,34 +370,16 @@ fn ipv6_advertise_address() {
     ]);
     ok(&run(&args));
     let v = view(&c.path("apiserver.crt"));
-    assert!(
-        v.ips.contains(&ip("fd00::10")) && v.ips.contains(&ip("fd00:96::1")),
-        "{:?}",
-        v.ips
-    );
+    assert_sans(&v, &["fd00::10", "fd00:96::1"], &[]);
     assert!(!v.key_is_rsa && v.key_bits == 384);
-    assert_eq!(
-        kubeconfig(&c.conf("admin.conf")).server,
-        "https://[fd00::10]:6443"
-    );
-    openssl_verify(
-        &c.path("ca.crt"),
-        &c.path("apiserver.crt"),
-        Some("sslserver"),
-    );
+    assert_api_endpoint(&c, &c.pki(), "https://[fd00::10]:6443");
 }
 
 /// The one RSA run (RSA key generation is slow in debug builds): default algorithm is RSA-2048.
 #[test]
 fn default_algorithm_is_rsa_2048() {
     let c = Cluster::new();
-    let args = c.init_args(&[
-        "--node-name",
-        "cp1",
-        "--apiserver-advertise-address",
-        "192.168.10.5",
-    ]);
-    ok(&run(&args));
+    ok(&run(&c.init_args(NODE_FLAGS)));
     for f in ["ca", "apiserver", "etcd/server", "front-proxy-client"] {
         let v = view(&c.path(&format!("{f}.crt")));
         assert!(
@@ -436,16 +389,8 @@ fn default_algorithm_is_rsa_2048() {
             v.key_bits
         );
     }
-    openssl_verify(
-        &c.path("ca.crt"),
-        &c.path("apiserver.crt"),
-        Some("sslserver"),
-    );
-    openssl_verify(
-        &c.path("etcd/ca.crt"),
-        &c.path("etcd/peer.crt"),
-        Some("sslclient"),
-    );
+    c.verify_apiserver();
+    c.verify("etcd/peer", "etcd/ca", Some("sslclient"));
     let sa = openssl(&[
         "pkey",
         "-in",
@@ -458,25 +403,23 @@ fn default_algorithm_is_rsa_2048() {
 
 #[test]
 fn validity_flags_apply() {
-    let c = Cluster::new();
-    ok(&c.init(&[
+    let c = Cluster::initialized_with(&[
         "--certificate-validity-period",
         "720h",
         "--ca-certificate-validity-period",
         "8760h",
-    ]));
+    ]);
     let leaf = view(&c.path("apiserver.crt"));
     assert!((leaf.not_after - (now() + 30 * DAY)).abs() < 120);
     let ca = view(&c.path("ca.crt"));
     assert!((ca.not_after - (now() + 365 * DAY)).abs() < 120);
     // A leaf never outlives its CA.
-    let c2 = Cluster::new();
-    ok(&c2.init(&[
+    let c2 = Cluster::initialized_with(&[
         "--certificate-validity-period",
         "9000h",
         "--ca-certificate-validity-period",
         "24h",
-    ]));
+    ]);
     assert!(view(&c2.path("apiserver.crt")).not_after <= view(&c2.path("ca.crt")).not_after);
 }
 
@@ -520,16 +463,8 @@ fn killed_runs_leave_complete_files_and_a_rerun_completes() {
         let all = snapshot(&c);
         assert_eq!(all.len(), 27, "after rerun (kill at {delay_ms}ms)");
         assert!(all.keys().all(|p| !p.contains(".tmp-")), "temp files left");
-        openssl_verify(
-            &c.path("ca.crt"),
-            &c.path("apiserver.crt"),
-            Some("sslserver"),
-        );
-        openssl_verify(
-            &c.path("etcd/ca.crt"),
-            &c.path("etcd/peer.crt"),
-            Some("sslserver"),
-        );
+        c.verify_apiserver();
+        c.verify("etcd/peer", "etcd/ca", Some("sslserver"));
     }
 }
 
@@ -539,26 +474,20 @@ fn killed_runs_leave_complete_files_and_a_rerun_completes() {
 fn accepts_an_openssl_made_set() {
     let c = Cluster::new();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/openssl-issue.sh");
-    let out = std::process::Command::new("bash")
-        .arg(script)
-        .arg("ECDSA-P256")
-        .arg(c.root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    testkit::expect_success(
+        std::process::Command::new("bash")
+            .arg(script)
+            .arg("ECDSA-P256")
+            .arg(c.root()),
     );
     let key = c.path("apiserver.key");
-    let sec1 = openssl(&[
+    openssl_ok(&[
         "ec",
         "-in",
         key.to_str().unwrap(),
         "-out",
         key.to_str().unwrap(),
     ]);
-    assert!(sec1.status.success());
     assert!(
         std::fs::read_to_string(&key)
             .unwrap()
@@ -570,11 +499,7 @@ fn accepts_an_openssl_made_set() {
     assert_eq!(before, snapshot(&c));
     ok(&c.cmd(&["check-expiration", "--fail-within", "300d"]));
     ok(&c.cmd(&["renew", "apiserver"]));
-    openssl_verify(
-        &c.path("ca.crt"),
-        &c.path("apiserver.crt"),
-        Some("sslserver"),
-    );
+    c.verify_apiserver();
 }
 
 /// Two runs at once on the same directories serialize on the directory lock: both succeed and
@@ -599,11 +524,7 @@ fn concurrent_runs_do_not_interfere() {
         ("etcd/server", "etcd/ca"),
         ("front-proxy-client", "front-proxy-ca"),
     ] {
-        openssl_verify(
-            &c.path(&format!("{ca}.crt")),
-            &c.path(&format!("{leaf}.crt")),
-            None,
-        );
+        c.verify(leaf, ca, None);
         assert_eq!(
             openssl_pubkey_of_key(&c.path(&format!("{leaf}.key"))),
             openssl_pubkey_of_cert(&c.path(&format!("{leaf}.crt")))

@@ -6,8 +6,7 @@ use crate::common;
 use common::*;
 
 fn init_with(c: &Cluster, yaml: &str, extra: &[&str]) -> std::process::Output {
-    let f = c.root().join("kubeadm.yaml");
-    std::fs::write(&f, yaml).unwrap();
+    let f = c.write_config(yaml);
     let mut args = vec!["--config", f.to_str().unwrap()];
     args.extend(extra);
     c.init(&args)
@@ -48,69 +47,38 @@ cgroupDriver: systemd
 ",
         c.root().join("custom-pki").display()
     );
+    let f = c.write_config(&yaml);
+    let mut args = c.default_init_args(&["--config", f.to_str().unwrap()]);
     // --cert-dir is not passed: certificatesDir decides.
-    let f = c.root().join("kubeadm.yaml");
-    std::fs::write(&f, yaml).unwrap();
-    let mut args: Vec<String> = vec![
-        "init".into(),
-        "--kubeconfig-dir".into(),
-        c.root().to_string_lossy().into(),
-    ];
-    for a in [
-        "--config",
-        f.to_str().unwrap(),
-        "--node-name",
-        "cp1",
-        "--apiserver-advertise-address",
-        "192.168.10.5",
-        "--encryption-algorithm",
-        "ECDSA-P256",
-    ] {
-        args.push(a.into());
-    }
+    let cert_dir = args.iter().position(|a| a == "--cert-dir").unwrap();
+    args.drain(cert_dir..cert_dir + 2);
     let out = run(&args);
     ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("encryptionAlgorithm is a kubeadm.k8s.io/v1beta4 field; ignored"),
-        "{stderr}"
+    assert_mentions(
+        &stderr,
+        &["encryptionAlgorithm is a kubeadm.k8s.io/v1beta4 field; ignored"],
     );
     let pki = c.root().join("custom-pki");
     let api = view(&pki.join("apiserver.crt"));
-    assert!(
-        api.ips.contains(&"10.200.0.1".parse().unwrap()),
-        "{:?}",
-        api.ips
+    assert_sans(
+        &api,
+        &["10.200.0.1", "10.1.1.1"],
+        &[
+            "api.v3.example",
+            "lb.v3.example",
+            "kubernetes.default.svc.v3.local",
+        ],
     );
-    assert!(api.ips.contains(&"10.1.1.1".parse().unwrap()));
-    for d in [
-        "api.v3.example",
-        "lb.v3.example",
-        "kubernetes.default.svc.v3.local",
-    ] {
-        assert!(api.dns.contains(&d.to_owned()), "{d}: {:?}", api.dns);
-    }
-    assert!(
-        view(&pki.join("etcd/server.crt"))
-            .dns
-            .contains(&"etcd.v3.example".to_owned())
+    assert_sans(
+        &view(&pki.join("etcd/server.crt")),
+        &[],
+        &["etcd.v3.example"],
     );
-    assert!(
-        view(&pki.join("etcd/peer.crt"))
-            .ips
-            .contains(&"10.3.3.3".parse().unwrap())
-    );
+    assert_sans(&view(&pki.join("etcd/peer.crt")), &["10.3.3.3"], &[]);
     // The --encryption-algorithm flag (P-256) wins over the file.
     assert_eq!(api.key_bits, 256);
-    assert_eq!(
-        kubeconfig(&c.conf("admin.conf")).server,
-        "https://lb.v3.example:6443"
-    );
-    openssl_verify(
-        &pki.join("ca.crt"),
-        &pki.join("apiserver.crt"),
-        Some("sslserver"),
-    );
+    assert_api_endpoint(&c, &pki, "https://lb.v3.example:6443");
 }
 
 #[test]
@@ -127,17 +95,10 @@ apiServer:
   certSANs:
   - v4.example
 ";
-    let f = c.root().join("kubeadm.yaml");
-    std::fs::write(&f, yaml).unwrap();
-    let args = c.init_args(&[
-        "--config",
-        f.to_str().unwrap(),
-        "--node-name",
-        "cp1",
-        "--apiserver-advertise-address",
-        "192.168.10.5",
-    ]);
-    ok(&run(&args));
+    let f = c.write_config(yaml);
+    let mut flags = vec!["--config", f.to_str().unwrap()];
+    flags.extend_from_slice(NODE_FLAGS);
+    ok(&run(&c.init_args(&flags)));
     let api = view(&c.path("apiserver.crt"));
     assert_eq!(
         (api.key_is_rsa, api.key_bits),
@@ -145,11 +106,8 @@ apiServer:
         "encryptionAlgorithm used"
     );
     // Dual-stack: kubeadm puts the first IP of the first service CIDR only.
-    assert!(
-        !api.ips.contains(&"fd00:1234::1".parse().unwrap())
-            && api.ips.contains(&"10.96.0.1".parse().unwrap())
-    );
-    assert!(api.dns.contains(&"v4.example".to_owned()));
+    assert!(!api.ips.contains(&"fd00:1234::1".parse().unwrap()));
+    assert_sans(&api, &["10.96.0.1"], &["v4.example"]);
     assert!(
         (api.not_after - (now() + 30 * DAY)).abs() < 120,
         "certificateValidityPeriod"

@@ -62,7 +62,7 @@ fn cert_file(c: &Cluster, rel: &str) -> std::path::PathBuf {
 
 /// O values of a certificate through `openssl x509 -subject` (RFC 2253 order reversed).
 fn openssl_orgs(cert: &Path) -> Vec<String> {
-    let out = openssl(&[
+    let out = openssl_ok(&[
         "x509",
         "-in",
         cert.to_str().unwrap(),
@@ -71,7 +71,6 @@ fn openssl_orgs(cert: &Path) -> Vec<String> {
         "-nameopt",
         "sep_multiline,sname",
     ]);
-    assert!(out.status.success());
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -100,16 +99,11 @@ print(json.dumps(out))
 
 /// Subjects (CN, O, DNS SANs) of certificates through Python `cryptography`.
 fn python_subjects(paths: &[std::path::PathBuf]) -> serde_json::Value {
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(PY_SUBJECTS)
-        .args(paths)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = testkit::expect_success(
+        Command::new("python3")
+            .arg("-c")
+            .arg(PY_SUBJECTS)
+            .args(paths),
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -171,25 +165,19 @@ fn unsupported_versions_are_refused() {
         assert!(err.contains("supported: v1.28 to v1.37"), "{v}: {err}");
         assert!(!c.pki().exists(), "{v}: nothing written");
     }
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let err = fails(&c.cmd(&["renew", "all", "--kubernetes-version", "v1.20"]));
     assert!(err.contains("supported"), "{err}");
     let yaml = "apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: v1.26.0\n";
-    let f = c.root().join("old.yaml");
-    std::fs::write(&f, yaml).unwrap();
+    let f = c.write_config(yaml);
     let c2 = Cluster::new();
     let err = fails(&c2.init(&["--config", f.to_str().unwrap()]));
-    assert!(
-        err.contains("v1.26.0") && err.contains("supported"),
-        "{err}"
-    );
+    assert_mentions(&err, &["v1.26.0", "supported"]);
 }
 
 #[test]
 fn every_ca_carries_its_cn_as_dns_san() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let cas = [
         ("pki/ca.crt", "kubernetes"),
         ("pki/front-proxy-ca.crt", "front-proxy-ca"),
@@ -207,8 +195,7 @@ fn every_ca_carries_its_cn_as_dns_san() {
 
 #[test]
 fn dual_stack_puts_only_the_first_service_ip_and_accepts_kubeadm_certs() {
-    let c = Cluster::new();
-    ok(&c.init(&["--service-cidr", "10.96.0.0/12,fd00::/108"]));
+    let c = Cluster::initialized_with(&["--service-cidr", "10.96.0.0/12,fd00::/108"]);
     let api = view(&c.path("apiserver.crt"));
     assert!(api.ips.contains(&"10.96.0.1".parse().unwrap()));
     assert!(
@@ -221,8 +208,7 @@ fn dual_stack_puts_only_the_first_service_ip_and_accepts_kubeadm_certs() {
     ok(&c.init(&["--service-cidr", "10.96.0.0/12,fd00::/108"]));
     assert_eq!(before, std::fs::read(c.path("apiserver.crt")).unwrap());
     // IPv6-first: the first CIDR's first IP.
-    let c6 = Cluster::new();
-    ok(&c6.init(&["--service-cidr", "fd00::/108,10.96.0.0/12"]));
+    let c6 = Cluster::initialized_with(&["--service-cidr", "fd00::/108,10.96.0.0/12"]);
     let api6 = view(&c6.path("apiserver.crt"));
     assert!(api6.ips.contains(&"fd00::1".parse().unwrap()));
     assert!(!api6.ips.contains(&"10.96.0.1".parse().unwrap()));
@@ -284,8 +270,7 @@ discovery:
     token: abcdef.0123456789abcdef
     unsafeSkipCAVerification: true
 ";
-    let f = j.root().join("join.yaml");
-    std::fs::write(&f, yaml).unwrap();
+    let f = j.write_config(yaml);
     let args = j.init_args(&["--config", f.to_str().unwrap()]);
     ok(&run(&args));
     assert!(!j.conf("super-admin.conf").exists());
@@ -302,19 +287,13 @@ discovery:
     ok(&j.cmd(&["check-expiration", "--fail-on-missing"]));
 
     // The init node still alerts when its super-admin.conf goes missing.
-    let i = Cluster::new();
-    ok(&i.init(&[]));
+    let i = Cluster::initialized();
     std::fs::remove_file(i.conf("super-admin.conf")).unwrap();
     let out = i.cmd(&["check-expiration", "--fail-on-missing"]);
     assert_eq!(out.status.code(), Some(3));
     // A worker JoinConfiguration is refused: pki init is for control-plane nodes.
     let w = Cluster::new();
-    let f = w.root().join("worker.yaml");
-    std::fs::write(
-        &f,
-        "apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\nnodeRegistration:\n  name: w1\n",
-    )
-    .unwrap();
+    let f = w.write_config("apiVersion: kubeadm.k8s.io/v1beta4\nkind: JoinConfiguration\nnodeRegistration:\n  name: w1\n");
     let err = fails(&run(&w.init_args(&["--config", f.to_str().unwrap()])));
     assert!(err.contains("pki kubelet"), "{err}");
 }
@@ -338,8 +317,7 @@ controlPlaneEndpoint: api.prod.example
 networking:
   serviceSubnet: 10.100.0.0/16,fd00:100::/112
 ";
-    let f = c.root().join("kubeadm.yaml");
-    std::fs::write(&f, yaml).unwrap();
+    let f = c.write_config(yaml);
     // No --node-name / --apiserver-advertise-address: the InitConfiguration decides.
     let args = c.init_args(&["--config", f.to_str().unwrap()]);
     let out = run(&args);
@@ -416,29 +394,13 @@ const KUBEADM_FIELDS: &[&str] = &[
 
 #[test]
 fn check_expiration_json_and_yaml_have_kubeadms_shape_and_rows() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     std::fs::remove_file(c.path("front-proxy-client.crt")).unwrap();
     let json = check_json(&c);
     assert_eq!(json["apiVersion"], "output.kubeadm.k8s.io/v1alpha3");
     assert_eq!(json["kind"], "CertificateExpirationInfo");
     // kubeadm's rows, sorted by name: leaves + the kubeconfigs kubeadm renews (no kubelet.conf).
-    assert_eq!(
-        names(&json, "certificates"),
-        [
-            "admin.conf",
-            "apiserver",
-            "apiserver-etcd-client",
-            "apiserver-kubelet-client",
-            "controller-manager.conf",
-            "etcd-healthcheck-client",
-            "etcd-peer",
-            "etcd-server",
-            "front-proxy-client",
-            "scheduler.conf",
-            "super-admin.conf",
-        ]
-    );
+    assert_eq!(names(&json, "certificates"), EXPIRATION_NAMES);
     assert_eq!(
         names(&json, "certificateAuthorities"),
         ["ca", "etcd-ca", "front-proxy-ca"]
@@ -512,8 +474,7 @@ fn check_expiration_json_and_yaml_have_kubeadms_shape_and_rows() {
 
 #[test]
 fn renewing_a_kubeconfig_keeps_every_other_field() {
-    let c = Cluster::new();
-    ok(&c.init(&["--kubernetes-version", "v1.36"]));
+    let c = Cluster::initialized_with(&["--kubernetes-version", "v1.36"]);
     let path = c.conf("admin.conf");
     let mut doc: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -565,17 +526,12 @@ fn renewing_a_kubeconfig_keeps_every_other_field() {
             .orgs
             .is_empty()
     );
-    openssl_verify(
-        &c.path("ca.crt"),
-        &c.path("apiserver-kubelet-client.crt"),
-        Some("sslclient"),
-    );
+    c.verify("apiserver-kubelet-client", "ca", Some("sslclient"));
 }
 
 #[test]
 fn kubelet_takes_a_supported_version_only() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let out_dir = c.root().join("kubelet-pki");
     let base = [
         "kubelet",
@@ -607,8 +563,7 @@ etcd:
     certFile: /etc/etcd/apiserver-etcd-client.crt
     keyFile: /etc/etcd/apiserver-etcd-client.key
 ";
-    let f = c.root().join("kubeadm.yaml");
-    std::fs::write(&f, yaml).unwrap();
+    let f = c.write_config(yaml);
     ok(&c.init(&["--config", f.to_str().unwrap()]));
     assert!(!c.pki().join("etcd").exists(), "no etcd CA or etcd leaves");
     assert!(!c.path("apiserver-etcd-client.crt").exists());

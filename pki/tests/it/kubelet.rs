@@ -3,12 +3,21 @@
 
 use crate::common;
 
+use std::path::Path;
+use std::process::Output;
+
 use common::*;
+
+/// `pki kubelet` for node `node` writing its files to `out_dir`, on `c`'s directories, with
+/// `extra` flags.
+fn kubelet_into(c: &Cluster, node: &str, out_dir: &Path, extra: &[&str]) -> Output {
+    let dir = out_dir.to_str().unwrap();
+    c.cmd_with(&["kubelet", "--node-name", node, "--out-dir", dir], extra)
+}
 
 #[test]
 fn kubelet_credentials_for_a_node() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let out_dir = c.root().join("kubelet-pki");
     let node_conf_dir = c.root().join("node");
     let mut args: Vec<String> = vec![
@@ -66,16 +75,11 @@ fn kubelet_credentials_for_a_node() {
 
     let serving = out_dir.join("kubelet.crt");
     openssl_verify(&c.path("ca.crt"), &serving, Some("sslserver"));
-    let s = view(&serving);
-    assert_eq!(s.dns, vec!["worker-7.example".to_owned()]);
-    assert_eq!(
-        s.ips,
-        vec![
-            "10.0.0.7".parse::<std::net::IpAddr>().unwrap(),
-            "fd00::7".parse().unwrap()
-        ]
+    assert_serving_only(
+        &view(&serving),
+        &["worker-7.example"],
+        &["10.0.0.7", "fd00::7"],
     );
-    assert!(s.server_auth && !s.client_auth);
 
     let conf = node_conf_dir.join("kubelet.conf");
     assert_eq!(mode(&conf), 0o600);
@@ -113,18 +117,9 @@ fn kubelet_credentials_for_a_node() {
 
 #[test]
 fn kubelet_server_defaults_to_admin_conf() {
-    let c = Cluster::new();
-    ok(&c.init(&["--control-plane-endpoint", "cp.example:7443"]));
+    let c = Cluster::initialized_with(&["--control-plane-endpoint", "cp.example:7443"]);
     let out_dir = c.root().join("kp");
-    let mut args: Vec<String> = vec![
-        "kubelet".into(),
-        "--node-name".into(),
-        "w1".into(),
-        "--out-dir".into(),
-        out_dir.to_string_lossy().into(),
-    ];
-    args.extend(c.dirs());
-    ok(&run(&args));
+    ok(&kubelet_into(&c, "w1", &out_dir, &[]));
     let y: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(&std::fs::read_to_string(c.conf("kubelet.conf")).unwrap()).unwrap();
     assert_eq!(
@@ -140,21 +135,11 @@ fn kubelet_server_defaults_to_admin_conf() {
 
 #[test]
 fn another_node_never_gets_this_hosts_kubelet_dir() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let before = std::fs::read(c.conf("kubelet.conf")).unwrap();
     // Without --out-dir the files would land in /var/lib/kubelet/pki: refused for another node.
-    let mut args: Vec<String> = vec![
-        "kubelet".into(),
-        "--node-name".into(),
-        "surely-not-this-host-4711".into(),
-    ];
-    args.extend(c.dirs());
-    let err = fails(&run(&args));
-    assert!(
-        err.contains("is not this host") && err.contains("--out-dir"),
-        "{err}"
-    );
+    let err = fails(&c.cmd(&["kubelet", "--node-name", "surely-not-this-host-4711"]));
+    assert_mentions(&err, &["is not this host", "--out-dir"]);
     assert_eq!(std::fs::read(c.conf("kubelet.conf")).unwrap(), before);
 
     // With --out-dir but this host's kubeconfig directory, kubelet.conf would replace this
@@ -171,10 +156,7 @@ fn another_node_never_gets_this_hosts_kubelet_dir() {
         "--out-dir".into(),
         elsewhere.to_string_lossy().into(),
     ]));
-    assert!(
-        err.contains("is not this host") && err.contains("--kubeconfig-dir"),
-        "{err}"
-    );
+    assert_mentions(&err, &["is not this host", "--kubeconfig-dir"]);
     assert!(!elsewhere.exists(), "refused before writing");
 
     // With --out-dir, kubelet.conf references where the files will be on that node.
@@ -260,26 +242,19 @@ fn tree(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>, u32)> {
 
 #[test]
 fn dry_run_leaves_every_byte_in_place() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let out_dir = c.root().join("kp");
-    let args = |extra: &[&str]| {
-        let mut v: Vec<String> = vec![
-            "kubelet".into(),
-            "--node-name".into(),
-            "w3".into(),
-            "--server".into(),
-            "https://lb:6443".into(),
-            "--out-dir".into(),
-            out_dir.to_string_lossy().into(),
-        ];
-        v.extend(c.dirs());
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
+    let kubelet = |extra: &[&str]| {
+        kubelet_into(
+            &c,
+            "w3",
+            &out_dir,
+            &[&["--server", "https://lb:6443"], extra].concat(),
+        )
     };
     // First onto an empty out dir: everything would be created.
     let before = tree(c.root());
-    let out = ok(&run(&args(&["--dry-run"])));
+    let out = ok(&kubelet(&["--dry-run"]));
     assert_eq!(tree(c.root()), before, "dry run wrote: {out}");
     assert!(!out_dir.exists());
     let want = format!(
@@ -287,14 +262,11 @@ fn dry_run_leaves_every_byte_in_place() {
         out_dir.join("kubelet.crt").display()
     );
     assert!(out.contains(&want), "{out}");
-    assert!(
-        out.contains("would change") && out.contains("kubelet.conf"),
-        "{out}"
-    );
+    assert_mentions(&out, &["would change", "kubelet.conf"]);
     // Then over real credentials: they would change, and stay as they are.
-    ok(&run(&args(&[])));
+    ok(&kubelet(&[]));
     let before = tree(c.root());
-    let out = ok(&run(&args(&["--dry-run"])));
+    let out = ok(&kubelet(&["--dry-run"]));
     assert_eq!(tree(c.root()), before, "dry run wrote: {out}");
     let want = format!(
         "[dry-run] would change {}",

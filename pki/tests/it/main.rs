@@ -1,9 +1,11 @@
 //! pki's integration tests, one test binary (linked once) with a module per subject.
 //!
-//! Harnesses: [`common`] (the real binary, openssl, an independent x509-parser view) and
+//! Harnesses: [`common`] (the real binary, openssl, an independent x509-parser view),
+//! [`etcd_support`] (a real etcd member) and
 //! [`rotate_support`] (what the `rotate_*` modules share).
 
 mod common;
+mod etcd_support;
 mod rotate_support;
 mod static_pod;
 
@@ -19,6 +21,7 @@ mod kubeadm_versions;
 mod kubelet;
 mod renew;
 mod rotate_crash;
+mod rotate_dry_run;
 mod rotate_etcd;
 mod rotate_ha;
 mod rotate_phases;

@@ -66,8 +66,7 @@ fn run_with_crashes(c: &Cluster, t: T, phase: &str, extra: &[&str]) -> usize {
 
 #[test]
 fn every_phase_survives_a_crash_after_any_step() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let manifests = write_manifests(&c);
     let m = manifests.to_string_lossy().into_owned();
     for t in [T::Ca, T::Etcd, T::FrontProxy, T::Sa] {
@@ -118,8 +117,7 @@ fn walk_temps(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 #[test]
 fn abort_restores_byte_identical_files() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let manifests = write_manifests(&c);
     let m = manifests.to_string_lossy().into_owned();
     // Unusual but legal modes must come back too.
@@ -148,10 +146,7 @@ fn abort_restores_byte_identical_files() {
         Some(CRASH_CODE)
     );
     let err = fails(&rotate(&c, T::Etcd, "start", &[]));
-    assert!(
-        err.contains("abort of the etcd-ca rotation was interrupted"),
-        "{err}"
-    );
+    assert_mentions(&err, &["abort of the etcd-ca rotation was interrupted"]);
     ok(&rotate(&c, T::Etcd, "abort", &[]));
     assert_eq!(snapshot(&c), before, "etcd-ca abort after crashes");
 
@@ -219,8 +214,7 @@ impl Rng {
 
 #[test]
 fn sigkill_at_random_moments_then_rerun() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let manifests = write_manifests(&c);
     let m = manifests.to_string_lossy().into_owned();
     let mut rng = Rng::new();
@@ -261,8 +255,7 @@ fn sigkill_at_random_moments_then_rerun() {
 
 #[test]
 fn a_second_concurrent_rotate_is_refused_at_once() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let before = snapshot(&c);
     // The lock another `pki rotate` holds while it runs (flock on the cert dir).
     let held = durable::lock_dir(&c.path(""), durable::LockWait::Try).unwrap();

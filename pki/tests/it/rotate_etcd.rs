@@ -5,23 +5,15 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::common;
+use crate::etcd_support::{self, ClientTls};
 use crate::rotate_support;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Child;
+use std::time::Duration;
 
 use common::*;
 use rotate_support::*;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// An etcd member started from the cert dir; stopped (SIGTERM, then SIGKILL) on drop.
 struct Etcd {
@@ -50,50 +42,21 @@ impl Etcd {
     fn spawn(&mut self) {
         let client = format!("https://127.0.0.1:{}", self.client_port);
         let peer = format!("https://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new("etcd")
-            .args(["--name", "cp1", "--data-dir"])
-            .arg(&self.data)
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .args(["--initial-cluster", &format!("cp1={peer}")])
-            .args(etcd_tls_args(&self.pki))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("etcd not found: run .ci/provision-etcd.sh");
-        self.child = Some(child);
+        let cluster = format!("cp1={peer}");
+        self.child = Some(etcd_support::spawn_etcd(
+            "cp1",
+            &self.data,
+            &client,
+            &peer,
+            &["--initial-cluster", &cluster],
+            &self.pki,
+            &self.log,
+        ));
     }
 
     fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            terminate(child);
         }
     }
 
@@ -111,22 +74,8 @@ impl Etcd {
         path: &str,
         body: &str,
     ) -> Result<String, String> {
-        let out = Command::new("curl")
-            .args(["-sS", "--fail", "--max-time", "5", "--cacert"])
-            .arg(ca)
-            .arg("--cert")
-            .arg(crt)
-            .arg("--key")
-            .arg(key)
-            .args(["-X", "POST", "-d", body])
-            .arg(format!("https://127.0.0.1:{}{path}", self.client_port))
-            .output()
-            .unwrap();
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        let url = format!("https://127.0.0.1:{}{path}", self.client_port);
+        etcd_support::post(&ClientTls { ca, crt, key }, &url, body)
     }
 
     /// Reads key `foo` (base64 `Zm9v`) with the given client certificate.
@@ -136,17 +85,9 @@ impl Etcd {
 
     /// Waits until etcd serves a client presenting `crt`.
     fn wait_ready(&self, ca: &Path, crt: &Path, key: &Path) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match self.read_foo(ca, crt, key) {
-                Ok(_) => return,
-                Err(e) if Instant::now() > deadline => panic!(
-                    "etcd not ready: {e}\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                ),
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
-            }
-        }
+        etcd_support::wait_ready(Duration::from_secs(20), &self.log, || {
+            self.read_foo(ca, crt, key)
+        });
     }
 }
 
@@ -158,8 +99,7 @@ impl Drop for Etcd {
 
 #[test]
 fn etcd_keeps_serving_the_apiserver_client_through_an_etcd_ca_rotation() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let ca = c.path("etcd/ca.crt");
     let old = keep(&c, "old", &["apiserver-etcd-client"]);
     let (old_crt, old_key) = (

@@ -59,10 +59,6 @@ fn key_from(out: &str) -> String {
     hex
 }
 
-fn status(c: &Cluster, t: T) -> serde_json::Value {
-    serde_json::from_str(&ok(&rotate(c, t, "status", &["-o", "json"]))).unwrap()
-}
-
 /// Runs `phase` on every node in turn.
 fn on_all(nodes: &[Cluster], t: T, phase: &str) {
     for c in nodes {
@@ -112,30 +108,24 @@ fn etcd_ca_rotation_across_three_nodes_with_export_and_join() {
     // Refusals on cp-2, each changing nothing.
     let before = snapshot(&nodes[1]);
     let wrong = "ab".repeat(32);
-    let err = fails(&rotate(
-        &nodes[1],
-        T::Etcd,
-        "start",
-        &["--join", &f, "--certificate-key", &wrong],
-    ));
-    assert!(err.contains("cannot be decrypted"), "{err}");
-    let err = fails(&rotate(
-        &nodes[1],
-        T::Ca,
-        "start",
-        &["--join", &f, "--certificate-key", &key],
-    ));
-    assert!(err.contains("not of ca"), "{err}");
     let stranger = Cluster::new();
     node_init(&stranger, 2);
     let stranger_before = snapshot(&stranger);
-    let err = fails(&rotate(
-        &stranger,
-        T::Etcd,
-        "start",
-        &["--join", &f, "--certificate-key", &key],
-    ));
-    assert!(err.contains("is not this node's current one"), "{err}");
+    let refusals = [
+        (&nodes[1], T::Etcd, &wrong, "cannot be decrypted"),
+        (&nodes[1], T::Ca, &key, "not of ca"),
+        (&stranger, T::Etcd, &key, "is not this node's current one"),
+    ];
+    for (node, t, certificate_key, expected) in refusals {
+        let join = [
+            "--join",
+            f.as_str(),
+            "--certificate-key",
+            certificate_key.as_str(),
+        ];
+        let err = fails(&rotate(node, t, "start", &join));
+        assert_mentions(&err, &[expected]);
+    }
     assert_eq!(snapshot(&stranger), stranger_before);
     assert!(!stranger.path(".rotation/state.json").exists());
     assert_eq!(snapshot(&nodes[1]), before, "refused joins change nothing");
@@ -183,11 +173,7 @@ fn etcd_ca_rotation_across_three_nodes_with_export_and_join() {
         assert_eq!(status(c, T::Etcd)["rotation"]["phase"], "finish");
         for (leaf, purposes) in T::Etcd.leaves() {
             for p in *purposes {
-                openssl_verify(
-                    &c.path("etcd/ca.crt"),
-                    &c.path(&format!("{leaf}.crt")),
-                    Some(p),
-                );
+                c.verify(leaf, "etcd/ca", Some(p));
             }
         }
         assert_own_identity(c, n, "etcd/server");
@@ -266,11 +252,7 @@ fn ca_rotation_keeps_each_nodes_identity() {
     for (i, c) in nodes.iter().enumerate() {
         let n = i + 1;
         assert_eq!(read(&c.path("ca.crt")), ca, "cp-{n}");
-        openssl_verify(
-            &c.path("ca.crt"),
-            &c.path("apiserver.crt"),
-            Some("sslserver"),
-        );
+        c.verify_apiserver();
         assert_own_identity(c, n, "apiserver");
         let (crt, ca_data) = kubeconfig_files(c, "kubelet.conf");
         assert_eq!(view_pem(&read(&crt)).cn, format!("system:node:cp-{n}"));
@@ -281,8 +263,7 @@ fn ca_rotation_keeps_each_nodes_identity() {
 
 #[test]
 fn printed_sequences_gate_phases_and_never_copy_node_material() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     for t in [T::Etcd, T::Ca, T::FrontProxy, T::Sa] {
         let mut all = String::new();
         for phase in ["start", "switch", "finish"] {
@@ -304,20 +285,11 @@ fn printed_sequences_gate_phases_and_never_copy_node_material() {
             }
             all.push_str(&out);
         }
-        assert!(
-            all.contains("start --join FILE --certificate-key HEX"),
-            "{all}"
-        );
+        assert_mentions(&all, &["start --join FILE --certificate-key HEX"]);
         assert!(all.contains("before `finish` runs on any"), "{all}");
         assert!(all.contains("never copy a leaf"), "{all}");
-        assert!(
-            all.contains("do not run `kubeadm upgrade` during a rotation"),
-            "{all}"
-        );
-        assert!(
-            all.contains("kubeadm init phase upload-certs --upload-certs"),
-            "{all}"
-        );
+        assert_mentions(&all, &["do not run `kubeadm upgrade` during a rotation"]);
+        assert_mentions(&all, &["kubeadm init phase upload-certs --upload-certs"]);
         if t == T::Ca {
             assert!(all.contains("every pod using in-cluster config"), "{all}");
         }
@@ -327,8 +299,9 @@ fn printed_sequences_gate_phases_and_never_copy_node_material() {
 /// Three real etcd members (one per node, client and peer TLS from that node's files, as
 /// kubeadm's manifest), restarted one at a time after each node's phase.
 mod members {
-    use crate::common::etcd_tls_args;
-    use std::process::{Child, Command, Stdio};
+    use crate::common::{free_port, terminate};
+    use crate::etcd_support::spawn_etcd;
+    use std::process::{Child, Command};
     use std::time::{Duration, Instant};
 
     pub(super) struct Member {
@@ -340,14 +313,6 @@ mod members {
         pub(super) data: std::path::PathBuf,
     }
 
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     pub(super) fn ports() -> Vec<(u16, u16)> {
         (0..3).map(|_| (free_port(), free_port())).collect()
     }
@@ -357,55 +322,25 @@ mod members {
             let ip = format!("127.0.1.{}", self.n);
             let client = format!("https://{ip}:{}", self.port);
             let peer = format!("https://{ip}:{peer_port}");
-            let log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.data.with_extension("log"))
-                .unwrap();
-            let child = Command::new("etcd")
-                .args(["--name", &format!("cp-{}", self.n), "--data-dir"])
-                .arg(&self.data)
-                .args([
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peer,
-                    "--initial-advertise-peer-urls",
-                    &peer,
-                ])
-                .args([
+            self.child = Some(spawn_etcd(
+                &format!("cp-{}", self.n),
+                &self.data,
+                &client,
+                &peer,
+                &[
                     "--initial-cluster",
                     &self.cluster,
                     "--initial-cluster-state",
                     "new",
-                ])
-                .args(etcd_tls_args(&self.pki))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("etcd");
-            self.child = Some(child);
+                ],
+                &self.pki,
+                &self.data.with_extension("log"),
+            ));
         }
 
         pub(super) fn stop(&mut self) {
-            if let Some(mut c) = self.child.take() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &c.id().to_string()])
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(10);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = c.try_wait() {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let _ = c.kill();
-                let _ = c.wait();
+            if let Some(c) = self.child.take() {
+                terminate(c);
             }
         }
 

@@ -8,23 +8,24 @@ use crate::rotate_support;
 use common::*;
 use rotate_support::*;
 
+/// Files of other targets, which a rotation of `ca` never touches.
+const UNTOUCHED_BY_CA_ROTATION: &[&str] = &[
+    "etcd/ca.crt",
+    "front-proxy-ca.crt",
+    "sa.pub",
+    "etcd/server.crt",
+];
+
 #[test]
 fn ca_rotation_keeps_every_leaf_verifiable_and_restores_the_manifest() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let manifests = write_manifests(&c);
     let m = manifests.to_string_lossy().into_owned();
     let kcm = manifests.join("kube-controller-manager.yaml");
     check_boundary(&c, T::Ca, 1);
     let before_api = view(&c.path("apiserver.crt"));
     let old = keep(&c, "old", &["apiserver", "apiserver-kubelet-client"]);
-    let untouched = [
-        "etcd/ca.crt",
-        "front-proxy-ca.crt",
-        "sa.pub",
-        "etcd/server.crt",
-    ]
-    .map(|f| read(&c.path(f)));
+    let untouched = c.read_all(UNTOUCHED_BY_CA_ROTATION);
 
     // start: bundle old+new everywhere, old CA still signs, signer files hold the old CA.
     let out = ok(&rotate(&c, T::Ca, "start", &["--manifests-dir", &m]));
@@ -131,13 +132,7 @@ fn ca_rotation_keeps_every_leaf_verifiable_and_restores_the_manifest() {
         "sslclient",
     );
     ok(&c.init(&[]));
-    let after = [
-        "etcd/ca.crt",
-        "front-proxy-ca.crt",
-        "sa.pub",
-        "etcd/server.crt",
-    ]
-    .map(|f| read(&c.path(f)));
+    let after = c.read_all(UNTOUCHED_BY_CA_ROTATION);
     assert_eq!(untouched, after, "other targets untouched");
     // Backups: one per phase, mode 0700, holding the files.
     let backups = c.path(".rotation/backups");
@@ -159,8 +154,7 @@ fn ca_rotation_keeps_every_leaf_verifiable_and_restores_the_manifest() {
 
 #[test]
 fn front_proxy_and_etcd_rotations() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     for t in [T::FrontProxy, T::Etcd] {
         let ca_before = read(&c.path("ca.crt"));
         let bases: Vec<&str> = t.leaves().iter().map(|(b, _)| *b).collect();
@@ -215,8 +209,7 @@ fn kid(spki: &[u8]) -> String {
 
 #[test]
 fn sa_rotation_publishes_switches_and_waits_for_tokens() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let old_key = read(&c.path("sa.key"));
     let old_pub = public_keys(&read(&c.path("sa.pub")));
     ok(&rotate(&c, T::Sa, "start", &[]));
@@ -241,15 +234,8 @@ fn sa_rotation_publishes_switches_and_waits_for_tokens() {
     assert_eq!(mode(&c.path("sa.key")), 0o600);
 
     // Status names both key ids and which one signs.
-    let status: serde_json::Value =
-        serde_json::from_str(&ok(&rotate(&c, T::Sa, "status", &["-o", "json"]))).unwrap();
-    let sa = status["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["file"] == "pki/sa.pub")
-        .unwrap()
-        .clone();
+    let status = status(&c, T::Sa);
+    let sa = file_status(&status, "pki/sa.pub");
     assert_eq!(sa["count"], 2);
     assert_eq!(
         sa["entries"][0]["subject"],
@@ -262,7 +248,7 @@ fn sa_rotation_publishes_switches_and_waits_for_tokens() {
 
     // finish is refused before the (default 24h) token lifetime has passed.
     let err = fails(&rotate(&c, T::Sa, "finish", &[]));
-    assert!(err.contains("refusing") && err.contains("--force"), "{err}");
+    assert_mentions(&err, &["refusing", "--force"]);
     check_boundary(&c, T::Sa, 2);
     ok(&rotate(&c, T::Sa, "finish", &["--force"]));
     check_boundary(&c, T::Sa, 1);
@@ -284,10 +270,7 @@ fn sa_rotation_publishes_switches_and_waits_for_tokens() {
     state["switchedAt"] = serde_json::Value::Null;
     std::fs::write(&state_file, state.to_string()).unwrap();
     let err = fails(&rotate(&c, T::Sa, "finish", &[]));
-    assert!(
-        err.contains("no switch time") && err.contains("--force"),
-        "{err}"
-    );
+    assert_mentions(&err, &["no switch time", "--force"]);
     check_boundary(&c, T::Sa, 2);
     std::fs::write(&state_file, &recorded).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2100));
@@ -298,15 +281,11 @@ fn sa_rotation_publishes_switches_and_waits_for_tokens() {
 
 #[test]
 fn phases_out_of_order_and_concurrent_rotations_are_refused() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let err = fails(&rotate(&c, T::Ca, "switch", &[]));
     assert!(err.contains("run `pki rotate ca start` first"), "{err}");
     let err = fails(&rotate(&c, T::Etcd, "finish", &[]));
-    assert!(
-        err.contains("run `pki rotate etcd-ca start` first"),
-        "{err}"
-    );
+    assert_mentions(&err, &["run `pki rotate etcd-ca start` first"]);
     let err = fails(&rotate(&c, T::Ca, "abort", &[]));
     assert!(err.contains("nothing to abort"), "{err}");
     let out = ok(&rotate(&c, T::Ca, "status", &[]));
@@ -316,49 +295,38 @@ fn phases_out_of_order_and_concurrent_rotations_are_refused() {
     let out = ok(&rotate(&c, T::Etcd, "start", &[]));
     assert!(out.contains("already complete"), "{out}");
     let err = fails(&rotate(&c, T::Ca, "start", &[]));
-    assert!(
-        err.contains("rotation of etcd-ca already in progress at phase start"),
-        "{err}"
+    assert_mentions(
+        &err,
+        &["rotation of etcd-ca already in progress at phase start"],
     );
     let err = fails(&rotate(&c, T::Sa, "switch", &[]));
-    assert!(
-        err.contains("rotation of etcd-ca already in progress"),
-        "{err}"
-    );
+    assert_mentions(&err, &["rotation of etcd-ca already in progress"]);
     let err = fails(&rotate(&c, T::Etcd, "finish", &[]));
-    assert!(
-        err.contains("run `pki rotate etcd-ca switch` first"),
-        "{err}"
-    );
+    assert_mentions(&err, &["run `pki rotate etcd-ca switch` first"]);
     ok(&rotate(&c, T::Etcd, "switch", &[]));
     let err = fails(&rotate(&c, T::Etcd, "start", &[]));
-    assert!(
-        err.contains("rotation of etcd-ca already in progress at phase switch")
-            && err.contains("pki rotate etcd-ca finish"),
-        "{err}"
+    assert_mentions(
+        &err,
+        &[
+            "rotation of etcd-ca already in progress at phase switch",
+            "pki rotate etcd-ca finish",
+        ],
     );
     let err = fails(&rotate(&c, T::FrontProxy, "start", &[]));
-    assert!(
-        err.contains("rotation of etcd-ca already in progress at phase switch"),
-        "{err}"
+    assert_mentions(
+        &err,
+        &["rotation of etcd-ca already in progress at phase switch"],
     );
 
     // status: what every file holds and what must restart before finish.
     let out = ok(&rotate(&c, T::Etcd, "status", &[]));
     assert!(out.contains("Rotation of etcd-ca: in-progress"), "{out}");
-    assert!(
-        out.contains("pki/etcd/ca.crt (trust-bundle, 2 entries)"),
-        "{out}"
-    );
-    assert!(
-        out.contains("[new] [signer]") && out.contains("[old]"),
-        "{out}"
-    );
+    assert_mentions(&out, &["pki/etcd/ca.crt (trust-bundle, 2 entries)"]);
+    assert_mentions(&out, &["[new] [signer]", "[old]"]);
     assert!(out.contains("pki/ca.crt (trust-bundle, 1 entry)"), "{out}");
     assert!(out.contains("restart etcd"), "{out}");
     assert!(out.contains("Next: pki rotate etcd-ca finish"), "{out}");
-    let json: serde_json::Value =
-        serde_json::from_str(&ok(&rotate(&c, T::Etcd, "status", &["-o", "json"]))).unwrap();
+    let json = status(&c, T::Etcd);
     assert_eq!(json["rotation"]["target"], "etcd-ca");
     assert_eq!(
         json["rotation"]["completed"],
@@ -382,16 +350,12 @@ fn phases_out_of_order_and_concurrent_rotations_are_refused() {
     two.extend(read(&c.path("etcd/ca.crt")));
     std::fs::write(c.path("front-proxy-ca.crt"), two).unwrap();
     let err = fails(&rotate(&c, T::FrontProxy, "start", &[]));
-    assert!(
-        err.contains("front-proxy-ca.crt: holds 2 certificates"),
-        "{err}"
-    );
+    assert_mentions(&err, &["front-proxy-ca.crt: holds 2 certificates"]);
 }
 
 #[test]
 fn other_subcommands_keep_the_bundle_mid_rotation() {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     ok(&rotate(&c, T::Ca, "start", &[]));
     // renew re-embeds the whole ca.crt (old+new), not just the signing CA.
     ok(&c.cmd(&["renew", "admin.conf", "apiserver"]));
@@ -404,69 +368,46 @@ fn other_subcommands_keep_the_bundle_mid_rotation() {
     );
     // A kubelet.conf that references the kubelet's own rotating client certificate.
     let kubelet_dir = c.root().join("kubelet-pki");
-    ok(&c.cmd(&[
-        "kubelet",
-        "--node-name",
-        "cp1",
-        "--out-dir",
-        kubelet_dir.to_str().unwrap(),
-        "--kubelet-dir",
-        kubelet_dir.to_str().unwrap(),
-        "--server",
-        "https://192.168.10.5:6443",
-    ]));
+    let kubelet = || {
+        let dir = kubelet_dir.to_str().unwrap();
+        ok(&c.cmd(&[
+            "kubelet",
+            "--node-name",
+            "cp1",
+            "--out-dir",
+            dir,
+            "--kubelet-dir",
+            dir,
+            "--server",
+            "https://192.168.10.5:6443",
+        ]))
+    };
+    kubelet();
     let conf = std::fs::read_to_string(c.conf("kubelet.conf")).unwrap();
     assert!(conf.contains("client-certificate: "), "{conf}");
     let out = ok(&rotate(&c, T::Ca, "switch", &[]));
-    assert!(
-        out.contains("kubelet.conf: client certificate is a file reference"),
-        "{out}"
+    assert_mentions(
+        &out,
+        &["kubelet.conf: client certificate is a file reference"],
     );
     let after = std::fs::read_to_string(c.conf("kubelet.conf")).unwrap();
     assert!(
         after.contains("client-certificate: "),
         "reference kept: {after}"
     );
-    let status: serde_json::Value =
-        serde_json::from_str(&ok(&rotate(&c, T::Ca, "status", &["-o", "json"]))).unwrap();
-    let kc = status["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["file"] == "kubeconfig/kubelet.conf")
-        .unwrap()
-        .clone();
+    let status = status(&c, T::Ca);
+    let kc = file_status(&status, "kubeconfig/kubelet.conf");
     assert_eq!(kc["count"], 2);
     assert_eq!(kc["entries"][0]["role"], "new");
     // finish refuses while this node's kubelet still holds an old-CA client certificate.
     let err = fails(&rotate(&c, T::Ca, "finish", &[]));
-    assert!(
-        err.contains("kubelet.conf") && err.contains("pki kubelet"),
-        "{err}"
-    );
+    assert_mentions(&err, &["kubelet.conf", "pki kubelet"]);
     // sign-csr and kubelet now sign with the new CA (the first entry of ca.crt).
-    ok(&c.cmd(&[
-        "kubelet",
-        "--node-name",
-        "cp1",
-        "--out-dir",
-        kubelet_dir.to_str().unwrap(),
-        "--kubelet-dir",
-        kubelet_dir.to_str().unwrap(),
-        "--server",
-        "https://192.168.10.5:6443",
-    ]));
+    kubelet();
     let new_cn = cns(&c.path("ca.crt"))[0].clone();
-    assert_eq!(view(&kubelet_dir.join("kubelet.crt")).issuer_cn, new_cn);
-    openssl_verify(
-        &c.path("ca.crt"),
-        &kubelet_dir.join("kubelet.crt"),
-        Some("sslserver"),
-    );
+    let kubelet_crt = kubelet_dir.join("kubelet.crt");
+    assert_eq!(view(&kubelet_crt).issuer_cn, new_cn);
+    openssl_verify(&c.path("ca.crt"), &kubelet_crt, Some("sslserver"));
     ok(&rotate(&c, T::Ca, "finish", &[]));
-    openssl_verify(
-        &c.path("ca.crt"),
-        &kubelet_dir.join("kubelet.crt"),
-        Some("sslserver"),
-    );
+    openssl_verify(&c.path("ca.crt"), &kubelet_crt, Some("sslserver"));
 }

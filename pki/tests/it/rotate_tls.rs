@@ -147,8 +147,7 @@ fn expect(bundle: &Path, client: &Pair, server: &Pair, name: &str, works: bool) 
 
 /// The matrix for one CA: server leaf, client leaf and the name the client connects to.
 fn rotation_matrix(t: T, server_base: &str, client_base: &str, name: &str) {
-    let c = Cluster::new();
-    ok(&c.init(&[]));
+    let c = Cluster::initialized();
     let bundle = c.path(t.anchor());
     let old_dir = keep(&c, "old", &[server_base, client_base]);
     let (old_server, old_client) = (

@@ -22,6 +22,16 @@ impl Cluster {
             dir: tempfile::tempdir().unwrap(),
         }
     }
+    /// A new cluster after the usual test `pki init` ([`Cluster::init`] without extra flags).
+    pub(crate) fn initialized() -> Self {
+        Cluster::initialized_with(&[])
+    }
+    /// A new cluster after a successful [`Cluster::init`] with `extra` flags.
+    pub(crate) fn initialized_with(extra: &[&str]) -> Self {
+        let c = Cluster::new();
+        ok(&c.init(extra));
+        c
+    }
     pub(crate) fn root(&self) -> &Path {
         self.dir.path()
     }
@@ -49,16 +59,10 @@ impl Cluster {
         args.extend(flags.iter().map(|s| s.to_string()));
         args
     }
-    /// Arguments of the usual test `pki init`: node cp1, 192.168.10.5, ECDSA-P256, then `extra`.
+    /// Arguments of the usual test `pki init`: [`NODE_FLAGS`], ECDSA-P256, then `extra`.
     pub(crate) fn default_init_args(&self, extra: &[&str]) -> Vec<String> {
-        let mut flags = vec![
-            "--node-name",
-            "cp1",
-            "--apiserver-advertise-address",
-            "192.168.10.5",
-            "--encryption-algorithm",
-            "ECDSA-P256",
-        ];
+        let mut flags = NODE_FLAGS.to_vec();
+        flags.extend_from_slice(&["--encryption-algorithm", "ECDSA-P256"]);
         flags.extend_from_slice(extra);
         self.init_args(&flags)
     }
@@ -66,6 +70,36 @@ impl Cluster {
     pub(crate) fn init(&self, extra: &[&str]) -> Output {
         let args = self.default_init_args(extra);
         run(&args)
+    }
+    /// `openssl verify` (strict, with `purpose`) of `<leaf>.crt` against `<ca>.crt`, both
+    /// relative to the cert dir.
+    pub(crate) fn verify(&self, leaf: &str, ca: &str, purpose: Option<&str>) {
+        openssl_verify(
+            &self.path(&format!("{ca}.crt")),
+            &self.path(&format!("{leaf}.crt")),
+            purpose,
+        );
+    }
+    /// The API server's serving certificate verifies against `ca.crt` as a TLS server.
+    pub(crate) fn verify_apiserver(&self) {
+        self.verify("apiserver", "ca", Some("sslserver"));
+    }
+    /// The contents of `files` (relative to the cert dir), in order.
+    pub(crate) fn read_all(&self, files: &[&str]) -> Vec<Vec<u8>> {
+        files
+            .iter()
+            .map(|f| std::fs::read(self.path(f)).unwrap())
+            .collect()
+    }
+    /// Writes `yaml` (a kubeadm configuration) as `<root>/kubeadm.yaml`; its path.
+    pub(crate) fn write_config(&self, yaml: &str) -> PathBuf {
+        let f = self.root().join("kubeadm.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        f
+    }
+    /// [`Cluster::cmd`] of `sub` followed by `extra` flags.
+    pub(crate) fn cmd_with(&self, sub: &[&str], extra: &[&str]) -> Output {
+        self.cmd(&[sub, extra].concat())
     }
     /// Runs a subcommand with `--cert-dir`/`--kubeconfig-dir` appended.
     pub(crate) fn cmd(&self, sub: &[&str]) -> Output {
@@ -75,27 +109,73 @@ impl Cluster {
     }
 }
 
+/// The usual test node: `cp1`, advertising 192.168.10.5.
+pub(crate) const NODE_FLAGS: &[&str] = &[
+    "--node-name",
+    "cp1",
+    "--apiserver-advertise-address",
+    "192.168.10.5",
+];
+
+/// The leaf certificates of kubeadm's set (bases relative to the cert dir).
+pub(crate) const LEAF_BASES: &[&str] = &[
+    "apiserver",
+    "apiserver-kubelet-client",
+    "apiserver-etcd-client",
+    "front-proxy-client",
+    "etcd/server",
+    "etcd/peer",
+    "etcd/healthcheck-client",
+];
+
+/// The files of the three CAs (certificate and key each, relative to the cert dir).
+pub(crate) const CA_FILES: &[&str] = &[
+    "ca.crt",
+    "ca.key",
+    "etcd/ca.crt",
+    "etcd/ca.key",
+    "front-proxy-ca.crt",
+    "front-proxy-ca.key",
+];
+
+/// The kubeconfigs `pki init` writes.
+pub(crate) const KUBECONFIGS: &[&str] = &[
+    "admin.conf",
+    "super-admin.conf",
+    "controller-manager.conf",
+    "scheduler.conf",
+    "kubelet.conf",
+];
+
+/// The names `check-expiration` lists, sorted as kubeadm sorts them: the leaves and the
+/// kubeconfigs kubeadm renews (no kubelet.conf).
+pub(crate) const EXPIRATION_NAMES: &[&str] = &[
+    "admin.conf",
+    "apiserver",
+    "apiserver-etcd-client",
+    "apiserver-kubelet-client",
+    "controller-manager.conf",
+    "etcd-healthcheck-client",
+    "etcd-peer",
+    "etcd-server",
+    "front-proxy-client",
+    "scheduler.conf",
+    "super-admin.conf",
+];
+
 pub(crate) fn run(args: &[String]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
+    testkit::output_of(Command::new(BIN).args(args))
 }
 
+/// Insists `out` (of the `pki` binary) is of a success; its stdout.
 pub(crate) fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "command failed: {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::assert_succeeded("pki", out);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Insists `out` (of the `pki` binary) is of a failure; its stderr.
 pub(crate) fn fails(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "command unexpectedly succeeded\nstdout:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    testkit::assert_failed("pki", out);
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
@@ -110,31 +190,51 @@ pub(crate) fn openssl_verify(ca: &Path, cert: &Path, purpose: Option<&str>) {
     if let Some(p) = purpose {
         c.args(["-purpose", p]);
     }
-    let out = c.arg("-CAfile").arg(ca).arg(cert).output().unwrap();
-    assert!(
-        out.status.success(),
-        "openssl verify {} failed: {}{}",
-        cert.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::expect_success(c.arg("-CAfile").arg(ca).arg(cert));
 }
 
 pub(crate) fn openssl(args: &[&str]) -> Output {
-    Command::new("openssl").args(args).output().unwrap()
+    testkit::output_of(Command::new("openssl").args(args))
+}
+
+/// `openssl` with `args`, insisting it succeeds; its output.
+pub(crate) fn openssl_ok(args: &[&str]) -> Output {
+    testkit::expect_success(Command::new("openssl").args(args))
 }
 
 /// Public key (PEM SPKI) of a private key or certificate file, through openssl.
 pub(crate) fn openssl_pubkey_of_key(key: &Path) -> String {
-    let out = openssl(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
-    assert!(out.status.success());
+    let out = openssl_ok(&["pkey", "-in", key.to_str().unwrap(), "-pubout"]);
     String::from_utf8(out.stdout).unwrap()
 }
 
 pub(crate) fn openssl_pubkey_of_cert(cert: &Path) -> String {
-    let out = openssl(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
-    assert!(out.status.success());
+    let out = openssl_ok(&["x509", "-in", cert.to_str().unwrap(), "-noout", "-pubkey"]);
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// A self-signed EC P-256 CA made by openssl (`req -x509`, key unencrypted) with subject `subj`,
+/// valid `days`, and `extra` arguments appended.
+pub(crate) fn openssl_ca(key: &Path, crt: &Path, subj: &str, days: &str, extra: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        crt.to_str().unwrap(),
+        "-days",
+        days,
+        "-subj",
+        subj,
+    ];
+    args.extend_from_slice(extra);
+    openssl_ok(&args);
 }
 
 /// An independent view of a certificate, parsed with x509-parser.
@@ -249,6 +349,49 @@ pub(crate) fn view(path: &Path) -> View {
     view_pem(&std::fs::read(path).unwrap())
 }
 
+/// `text` (a command's output) mentions every one of `needles`.
+pub(crate) fn assert_mentions(text: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(text.contains(n), "{n:?} not mentioned in:\n{text}");
+    }
+}
+
+/// `v` carries every IP address of `ips` and every DNS name of `dns` as SANs.
+pub(crate) fn assert_sans(v: &View, ips: &[&str], dns: &[&str]) {
+    for i in ips {
+        let ip: IpAddr = i.parse().unwrap();
+        assert!(v.ips.contains(&ip), "{}: missing IP {i}: {:?}", v.cn, v.ips);
+    }
+    for d in dns {
+        assert!(
+            v.dns.iter().any(|n| n == d),
+            "{}: missing DNS {d}: {:?}",
+            v.cn,
+            v.dns
+        );
+    }
+}
+
+/// `v` is a TLS server certificate (serverAuth, no clientAuth) whose SANs are exactly `dns` and
+/// `ips`, in this order.
+pub(crate) fn assert_serving_only(v: &View, dns: &[&str], ips: &[&str]) {
+    assert_eq!(v.dns, dns, "{}", v.cn);
+    let ips: Vec<IpAddr> = ips.iter().map(|i| i.parse().unwrap()).collect();
+    assert_eq!(v.ips, ips, "{}", v.cn);
+    assert!(v.server_auth && !v.client_auth, "{}: usages", v.cn);
+}
+
+/// admin.conf (in `c`'s kubeconfig dir) points at `server`, and `<pki>/apiserver.crt` verifies
+/// against `<pki>/ca.crt` as a TLS server.
+pub(crate) fn assert_api_endpoint(c: &Cluster, pki: &Path, server: &str) {
+    assert_eq!(kubeconfig(&c.conf("admin.conf")).server, server);
+    openssl_verify(
+        &pki.join("ca.crt"),
+        &pki.join("apiserver.crt"),
+        Some("sslserver"),
+    );
+}
+
 /// Minimal kubeconfig reader for tests (independent of the library).
 pub(crate) struct Kc {
     pub server: String,
@@ -309,4 +452,38 @@ pub(crate) fn etcd_tls_args(pki: &Path) -> Vec<String> {
         "--peer-client-cert-auth".into(),
     ])
     .collect()
+}
+
+/// A TCP port of 127.0.0.1 free at the time of the call.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `path` opened for appending (created if missing), for a child process's output.
+pub(crate) fn append_log(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
+}
+
+/// Stops `child` as the kubelet stops a container: SIGTERM, then SIGKILL after 10 s.
+pub(crate) fn terminate(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }

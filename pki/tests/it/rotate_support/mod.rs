@@ -28,14 +28,19 @@ pub(crate) fn public_keys(pem: &[u8]) -> Vec<Vec<u8>> {
 }
 
 pub(crate) fn pem_of(der: &[u8]) -> String {
+    pem("CERTIFICATE", der)
+}
+
+/// `der` as a PEM block labelled `label` (base64 in lines of 64).
+fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut s = "-----BEGIN CERTIFICATE-----\n".to_owned();
+    let mut s = format!("-----BEGIN {label}-----\n");
     for c in b64.as_bytes().chunks(64) {
         s.push_str(std::str::from_utf8(c).unwrap());
         s.push('\n');
     }
-    s.push_str("-----END CERTIFICATE-----\n");
+    s.push_str(&format!("-----END {label}-----\n"));
     s
 }
 
@@ -55,17 +60,11 @@ pub(crate) fn cns(p: &Path) -> Vec<String> {
 
 /// `openssl verify` that is expected to fail.
 pub(crate) fn openssl_verify_fails(ca: &Path, cert: &Path, purpose: &str) {
-    let out = Command::new("openssl")
-        .args(["verify", "-x509_strict", "-purpose", purpose, "-CAfile"])
-        .arg(ca)
-        .arg(cert)
-        .output()
-        .unwrap();
-    assert!(
-        !out.status.success(),
-        "openssl verify {} against {} unexpectedly passed",
-        cert.display(),
-        ca.display()
+    testkit::expect_failure(
+        Command::new("openssl")
+            .args(["verify", "-x509_strict", "-purpose", purpose, "-CAfile"])
+            .arg(ca)
+            .arg(cert),
     );
 }
 
@@ -123,18 +122,23 @@ impl T {
     }
 }
 
-pub(crate) const KUBECONFIGS: [&str; 5] = [
-    "admin.conf",
-    "super-admin.conf",
-    "controller-manager.conf",
-    "scheduler.conf",
-    "kubelet.conf",
-];
-
 pub(crate) fn rotate(c: &Cluster, t: T, phase: &str, extra: &[&str]) -> Output {
-    let mut args = vec!["rotate", t.name(), phase];
-    args.extend_from_slice(extra);
-    c.cmd(&args)
+    c.cmd_with(&["rotate", t.name(), phase], extra)
+}
+
+/// `pki rotate <t> status -o json`.
+pub(crate) fn status(c: &Cluster, t: T) -> serde_json::Value {
+    serde_json::from_str(&ok(&rotate(c, t, "status", &["-o", "json"]))).unwrap()
+}
+
+/// The entry of `file` (as status names it, e.g. `pki/sa.pub`) in a status.
+pub(crate) fn file_status<'a>(status: &'a serde_json::Value, file: &str) -> &'a serde_json::Value {
+    status["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["file"] == file)
+        .unwrap_or_else(|| panic!("{file} not in the status: {status}"))
 }
 
 /// Writes a kubeconfig's embedded client certificate and CA data to files beside it.
@@ -228,15 +232,7 @@ pub(crate) fn first_der(p: &Path) -> Vec<u8> {
 }
 
 pub(crate) fn pubkey_pem(der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut s = "-----BEGIN PUBLIC KEY-----\n".to_owned();
-    for c in b64.as_bytes().chunks(64) {
-        s.push_str(std::str::from_utf8(c).unwrap());
-        s.push('\n');
-    }
-    s.push_str("-----END PUBLIC KEY-----\n");
-    s
+    pem("PUBLIC KEY", der)
 }
 
 /// Bytes and mode of every file of the PKI (cert dir without `.rotation`, kubeconfigs,
@@ -295,6 +291,14 @@ pub(crate) fn write_manifests(c: &Cluster) -> PathBuf {
     )
     .unwrap();
     dir
+}
+
+/// A cluster after `init`, with kubeadm-shaped manifests in `<root>/manifests` (returned).
+pub(crate) fn initialized_with_manifests() -> (Cluster, PathBuf) {
+    let c = Cluster::new();
+    ok(&c.init(&[]));
+    let manifests = write_manifests(&c);
+    (c, manifests)
 }
 
 /// Copies leaves (crt + key) of a target into `<root>/kept/<label>/`, to test old credentials

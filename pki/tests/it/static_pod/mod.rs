@@ -9,7 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::common::{append_log, terminate};
 
 /// The command (`- ` items under `command:`) of a static pod manifest.
 pub(crate) fn command_of(manifest: &str) -> Vec<String> {
@@ -69,11 +71,7 @@ fn watch(manifest: &PathBuf, log: &Path, stop: &AtomicBool, starts: &AtomicUsize
             }
             let text = now.clone().unwrap();
             let cmd = command_of(&text);
-            let out = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap();
+            let out = append_log(log);
             let spawned = Command::new(&cmd[0])
                 .args(&cmd[1..])
                 .stdin(Stdio::null())
@@ -90,19 +88,4 @@ fn watch(manifest: &PathBuf, log: &Path, stop: &AtomicBool, starts: &AtomicUsize
     if let Some(c) = child.lock().unwrap().take() {
         terminate(c);
     }
-}
-
-fn terminate(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
