@@ -15,6 +15,14 @@ fn envelope(fake: &Arc<FakeRootKey>, max_uses: u64, max_age: Duration) -> Envelo
     envelope_reporting(fake, max_uses, max_age, Arc::new(Health::default()))
 }
 
+/// A fake root key `root-1` and an envelope over it whose KEKs serve `max_uses` Encrypts or an
+/// hour.
+fn with_fake(max_uses: u64) -> (Arc<FakeRootKey>, Envelope) {
+    let fake = Arc::new(FakeRootKey::new("root-1"));
+    let env = envelope(&fake, max_uses, Duration::from_secs(3600));
+    (fake, env)
+}
+
 fn envelope_reporting(
     fake: &Arc<FakeRootKey>,
     max_uses: u64,
@@ -80,8 +88,7 @@ async fn concurrent_encrypts(
 
 #[tokio::test]
 async fn encrypts_share_one_wrap_until_the_use_limit() {
-    let fake = Arc::new(FakeRootKey::new("root-1"));
-    let env = envelope(&fake, 1000, Duration::from_secs(3600));
+    let (fake, env) = with_fake(1000);
     for _ in 0..1000 {
         env.encrypt(b"seed").await.expect("encrypt");
     }
@@ -96,8 +103,7 @@ async fn encrypts_share_one_wrap_until_the_use_limit() {
 
 #[tokio::test]
 async fn key_id_change_rotates_at_once_and_old_data_still_opens() {
-    let fake = Arc::new(FakeRootKey::new("root-1"));
-    let env = envelope(&fake, 1000, Duration::from_secs(3600));
+    let (fake, env) = with_fake(1000);
     let old = env.encrypt(b"old seed").await.expect("encrypt");
     fake.set_key_id("root-2");
     let new = env.encrypt(b"new seed").await.expect("encrypt");
@@ -273,8 +279,7 @@ async fn a_kek_that_fails_its_proof_is_never_used() {
 }
 #[tokio::test]
 async fn use_limit_is_hard_when_the_root_key_is_down() {
-    let fake = Arc::new(FakeRootKey::new("root-1"));
-    let env = envelope(&fake, 3, Duration::from_secs(3600));
+    let (fake, env) = with_fake(3);
     for _ in 0..3 {
         env.encrypt(b"x").await.expect("encrypt");
     }
@@ -327,8 +332,7 @@ async fn concurrent_decrypt_misses_share_one_unwrap() {
 
 #[tokio::test]
 async fn cached_keks_keep_decrypting_while_the_root_key_is_down() {
-    let fake = Arc::new(FakeRootKey::new("root-1"));
-    let env = envelope(&fake, 1000, Duration::from_secs(3600));
+    let (fake, env) = with_fake(1000);
     let sealed = env.encrypt(b"seed").await.expect("encrypt");
     fake.down.store(true, Ordering::SeqCst);
     assert_eq!(

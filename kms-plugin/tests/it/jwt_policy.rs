@@ -94,8 +94,7 @@ fn bad_verify_only_keys_are_refused_at_startup_with_their_file() {
     .expect("write");
     for file in [&garbage, &weak] {
         let path = dir.join("bad.yaml");
-        std::fs::write(&path, config(dir, &file.display().to_string())).expect("config");
-        let stderr = common::serve_must_fail(&path, &[], Duration::from_secs(10));
+        let stderr = common::refused_config(&path, &config(dir, &file.display().to_string()));
         assert!(
             stderr.contains(&file.display().to_string())
                 && stderr.contains("at least 2048 bits nor a P-256"),

@@ -299,8 +299,7 @@ fn bad_configuration_is_refused_with_a_clear_error() {
     ];
     for (config, expected) in cases {
         let path = dir.join("bad.yaml");
-        std::fs::write(&path, &config).expect("write");
-        let stderr = common::serve_must_fail(&path, &[], Duration::from_secs(10));
+        let stderr = common::refused_config(&path, &config);
         assert!(
             stderr.contains(expected),
             "expected {expected:?} in {stderr}"

@@ -86,14 +86,12 @@ fn abstract_sockets_without_allowed_peers_are_refused_at_startup() {
         "{stderr}"
     );
     let config = temp.path().join("signer.yaml");
-    std::fs::write(
+    let stderr = refused_config(
         &config,
-        format!(
+        &format!(
             "jwt_signer:\n  socket: '@{name}'\n  max_token_expiration: 1h\n  key: {{ kind: local, local: {{ key_file: /nonexistent.pem }} }}\n"
         ),
-    )
-    .expect("write");
-    let stderr = serve_must_fail(&config, &[], Duration::from_secs(10));
+    );
     assert!(
         stderr.contains("jwt_signer.socket") && stderr.contains("jwt_signer.allowed_peers"),
         "{stderr}"
@@ -123,16 +121,14 @@ fn a_second_plugin_is_refused_by_the_lock_file() {
 fn an_unquoted_socket_mode_is_refused_with_advice_to_quote() {
     let temp = tempfile::tempdir().expect("tempdir");
     let config = temp.path().join("kms.yaml");
-    std::fs::write(
+    let stderr = refused_config(
         &config,
-        local_config(
+        &local_config(
             &temp.path().join("kms.sock"),
             &temp.path().join("state"),
             "socket_mode: 0o640\n",
         ),
-    )
-    .expect("write");
-    let stderr = serve_must_fail(&config, &[], Duration::from_secs(10));
+    );
     assert!(
         stderr.contains("quote it") && stderr.contains(&format!("{}:5:", config.display())),
         "{stderr}"

@@ -251,6 +251,13 @@ pub(crate) fn status_command(socket: impl AsRef<std::ffi::OsStr>) -> Command {
     command
 }
 
+/// Writes `yaml` to `path` and runs `kms-plugin serve` on it, which must refuse to start within
+/// 10 s; returns its stderr.
+pub(crate) fn refused_config(path: &Path, yaml: &str) -> String {
+    std::fs::write(path, yaml).expect("write config");
+    serve_must_fail(path, &[], Duration::from_secs(10))
+}
+
 /// Runs `kms-plugin serve` with a config that must not start; returns its stderr once it has
 /// exited unsuccessfully within `limit`.
 pub(crate) fn serve_must_fail(config: &Path, env: &[(String, String)], limit: Duration) -> String {
