@@ -8,6 +8,7 @@
 
 mod backend;
 mod error;
+mod header_list;
 mod location;
 mod model;
 mod peers;
@@ -20,6 +21,7 @@ pub use backend::{
 };
 pub use durable::HumanDuration;
 pub use error::ConfigError;
+pub use header_list::HeaderListSize;
 pub use model::{
     DecryptCacheConfig, JwtSignerConfig, LocalKekPolicy, LogFormat, PluginConfig, VerifyOnlyKey,
 };

@@ -2,8 +2,8 @@
 
 use crate::backend::{MIN_POLL_INTERVAL, default_local_poll};
 use crate::{
-    AllowedPeers, BackendConfig, ConfigError, FileMode, HumanDuration, JwtKeyConfig, LocalBackend,
-    MetricsAddress, SocketAddress,
+    AllowedPeers, BackendConfig, ConfigError, FileMode, HeaderListSize, HumanDuration,
+    JwtKeyConfig, LocalBackend, MetricsAddress, SocketAddress,
 };
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,10 @@ pub struct PluginConfig {
     /// admits when absent. Required for an abstract socket, which has no file mode.
     #[serde(default)]
     pub allowed_peers: Option<AllowedPeers>,
+    /// Largest decoded HTTP/2 header list a client may send on either socket, in bytes
+    /// (name + value + 32 per field); 4096 to 1048576, default 16384 as h2's.
+    #[serde(default)]
+    pub max_header_list_size: HeaderListSize,
     /// How long in-flight calls may run after SIGTERM before the plugin exits anyway.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: HumanDuration,
@@ -219,6 +223,7 @@ impl PluginConfig {
             socket_uid: None,
             socket_gid: None,
             allowed_peers: None,
+            max_header_list_size: HeaderListSize::DEFAULT,
             shutdown_grace: default_shutdown_grace(),
             health_probe_interval: default_probe_interval(),
             revoked_key_stops_encrypt: true,

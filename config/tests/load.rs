@@ -238,3 +238,28 @@ fn aws_previous_key_ids_and_the_revocation_switch() {
     };
     assert!(aws.previous_key_ids.is_empty());
 }
+
+#[test]
+fn the_header_list_cap_is_bounded_and_defaults_to_h2s() {
+    let file = write("socket: /tmp/k.sock\nbackend: { kind: local, local: { state_dir: /tmp } }\n");
+    let config = PluginConfig::load(file.path()).expect("default");
+    assert_eq!(config.max_header_list_size.bytes(), 16_384);
+    let file = write(
+        "socket: /tmp/k.sock\nmax_header_list_size: 65536\nbackend: { kind: local, local: { state_dir: /tmp } }\n",
+    );
+    let config = PluginConfig::load(file.path()).expect("64 KiB");
+    assert_eq!(config.max_header_list_size.bytes(), 65_536);
+    for (value, needle) in [
+        ("2048", "4096 to 1048576"),
+        ("2000000", "4096 to 1048576"),
+        ("'16k'", "max_header_list_size"),
+    ] {
+        assert_parse_error_at(
+            &format!(
+                "socket: /tmp/k.sock\nmax_header_list_size: {value}\nbackend: {{ kind: local, local: {{ state_dir: /tmp }} }}\n"
+            ),
+            2,
+            needle,
+        );
+    }
+}

@@ -36,15 +36,21 @@ struct Running {
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
-/// The limits the servers advertise and the `:authority` shim enforces, h2's defaults. The
-/// header list cap is not a configuration key yet.
-const LIMITS: Limits = Limits::DEFAULT;
+/// The limits the servers advertise and the `:authority` shim enforces: the configured header
+/// list cap and h2's default frame size.
+fn limits(config: &PluginConfig) -> anyhow::Result<Limits> {
+    Limits::new(
+        config.max_header_list_size.bytes(),
+        authority_shim::DEFAULT_MAX_FRAME_SIZE,
+    )
+    .map_err(|e| anyhow::anyhow!("max_header_list_size: {e}"))
+}
 
-/// A tonic server advertising [`LIMITS`].
-fn server_builder() -> tonic::transport::Server {
+/// A tonic server advertising `limits`.
+fn server_builder(limits: Limits) -> tonic::transport::Server {
     tonic::transport::Server::builder()
-        .max_frame_size(LIMITS.max_frame_size())
-        .http2_max_header_list_size(LIMITS.max_header_list_size())
+        .max_frame_size(limits.max_frame_size())
+        .http2_max_header_list_size(limits.max_header_list_size())
 }
 
 /// Where and to whom one server listens.
@@ -54,6 +60,7 @@ struct SocketSpec<'a> {
     uid: Option<u32>,
     gid: Option<u32>,
     allowed_peers: Option<AllowedPeers>,
+    limits: Limits,
 }
 
 /// Binds the socket and serves `router` on it behind the peer allowlist and the `:authority`
@@ -69,12 +76,13 @@ fn serve_on(
         .take_listener()
         .ok_or_else(|| anyhow::anyhow!("listener already taken"))?;
     let allowed = spec.allowed_peers;
+    let limits = spec.limits;
     let incoming = UnixListenerStream::new(listener)
         .filter(move |conn| match conn {
             Ok(io) => peers::admit(name, allowed.as_ref(), io),
             Err(_) => true,
         })
-        .map(|conn| conn.map(|io| AuthorityShim::with(io, LIMITS, Rewrite::WhenNeeded)));
+        .map(move |conn| conn.map(|io| AuthorityShim::with(io, limits, Rewrite::WhenNeeded)));
     let (drain, drained) = oneshot::channel::<()>();
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
         let _ = drained.await;
@@ -141,7 +149,8 @@ async fn start_kms(
         tasks.push(tokio::spawn(serving));
     }
     let service = KmsService::new(envelope, health, metrics);
-    let router = server_builder().add_service(KeyManagementServiceServer::new(service));
+    let limits = limits(config)?;
+    let router = server_builder(limits).add_service(KeyManagementServiceServer::new(service));
     let running = serve_on(
         "KMS v2",
         SocketSpec {
@@ -150,6 +159,7 @@ async fn start_kms(
             uid: config.socket_uid,
             gid: config.socket_gid,
             allowed_peers: config.allowed_peers.clone(),
+            limits,
         },
         router,
     )?;
@@ -175,7 +185,8 @@ pub async fn run(
     if let Some(signer_config) = &config.jwt_signer {
         let signer = Arc::new(JwtSigner::new(signer_config.clone()).await?);
         tasks.push(signer.spawn_watcher(reload.clone(), stop_tx.subscribe()));
-        let router = server_builder()
+        let limits = limits(&config)?;
+        let router = server_builder(limits)
             .add_service(SignerServerV1::new(SignerV1(signer.clone())))
             .add_service(SignerServerV1Alpha1::new(SignerV1Alpha1(signer)));
         servers.push(serve_on(
@@ -186,6 +197,7 @@ pub async fn run(
                 uid: signer_config.socket_uid,
                 gid: signer_config.socket_gid,
                 allowed_peers: signer_config.allowed_peers.clone(),
+                limits,
             },
             router,
         )?);
@@ -217,4 +229,24 @@ pub async fn run(
         let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kms_config::HeaderListSize;
+
+    #[test]
+    fn every_configurable_header_list_size_is_one_the_shim_accepts() {
+        let frame = authority_shim::DEFAULT_MAX_FRAME_SIZE;
+        for accepted in [HeaderListSize::MIN, HeaderListSize::MAX] {
+            assert!(Limits::new(accepted, frame).is_ok(), "{accepted}");
+        }
+        for refused in [HeaderListSize::MIN - 1, HeaderListSize::MAX + 1] {
+            assert!(Limits::new(refused, frame).is_err(), "{refused}");
+        }
+        let config = PluginConfig::local(SocketAddress::Path("kms.sock".into()), "state".into());
+        let default = limits(&config).expect("default limits");
+        assert_eq!(default, Limits::DEFAULT);
+    }
 }

@@ -261,3 +261,62 @@ async fn sixty_four_hostile_connections_stay_under_64_mib() {
     assert!(exit.success(), "{exit}");
     assert!(took < Duration::from_secs(6), "SIGTERM took {took:?}");
 }
+
+/// A Status call carrying one `x-big` metadata value of `len` bytes, over tonic (an authority h2
+/// accepts, so the connection passes through the shim untouched).
+async fn status_with_metadata(plugin: &Plugin, len: usize) -> Result<(), tonic::Status> {
+    let mut client = kms_plugin::client::connect(&plugin.address(), Duration::from_secs(10))
+        .await
+        .expect("connect");
+    let mut request = tonic::Request::new(kms_proto::kms_v2::StatusRequest {});
+    let value = "v".repeat(len).parse().expect("metadata value");
+    request.metadata_mut().insert("x-big", value);
+    client.status(request).await.map(|_| ())
+}
+
+/// A rewritten connection (socket-path authority) whose request carries a `len`-byte header;
+/// returns the GOAWAY code received, if any.
+fn rewritten_request_with_header(socket: &Path, len: usize) -> Option<u32> {
+    let mut block = request_start();
+    block.push(0x00);
+    integer(&mut block, 0, 7, 5);
+    block.extend_from_slice(b"x-big");
+    integer(&mut block, 0, 7, len);
+    block.resize(block.len() + len, b'v');
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(frame(0x4, 0, 0, &[]));
+    bytes.extend(frames(1, &block));
+    let mut stream = UnixStream::connect(socket).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    stream.write_all(&bytes).expect("write");
+    read_goaway(&mut stream)
+}
+
+/// `max_header_list_size` is what both h2 and the shim enforce: at 4096 bytes a 6 KB metadata
+/// value is refused and a 20 KB header (over four times the cap) gets h2's GOAWAY
+/// ENHANCE_YOUR_CALM from the shim; at the default 16 KiB the 6 KB value is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_list_cap_is_configurable() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let capped = Plugin::start_with(temp.path(), "max_header_list_size: 4096\n");
+    assert!(
+        status_with_metadata(&capped, 6_000).await.is_err(),
+        "a 6 KB header list must be refused under a 4096-byte cap"
+    );
+    assert!(status_with_metadata(&capped, 100).await.is_ok());
+    let socket = capped.socket.clone();
+    let answer =
+        tokio::task::spawn_blocking(move || rewritten_request_with_header(&socket, 20_000))
+            .await
+            .expect("join");
+    assert_eq!(answer, Some(ENHANCE_YOUR_CALM));
+    drop(capped);
+
+    let temp = tempfile::tempdir().expect("tempdir");
+    let default = Plugin::start_local(temp.path());
+    status_with_metadata(&default, 6_000)
+        .await
+        .expect("the default 16 KiB cap serves a 6 KB header list");
+}
