@@ -12,7 +12,8 @@
 //! 16 callers within 1.25x) are checked on the median of alternating rounds.
 //!
 //! Run: `cargo bench -p kms-plugin --bench load` (add `-- --quick` for a short run, `--rounds N`
-//! for the number of target rounds, 5 by default). With
+//! for the number of target rounds, 5 by default, `--table-rounds N` for the alternating rounds
+//! whose median fills each table cell, 3 by default). With
 //! `KMS_BENCH_SOFTHSM=1`, a second plugin signs with an ES256 key in a fresh SoftHSM2 token and
 //! `Sign(hsm)` rows are added.
 
@@ -271,6 +272,50 @@ struct Measured {
     p99: Duration,
 }
 
+/// One server's figures in one table cell.
+struct Cell {
+    throughput: f64,
+    p50: Duration,
+    p99: Duration,
+    cpu_per_op: f64,
+}
+
+impl Cell {
+    /// The median of each figure over the rounds.
+    fn median(rounds: Vec<Cell>) -> Cell {
+        let mid = rounds.len() / 2;
+        let pick = |key: &dyn Fn(&Cell) -> f64| {
+            let mut values: Vec<f64> = rounds.iter().map(key).collect();
+            values.sort_by(f64::total_cmp);
+            values[mid]
+        };
+        Cell {
+            throughput: pick(&|c| c.throughput),
+            p50: Duration::from_secs_f64(pick(&|c| c.p50.as_secs_f64())),
+            p99: Duration::from_secs_f64(pick(&|c| c.p99.as_secs_f64())),
+            cpu_per_op: pick(&|c| c.cpu_per_op),
+        }
+    }
+}
+
+/// [`drive`] with the server's CPU time per call, read from /proc for `pid`.
+async fn drive_counted(
+    socket: &Path,
+    pid: u32,
+    method: Method,
+    concurrency: usize,
+    duration: Duration,
+) -> Cell {
+    let before = cpu_time(pid);
+    let m = drive(socket, method, concurrency, duration).await;
+    Cell {
+        cpu_per_op: (cpu_time(pid) - before).as_secs_f64() * 1e6 / m.requests as f64,
+        throughput: m.throughput,
+        p50: m.p50,
+        p99: m.p99,
+    }
+}
+
 async fn clients(socket: &Path, connections: usize) -> Vec<KeyManagementServiceClient<Channel>> {
     let mut out = Vec::new();
     for _ in 0..connections {
@@ -436,6 +481,11 @@ fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(5);
+    let table_rounds: usize = std::env::args()
+        .skip_while(|a| a != "--table-rounds")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if quick { 1 } else { 3 });
     let hsm = (std::env::var("KMS_BENCH_SOFTHSM").as_deref() == Ok("1"))
         .then(|| start_hsm_signer(temp.path()));
     let mut methods = vec![Method::Encrypt, Method::Decrypt, Method::Sign];
@@ -446,7 +496,7 @@ fn main() {
         .build()
         .expect("runtime");
     println!(
-        "kms-plugin load: {} s per cell, client and servers on this machine ({} cores)",
+        "kms-plugin load: {} s per measurement, median of {table_rounds} alternating rounds per cell, client and servers on this machine ({} cores)",
         duration.as_secs_f64(),
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -474,16 +524,24 @@ fn main() {
                 (Method::SignHsm, Some(hsm)) => (hsm.socket.as_path(), hsm.child.id()),
                 _ => (plugin.socket.as_path(), plugin.child.id()),
             };
-            let (p, f, p_cpu, f_cpu) = runtime.block_on(async {
-                let before = cpu_time(pid);
-                let p = drive(target, method, concurrency, duration).await;
-                let p_cpu = (cpu_time(pid) - before).as_secs_f64() * 1e6 / p.requests as f64;
-                let before = cpu_time(floor.child.id());
-                let f = drive(&floor.socket, method, concurrency, duration).await;
-                let f_cpu =
-                    (cpu_time(floor.child.id()) - before).as_secs_f64() * 1e6 / f.requests as f64;
-                (p, f, p_cpu, f_cpu)
+            let (p, f) = runtime.block_on(async {
+                let (mut p, mut f) = (Vec::new(), Vec::new());
+                for _ in 0..table_rounds {
+                    p.push(drive_counted(target, pid, method, concurrency, duration).await);
+                    f.push(
+                        drive_counted(
+                            &floor.socket,
+                            floor.child.id(),
+                            method,
+                            concurrency,
+                            duration,
+                        )
+                        .await,
+                    );
+                }
+                (Cell::median(p), Cell::median(f))
             });
+            let (p_cpu, f_cpu) = (p.cpu_per_op, f.cpu_per_op);
             let ratio = f.throughput / p.throughput;
             if !matches!(method, Method::Sign | Method::SignHsm) {
                 worst = worst.max(ratio);
