@@ -3,8 +3,9 @@
 //! [`Scratch::redirect_file`]); the differences are reported and the copy is deleted, so the
 //! real directories are never written. The copy lives beside the cert dir (same file system and
 //! protection as the originals, mode 0700) or, when that directory does not exist yet, in the
-//! system temp dir.
+//! system temp dir. A copy left there by a killed dry run is removed by a later one (`abandoned`).
 
+mod abandoned;
 mod error_paths;
 mod tree;
 
@@ -76,7 +77,8 @@ impl Scratch {
         let mut tag = [0u8; 6];
         getrandom::fill(&mut tag).map_err(Error::crypto)?;
         let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-        let root = base.join(format!(".pki-dry-run-{}-{tag}", std::process::id()));
+        abandoned::remove_abandoned(&base);
+        let root = base.join(format!("{}{}-{tag}", abandoned::PREFIX, std::process::id()));
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&root)

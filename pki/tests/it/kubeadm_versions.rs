@@ -654,4 +654,25 @@ fn dry_run_leaves_every_byte_as_it_was() {
             .to_string_lossy()
             .contains("dry-run"))
     );
+
+    // A copy left by a killed dry run (its process gone, over an hour old) is removed by the
+    // next one; the copy of a process still running is kept.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let abandoned = c.root().join(format!(".pki-dry-run-{dead}-0a1b2c"));
+    std::fs::create_dir_all(abandoned.join("pki")).unwrap();
+    std::fs::write(abandoned.join("pki/ca.key"), b"copy").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    std::fs::File::open(&abandoned)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    let running = c
+        .root()
+        .join(format!(".pki-dry-run-{}-0d0e0f", std::process::id()));
+    std::fs::create_dir(&running).unwrap();
+    ok(&c.init(&["--dry-run"]));
+    assert!(!abandoned.exists(), "the abandoned copy is removed");
+    assert!(running.exists(), "a running dry run's copy is kept");
 }
