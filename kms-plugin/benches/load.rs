@@ -9,10 +9,12 @@
 //! re-encoded (`KMS_BENCH_FLOOR_NORMALIZE`): the rewriting path's cost, reported on its own rows,
 //! since the plugin hands connections with an acceptable authority (all tonic clients here) to
 //! h2 untouched. The latency targets (single-caller Decrypt p50 within 1.10x of the floor, p99 at
-//! 16 callers within 1.25x) are checked on the median of alternating rounds.
+//! 16 callers within 1.25x) are checked on the median of rounds: for the single caller, one
+//! caller takes turns between the servers call by call, which keeps the machine's drift out of
+//! the ratio; for 16 callers, whole rounds alternate.
 //!
 //! Run: `cargo bench -p kms-plugin --bench load` (add `-- --quick` for a short run, `--rounds N`
-//! for the number of target rounds, 5 by default, `--table-rounds N` for the alternating rounds
+//! for the number of target rounds, 5 by default, `--targets-only` to skip the table, `--table-rounds N` for the alternating rounds
 //! whose median fills each table cell, 3 by default). With
 //! `KMS_BENCH_SOFTHSM=1`, a second plugin signs with an ES256 key in a fresh SoftHSM2 token and
 //! `Sign(hsm)` rows are added.
@@ -366,11 +368,13 @@ where
     }
 }
 
-async fn drive(socket: &Path, method: Method, concurrency: usize, duration: Duration) -> Measured {
-    if matches!(method, Method::Sign | Method::SignHsm) {
-        return drive_sign(socket, concurrency, duration).await;
-    }
-    let mut pool = clients(socket, concurrency.min(4)).await;
+/// `connections` clients of the server at `socket`, each warmed up with 50 Decrypt calls, and a
+/// Decrypt request for a seed that server sealed.
+async fn warmed_up(
+    socket: &Path,
+    connections: usize,
+) -> (Vec<KeyManagementServiceClient<Channel>>, DecryptRequest) {
+    let mut pool = clients(socket, connections).await;
     let sealed = pool[0]
         .encrypt(EncryptRequest {
             plaintext: vec![7u8; 32],
@@ -390,6 +394,38 @@ async fn drive(socket: &Path, method: Method, concurrency: usize, duration: Dura
             let _ = client.decrypt(decrypt.clone()).await;
         }
     }
+    (pool, decrypt)
+}
+
+/// Single-caller Decrypt p50 of each server, with one caller taking turns: one call to each
+/// server in order, over and over until `duration` has passed. Every server sees the same
+/// machine at the same moments, so drift in the machine's speed (on a shared VM it swings by
+/// tens of percent within minutes) falls on all of them alike.
+async fn interleaved_p50(sockets: &[&Path], duration: Duration) -> Vec<Duration> {
+    let mut servers = Vec::new();
+    for socket in sockets {
+        let (mut pool, request) = warmed_up(socket, 1).await;
+        servers.push((pool.remove(0), request, Vec::with_capacity(50_000)));
+    }
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        for (client, request, latencies) in &mut servers {
+            let started = Instant::now();
+            client.decrypt(request.clone()).await.expect("decrypt");
+            latencies.push(started.elapsed());
+        }
+    }
+    servers
+        .into_iter()
+        .map(|(_, _, latencies)| median(latencies))
+        .collect()
+}
+
+async fn drive(socket: &Path, method: Method, concurrency: usize, duration: Duration) -> Measured {
+    if matches!(method, Method::Sign | Method::SignHsm) {
+        return drive_sign(socket, concurrency, duration).await;
+    }
+    let (pool, decrypt) = warmed_up(socket, concurrency.min(4)).await;
     measure(concurrency, duration, move |worker| {
         let mut client = pool[worker % pool.len()].clone();
         let decrypt = decrypt.clone();
@@ -517,7 +553,8 @@ fn main() {
         "floor/plugin"
     );
     let mut worst: f64 = 0.0;
-    for method in methods {
+    let table = !std::env::args().any(|a| a == "--targets-only");
+    for method in methods.into_iter().filter(|_| table) {
         for concurrency in [1usize, 4, 16, 64] {
             let (target, pid) = match (method, &hsm) {
                 (Method::Sign, _) => (jwt_socket.as_path(), plugin.child.id()),
@@ -567,9 +604,11 @@ fn main() {
             );
         }
     }
-    println!(
-        "worst Encrypt/Decrypt throughput ratio floor/plugin: {worst:.2}x (target ≤ 1.25x); Sign rows include ES256 signing"
-    );
+    if table {
+        println!(
+            "worst Encrypt/Decrypt throughput ratio floor/plugin: {worst:.2}x (target ≤ 1.25x); Sign rows include ES256 signing"
+        );
+    }
     runtime.block_on(latency_targets(
         &plugin.socket,
         &floor.socket,
@@ -584,8 +623,10 @@ fn median(mut values: Vec<Duration>) -> Duration {
     values[values.len() / 2]
 }
 
-/// Decrypt latency of the plugin, the floor and the rewriting floor, alternating for `rounds`
-/// rounds; prints the medians against the targets.
+/// Decrypt latency of the plugin, the floor and the rewriting floor over `rounds` rounds; prints
+/// the medians against the targets. The single-caller target is judged on calls taking turns
+/// between the servers ([`interleaved_p50`]); the figure from alternating whole rounds is shown
+/// beside it. The p99 at 16 callers comes from alternating rounds.
 async fn latency_targets(
     plugin: &Path,
     floor: &Path,
@@ -594,9 +635,17 @@ async fn latency_targets(
     duration: Duration,
 ) {
     println!(
-        "Decrypt latency, median of {rounds} alternating rounds (rewriting = floor behind the shim, every block re-encoded):"
+        "Decrypt latency, median of {rounds} rounds (rewriting = floor behind the shim, every block re-encoded):"
     );
-    for (concurrency, quantile, target) in [(1usize, "p50", 1.10), (16, "p99", 1.25)] {
+    let (mut p, mut f, mut r) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let m = interleaved_p50(&[plugin, floor, rewriting], duration).await;
+        p.push(m[0]);
+        f.push(m[1]);
+        r.push(m[2]);
+    }
+    report("1 caller p50, calls taking turns", 1.10, [p, f, r]);
+    for (concurrency, quantile, target) in [(1usize, "p50", None), (16, "p99", Some(1.25))] {
         let (mut p, mut f, mut r) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             let pick = |m: Measured| if quantile == "p50" { m.p50 } else { m.p99 };
@@ -610,15 +659,32 @@ async fn latency_targets(
                 drive(rewriting, Method::Decrypt, concurrency, duration).await,
             ));
         }
-        let (p, f, r) = (median(p), median(f), median(r));
-        let ratio = p.as_secs_f64() / f.as_secs_f64();
-        println!(
-            "  {concurrency:>2} caller(s) {quantile}: plugin {} µs, floor {} µs, ratio {ratio:.2}x (target ≤ {target:.2}x{}); rewriting path {} µs, {:.2}x the floor",
-            p.as_micros(),
-            f.as_micros(),
-            if ratio <= target { ", met" } else { ", MISSED" },
-            r.as_micros(),
-            r.as_secs_f64() / f.as_secs_f64()
-        );
+        let label = format!("{concurrency} caller(s) {quantile}, alternating rounds");
+        match target {
+            Some(target) => report(&label, target, [p, f, r]),
+            None => {
+                let (p, f) = (median(p), median(f));
+                println!(
+                    "  {label}: plugin {} µs, floor {} µs, ratio {:.2}x (for comparison)",
+                    p.as_micros(),
+                    f.as_micros(),
+                    p.as_secs_f64() / f.as_secs_f64()
+                );
+            }
+        }
     }
+}
+
+/// Prints the medians of plugin, floor and rewriting-floor figures against `target`.
+fn report(label: &str, target: f64, [p, f, r]: [Vec<Duration>; 3]) {
+    let (p, f, r) = (median(p), median(f), median(r));
+    let ratio = p.as_secs_f64() / f.as_secs_f64();
+    println!(
+        "  {label}: plugin {} µs, floor {} µs, ratio {ratio:.2}x (target ≤ {target:.2}x{}); rewriting path {} µs, {:.2}x the floor",
+        p.as_micros(),
+        f.as_micros(),
+        if ratio <= target { ", met" } else { ", MISSED" },
+        r.as_micros(),
+        r.as_secs_f64() / f.as_secs_f64()
+    );
 }

@@ -1,19 +1,34 @@
 //! Decrypt-side cache of unwrapped local KEKs, keyed by their wrapped form.
+//!
+//! The KEK this process wrapped last also sits in a one-entry slot checked before the cache:
+//! most Decrypt calls open what this node sealed recently, and the slot answers them with one
+//! comparison instead of a hashed lookup. The slot obeys the same time to live and the same
+//! [`UnwrapCache::forget`].
 
 use super::{EnvelopeError, shared_error};
 use crate::root_key::{KeyId, RootKey};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use moka::future::Cache;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 /// Cache key: the root key id and the wrapped KEK bytes.
 type Entry = (KeyId, Arc<[u8]>);
 
+/// The KEK this process wrapped last, and when it was put in the slot.
+struct Newest {
+    key_id: KeyId,
+    wrapped: Arc<[u8]>,
+    cipher: Arc<Aes256Gcm>,
+    inserted: Instant,
+}
+
 /// Bounded, expiring cache of unwrapped local KEKs with single-flight misses.
 pub struct UnwrapCache {
     entries: Cache<Entry, Arc<Aes256Gcm>>,
+    newest: RwLock<Option<Arc<Newest>>>,
+    ttl: Duration,
     timeout: Duration,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -28,6 +43,8 @@ impl UnwrapCache {
                 .max_capacity(max_entries)
                 .time_to_live(ttl)
                 .build(),
+            newest: RwLock::new(None),
+            ttl,
             timeout,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -36,7 +53,29 @@ impl UnwrapCache {
 
     /// Remembers a KEK this process wrapped itself, so its own ciphertexts need no unwrap.
     pub async fn insert(&self, key_id: KeyId, wrapped: Arc<[u8]>, cipher: Arc<Aes256Gcm>) {
+        *self.newest_slot() = Some(Arc::new(Newest {
+            key_id: key_id.clone(),
+            wrapped: wrapped.clone(),
+            cipher: cipher.clone(),
+            inserted: Instant::now(),
+        }));
         self.entries.insert((key_id, wrapped), cipher).await;
+    }
+
+    fn newest_slot(&self) -> std::sync::RwLockWriteGuard<'_, Option<Arc<Newest>>> {
+        self.newest
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The newest KEK's cipher when it is the one asked for and younger than the time to live.
+    fn newest_if(&self, key_id: &str, wrapped: &[u8]) -> Option<Arc<Aes256Gcm>> {
+        let newest = self.newest.read().unwrap_or_else(|p| p.into_inner());
+        let newest = newest.as_ref()?;
+        (newest.key_id.as_str() == key_id
+            && *newest.wrapped == *wrapped
+            && newest.inserted.elapsed() < self.ttl)
+            .then(|| newest.cipher.clone())
     }
 
     /// The cipher of the KEK `wrapped` under `key_id`, unwrapping it through `root` on a miss.
@@ -47,6 +86,10 @@ impl UnwrapCache {
         key_id: &KeyId,
         wrapped: &[u8],
     ) -> Result<Arc<Aes256Gcm>, EnvelopeError> {
+        if let Some(cipher) = self.newest_if(key_id.as_str(), wrapped) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(cipher);
+        }
         let entry: Entry = (key_id.clone(), Arc::from(wrapped));
         if let Some(cipher) = self.entries.get(&entry).await {
             self.hits.fetch_add(1, Ordering::Relaxed);
@@ -71,6 +114,12 @@ impl UnwrapCache {
 
     /// Drops every cached KEK wrapped under `key_id`; returns how many were dropped.
     pub async fn forget(&self, key_id: &KeyId) -> usize {
+        {
+            let mut newest = self.newest_slot();
+            if newest.as_ref().is_some_and(|n| n.key_id == *key_id) {
+                *newest = None;
+            }
+        }
         let doomed: Vec<Arc<Entry>> = self
             .entries
             .iter()

@@ -349,6 +349,75 @@ async fn cached_keks_keep_decrypting_while_the_root_key_is_down() {
     ));
 }
 
+/// An envelope over `fake` whose unwrap cache keeps KEKs for `ttl`.
+fn envelope_with_ttl(fake: &Arc<FakeRootKey>, ttl: Duration) -> Envelope {
+    Envelope::new(
+        fake.clone(),
+        KekPolicy {
+            max_uses: 1000,
+            max_age: Duration::from_secs(3600),
+            wrap_timeout: TIMEOUT,
+            retry_interval: RETRY,
+        },
+        UnwrapCache::new(100, ttl, TIMEOUT),
+        Arc::new(Health::default()),
+    )
+}
+
+#[tokio::test]
+async fn the_newest_own_kek_obeys_forget_and_the_time_to_live() {
+    let fake = Arc::new(FakeRootKey::new("root-1"));
+    let env = envelope_with_ttl(&fake, Duration::from_secs(60));
+    let first = env.encrypt(b"one").await.expect("encrypt");
+    fake.set_key_id("root-2");
+    let second = env.encrypt(b"two").await.expect("encrypt under a new KEK");
+    assert_ne!(first.annotations, second.annotations);
+    fake.down.store(true, Ordering::SeqCst);
+    // The newest KEK (from the slot) and the one before it (from the cache) both open.
+    assert_eq!(
+        open(&env, &second).await.expect("newest").as_slice(),
+        b"two"
+    );
+    assert_eq!(open(&env, &first).await.expect("older").as_slice(), b"one");
+    assert_eq!(env.unwraps().hits(), 2);
+    assert_eq!(
+        fake.unwraps.load(Ordering::SeqCst),
+        2,
+        "only the two proofs"
+    );
+    // A forgotten key's newest KEK is gone from the slot too.
+    env.unwraps().forget(&second.key_id).await;
+    let error = open(&env, &second).await.expect_err("forgotten");
+    assert!(
+        matches!(error, EnvelopeError::RootKey(RootKeyError::Unavailable(_))),
+        "{error}"
+    );
+    fake.down.store(false, Ordering::SeqCst);
+    assert_eq!(
+        open(&env, &second)
+            .await
+            .expect("unwrapped again")
+            .as_slice(),
+        b"two"
+    );
+    assert_eq!(env.unwraps().misses(), 2);
+
+    // Past the time to live, the newest KEK needs the root key again.
+    let short = envelope_with_ttl(&fake, Duration::from_millis(150));
+    let sealed = short.encrypt(b"seed").await.expect("encrypt");
+    fake.down.store(true, Ordering::SeqCst);
+    assert_eq!(
+        open(&short, &sealed).await.expect("fresh").as_slice(),
+        b"seed"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let error = open(&short, &sealed).await.expect_err("expired");
+    assert!(
+        matches!(error, EnvelopeError::RootKey(RootKeyError::Unavailable(_))),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn a_hanging_root_key_never_blocks_past_the_deadline() {
     let fake = Arc::new(FakeRootKey::new("root-1"));

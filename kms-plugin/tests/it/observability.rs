@@ -47,6 +47,7 @@ async fn metrics_health_endpoints_and_json_logs_without_secrets() {
         "kms_plugin_operations_latency_seconds_bucket{le=\"0.0001\",method_name=\"Encrypt\",grpc_status_code=\"OK\"}",
         "kms_plugin_operations_latency_seconds_count{method_name=\"Decrypt\",grpc_status_code=\"InvalidArgument\"} 1",
         "kms_plugin_operations_latency_seconds_count{method_name=\"Encrypt\",grpc_status_code=\"OK\"} 6",
+        "kms_plugin_operations_latency_seconds_count{method_name=\"Decrypt\",grpc_status_code=\"OK\"} 5",
         "kms_plugin_root_key_operations_latency_seconds_count{operation=\"wrap\",outcome=\"ok\"}",
         "kms_plugin_root_key_operations_latency_seconds_count{operation=\"unwrap\",outcome=\"ok\"}",
         "kms_plugin_kek_cache_hits_total 6",

@@ -1,8 +1,12 @@
-//! Log setup: human lines on a terminal, JSON lines for collectors, always to stderr.
+//! Log setup: text lines (see [`text_line`]) or JSON lines for collectors, always to stderr.
 //!
 //! Lines go through a small buffer that a background thread flushes every
 //! [`FLUSH_INTERVAL`] (klog, Kubernetes' own logger, flushes every 5 s); warnings and errors are
 //! flushed at once. This keeps the per-call log line off the write(2) path of every gRPC call.
+
+mod text_line;
+
+pub use text_line::TextLine;
 
 use kms_config::LogFormat;
 use std::io::{self, BufWriter, Stderr, Write};
@@ -90,7 +94,6 @@ impl Drop for LogGuard {
 pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<LogGuard> {
     let filter = EnvFilter::try_new(level)
         .map_err(|e| anyhow::anyhow!("invalid log level {level:?}: {e}"))?;
-    let ansi = format == LogFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let writer = BufferedStderr {
         inner: Arc::new(Mutex::new(BufWriter::with_capacity(
             64 * 1024,
@@ -110,9 +113,9 @@ pub fn init_logging(format: LogFormat, level: &str) -> anyhow::Result<LogGuard> 
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer.clone())
-        .with_ansi(ansi);
+        .with_ansi(false);
     let result = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.event_format(TextLine).try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
