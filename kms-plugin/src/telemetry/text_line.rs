@@ -148,6 +148,16 @@ impl Fields<'_, '_> {
     fn skip(&self, field: &Field) -> bool {
         self.result.is_err() || field.name().starts_with("log.")
     }
+
+    /// Writes an integer field (digits only: nothing to escape).
+    fn record_number(&mut self, field: &Field, value: impl fmt::Display) {
+        if self.skip(field) {
+            return;
+        }
+        self.result = self
+            .start(field)
+            .and_then(|()| write!(self.writer, "{value}"));
+    }
 }
 
 impl Visit for Fields<'_, '_> {
@@ -173,21 +183,11 @@ impl Visit for Fields<'_, '_> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.skip(field) {
-            return;
-        }
-        self.result = self
-            .start(field)
-            .and_then(|()| write!(self.writer, "{value}"));
+        self.record_number(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.skip(field) {
-            return;
-        }
-        self.result = self
-            .start(field)
-            .and_then(|()| write!(self.writer, "{value}"));
+        self.record_number(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
