@@ -4,6 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# A fresh clone gains nothing from incremental caches; they only take disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# The build and the fuzz targets need about 5 GiB. Say so up front rather than fail in the linker.
+target_dir="${CARGO_TARGET_DIR:-target}"
+mkdir -p "$target_dir"
+free_kib=$(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }')
+echo "disk: $((free_kib / 1024)) MiB free for $target_dir"
+if [ "$free_kib" -lt $((5 * 1024 * 1024)) ]; then
+    echo "warning: under 5 GiB free; the build may run out of space" >&2
+fi
+
 need_apt=()
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
