@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # A fresh clone gains nothing from incremental caches; they only take disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
-# The build and the fuzz targets need about 5 GiB. Say so up front rather than fail in the linker.
+# The build and the fuzz targets take about 3.5 GiB; warn with some margin rather than fail in the linker.
 target_dir="${CARGO_TARGET_DIR:-target}"
 mkdir -p "$target_dir"
 free_kib=$(df -Pk "$target_dir" | awk 'NR == 2 { print $4 }')
