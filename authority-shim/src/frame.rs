@@ -67,35 +67,48 @@ pub(crate) struct HeadersParts {
     pub fragment: Range<usize>,
 }
 
-/// Splits a HEADERS payload, or returns `None` for a frame h2 refuses before decoding it
-/// (stream 0, bad padding, truncated priority, a stream depending on itself), which is then best
-/// handed to h2 as it came so h2 answers it itself.
-pub(crate) fn headers_parts(head: &Head, payload: &[u8]) -> Option<HeadersParts> {
+/// A HEADERS frame h2 refuses before decoding its header block (h2 `Headers::load`).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum HeadersRefusal {
+    /// Stream 0, bad padding or truncated priority fields: a connection error (GOAWAY
+    /// PROTOCOL_ERROR).
+    Connection,
+    /// A stream depending on itself: h2 resets the stream and never decodes the block. The
+    /// frame's priority fields.
+    SelfDependency([u8; 5]),
+}
+
+/// Splits a HEADERS payload into its priority fields and header block fragment.
+pub(crate) fn headers_parts(head: &Head, payload: &[u8]) -> Result<HeadersParts, HeadersRefusal> {
+    use HeadersRefusal::Connection;
     if head.stream_id == 0 {
-        return None;
+        return Err(Connection);
     }
     let mut start = 0;
     let mut padding = 0;
     if head.has(PADDED) {
-        padding = usize::from(*payload.first()?);
+        padding = usize::from(*payload.first().ok_or(Connection)?);
         start = 1;
     }
     let mut priority = None;
     if head.has(PRIORITY) {
-        let fields: [u8; 5] = payload.get(start..start + 5)?.try_into().ok()?;
+        let fields: [u8; 5] = payload
+            .get(start..start + 5)
+            .and_then(|f| f.try_into().ok())
+            .ok_or(Connection)?;
         let dependency =
             u32::from_be_bytes([fields[0], fields[1], fields[2], fields[3]]) & 0x7fff_ffff;
         if dependency == head.stream_id {
-            return None;
+            return Err(HeadersRefusal::SelfDependency(fields));
         }
         priority = Some(fields);
         start += 5;
     }
-    let end = payload.len().checked_sub(padding)?;
+    let end = payload.len().checked_sub(padding).ok_or(Connection)?;
     if end < start {
-        return None;
+        return Err(Connection);
     }
-    Some(HeadersParts {
+    Ok(HeadersParts {
         priority,
         fragment: start..end,
     })

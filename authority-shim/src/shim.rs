@@ -11,8 +11,8 @@
 
 use crate::block::{Authority, HeaderBlock};
 use crate::frame::{
-    CONTINUATION, END_HEADERS, END_STREAM, HEAD_LEN, HEADERS, Head, PREFACE, PUSH_PROMISE,
-    headers_parts,
+    CONTINUATION, END_HEADERS, END_STREAM, HEAD_LEN, HEADERS, Head, HeadersRefusal, PADDED,
+    PREFACE, PUSH_PROMISE, headers_parts, put_frame,
 };
 use crate::hpack::HpackDecoder;
 use crate::limits::{CLIENT_TABLE_SIZE, Limits, Rewrite};
@@ -24,6 +24,9 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 const READ_CHUNK: usize = 16 * 1024;
+/// Decoding pauses at a frame boundary once this much output waits for h2: a read full of
+/// small blocks that each expand to a whole header list is decoded only as fast as h2 reads.
+const OUTPUT_HIGH_WATER: usize = 64 * 1024;
 
 /// What the shim does with the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,7 +178,7 @@ impl<S> AuthorityShim<S> {
                     };
                 }
                 Position::FrameStart => {
-                    if self.raw.len() < HEAD_LEN {
+                    if self.raw.len() < HEAD_LEN || self.out.len() >= OUTPUT_HIGH_WATER {
                         return;
                     }
                     let head = Head::parse(&self.raw);
@@ -213,10 +216,22 @@ impl<S> AuthorityShim<S> {
         }
         let frame = self.raw.split_to(HEAD_LEN + head.length);
         let fragment = if head.kind == HEADERS {
-            let Some(parts) = headers_parts(&head, &frame[HEAD_LEN..]) else {
-                // h2 refuses this frame before decoding it; let it.
-                self.out.put(frame);
-                return Ok(true);
+            let parts = match headers_parts(&head, &frame[HEAD_LEN..]) {
+                Ok(parts) => parts,
+                // h2 refuses the frame before decoding it: undecided, let it see the frame as
+                // it came; once rewriting, no byte of the client's HPACK reaches h2.
+                Err(_) if self.mode == Mode::Undecided => {
+                    self.out.put(frame);
+                    return Ok(true);
+                }
+                Err(HeadersRefusal::Connection) => return Err(Violation::Protocol),
+                Err(HeadersRefusal::SelfDependency(priority)) => {
+                    // h2 resets the stream without decoding the block, so neither does the
+                    // shim; the block is dropped, the frame kept for h2 to reset.
+                    let flags = head.flags & !PADDED;
+                    put_frame(&mut self.out, HEADERS, flags, head.stream_id, &priority);
+                    return Ok(true);
+                }
             };
             self.block = Some(HeaderBlock::new(
                 head.stream_id,
@@ -321,6 +336,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for AuthorityShim<S> {
             }
             if this.eof {
                 return Poll::Ready(Ok(()));
+            }
+            // Frames left undecoded when the output was full come before any new read.
+            if !this.raw.is_empty() {
+                let mode = this.mode;
+                this.process();
+                if !this.out.is_empty() || this.mode != mode {
+                    continue;
+                }
             }
             this.raw.reserve(READ_CHUNK);
             let read = ready!(tokio_util::io::poll_read_buf(
@@ -568,6 +591,78 @@ mod tests {
         assert_eq!(blocks.len(), 1);
         assert_eq!(authority(&blocks[0]), b"localhost");
         assert!(blocks[0].contains(&(b"x-big".to_vec(), vec![b'v'; 10_000])));
+    }
+
+    #[tokio::test]
+    async fn headers_on_stream_zero_while_rewriting_is_refused() {
+        // The fuzz finding: a rewritten first block adds entries to the client's table; a
+        // HEADERS frame on stream 0 that references them must not reach h2 as it came.
+        let mut input = PREFACE.to_vec();
+        let mut block = vec![0x83, 0x86];
+        block.extend(indexed_literal(b":authority", b"/run/kms.sock"));
+        input.extend(frame(HEADERS, END_HEADERS, 1, &block));
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            0,
+            &[0x83, 0x86, 0xbe],
+        ));
+        let (output, shim) = run_keeping(&input).await;
+        assert!(shim.refused());
+        assert!(!output.windows(3).any(|w| w == [0x83, 0x86, 0xbe]));
+        assert!(output.ends_with(&frame(CONTINUATION, END_HEADERS, 1, &[])));
+    }
+
+    #[tokio::test]
+    async fn self_dependent_headers_while_rewriting_reach_h2_without_their_block() {
+        let mut input = PREFACE.to_vec();
+        input.extend(frame(
+            HEADERS,
+            END_HEADERS,
+            1,
+            &indexed_literal(b":authority", b"/run/kms.sock"),
+        ));
+        // Stream 3 depends on itself: h2 resets it and decodes nothing, and so does the shim.
+        let mut payload = vec![0, 0, 0, 3, 15];
+        payload.extend(indexed_literal(b"x-skipped", b"v"));
+        input.extend(frame(HEADERS, END_HEADERS | PRIORITY, 3, &payload));
+        input.extend(frame(HEADERS, END_HEADERS, 5, &[0x80 | 62]));
+        let output = run(input).await;
+        let stripped = frame(HEADERS, END_HEADERS | PRIORITY, 3, &[0, 0, 0, 3, 15]);
+        assert!(output.windows(stripped.len()).any(|w| w == stripped));
+        // The only dynamic entry is the first block's :authority, for client and shim alike.
+        let (blocks, _) = decode_output(&output);
+        assert_eq!(blocks.len(), 3);
+        assert!(blocks[1].is_empty());
+        assert_eq!(authority(&blocks[2]), b"localhost");
+    }
+
+    #[tokio::test]
+    async fn small_blocks_expanding_to_large_lists_are_decoded_as_h2_reads() {
+        // One 4 KB entry, then 800 four-byte blocks each referencing it three times: about
+        // 10 MB of decoded headers from 16 KB on the wire. Held bytes stay near one read.
+        let mut input = PREFACE.to_vec();
+        let mut first = vec![0x83, 0x86];
+        first.extend(indexed_literal(b":authority", b"/run/kms.sock"));
+        first.extend(indexed_literal(b"x-big", &vec![b'b'; 4000]));
+        input.extend(frame(HEADERS, END_HEADERS, 1, &first));
+        for i in 0..800u32 {
+            input.extend(frame(HEADERS, END_HEADERS, 3 + 2 * i, &[0x80 | 62; 3]));
+        }
+        let mut shim = shim_after(&input).await;
+        let (mut total, mut peak) = (0, 0);
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = shim.read(&mut chunk).await.expect("read");
+            peak = peak.max(shim.buffered());
+            if n == 0 {
+                break;
+            }
+            total += n;
+        }
+        assert!(!shim.refused());
+        assert!(total > 800 * 3 * 4000, "every block forwarded: {total}");
+        assert!(peak < 256 * 1024, "held {peak} bytes");
     }
 
     #[tokio::test]

@@ -300,6 +300,9 @@ async fn protocol_errors_are_h2s() {
         frames(3, END_STREAM, &binary_authority),
         frames(3, END_STREAM, &repeated),
         frame(CONTINUATION, END_HEADERS, 3, &[0x82]),
+        // HEADERS on stream 0, and padding longer than the frame: refused before decoding.
+        frame(HEADERS, END_HEADERS | END_STREAM, 0, &[0x83, 0x86, 0xbe]),
+        frame(HEADERS, END_HEADERS | 0x8, 3, &[200, 0x82]),
         frame(0x5, END_HEADERS, 3, &[0, 0, 0, 4, 0x82]),
     ] {
         let answer = same_answer(&input).await;

@@ -65,8 +65,10 @@ const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
 
 /// The complete header blocks (fragments joined, padding and priority removed) of a client
-/// stream, in order, up to the first frame h2 would refuse outright (a malformed HEADERS, a
-/// CONTINUATION outside a block, another frame inside one, PUSH_PROMISE). A block cut off by
+/// stream that h2 decodes, in order, up to the first frame h2 would refuse outright (a
+/// malformed HEADERS or one on stream 0, a CONTINUATION outside a block, another frame inside
+/// one, PUSH_PROMISE). A HEADERS frame on a stream depending on itself is skipped: h2 resets
+/// that stream without decoding the block. A block cut off by
 /// the end of the stream is left out. `None` when the stream does not start with the preface.
 pub fn header_blocks(stream: &[u8]) -> Option<Vec<Vec<u8>>> {
     let mut rest = stream.strip_prefix(PREFACE)?;
@@ -83,6 +85,7 @@ pub fn header_blocks(stream: &[u8]) -> Option<Vec<Vec<u8>>> {
         let payload = &rest[9..9 + length];
         rest = &rest[9 + length..];
         let fragment = match (kind, open.as_mut()) {
+            (HEADERS, None) if stream_id == 0 => break,
             (HEADERS, None) => {
                 let mut body = payload;
                 let mut pad = 0;
@@ -96,6 +99,12 @@ pub fn header_blocks(stream: &[u8]) -> Option<Vec<Vec<u8>>> {
                 if flags & PRIORITY != 0 {
                     if body.len() < 5 {
                         break;
+                    }
+                    let dependency =
+                        u32::from_be_bytes([body[0], body[1], body[2], body[3]]) & 0x7fff_ffff;
+                    if dependency == stream_id {
+                        // h2 resets the stream without decoding its block.
+                        continue;
                     }
                     body = &body[5..];
                 }
