@@ -2,13 +2,13 @@
 # Fuzz smoke run, called by tests/run.sh: builds every cargo-fuzz target (AddressSanitizer when
 # the toolchain can build it, else libFuzzer alone), replays each committed seed corpus, then
 # runs each target for a fixed number of inputs from a fixed seed, so the same code gives the
-# same verdict on every machine, however fast (FUZZ_RUNS, default 20000 per target; FUZZ_SEED,
+# same verdict on every machine, however fast (FUZZ_RUNS, default 50000 per target; FUZZ_SEED,
 # default 1). A crash, a failed assertion, a leak or an input over the memory limit fails the
 # run. Time-bounded campaigns are fuzz/campaign.sh. Prints one line per target and
 # `fuzz: N passed, M failed`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-runs=${FUZZ_RUNS:-20000}
+runs=${FUZZ_RUNS:-50000}
 
 # cargo-fuzz needs nightly features: the nightly toolchain where there is one, else the stable
 # toolchain with RUSTC_BOOTSTRAP (it ships the sanitizer runtimes).
