@@ -6,6 +6,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
+use crate::commit::recover;
 use crate::write::{TEMP_MARKER, temp_for};
 
 /// Flushes a directory's entry table to disk (after a rename, link or unlink in it).
@@ -57,10 +58,11 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Removes the temporary files a killed writer may have left in `dir` (best effort; not
-/// recursive). Call it only while holding a [`DirLock`](crate::DirLock) that excludes every
+/// Completes the multi-file commits a killed writer journaled in `dir` ([`recover`]), then
+/// removes the temporary files it may have left there (best effort; not recursive). Call it only while holding a [`DirLock`](crate::DirLock) that excludes every
 /// other writer of `dir`, so no live temporary file is removed.
 pub fn remove_stale_temps(dir: &Path) {
+    recover(dir);
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };

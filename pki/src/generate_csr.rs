@@ -88,7 +88,7 @@ fn plan(layout: &Layout, spec: &ClusterSpec) -> Vec<Planned> {
 /// Writes a key and a request for every leaf and kubeconfig of `spec`; returns the files
 /// written, in order. Refuses, writing nothing, when any of them already exists.
 pub fn generate_csr(layout: &Layout, spec: &ClusterSpec) -> Result<Vec<PathBuf>> {
-    let _lock = store::lock_dir(&layout.cert_dir)?;
+    let _lock = layout.lock_and_recover()?;
     let planned = plan(layout, spec);
     let existing: Vec<String> = planned
         .iter()

@@ -75,10 +75,7 @@ pub struct InitReport {
 /// [`InitReport::missing`].
 pub fn init(layout: &Layout, spec: &ClusterSpec) -> Result<InitReport> {
     let mut report = InitReport::default();
-    let _lock = store::lock_dir(&layout.cert_dir)?;
-    store::clean_stale_temps(&layout.cert_dir);
-    store::clean_stale_temps(&layout.cert_dir.join("etcd"));
-    store::clean_stale_temps(&layout.kubeconfig_dir);
+    let _lock = layout.lock_and_recover()?;
 
     let mut cas: HashMap<CaId, Ca> = HashMap::new();
     let etcd = |ca: CaId| profile::etcd_applies(ca, spec.etcd_external);

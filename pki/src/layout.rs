@@ -56,6 +56,20 @@ impl Layout {
     pub fn sa_pub(&self) -> PathBuf {
         self.cert_dir.join("sa.pub")
     }
+
+    /// Locks the cert dir (waiting for another holder), then completes the commits and removes
+    /// the temporary files a killed run left in the cert dir, its `etcd/` and the kubeconfig dir.
+    pub fn lock_and_recover(&self) -> Result<store::DirLock> {
+        let lock = store::lock_dir(&self.cert_dir)?;
+        for dir in [
+            self.cert_dir.clone(),
+            self.cert_dir.join("etcd"),
+            self.kubeconfig_dir.clone(),
+        ] {
+            store::clean_stale_temps(&dir);
+        }
+        Ok(lock)
+    }
 }
 
 /// Loads a certificate file; `Ok(None)` when absent.

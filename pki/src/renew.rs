@@ -128,7 +128,7 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
         }
         names.iter().map(String::as_str).collect()
     };
-    let _lock = store::lock_dir(&layout.cert_dir)?;
+    let _lock = layout.lock_and_recover()?;
     let mut report = RenewReport::default();
     let now = OffsetDateTime::now_utc();
     let due = |cert: &Cert| match opts.if_expiring_within {

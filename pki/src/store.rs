@@ -34,10 +34,9 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     durable::write_atomic(path, data, mode).map_err(|e| Error::io(path, e))
 }
 
-/// Writes several files as one step as far as the file system allows (see
-/// [`durable::write_many_atomic`]), creating parent directories as needed. Used for a
-/// certificate and its key, so the window in which a reader sees a new key with an old
-/// certificate is a pair of renames, not a key generation.
+/// Writes several files as one journaled commit (see [`durable::write_many_atomic`]), creating
+/// parent directories as needed. Used for a certificate and its key: after a crash, the next
+/// [`clean_stale_temps`] of the directory completes the commit, so the pair is all old or all new.
 pub fn write_many_atomic(files: &[(&Path, &[u8], u32)]) -> Result<()> {
     for (path, _, _) in files {
         ensure_parent(path)?;
@@ -107,7 +106,8 @@ pub fn try_lock_dir(dir: &Path) -> Result<Option<DirLock>> {
     }
 }
 
-/// Removes stale temporary files a killed run may have left in `dir` (best effort). Call it
+/// Completes the commits a killed run journaled in `dir`, then removes the stale temporary
+/// files it may have left there (best effort). Call it
 /// only while holding [`lock_dir`] on the directory tree, so a concurrent run's files are safe.
 pub fn clean_stale_temps(dir: &Path) {
     durable::remove_stale_temps(dir);

@@ -11,6 +11,7 @@ mod static_pod;
 
 mod autopilot;
 mod autopilot_etcd;
+mod crash_renames;
 mod csr;
 mod expiry;
 mod external_ca;
