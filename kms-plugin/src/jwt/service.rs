@@ -7,7 +7,7 @@ use base64::Engine;
 use kms_config::{JwtKeyConfig, JwtSignerConfig};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
@@ -166,7 +166,7 @@ impl JwtSigner {
                 "claims must be unpadded base64url",
             ));
         }
-        super::claims::check(claims, self.config.max_token_expiration.get())
+        super::claims::check(claims, self.config.max_token_expiration.get(), unix_now())
             .map_err(|refused| Status::invalid_argument(refused.to_string()))?;
         let keys = self.keys();
         let header = format!(
@@ -278,3 +278,10 @@ signer_service!(
     externaljwt_v1alpha1,
     "`v1alpha1.ExternalJWTSigner` (kube-apiserver 1.32–1.35)."
 );
+
+/// The signer's clock as Unix seconds (0 for a clock before 1970, which refuses every token).
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

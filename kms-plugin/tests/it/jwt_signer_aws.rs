@@ -172,8 +172,13 @@ async fn kms_key_signs_tokens_that_verify_independently() {
     }
 
     // A signing input beyond KMS's RAW limit (4096 bytes) is refused, not truncated or hashed.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
     let padded = format!(
-        r#"{{"iss":"i","sub":"s","iat":1,"exp":600,"pad":"{}"}}"#,
+        r#"{{"iss":"i","sub":"s","iat":{now},"exp":{},"pad":"{}"}}"#,
+        now + 600,
         "A".repeat(5000)
     );
     let error = sign_claims(&mut client, b64(padded.as_bytes()))
