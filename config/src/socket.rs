@@ -95,9 +95,13 @@ impl FromStr for FileMode {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let digits = text.trim_start_matches("0o");
-        let mode = u32::from_str_radix(digits, 8)
-            .map_err(|_| format!("invalid file mode {text:?}: expected octal such as 0600"))?;
+        // One optional `0o`, then octal digits only (`from_str_radix` alone would take a `+`).
+        let digits = text.strip_prefix("0o").unwrap_or(text);
+        let invalid = || format!("invalid file mode {text:?}: expected octal such as 0600");
+        if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return Err(invalid());
+        }
+        let mode = u32::from_str_radix(digits, 8).map_err(|_| invalid())?;
         if mode > 0o777 {
             return Err(format!(
                 "invalid file mode {text:?}: only permission bits (at most 0777)"
@@ -181,5 +185,9 @@ mod tests {
         assert!("0666".parse::<FileMode>().is_err());
         assert!("0800".parse::<FileMode>().is_err());
         assert!("rw".parse::<FileMode>().is_err());
+        assert_eq!("0o660".parse(), Ok(FileMode(0o660)));
+        for bad in ["0o0o660", "+660", "0o", "", "0o+660", " 660"] {
+            assert!(bad.parse::<FileMode>().is_err(), "{bad:?}");
+        }
     }
 }
