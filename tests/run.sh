@@ -68,6 +68,11 @@ status=${PIPESTATUS[0]}
 # The image, built from the binary above and run with the static pod's settings.
 tests/container.sh 2>&1 | tee -a "$log"
 container_status=${PIPESTATUS[0]}
+# The real control plane: kube-apiserver and kubectl built from the Go module proxy (cached
+# under target/k8s/), etcd, our binaries (tests/k8s/run.sh).
+k8s_bin=$(tests/k8s/build.sh | tail -n1)
+tests/k8s/run.sh "$k8s_bin" 2>&1 | grep -v '^[IWE][0-9]\{4\} ' | tee -a "$log"
+k8s_status=${PIPESTATUS[0]}
 # Every fuzz target: its seed corpus replayed, then a short bounded run (fuzz/README.md).
 fuzz/smoke.sh 2>&1 | tee -a "$log"
 fuzz_status=${PIPESTATUS[0]}
@@ -75,8 +80,9 @@ set -e
 # One closing line for the whole workspace (cargo prints one per test binary), the image and
 # the fuzz targets.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
-     /^(container|fuzz): [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
+     /^(container|fuzz|k8s-e2e): [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
      END { printf "%d passed, %d failed\n", p, f }' "$log"
 [ "$status" = 0 ] || exit "$status"
 [ "$container_status" = 0 ] || exit "$container_status"
+[ "$k8s_status" = 0 ] || exit "$k8s_status"
 exit "$fuzz_status"

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# The real control plane against the real plugin: etcd (TLS, kubeadm's layout) and the real
+# kube-apiserver built by tests/k8s/build.sh, with certificates and kubeconfigs from `pki init`
+# and deploy/apiserver/encryption-config.yaml applied as deploy/README.md tells an operator
+# (only the socket path changed to the scratch directory), driven by the real kubectl.
+#   tests/k8s/run.sh [K8S_BIN_DIR]     (default: what tests/k8s/build.sh prints)
+# Everything lives in a scratch directory on loopback ports; nothing else on the machine changes.
+# Prints `k8s-e2e: N passed, M failed`.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+k8s_bin=${1:-$(tests/k8s/build.sh | tail -n1)} || { echo "k8s-e2e: 0 passed, 1 failed (build)"; exit 1; }
+target="${CARGO_TARGET_DIR:-$repo/target}/debug"
+for tool in "$target/kms-plugin" "$target/pki" "$k8s_bin/kube-apiserver" "$k8s_bin/kubectl"; do
+    [ -x "$tool" ] || { echo "k8s-e2e: missing $tool (cargo build first)"; echo "k8s-e2e: 0 passed, 1 failed"; exit 1; }
+done
+command -v etcd >/dev/null && command -v etcdctl >/dev/null || { echo "k8s-e2e: etcd/etcdctl missing (.ci/provision-etcd.sh)"; echo "k8s-e2e: 0 passed, 1 failed"; exit 1; }
+
+scratch=$(mktemp -d /tmp/k8s-e2e.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
+    # Processes a test restarted (in its subshell) all name the scratch directory.
+    pkill -f "$scratch/" 2>/dev/null
+    wait 2>/dev/null
+    if [ "${KEEP_SCRATCH:-}" = 1 ]; then echo "k8s-e2e: scratch kept in $scratch"; else rm -rf "$scratch"; fi
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port); metrics_port=$(free_port)
+pki_dir=$scratch/etc/kubernetes/pki
+kubeconfig=$scratch/etc/kubernetes/admin.conf
+kubectl() { "$k8s_bin/kubectl" --kubeconfig "$kubeconfig" --request-timeout=20s "$@"; }
+etcdctl_() {
+    ETCDCTL_API=3 etcdctl --endpoints "https://127.0.0.1:$etcd_port" --cacert "$pki_dir/etcd/ca.crt" \
+        --cert "$pki_dir/apiserver-etcd-client.crt" --key "$pki_dir/apiserver-etcd-client.key" "$@"
+}
+wait_for() { # wait_for SECONDS DESCRIPTION COMMAND...
+    local deadline=$(( $(date +%s) + $1 )) what=$2
+    shift 2
+    until "$@" >/dev/null 2>&1; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then echo "  timed out waiting for $what"; return 1; fi
+        sleep 0.5
+    done
+}
+
+# --- the node's PKI, as `pki init` writes it for kubeadm -------------------------------------
+"$target/pki" init --kubernetes-version v1.37 --cert-dir "$pki_dir" --kubeconfig-dir "$scratch/etc/kubernetes" \
+    --node-name cp1 --apiserver-advertise-address 127.0.0.1 --apiserver-bind-port "$api_port" \
+    >"$scratch/pki-init.log" 2>&1 || { cat "$scratch/pki-init.log"; echo "k8s-e2e: 0 passed, 1 failed (pki init)"; exit 1; }
+
+# --- etcd with client and peer TLS, flags as kubeadm's etcd manifest sets them ----------------
+start_etcd() {
+    etcd --name cp1 --data-dir "$scratch/etcd" \
+        --listen-client-urls "https://127.0.0.1:$etcd_port" --advertise-client-urls "https://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "https://127.0.0.1:$peer_port" --initial-advertise-peer-urls "https://127.0.0.1:$peer_port" \
+        --initial-cluster "cp1=https://127.0.0.1:$peer_port" \
+        --cert-file "$pki_dir/etcd/server.crt" --key-file "$pki_dir/etcd/server.key" \
+        --client-cert-auth --trusted-ca-file "$pki_dir/etcd/ca.crt" \
+        --peer-cert-file "$pki_dir/etcd/peer.crt" --peer-key-file "$pki_dir/etcd/peer.key" \
+        --peer-client-cert-auth --peer-trusted-ca-file "$pki_dir/etcd/ca.crt" \
+        --snapshot-count 10000 >"$scratch/etcd.log" 2>&1 &
+    pids+=($!)
+}
+
+# --- the plugin beside kube-apiserver ---------------------------------------------------------
+mkdir -p "$scratch/run/kms-plugin" "$scratch/etc/kubernetes/enc"
+chmod 0750 "$scratch/run/kms-plugin"
+socket=$scratch/run/kms-plugin/kms.sock
+cat >"$scratch/etc/kubernetes/enc/plugin.yaml" <<YAML
+socket: $socket
+health_probe_interval: 2s
+metrics_address: 127.0.0.1:$metrics_port
+backend:
+  kind: local
+  local: { state_dir: $scratch/var/lib/kms-plugin, poll_interval: 1s }
+YAML
+plugin_pid=
+start_plugin() {
+    "$target/kms-plugin" serve --config "$scratch/etc/kubernetes/enc/plugin.yaml" >>"$scratch/plugin.log" 2>&1 &
+    plugin_pid=$!
+    pids+=($plugin_pid)
+    wait_for 30 "the plugin's Status" "$target/kms-plugin" status --socket "$socket"
+}
+plugin_metric() { # plugin_metric NAME-PREFIX: the sum of every series of that metric
+    curl -s "http://127.0.0.1:$metrics_port/metrics" | awk -v m="$1" 'index($1, m) == 1 { s += $2 } END { printf "%d\n", s }'
+}
+
+# The operator's EncryptionConfiguration, pointed at this scratch socket.
+sed "s#unix:///var/run/kms-plugin/kms.sock#unix://$socket#" deploy/apiserver/encryption-config.yaml \
+    >"$scratch/etc/kubernetes/enc/encryption-config.yaml"
+chmod 0600 "$scratch/etc/kubernetes/enc/encryption-config.yaml"
+provider=$(awk '$1 == "name:" { print $2; exit }' "$scratch/etc/kubernetes/enc/encryption-config.yaml")
+
+# --- kube-apiserver, with the flags kubeadm's manifest gives it plus deploy/apiserver/ ---------
+api_pid=
+start_apiserver() {
+    "$k8s_bin/kube-apiserver" \
+        --advertise-address=127.0.0.1 --bind-address=127.0.0.1 --secure-port="$api_port" \
+        --endpoint-reconciler-type=none \
+        --allow-privileged=true --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
+        --enable-bootstrap-token-auth=true --client-ca-file="$pki_dir/ca.crt" \
+        --etcd-cafile="$pki_dir/etcd/ca.crt" --etcd-certfile="$pki_dir/apiserver-etcd-client.crt" \
+        --etcd-keyfile="$pki_dir/apiserver-etcd-client.key" --etcd-servers="https://127.0.0.1:$etcd_port" \
+        --kubelet-client-certificate="$pki_dir/apiserver-kubelet-client.crt" \
+        --kubelet-client-key="$pki_dir/apiserver-kubelet-client.key" \
+        --kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname \
+        --proxy-client-cert-file="$pki_dir/front-proxy-client.crt" --proxy-client-key-file="$pki_dir/front-proxy-client.key" \
+        --requestheader-allowed-names=front-proxy-client --requestheader-client-ca-file="$pki_dir/front-proxy-ca.crt" \
+        --requestheader-extra-headers-prefix=X-Remote-Extra- --requestheader-group-headers=X-Remote-Group \
+        --requestheader-username-headers=X-Remote-User \
+        --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+        --service-account-key-file="$pki_dir/sa.pub" --service-account-signing-key-file="$pki_dir/sa.key" \
+        --service-cluster-ip-range=10.96.0.0/12 \
+        --tls-cert-file="$pki_dir/apiserver.crt" --tls-private-key-file="$pki_dir/apiserver.key" \
+        --encryption-provider-config="$scratch/etc/kubernetes/enc/encryption-config.yaml" \
+        >>"$scratch/apiserver.log" 2>&1 &
+    api_pid=$!
+    pids+=($api_pid)
+    wait_for 120 "kube-apiserver /readyz" kubectl get --raw /readyz
+}
+
+passed=0
+failed=0
+run_test() { # run_test NAME: runs the shell function test_NAME
+    local t0=$(date +%s)
+    # Not in a condition: there bash would ignore set -e inside the test.
+    ( set -e; "test_$1" ) >"$scratch/test-$1.log" 2>&1
+    if [ $? = 0 ]; then
+        passed=$((passed + 1)); echo "k8s-e2e $1 ... ok ($(( $(date +%s) - t0 ))s)"
+    else
+        failed=$((failed + 1)); echo "k8s-e2e $1 ... FAILED"; sed 's/^/  /' "$scratch/test-$1.log" | tail -n 30
+    fi
+}
+fail() { echo "$*" >&2; return 1; }
+
+# Secrets written through the API are KMS v2 objects in etcd carrying our key_id and wrapped KEK,
+# and read back; /readyz/kms-providers is ok.
+test_secrets_are_kms_v2_in_etcd() {
+    kubectl create secret generic e2e-one --from-literal=password=correct-horse-battery
+    local raw
+    raw=$(etcdctl_ get /registry/secrets/default/e2e-one -w json)
+    echo "$raw" | python3 -c 'import sys,json,base64; v=base64.b64decode(json.load(sys.stdin)["kvs"][0]["value"]); sys.exit(b"correct-horse" in v)' \
+        || fail "the plaintext is visible in etcd"
+    local object
+    object=$(echo "$raw" | python3 tests/k8s/encrypted_object.py)
+    echo "stored: $object"
+    local key_id
+    key_id=$("$target/kms-plugin" status --socket "$socket" | awk '$1 == "key_id:" { print $2 }')
+    [ -n "$key_id" ] || fail "kms-plugin status printed no key_id"
+    echo "$object" | python3 -c '
+import json, sys
+o = json.load(sys.stdin)
+provider, key_id = sys.argv[1], sys.argv[2]
+assert o["provider"] == provider, (o["provider"], provider)
+assert o["key_id"] == key_id, (o["key_id"], key_id)
+assert "kek.kms-plugin.dev" in o["annotations"], o["annotations"]
+assert o["encrypted_data_len"] > 0 and o["dek_source_len"] > 0, o
+' "$provider" "$key_id"
+    [ "$(kubectl get secret e2e-one -o jsonpath='{.data.password}' | base64 -d)" = correct-horse-battery ] \
+        || fail "the Secret did not read back"
+    kubectl get --raw /readyz/kms-providers | grep -qx ok || fail "/readyz/kms-providers is not ok"
+}
+
+# The plugin killed with SIGKILL and restarted, then kube-apiserver restarted with many Secrets:
+# every Secret reads, and the plugin's metrics say what the cold start cost.
+test_plugin_and_apiserver_restart_keep_every_secret() {
+    local count=${K8S_E2E_SECRETS:-500}
+    python3 - "$count" >"$scratch/secrets.yaml" <<'PY'
+import sys
+for i in range(int(sys.argv[1])):
+    print(f"---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: bulk-{i}\nstringData:\n  value: \"value-{i}\"")
+PY
+    kubectl apply -f "$scratch/secrets.yaml" >/dev/null
+    kill -KILL "$plugin_pid"
+    wait "$plugin_pid" 2>/dev/null || true
+    start_plugin
+    kubectl create secret generic e2e-after-plugin-restart --from-literal=k=v
+    kill -TERM "$api_pid"
+    wait "$api_pid" 2>/dev/null || true
+    kill -KILL "$plugin_pid"
+    wait "$plugin_pid" 2>/dev/null || true
+    start_plugin
+    start_apiserver
+    local listed
+    listed=$(kubectl get secrets -o jsonpath='{range .items[*]}{.metadata.name}={.data.value}{"\n"}{end}' | grep -c '^bulk-[0-9]*=.')
+    [ "$listed" = "$count" ] || fail "listed $listed of $count Secrets after the restarts"
+    local seven
+    seven=$(kubectl get secret bulk-7 -o jsonpath="{.data.value}" | base64 -d)
+    [ "$seven" = value-7 ] || { kubectl get secret bulk-7 -o yaml; fail "bulk-7 reads \"$seven\""; }
+    echo "cold start: decrypt calls $(plugin_metric 'kms_plugin_requests_total{method="Decrypt"'), root-key unwraps $(plugin_metric 'kms_plugin_root_key_operations_total{operation="unwrap"')"
+}
+
+start_etcd
+wait_for 30 "etcd" etcdctl_ endpoint health || { tail -n 20 "$scratch/etcd.log"; echo "k8s-e2e: 0 passed, 1 failed (etcd)"; exit 1; }
+start_plugin || { tail -n 20 "$scratch/plugin.log"; echo "k8s-e2e: 0 passed, 1 failed (plugin)"; exit 1; }
+start_apiserver || { tail -n 40 "$scratch/apiserver.log"; echo "k8s-e2e: 0 passed, 1 failed (kube-apiserver)"; exit 1; }
+# As `kubeadm init` does: super-admin.conf (system:masters) binds kubeadm:cluster-admins, the
+# group of admin.conf, to cluster-admin.
+"$k8s_bin/kubectl" --kubeconfig "$scratch/etc/kubernetes/super-admin.conf" create clusterrolebinding \
+    kubeadm:cluster-admins --clusterrole=cluster-admin --group=kubeadm:cluster-admins >/dev/null \
+    || { echo "k8s-e2e: 0 passed, 1 failed (cluster-admins binding)"; exit 1; }
+echo "k8s-e2e: $("$k8s_bin/kube-apiserver" --version) over $(etcd --version | head -n1)"
+
+run_test secrets_are_kms_v2_in_etcd
+run_test plugin_and_apiserver_restart_keep_every_secret
+
+echo "k8s-e2e: $passed passed, $failed failed"
+[ "$failed" = 0 ]
