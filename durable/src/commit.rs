@@ -1,6 +1,7 @@
 //! Several files replaced as one step, as far as the file system allows.
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
 use std::io;
@@ -8,6 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use crate::dir::sync_dir;
+use crate::journal;
 use crate::write::{FileSpec, temp_for, write_temp};
 
 /// A failed multi-file commit: the file (or directory) concerned and the system error.
@@ -37,53 +39,67 @@ impl From<CommitError> for io::Error {
     }
 }
 
-/// Name prefix of a commit journal: the list of renames of one [`write_many_atomic`], written
-/// before the first rename and removed after the last, so a crash in between is rolled forward
-/// by [`recover`].
-const JOURNAL_PREFIX: &str = ".durable-commit-";
-
-/// Replaces several files together: every content is first written and synced to a temporary
-/// file (with its [`FileSpec`]); then a journal naming every rename is written and synced in the
-/// first file's directory (the commit point); then all are renamed in the given order, each
-/// directory is synced and the journal removed. A crash before the commit point leaves the old
-/// files (and temporaries that [`remove_stale_temps`](crate::remove_stale_temps) removes); a
-/// crash after it is completed by [`recover`] (which `remove_stale_temps` runs first), so the
-/// files end up all old or all new. Parent directories must exist.
-pub fn write_many_atomic(files: &[(&Path, &[u8], FileSpec)]) -> Result<(), CommitError> {
-    let mut staged: Vec<(PathBuf, &Path, PathBuf)> = Vec::with_capacity(files.len());
-    let remove_staged = |staged: &[(PathBuf, &Path, PathBuf)]| {
-        for (temp, _, _) in staged {
+/// Replaces several files of one directory together: every content is first written and synced
+/// to a temporary file in `dir` (with its [`FileSpec`]); then a journal naming every rename and
+/// the digest of every new content is written and synced in `dir` (the commit point); then all
+/// are renamed in the given order, `dir` is synced and the journal removed. A crash before the
+/// commit point leaves the old files (and temporaries that
+/// [`remove_stale_temps`](crate::remove_stale_temps) removes); a crash after it is completed by
+/// [`recover`](crate::recover) (which `remove_stale_temps` runs first), so the files end up all
+/// old or all new. `names` are plain names of entries of `dir`, each at most once; `dir` must
+/// exist.
+pub fn write_many_atomic(
+    dir: &Path,
+    files: &[(&OsStr, &[u8], FileSpec)],
+) -> Result<(), CommitError> {
+    let fail = |name: &OsStr, source| CommitError {
+        path: dir.join(name),
+        source,
+    };
+    let mut seen = BTreeSet::new();
+    for &(name, _, _) in files {
+        if !journal::is_plain_name(name.as_bytes()) || !seen.insert(name) {
+            let reason = "not a plain file name of the commit's directory, or named twice";
+            return Err(fail(
+                name,
+                io::Error::new(io::ErrorKind::InvalidInput, reason),
+            ));
+        }
+    }
+    let mut staged: Vec<(PathBuf, PathBuf)> = Vec::with_capacity(files.len());
+    let remove_staged = |staged: &[(PathBuf, PathBuf)]| {
+        for (temp, _) in staged {
             let _ = fs::remove_file(temp);
         }
     };
-    for &(path, bytes, spec) in files {
-        let fail = |source| CommitError {
-            path: path.to_owned(),
-            source,
-        };
-        let (dir, temp) = temp_for(path).map_err(fail)?;
+    let mut entries = Vec::with_capacity(files.len());
+    for &(name, bytes, spec) in files {
+        let target = dir.join(name);
+        let (_, temp) = temp_for(&target).map_err(|e| fail(name, e))?;
         if let Err(e) = write_temp(&temp, bytes, spec) {
             let _ = fs::remove_file(&temp);
             remove_staged(&staged);
-            return Err(fail(e));
+            return Err(fail(name, e));
         }
-        staged.push((temp, path, dir));
+        entries.push(journal::Entry {
+            temp: temp.file_name().unwrap_or_default().as_bytes().to_vec(),
+            target: name.as_bytes().to_vec(),
+            sha256: journal::digest(bytes),
+        });
+        staged.push((temp, target));
     }
-    let journal = match staged.as_slice() {
+    let journal = match files {
         [] | [_] => None,
-        [(_, first, dir), ..] => match write_journal(dir, &staged) {
+        [(first, _, _), ..] => match write_journal(dir, &entries) {
             Ok(j) => Some(j),
             Err(source) => {
                 remove_staged(&staged);
-                return Err(CommitError {
-                    path: first.to_path_buf(),
-                    source,
-                });
+                return Err(fail(first, source));
             }
         },
     };
-    for (i, (temp, path, _)) in staged.iter().enumerate() {
-        if let Err(source) = fs::rename(temp, path) {
+    for (i, (temp, target)) in staged.iter().enumerate() {
+        if let Err(source) = fs::rename(temp, target) {
             if journal.is_none() || i == 0 {
                 remove_staged(&staged[i..]);
                 if let Some(j) = &journal {
@@ -91,174 +107,202 @@ pub fn write_many_atomic(files: &[(&Path, &[u8], FileSpec)]) -> Result<(), Commi
                 }
             }
             return Err(CommitError {
-                path: path.to_path_buf(),
+                path: target.clone(),
                 source,
             });
         }
     }
-    let dirs: BTreeSet<&PathBuf> = staged.iter().map(|(_, _, dir)| dir).collect();
-    for dir in dirs {
+    let sync = |()| {
         sync_dir(dir).map_err(|source| CommitError {
-            path: dir.clone(),
+            path: dir.to_owned(),
             source,
-        })?;
-    }
-    if let (Some(j), Some((_, _, dir))) = (journal, staged.first()) {
-        fs::remove_file(&j).map_err(|source| CommitError {
-            path: j.clone(),
-            source,
-        })?;
-        sync_dir(dir).map_err(|source| CommitError {
-            path: dir.clone(),
-            source,
-        })?;
+        })
+    };
+    sync(())?;
+    if let Some(j) = journal {
+        fs::remove_file(&j).map_err(|source| CommitError { path: j, source })?;
+        sync(())?;
     }
     Ok(())
 }
 
-/// Writes the journal of `staged` (one `temp NUL target` line per file, absolute paths) to a
-/// temporary file in `dir`, syncs it and renames it into place: after this, the commit happens.
-fn write_journal(dir: &Path, staged: &[(PathBuf, &Path, PathBuf)]) -> io::Result<PathBuf> {
-    let mut text = Vec::new();
-    for (temp, target, _) in staged {
-        for p in [temp.as_path(), *target] {
-            let abs = std::path::absolute(p)?;
-            let bytes = abs.as_os_str().as_bytes();
-            if bytes.contains(&0) || bytes.contains(&b'\n') {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "unusable path"));
-            }
-            text.extend_from_slice(bytes);
-            text.push(0);
-        }
-        text.push(b'\n');
-    }
+/// Writes the journal of `entries` to a temporary file in `dir`, syncs it and renames it into
+/// place: after this, the commit happens.
+fn write_journal(dir: &Path, entries: &[journal::Entry]) -> io::Result<PathBuf> {
     let (_, temp) = temp_for(&dir.join("journal"))?;
     let name = temp
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let suffix = name.rsplit('-').next().unwrap_or("0");
-    let journal = dir.join(format!("{JOURNAL_PREFIX}{suffix}"));
-    if let Err(e) = write_temp(&temp, &text, FileSpec::mode(0o600))
-        .and_then(|()| fs::rename(&temp, &journal))
+    let path = dir.join(format!("{}{suffix}", journal::PREFIX));
+    if let Err(e) = write_temp(&temp, &journal::render(entries), FileSpec::mode(0o600))
+        .and_then(|()| fs::rename(&temp, &path))
         .and_then(|()| sync_dir(dir))
     {
         let _ = fs::remove_file(&temp);
-        let _ = fs::remove_file(&journal);
+        let _ = fs::remove_file(&path);
         return Err(e);
     }
-    Ok(journal)
-}
-
-/// Completes every commit a killed [`write_many_atomic`] left journaled in `dir`: each staged
-/// file still present is renamed over its target, the directories are synced and the journal
-/// removed (best effort). Call it only while holding a [`DirLock`](crate::DirLock) that excludes
-/// every other writer.
-pub fn recover(dir: &Path) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().starts_with(JOURNAL_PREFIX) {
-            continue;
-        }
-        let journal = entry.path();
-        let Ok(text) = fs::read(&journal) else {
-            continue;
-        };
-        let mut dirs = BTreeSet::new();
-        let mut complete = true;
-        for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            let mut parts = line.split(|b| *b == 0).filter(|p| !p.is_empty());
-            let (Some(temp), Some(target)) = (parts.next(), parts.next()) else {
-                complete = false;
-                continue;
-            };
-            let temp = PathBuf::from(std::ffi::OsStr::from_bytes(temp));
-            let target = PathBuf::from(std::ffi::OsStr::from_bytes(target));
-            if temp.exists() && fs::rename(&temp, &target).is_err() {
-                complete = false;
-            }
-            if let Some(d) = target.parent() {
-                dirs.insert(d.to_path_buf());
-            }
-        }
-        for d in &dirs {
-            let _ = sync_dir(d);
-        }
-        if complete && fs::remove_file(&journal).is_ok() {
-            let _ = sync_dir(dir);
-        }
-    }
+    Ok(path)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mode_of;
+    use crate::{mode_of, recover, remove_stale_temps};
+
+    fn name(s: &str) -> &OsStr {
+        OsStr::new(s)
+    }
+
+    /// A key+cert commit of `dir` killed right after its first rename: the journal, the new key
+    /// in place, the new certificate still staged.
+    fn killed_after_first_rename(dir: &Path) {
+        fs::write(dir.join("a.key"), b"old-key").expect("seed");
+        fs::write(dir.join("a.crt"), b"old-crt").expect("seed");
+        let mut entries = Vec::new();
+        let mut temps = Vec::new();
+        for (target, bytes) in [("a.key", &b"new-key"[..]), ("a.crt", b"new-crt")] {
+            let (_, temp) = temp_for(&dir.join(target)).expect("temp");
+            write_temp(&temp, bytes, FileSpec::mode(0o600)).expect("stage");
+            entries.push(journal::Entry {
+                temp: temp.file_name().expect("name").as_bytes().to_vec(),
+                target: target.as_bytes().to_vec(),
+                sha256: journal::digest(bytes),
+            });
+            temps.push(temp);
+        }
+        write_journal(dir, &entries).expect("journal");
+        fs::rename(&temps[0], dir.join("a.key")).expect("first rename");
+    }
+
+    fn pair(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+        let read = |n| fs::read(dir.join(n)).expect("read");
+        (read("a.key"), read("a.crt"))
+    }
 
     #[test]
     fn commits_all_files_with_their_modes() {
-        let (dir, sub) = testkit::scratch_path("etcd");
-        fs::create_dir(&sub).expect("mkdir");
-        let key = dir.path().join("ca.key");
-        let crt = sub.join("ca.crt");
-        fs::write(&crt, b"old").expect("seed");
-        write_many_atomic(&[
-            (&key, b"KEY", FileSpec::mode(0o600)),
-            (&crt, b"CRT", FileSpec::mode(0o644)),
-        ])
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("ca.crt"), b"old").expect("seed");
+        write_many_atomic(
+            dir.path(),
+            &[
+                (name("ca.key"), b"KEY", FileSpec::mode(0o600)),
+                (name("ca.crt"), b"CRT", FileSpec::mode(0o644)),
+            ],
+        )
         .expect("commit");
+        let (key, crt) = (dir.path().join("ca.key"), dir.path().join("ca.crt"));
         assert_eq!(fs::read(&key).expect("key"), b"KEY");
         assert_eq!(fs::read(&crt).expect("crt"), b"CRT");
         assert_eq!((mode_of(&key), mode_of(&crt)), (Some(0o600), Some(0o644)));
-        assert_eq!(fs::read_dir(&sub).expect("list").count(), 1, "no temp left");
-        assert_eq!(fs::read_dir(dir.path()).expect("list").count(), 2);
+        assert_eq!(testkit::entry_names(dir.path()), ["ca.crt", "ca.key"]);
+    }
+
+    #[test]
+    fn names_outside_the_directory_or_twice_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for bad in [
+            vec!["../x", "a"],
+            vec!["sub/x", "a"],
+            vec!["a", "a"],
+            vec!["..", "a"],
+        ] {
+            let files: Vec<(&OsStr, &[u8], FileSpec)> = bad
+                .iter()
+                .map(|n| (name(n), &b"x"[..], FileSpec::mode(0o600)))
+                .collect();
+            let err = write_many_atomic(dir.path(), &files).expect_err("refused");
+            assert_eq!(err.source.kind(), io::ErrorKind::InvalidInput, "{bad:?}");
+        }
+        assert!(testkit::entry_names(dir.path()).is_empty());
     }
 
     #[test]
     fn nothing_changes_when_staging_fails() {
-        let (dir, first) = testkit::scratch_path("first");
-        fs::write(&first, b"old").expect("seed");
-        let missing_dir = dir.path().join("absent/second");
-        let err = write_many_atomic(&[
-            (&first, b"new", FileSpec::mode(0o600)),
-            (&missing_dir, b"new", FileSpec::mode(0o600)),
-        ])
-        .expect_err("second cannot be staged");
-        assert_eq!(err.path, missing_dir);
+        let dir = tempfile::tempdir().expect("tempdir");
+        fs::write(dir.path().join("first"), b"old").expect("seed");
+        fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        let err = write_many_atomic(
+            &dir.path().join("absent"),
+            &[(name("first"), b"new", FileSpec::mode(0o600))],
+        )
+        .expect_err("no directory");
         assert_eq!(err.source.kind(), io::ErrorKind::NotFound);
-        assert_eq!(fs::read(&first).expect("read"), b"old");
-        assert_eq!(
-            fs::read_dir(dir.path()).expect("list").count(),
-            1,
-            "no temp left"
-        );
+        assert_eq!(fs::read(dir.path().join("first")).expect("read"), b"old");
+        assert_eq!(testkit::entry_names(dir.path()), ["first", "sub"]);
     }
 
     #[test]
     fn a_journaled_commit_is_rolled_forward() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let key = dir.path().join("a.key");
-        let crt = dir.path().join("a.crt");
-        fs::write(&key, b"old-key").expect("seed");
-        fs::write(&crt, b"old-crt").expect("seed");
-        let (_, tk) = temp_for(&key).expect("temp");
-        let (_, tc) = temp_for(&crt).expect("temp");
-        write_temp(&tk, b"new-key", FileSpec::mode(0o600)).expect("stage");
-        write_temp(&tc, b"new-crt", FileSpec::mode(0o644)).expect("stage");
-        let staged = [
-            (tk.clone(), key.as_path(), dir.path().to_path_buf()),
-            (tc.clone(), crt.as_path(), dir.path().to_path_buf()),
-        ];
-        write_journal(dir.path(), &staged).expect("journal");
-        // the writer died after the first rename
-        fs::rename(&tk, &key).expect("first rename");
-        crate::remove_stale_temps(dir.path());
-        assert_eq!(fs::read(&key).expect("key"), b"new-key");
-        assert_eq!(fs::read(&crt).expect("crt"), b"new-crt");
+        killed_after_first_rename(dir.path());
+        remove_stale_temps(dir.path()).expect("recover");
+        assert_eq!(pair(dir.path()), (b"new-key".to_vec(), b"new-crt".to_vec()));
         assert_eq!(testkit::entry_names(dir.path()), ["a.crt", "a.key"]);
+    }
+
+    /// Reproduction: a roll-forward whose rename fails must keep the journal and the staged
+    /// files, and every later attempt must refuse (naming the journal) until the cause is gone;
+    /// then it completes the pair.
+    #[test]
+    fn a_roll_forward_that_cannot_finish_refuses_and_keeps_its_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        killed_after_first_rename(dir.path());
+        let crt = dir.path().join("a.crt");
+        fs::remove_file(&crt).expect("rm");
+        fs::create_dir(&crt).expect("a directory in the way");
+        fs::write(crt.join("inside"), b"x").expect("non-empty");
+        for attempt in 0..2 {
+            let err = remove_stale_temps(dir.path()).expect_err("cannot finish");
+            let text = err.to_string();
+            assert!(text.contains(".durable-commit-"), "{attempt}: {text}");
+            assert!(text.contains("a.crt"), "{attempt}: {text}");
+            assert_eq!(err.file.as_deref(), Some(crt.as_path()));
+            let left = testkit::entry_names(dir.path());
+            assert_eq!(left.len(), 4, "journal, staged crt, key, dir: {left:?}");
+        }
+        fs::remove_dir_all(&crt).expect("operator clears the way");
+        remove_stale_temps(dir.path()).expect("completes");
+        assert_eq!(pair(dir.path()), (b"new-key".to_vec(), b"new-crt".to_vec()));
+        assert_eq!(testkit::entry_names(dir.path()), ["a.crt", "a.key"]);
+    }
+
+    /// Reproduction: the directory moved (restored elsewhere, mounted at another path) while a
+    /// commit was pending still completes it, names being relative to the journal.
+    #[test]
+    fn a_relocated_directory_completes_its_commit() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (before, after) = (root.path().join("pki"), root.path().join("restored"));
+        fs::create_dir(&before).expect("mkdir");
+        killed_after_first_rename(&before);
+        fs::rename(&before, &after).expect("move the directory");
+        remove_stale_temps(&after).expect("recover");
+        assert_eq!(pair(&after), (b"new-key".to_vec(), b"new-crt".to_vec()));
+        assert_eq!(testkit::entry_names(&after), ["a.crt", "a.key"]);
+    }
+
+    /// A staged file that vanished, with its target not holding the committed bytes, is refused:
+    /// never counted as done.
+    #[test]
+    fn a_lost_staged_file_is_refused_not_counted_as_done() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        killed_after_first_rename(dir.path());
+        for temp in testkit::entry_names(dir.path())
+            .iter()
+            .filter(|n| n.contains(".tmp-"))
+        {
+            fs::remove_file(dir.path().join(temp)).expect("lose the staged crt");
+        }
+        let err = recover(dir.path()).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("does not hold the committed content"),
+            "{err}"
+        );
+        assert_eq!(crate::pending_journals(dir.path()).expect("list").len(), 1);
     }
 
     #[test]
@@ -268,7 +312,7 @@ mod tests {
         fs::write(&key, b"old-key").expect("seed");
         let (_, tk) = temp_for(&key).expect("temp");
         write_temp(&tk, b"new-key", FileSpec::mode(0o600)).expect("stage");
-        crate::remove_stale_temps(dir.path());
+        remove_stale_temps(dir.path()).expect("clean");
         assert_eq!(fs::read(&key).expect("key"), b"old-key");
         assert_eq!(testkit::entry_names(dir.path()), ["a.key"]);
     }

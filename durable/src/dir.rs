@@ -6,7 +6,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
-use crate::commit::recover;
+use crate::recover::{RecoverError, recover};
 use crate::write::{TEMP_MARKER, temp_for};
 
 /// Flushes a directory's entry table to disk (after a rename, link or unlink in it).
@@ -59,12 +59,14 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Completes the multi-file commits a killed writer journaled in `dir` ([`recover`]), then
-/// removes the temporary files it may have left there (best effort; not recursive). Call it only while holding a [`DirLock`](crate::DirLock) that excludes every
-/// other writer of `dir`, so no live temporary file is removed.
-pub fn remove_stale_temps(dir: &Path) {
-    recover(dir);
+/// removes the temporary files it may have left there (best effort; not recursive). When a commit
+/// cannot be completed, nothing is removed and the error says why. Call it only while holding a
+/// [`DirLock`](crate::DirLock) on `dir` that excludes every other writer of `dir`, so no live
+/// temporary file is removed.
+pub fn remove_stale_temps(dir: &Path) -> Result<(), RecoverError> {
+    recover(dir)?;
     let Ok(entries) = fs::read_dir(dir) else {
-        return;
+        return Ok(());
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -73,6 +75,7 @@ pub fn remove_stale_temps(dir: &Path) {
             let _ = fs::remove_file(entry.path());
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -121,7 +124,7 @@ mod tests {
         fs::write(&temp, b"half").expect("temp");
         fs::write(dir.path().join("ca.crt"), b"x").expect("file");
         fs::write(dir.path().join(".hidden"), b"x").expect("file");
-        remove_stale_temps(dir.path());
+        remove_stale_temps(dir.path()).expect("clean");
         assert_eq!(testkit::entry_names(dir.path()), [".hidden", "ca.crt"]);
     }
 }

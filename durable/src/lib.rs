@@ -3,7 +3,8 @@
 //! | module | job |
 //! |---|---|
 //! | [`write`] | one file replaced atomically ([`write_atomic`]) or created without replacing ([`create_new`]) |
-//! | [`commit`] | several files replaced as one journaled step ([`write_many_atomic`], [`recover`]) |
+//! | [`commit`] | several files of one directory replaced as one journaled step ([`write_many_atomic`]) |
+//! | [`recover`] | journaled commits a killed writer left, completed or refused loudly ([`recover()`], [`pending_journals`]) |
 //! | [`dir`] | directory fsync, atomic symlinks, private (0700) directories, stale temp cleanup |
 //! | [`lock`] | an exclusive lock on a directory: blocking, try, or wait up to a timeout |
 //! | [`duration`] | [`HumanDuration`]: `500ms`, `30s`, `1h30m`, `8760h0m0s`, `7d`, `2w`, `1y` |
@@ -15,11 +16,14 @@
 pub mod commit;
 pub mod dir;
 pub mod duration;
+mod journal;
 pub mod lock;
+pub mod recover;
 pub mod write;
 
-pub use commit::{CommitError, recover, write_many_atomic};
+pub use commit::{CommitError, write_many_atomic};
 pub use dir::{ensure_private_dir, mode_of, remove_stale_temps, symlink_atomic, sync_dir};
 pub use duration::{DurationError, HumanDuration};
 pub use lock::{DirLock, LockWait, is_held, lock_dir};
+pub use recover::{RecoverError, pending_journals, recover};
 pub use write::{FileSpec, create_new, write_atomic};

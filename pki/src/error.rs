@@ -89,6 +89,15 @@ pub enum Error {
         /// Why, and what to run instead.
         reason: String,
     },
+    /// A directory holds a journaled multi-file commit that could not be completed: every
+    /// writer of it stops, and readers refuse, until it is.
+    #[error("{message}")]
+    PendingCommit {
+        /// The journal of the unfinished commit.
+        journal: PathBuf,
+        /// What went wrong and what the operator should do.
+        message: String,
+    },
     /// `rotate sa finish` was run before the maximum token lifetime had passed since `switch`.
     #[error(
         "{state}: refusing to drop the old service-account key: tokens it signed may be valid until {until} ({lifetime_secs}s after switch); wait, or pass --force"

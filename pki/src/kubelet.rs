@@ -102,7 +102,9 @@ pub fn check_kubeconfig_dir(node_name: &str, kubeconfig_dir: &Path) -> Result<()
     )))
 }
 
-/// Issues and writes a node's kubelet client and serving credentials and kubelet.conf.
+/// Issues and writes a node's kubelet client and serving credentials and kubelet.conf, holding
+/// the locks of `out_dir` and of the kubeconfig's directory (after completing what a killed run
+/// left there).
 pub fn issue_kubelet(
     req: &KubeletRequest,
     ca: &Ca,
@@ -122,6 +124,16 @@ pub fn issue_kubelet(
             std::path::absolute(&p).unwrap_or(p)
         }
     };
+    let kubeconfig_dir = match kubeconfig_path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // Both directories are shared with other writers (`renew` writes the kubeconfig dir): lock
+    // them, and finish what a killed run left, before anything is written.
+    let _locks = store::lock_dirs(&[out_dir, kubeconfig_dir], &[], durable::LockWait::Block)?
+        .ok_or_else(|| Error::Config("directory lock refused while blocking".into()))?;
+    store::clean_stale_temps(out_dir)?;
+    store::clean_stale_temps(kubeconfig_dir)?;
     let cn = format!("system:node:{}", req.node_name);
     let client_key = PrivateKey::generate(req.key_algorithm)?;
     let client = issue::issue_for_key(

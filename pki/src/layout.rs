@@ -57,18 +57,55 @@ impl Layout {
         self.cert_dir.join("sa.pub")
     }
 
-    /// Locks the cert dir (waiting for another holder), then completes the commits and removes
-    /// the temporary files a killed run left in the cert dir, its `etcd/` and the kubeconfig dir.
-    pub fn lock_and_recover(&self) -> Result<store::DirLock> {
-        let lock = store::lock_dir(&self.cert_dir)?;
-        for dir in [
+    /// The directories a command of this layout writes: the cert dir, its `etcd/` and the
+    /// kubeconfig dir.
+    pub fn dirs(&self) -> [PathBuf; 3] {
+        [
             self.cert_dir.clone(),
             self.cert_dir.join("etcd"),
             self.kubeconfig_dir.clone(),
-        ] {
-            store::clean_stale_temps(&dir);
+        ]
+    }
+
+    /// Locks the cert dir, its `etcd/` and the kubeconfig dir (waiting for other holders), then
+    /// completes the commits and removes the temporary files a killed run left in each. Refuses,
+    /// naming the journal, when a commit cannot be completed.
+    pub fn lock_and_recover(&self) -> Result<store::DirLocks> {
+        let [cert, etcd, kubeconfig] = self.dirs();
+        let locks = store::lock_dirs(&[&cert, &kubeconfig], &[&etcd], durable::LockWait::Block)?
+            .ok_or_else(|| Error::Config("directory lock refused while blocking".into()))?;
+        for dir in self.dirs() {
+            store::clean_stale_temps(&dir)?;
         }
-        Ok(lock)
+        Ok(locks)
+    }
+
+    /// For commands that only read: when a directory of this layout holds a pending commit
+    /// journal, completes it under the directories' locks (waiting for a writer that is still
+    /// at work), so what is read is never a half-committed pair; refuses, naming the journal,
+    /// when it cannot be completed here (no write permission, or a rename that fails).
+    pub fn settle_for_reading(&self) -> Result<()> {
+        let mut pending = false;
+        for dir in self.dirs() {
+            pending |= !durable::pending_journals(&dir)
+                .map_err(|e| Error::io(&dir, e.into()))?
+                .is_empty();
+        }
+        if !pending {
+            return Ok(());
+        }
+        let [cert, etcd, kubeconfig] = self.dirs();
+        let locked = store::lock_dirs(&[], &[&cert, &etcd, &kubeconfig], durable::LockWait::Block);
+        let Ok(Some(_locks)) = locked else {
+            return self
+                .dirs()
+                .iter()
+                .try_for_each(|d| store::refuse_pending(d));
+        };
+        for dir in self.dirs() {
+            store::clean_stale_temps(&dir)?;
+        }
+        Ok(())
     }
 }
 

@@ -14,7 +14,7 @@
 //! | [`layout`] | file locations and loading CAs/leaves with their checks |
 //! | [`store`] | crash-safe writes and the directory lock ([`durable`]), naming the file in errors |
 //! | [`kubeconfig`] | rendering and reading kubeconfigs |
-//! | [`init`], [`renew`], [`kubelet`], [`csr`], [`expiry`], [`generate_csr`] | the subcommands |
+//! | [`init`], [`renew`], [`kubelet`], [`csr`], [`expiry`], [`generate_csr`], [`recover`] | the subcommands |
 //! | [`dry_run`] | `--dry-run`: a command on a scratch copy, reporting what it would change |
 //! | [`autopilot`] | unattended renewal pass: policy, renew, restart static pods one at a time, roll back, metrics |
 //! | [`rotate`] | zero-downtime rotation of the CAs and the service-account key |
@@ -44,6 +44,7 @@ pub mod kubelet;
 pub mod layout;
 pub mod node_state;
 pub mod profile;
+pub mod recover;
 pub mod renew;
 pub mod rotate;
 pub mod spec;

@@ -35,6 +35,9 @@ enum Command {
     Kubelet(KubeletArgs),
     /// Sign a PEM CSR under the rules of a Kubernetes built-in signer.
     SignCsr(SignCsrArgs),
+    /// Complete what a killed `pki` run left (journaled key/certificate pairs), before the
+    /// components read the files: run at boot before the kubelet starts.
+    Recover(RecoverArgs),
     /// Rotate a CA or the service-account key without downtime: start, switch, finish
     /// (or status, abort).
     Rotate(RotateArgs),
@@ -161,9 +164,23 @@ struct RenewArgs {
     /// subject is kept as it is, as kubeadm's renew does.
     #[arg(long)]
     kubernetes_version: Option<pki::version::KubernetesVersion>,
+    /// Re-issue each certificate over its current key (which must match): one rename per
+    /// certificate, so a crash or power loss at any point never pairs a new key with an old
+    /// certificate. Without it every certificate gets a fresh key.
+    #[arg(long)]
+    reuse_key: bool,
     /// Print what would be renewed or changed; write nothing.
     #[arg(long)]
     dry_run: bool,
+}
+
+#[derive(Args)]
+struct RecoverArgs {
+    #[command(flatten)]
+    dirs: Dirs,
+    /// The kubelet's credentials directory to recover too (e.g. /var/lib/kubelet/pki).
+    #[arg(long)]
+    kubelet_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -350,6 +367,7 @@ fn main() -> ExitCode {
         Command::Renew(a) => run_renew(a),
         Command::Kubelet(a) => run_kubelet(a),
         Command::SignCsr(a) => run_sign_csr(a),
+        Command::Recover(a) => run_recover(a),
         Command::Rotate(a) => run_rotate(a),
         Command::Autopilot(a) => run_autopilot(a),
     };
@@ -486,7 +504,9 @@ fn run_init(a: InitArgs) -> Result<ExitCode> {
 }
 
 fn run_check(a: CheckArgs) -> Result<ExitCode> {
-    let report = pki::expiry::collect(&a.dirs.layout())?;
+    let layout = a.dirs.layout();
+    layout.settle_for_reading()?;
+    let report = pki::expiry::collect(&layout)?;
     let format = match a.output {
         OutputFormat::Table => Format::Table,
         OutputFormat::Json => Format::Json,
@@ -521,6 +541,7 @@ fn run_renew(a: RenewArgs) -> Result<ExitCode> {
     let mut opts = pki::renew::RenewOptions::new(a.certificate_validity_period);
     opts.if_expiring_within = a.if_expiring_within;
     opts.kubernetes_version = a.kubernetes_version;
+    opts.reuse_key = a.reuse_key;
     let layout = a.dirs.layout();
     let scratch = a
         .dry_run
@@ -582,6 +603,7 @@ fn run_kubelet(a: KubeletArgs) -> Result<ExitCode> {
     };
     let layout = a.dirs.layout();
     pki::kubelet::check_kubeconfig_dir(&a.node_name, &layout.kubeconfig_dir)?;
+    layout.settle_for_reading()?;
     let ca = pki::renew::signing_ca(&layout, pki::profile::CaId::Ca)?;
     let server = match a.server {
         Some(s) => s,
@@ -649,6 +671,17 @@ fn run_kubelet(a: KubeletArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn run_recover(a: RecoverArgs) -> Result<ExitCode> {
+    let completed = pki::recover::recover(&a.dirs.layout(), a.kubelet_dir.as_deref())?;
+    for journal in &completed {
+        println!("completed the commit of {}", journal.display());
+    }
+    if completed.is_empty() {
+        println!("nothing to recover");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_sign_csr(a: SignCsrArgs) -> Result<ExitCode> {
     let pem = if a.csr.as_os_str() == "-" {
         let mut s = String::new();
@@ -661,7 +694,9 @@ fn run_sign_csr(a: SignCsrArgs) -> Result<ExitCode> {
         let bytes = std::fs::read(&a.csr).map_err(|e| Error::io(&a.csr, e))?;
         String::from_utf8(bytes).map_err(|_| Error::CsrRefused("not PEM text".into()))?
     };
-    let ca = pki::renew::signing_ca(&a.dirs.layout(), pki::profile::CaId::Ca)?;
+    let layout = a.dirs.layout();
+    layout.settle_for_reading()?;
+    let ca = pki::renew::signing_ca(&layout, pki::profile::CaId::Ca)?;
     let ca_key = ca
         .key
         .as_ref()

@@ -40,6 +40,10 @@ pub struct RenewOptions {
     /// When set, version-dependent subject O values follow this version's kubeadm table;
     /// otherwise every subject is kept as it is.
     pub kubernetes_version: Option<KubernetesVersion>,
+    /// Re-issue each certificate over its current key instead of a fresh one: a leaf's renewal
+    /// is then one rename of its certificate, so no file ever pairs a new key with an old
+    /// certificate, even on a power loss mid-run. The key must be present and match.
+    pub reuse_key: bool,
 }
 
 impl RenewOptions {
@@ -49,6 +53,7 @@ impl RenewOptions {
             if_expiring_within: None,
             validity,
             kubernetes_version: None,
+            reuse_key: false,
         }
     }
 }
@@ -146,8 +151,16 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
             let Some(ca) = report.ca_if_due(layout, name, leaf.ca, &cert, due(&cert), all)? else {
                 continue;
             };
-            let (new, key) = reissue_as(&cert, &ca, opts, name)?;
-            layout::write_cert_and_key(&crt, &new, &key_path, &key)?;
+            if opts.reuse_key {
+                let key = current_key(&cert, &crt, &key_path)?;
+                let new = reissue_over(&cert, &ca, opts, name, &key)?;
+                store::write_atomic(&crt, new.pem().as_bytes(), store::MODE_PUBLIC)?;
+            } else {
+                let (new, key) = reissue_as(&cert, &ca, opts, name)?;
+                layout::write_cert_and_key(&crt, &new, &key_path, &key)?;
+            }
+            let new = layout::load_cert(&crt)?
+                .ok_or_else(|| Error::invalid(&crt, "vanished right after its renewal"))?;
             report.renewed.push((name.to_owned(), crt));
             report.restart.extend(leaf.restart);
             if name == "apiserver-kubelet-client"
@@ -172,7 +185,18 @@ pub fn renew(layout: &Layout, names: &[String], opts: &RenewOptions) -> Result<R
             let Some(ca) = report.ca_if_due(layout, name, CaId::Ca, &cert, due(&cert), all)? else {
                 continue;
             };
-            let (new, key) = reissue_as(&cert, &ca, opts, name)?;
+            let (new, key) = match (opts.reuse_key, parsed.client_key) {
+                (true, Some(key)) if cert.matches_key(&key) => {
+                    (reissue_over(&cert, &ca, opts, name, &key)?, key)
+                }
+                (true, _) => {
+                    return Err(Error::invalid(
+                        &path,
+                        "--reuse-key: its client key is missing or does not match its certificate",
+                    ));
+                }
+                (false, _) => reissue_as(&cert, &ca, opts, name)?,
+            };
             // The CA data is refreshed from the current ca.crt (the whole file: during a CA
             // rotation it is the old+new bundle), so a kubeconfig never keeps a stale CA after a
             // renewal against a new CA. Only the CA data and the client certificate and key
@@ -205,13 +229,32 @@ pub fn reissue(cert: &Cert, ca: &Ca, validity: Duration) -> Result<(Cert, Privat
 /// [`reissue`] with the subject O set by `opts.kubernetes_version` for the version-dependent
 /// names (`apiserver-kubelet-client`, the etcd clients, `admin.conf`).
 fn reissue_as(cert: &Cert, ca: &Ca, opts: &RenewOptions, name: &str) -> Result<(Cert, PrivateKey)> {
+    let key = PrivateKey::generate(same_algorithm(cert))?;
+    let new = reissue_over(cert, ca, opts, name, &key)?;
+    Ok((new, key))
+}
+
+/// [`reissue_as`] over the given key.
+fn reissue_over(
+    cert: &Cert,
+    ca: &Ca,
+    opts: &RenewOptions,
+    name: &str,
+    key: &PrivateKey,
+) -> Result<Cert> {
     let mut spec = CertSpec::from_existing(cert.info(), opts.validity);
     if let Some(orgs) = opts.kubernetes_version.and_then(|v| v.organizations(name)) {
         spec.organizations = orgs.iter().map(|o| (*o).to_owned()).collect();
     }
-    let key = PrivateKey::generate(same_algorithm(cert))?;
-    let new = issue::issue_for_key(&spec, &key, ca)?;
-    Ok((new, key))
+    issue::issue_for_key(&spec, key, ca)
+}
+
+/// The key beside `cert`, for `--reuse-key`: present and matching, or an error.
+fn current_key(cert: &Cert, crt: &Path, key_path: &Path) -> Result<PrivateKey> {
+    let key = layout::load_key(key_path)?
+        .ok_or_else(|| Error::invalid(key_path, "--reuse-key: the key is missing"))?;
+    layout::check_key_matches(cert, crt, &key, key_path)?;
+    Ok(key)
 }
 
 fn same_algorithm(cert: &Cert) -> KeyAlgorithm {

@@ -34,18 +34,36 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     durable::write_atomic(path, data, mode).map_err(|e| Error::io(path, e))
 }
 
-/// Writes several files as one journaled commit (see [`durable::write_many_atomic`]), creating
-/// parent directories as needed. Used for a certificate and its key: after a crash, the next
-/// [`clean_stale_temps`] of the directory completes the commit, so the pair is all old or all new.
+/// Writes several files of one directory as one journaled commit (see
+/// [`durable::write_many_atomic`]), creating the directory as needed. Used for a certificate
+/// and its key: after a crash, the next [`clean_stale_temps`] of the directory completes the
+/// commit, so the pair is all old or all new. Files in different directories are refused.
 pub fn write_many_atomic(files: &[(&Path, &[u8], u32)]) -> Result<()> {
-    for (path, _, _) in files {
-        ensure_parent(path)?;
+    let Some((first, _, _)) = files.first() else {
+        return Ok(());
+    };
+    let dir = first.parent().unwrap_or(Path::new(""));
+    let mut named = Vec::with_capacity(files.len());
+    for &(path, data, mode) in files {
+        match (path.parent(), path.file_name()) {
+            (Some(parent), Some(name)) if parent == dir => {
+                named.push((name, data, FileSpec::mode(mode)))
+            }
+            _ => {
+                return Err(Error::invalid(
+                    path,
+                    format!("a commit covers one directory, {}", dir.display()),
+                ));
+            }
+        }
     }
-    let files: Vec<(&Path, &[u8], FileSpec)> = files
-        .iter()
-        .map(|&(path, data, mode)| (path, data, FileSpec::mode(mode)))
-        .collect();
-    durable::write_many_atomic(&files).map_err(|e| Error::io(&e.path, e.source))
+    ensure_parent(first)?;
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    durable::write_many_atomic(dir, &named).map_err(|e| Error::io(&e.path, e.source))
 }
 
 /// Points `link` at `target` atomically, as the kubelet does for `kubelet-client-current.pem`.
@@ -89,6 +107,10 @@ pub fn read_secret_optional(path: &Path) -> Result<Option<zeroize::Zeroizing<Str
 /// An exclusive lock on a directory, held until dropped.
 pub type DirLock = durable::DirLock;
 
+/// Exclusive locks on several directories, held until dropped.
+#[derive(Debug)]
+pub struct DirLocks(#[allow(dead_code)] Vec<DirLock>);
+
 /// Creates `dir` if needed and locks it exclusively, waiting for another holder to finish.
 pub fn lock_dir(dir: &Path) -> Result<DirLock> {
     fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -98,17 +120,70 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock> {
 /// Creates `dir` if needed and locks it exclusively; `Ok(None)` at once when another process
 /// holds the lock.
 pub fn try_lock_dir(dir: &Path) -> Result<Option<DirLock>> {
-    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    match durable::lock_dir(dir, LockWait::Try) {
-        Ok(lock) => Ok(Some(lock)),
-        Err(e) if durable::is_held(&e) => Ok(None),
-        Err(e) => Err(Error::io(dir, e)),
+    Ok(lock_dirs(&[dir], &[], LockWait::Try)?.map(|mut l| l.0.remove(0)))
+}
+
+/// Locks `create` (each created first if missing) and those of `if_present` that exist, each
+/// directory once and all in one global order (by canonical path), so commands locking
+/// overlapping sets never deadlock. With [`LockWait::Try`], `Ok(None)` at once when another
+/// process holds any of them (none is kept then).
+pub fn lock_dirs(
+    create: &[&Path],
+    if_present: &[&Path],
+    wait: LockWait,
+) -> Result<Option<DirLocks>> {
+    let mut order = std::collections::BTreeSet::new();
+    for dir in create {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        order.insert(fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?);
     }
+    for dir in if_present {
+        match fs::canonicalize(dir) {
+            Ok(real) if real.is_dir() => {
+                order.insert(real);
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(dir, e)),
+        }
+    }
+    let mut held = Vec::with_capacity(order.len());
+    for dir in &order {
+        match durable::lock_dir(dir, wait) {
+            Ok(lock) => held.push(lock),
+            Err(e) if durable::is_held(&e) => return Ok(None),
+            Err(e) => return Err(Error::io(dir, e)),
+        }
+    }
+    Ok(Some(DirLocks(held)))
 }
 
 /// Completes the commits a killed run journaled in `dir`, then removes the stale temporary
-/// files it may have left there (best effort). Call it
-/// only while holding [`lock_dir`] on the directory tree, so a concurrent run's files are safe.
-pub fn clean_stale_temps(dir: &Path) {
-    durable::remove_stale_temps(dir);
+/// files it may have left there. A commit that cannot be completed stops the command with a
+/// message naming its journal; nothing is removed then. Call it only while holding [`lock_dir`]
+/// on `dir` itself, so a concurrent run's files are safe.
+pub fn clean_stale_temps(dir: &Path) -> Result<()> {
+    durable::remove_stale_temps(dir).map_err(pending)
+}
+
+/// Refuses with the same message when `dir` holds a commit journal: for readers that cannot
+/// take the directory's lock (no write permission) and must not read a half-committed pair.
+pub fn refuse_pending(dir: &Path) -> Result<()> {
+    match durable::pending_journals(dir).map_err(pending)?.first() {
+        None => Ok(()),
+        Some(journal) => Err(pending(durable::RecoverError {
+            journal: journal.clone(),
+            file: None,
+            problem: "this command cannot write here to complete it; run a writing `pki` command \
+                      (e.g. `pki recover`) as a user who can"
+                .into(),
+        })),
+    }
+}
+
+fn pending(e: durable::RecoverError) -> Error {
+    Error::PendingCommit {
+        journal: e.journal.clone(),
+        message: e.to_string(),
+    }
 }

@@ -46,6 +46,10 @@ pub(super) fn map_error(
             state: path(&state),
             reason: text(&reason),
         },
+        Error::PendingCommit { journal, message } => Error::PendingCommit {
+            journal: path(&journal),
+            message: text(&message),
+        },
         Error::TokensStillValid {
             state,
             until,

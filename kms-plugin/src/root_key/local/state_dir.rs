@@ -120,7 +120,7 @@ impl StateDirWriter {
             }
         })?;
         // Only this lock holder writes here now: what a killed writer left can go.
-        durable::remove_stale_temps(dir);
+        durable::remove_stale_temps(dir).map_err(|e| KeyringError::Refused(e.to_string()))?;
         let spec = FileSpec::mode(0o600);
         let spec = match owner_for_new_files(dir)? {
             Some((uid, gid)) => spec.owned_by(uid, gid),
