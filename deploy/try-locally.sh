@@ -76,6 +76,11 @@ start_plugin() { # in a mount namespace with / read-only, like readOnlyRootFiles
     for _ in $(seq 50); do [ -S "$socket" ] && break; sleep 0.1; done
     sleep 0.5
 }
+# Exits at once naming `kms-plugin init` (a serve that kept running is killed after 10 s: no match).
+refuses_without_keyring() { timeout 10 setpriv --reuid=$uid --regid=$uid --clear-groups "$kp" serve --config "$work/config.yaml" 2>&1 | grep -q 'kms-plugin init'; }
+expect OK "serve refuses an empty state directory, naming kms-plugin init (no implicit root key)" refuses_without_keyring
+expect OK "kms-plugin init as uid $uid creates the first root key" \
+    setpriv --reuid=$uid --regid=$uid --clear-groups "$kp" init --state-dir "$state"
 start_plugin
 expect OK "plugin serves from deploy/config/kms-plugin.yaml as uid $uid, no capabilities, read-only /" "$kp" status --socket "$socket"
 mode=$(stat -c '%a %u %g' "$socket")

@@ -103,6 +103,11 @@ wait_healthy() {
 }
 logs() { engine logs "$name" 2>&1 | tail -20 | sed 's/^/      /'; }
 
+# The first root key, as deploy/README.md has the operator create it: `init` as the plugin's user
+# (the pod never creates one).
+check "kms-plugin init as $uid:$gid creates the first root key" \
+    quietly setpriv --reuid="$uid" --regid="$gid" --clear-groups "$work/kms-plugin" init --state-dir "$state_dir"
+
 # --- run it as the pod ---------------------------------------------------------------------------
 engine run -d --name "$name" "${ENGINE_LIMITS[@]}" "${run_flags[@]}" \
     --entrypoint "${pod_command[0]}" "$tag" "${pod_command[@]:1}" >/dev/null 2>"$work/run.log" \
@@ -130,7 +135,7 @@ check "config directory mounted read-only" \
 
 check "socket mode 0660, owner $uid:$gid" same "$(stat -c '%a %u:%g' "$socket")" "660 $uid:$gid"
 check "state directory 0700, owner $uid:$gid" same "$(stat -c '%a %u:%g' "$state_dir")" "700 $uid:$gid"
-check "first root key written 0600, owner $uid:$gid" \
+check "first root key 0600, owner $uid:$gid" \
     same "$(stat -c '%a %u:%g %s' "$state_dir/root-key-v1.key" 2>&1)" "600 $uid:$gid 32"
 check "primary written 0600, owner $uid:$gid" same "$(stat -c '%a %u:%g' "$state_dir/primary" 2>&1)" "600 $uid:$gid"
 

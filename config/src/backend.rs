@@ -88,10 +88,13 @@ pub struct JwtLocalKey {
 /// The local key file backend.
 #[derive(Clone, Debug)]
 pub struct LocalBackend {
-    /// Directory holding the versioned root keys (created 0700 if absent).
+    /// Directory holding the versioned root keys; `kms-plugin init` creates it and the first key.
     pub state_dir: PathBuf,
     /// How often the state directory is checked for a rotated primary key (at least 100ms).
     pub poll_interval: HumanDuration,
+    /// Whether `serve` may create the directory and a first key when none exists: only the
+    /// zero-configuration development command sets it, never a configuration file.
+    pub create_if_missing: bool,
 }
 
 impl LocalBackend {
@@ -100,6 +103,7 @@ impl LocalBackend {
         Self {
             state_dir,
             poll_interval: default_local_poll(),
+            create_if_missing: false,
         }
     }
 }
@@ -228,6 +232,7 @@ impl RawLocalBackend {
         Ok(LocalBackend {
             state_dir: self.state_dir,
             poll_interval: self.poll_interval,
+            create_if_missing: false,
         })
     }
 }

@@ -189,6 +189,13 @@ fn start_plugin(dir: &Path) -> (Server, PathBuf) {
         dir.join("sa.key").display()
     );
     std::fs::write(dir.join("plugin.yaml"), config).expect("config");
+    let init = Command::new(env!("CARGO_BIN_EXE_kms-plugin"))
+        .args(["init", "--config"])
+        .arg(dir.join("plugin.yaml"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("kms-plugin init");
+    assert!(init.success(), "kms-plugin init failed");
     let child = Command::new(env!("CARGO_BIN_EXE_kms-plugin"))
         .args(["serve", "--config"])
         .arg(dir.join("plugin.yaml"))

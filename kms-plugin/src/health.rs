@@ -48,6 +48,12 @@ pub const PROBE_WRONG_KEY: &str = "root key probe returned a different key";
 pub const ROOT_KEY_REVOKED: &str =
     "root key revoked: the backend reports it disabled, deleted or access denied";
 
+/// The `healthz` reason while the local keyring changed underneath the plugin (state directory
+/// removed or emptied, primary naming a missing file, a key file replaced): Encrypt stops,
+/// Decrypt goes on from memory.
+pub const KEYRING_CHANGED: &str =
+    "root key state changed underneath the plugin: Encrypt stopped, restore the state directory";
+
 /// Why a probe failed: a fixed reason for `healthz`, the details for the log only, and whether
 /// the backend said the key itself is unusable.
 #[derive(Debug)]
@@ -72,8 +78,12 @@ impl ProbeFailure {
     fn of(root: &dyn RootKey, step: &str, error: &RootKeyError) -> Self {
         // A revocation reads ROOT_KEY_REVOKED (from `Health::get`) only while it stops Encrypt;
         // with `revoked_key_stops_encrypt` off it is an ordinary failed probe.
+        let reason = match error {
+            RootKeyError::Changed(_) => KEYRING_CHANGED,
+            _ => PROBE_FAILED,
+        };
         Self {
-            reason: PROBE_FAILED,
+            reason,
             detail: format!("{} root key: {step} failed: {error}", root.kind()),
             revoked: error.is_revocation(),
         }
@@ -84,6 +94,7 @@ impl ProbeFailure {
 pub struct Health {
     state: RwLock<HealthState>,
     kek_proof_failed: AtomicBool,
+    keyring_changed: AtomicBool,
     revocation_stops_encrypt: bool,
     revoked: RwLock<Option<KeyId>>,
 }
@@ -104,6 +115,7 @@ impl Health {
                 last_success: None,
             }),
             kek_proof_failed: AtomicBool::new(false),
+            keyring_changed: AtomicBool::new(false),
             revocation_stops_encrypt,
             revoked: RwLock::new(None),
         }
@@ -123,7 +135,21 @@ impl Health {
             state.healthy = false;
             state.healthz = ROOT_KEY_REVOKED.into();
         }
+        if self.keyring_changed() {
+            state.healthy = false;
+            state.healthz = KEYRING_CHANGED.into();
+        }
         state
+    }
+
+    /// True while the root key's state changed underneath the plugin: nothing new is sealed.
+    pub fn keyring_changed(&self) -> bool {
+        self.keyring_changed.load(Ordering::Relaxed)
+    }
+
+    /// Records what the latest refresh found: whether the keyring changed underneath.
+    pub fn set_keyring_changed(&self, changed: bool) {
+        self.keyring_changed.store(changed, Ordering::Relaxed);
     }
 
     /// The root key the backend reported revoked, while no probe has succeeded since.
@@ -275,10 +301,10 @@ pub fn spawn_background(
         loop {
             tokio::select! {
                 _ = probe_tick.tick() => probe_and_record(root.as_ref(), &health, &unwraps, timeout).await,
-                _ = refresh_tick.tick() => refresh(root.as_ref(), timeout).await,
+                _ = refresh_tick.tick() => refresh(root.as_ref(), &health, timeout).await,
                 changed = refresh_now.changed() => {
                     if changed.is_err() { break; }
-                    refresh(root.as_ref(), timeout).await;
+                    refresh(root.as_ref(), &health, timeout).await;
                 }
                 _ = stop.changed() => break,
             }
@@ -286,9 +312,16 @@ pub fn spawn_background(
     })
 }
 
-async fn refresh(root: &dyn RootKey, timeout: Duration) {
+async fn refresh(root: &dyn RootKey, health: &Health, timeout: Duration) {
     let before = root.primary_key_id();
-    match tokio::time::timeout(timeout, root.refresh()).await {
+    let outcome = tokio::time::timeout(timeout, root.refresh()).await;
+    match &outcome {
+        Ok(Err(RootKeyError::Changed(_))) => health.set_keyring_changed(true),
+        Ok(Ok(())) => health.set_keyring_changed(false),
+        _ => {}
+    }
+    match outcome {
+        Ok(Err(RootKeyError::Changed(_))) => {}
         Ok(Ok(())) => {
             let after = root.primary_key_id();
             if after != before {

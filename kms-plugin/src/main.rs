@@ -26,6 +26,15 @@ enum Command {
     ///
     /// Example: kms-plugin serve --config /etc/kms-plugin/config.yaml
     Serve(ServeArgs),
+    /// Create the state directory (0700) and its first local root key, made primary; prints
+    /// its key_id and the SHA-256 of its file (compare it on every node that gets a copy).
+    /// Refuses when the directory holds any key: the only command that creates a keyring.
+    ///
+    /// Example: kms-plugin init --state-dir /var/lib/kms-plugin
+    Init {
+        #[command(flatten)]
+        target: KeyTarget,
+    },
     /// Add a new root key version and make it primary (single control-plane node).
     ///
     /// Example: kms-plugin rotate --state-dir /var/lib/kms-plugin
@@ -164,6 +173,14 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<PluginConfig> {
             args.state_dir.clone().unwrap_or_else(|| "kms-state".into()),
         ),
     };
+    // The zero-configuration development command alone may create `./kms-state` and its first
+    // key (with a WARN line); any named directory must hold a keyring `kms-plugin init` made.
+    if args.config.is_none()
+        && args.state_dir.is_none()
+        && let Some(BackendConfig::Local(local)) = config.backend.as_mut()
+    {
+        local.create_if_missing = true;
+    }
     if let Some(socket) = &args.socket {
         config.socket = Some(socket.clone());
     }
@@ -278,6 +295,23 @@ async fn rotate(target: KeyTarget, add_only: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn init(target: &KeyTarget) -> anyhow::Result<()> {
+    let dir = state_dir(target)?;
+    let info = Keyring::init(&dir)?;
+    let file = dir.join(format!("root-key-v{}.key", info.version));
+    let bytes = zeroize::Zeroizing::new(
+        std::fs::read(&file).with_context(|| format!("reading back {}", file.display()))?,
+    );
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&*bytes));
+    println!(
+        "created root key version {} (primary): key_id {}",
+        info.version, info.key_id
+    );
+    println!("file: {}", file.display());
+    println!("sha256 of the file: {digest}");
+    Ok(())
+}
+
 async fn status(socket: SocketAddress, timeout: Duration) -> anyhow::Result<bool> {
     let mut client = kms_plugin::client::connect(&socket, timeout)
         .await
@@ -338,6 +372,7 @@ async fn jwt_init_key(_: &std::path::Path) -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve(args).await?,
+        Command::Init { target } => init(&target)?,
         Command::Rotate { target, add_only } => rotate(target, add_only).await?,
         Command::Promote { target, version } => {
             let dir = state_dir(&target)?;

@@ -9,13 +9,21 @@
 # binaries say v0.0.0-master and version-dependent defaults go wrong. Nothing built here is
 # committed.
 set -euo pipefail
+caller=$PWD
 cd "$(dirname "$0")/../.."
 version=${1:-v1.37.2}
 [[ $version =~ ^v1\.([0-9]+)\.([0-9]+)$ ]] || { echo "build.sh: VERSION must look like v1.37.2, not $version" >&2; exit 2; }
 minor=${BASH_REMATCH[1]}
 patch=${BASH_REMATCH[2]}
 binaries=(kube-apiserver kube-controller-manager kube-scheduler kubeadm kubectl)
-root="${CARGO_TARGET_DIR:-$PWD/target}/k8s/$version"
+# A relative CARGO_TARGET_DIR is relative to where the caller stood, as for cargo; made absolute
+# because the build below runs in the wrapper module's directory.
+case "${CARGO_TARGET_DIR:-}" in
+    "") target_dir=$PWD/target ;;
+    /*) target_dir=$CARGO_TARGET_DIR ;;
+    *) target_dir=$caller/$CARGO_TARGET_DIR ;;
+esac
+root="$target_dir/k8s/$version"
 bin="$root/bin"
 stamp="$bin/.built"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${binaries[*]}" ]; then

@@ -3,7 +3,10 @@
 provider, checks its prefix and decodes kube-apiserver's EncryptedObject protobuf
 (k8s.io/apiserver .../kmsv2/v2 EncryptedObject: 1 encryptedData, 2 keyID, 3 encryptedDEKSource,
 4 annotations map<string,bytes>, 5 encryptedDEKSourceType). Prints one JSON object: provider,
-key_id, annotation names, sizes. Exits non-zero when the value is not a KMS v2 object."""
+key_id, annotation names, sizes. Exits non-zero when the value is not a KMS v2 object.
+With --distinct, reads every value of `etcdctl get --prefix -w json` and prints how many objects
+there are and how many distinct encrypted DEK sources and wrapped KEKs (annotation
+kek.kms-plugin.dev) they carry: the most Decrypt calls and root-key unwraps a cold start can need."""
 import base64
 import json
 import sys
@@ -35,11 +38,8 @@ def fields(buf):
         yield number, value
 
 
-def main():
-    kvs = json.load(sys.stdin).get("kvs") or []
-    if len(kvs) != 1:
-        sys.exit(f"expected one etcd key, got {len(kvs)}")
-    raw = base64.b64decode(kvs[0]["value"])
+def decode(raw):
+    """The EncryptedObject of one etcd value, with the DEK source and annotation values."""
     prefix = b"k8s:enc:kms:v2:"
     if not raw.startswith(prefix):
         sys.exit(f"not a KMS v2 value: starts with {raw[:24]!r}")
@@ -53,12 +53,30 @@ def main():
         elif number == 2:
             out["key_id"] = value.decode()
         elif number == 3:
-            out["dek_source_len"] = len(value)
+            out["dek_source"] = value
         elif number == 4:
             entry = dict(fields(value))
-            out["annotations"][entry[1].decode()] = len(entry.get(2, b""))
+            out["annotations"][entry[1].decode()] = entry.get(2, b"")
         elif number == 5:
             out["dek_source_type"] = value
+    return out
+
+
+def main():
+    kvs = json.load(sys.stdin).get("kvs") or []
+    objects = [decode(base64.b64decode(kv["value"])) for kv in kvs]
+    if sys.argv[1:] == ["--distinct"]:
+        print(json.dumps({
+            "objects": len(objects),
+            "dek_sources": len({o.get("dek_source", b"") for o in objects}),
+            "keks": len({o["annotations"].get("kek.kms-plugin.dev", b"") for o in objects}),
+        }, sort_keys=True))
+        return
+    if len(objects) != 1:
+        sys.exit(f"expected one etcd key, got {len(objects)}")
+    out = objects[0]
+    out["dek_source_len"] = len(out.pop("dek_source", b""))
+    out["annotations"] = {k: len(v) for k, v in out["annotations"].items()}
     print(json.dumps(out, sort_keys=True))
 
 

@@ -141,6 +141,12 @@ impl KekManager {
         if self.inner.health.is_revoked(&primary) {
             return Err(super::revoked(&primary).into());
         }
+        if self.inner.health.keyring_changed() {
+            return Err(RootKeyError::Changed(
+                "the keyring changed underneath the plugin; Encrypt stopped".into(),
+            )
+            .into());
+        }
         loop {
             if let Some(kek) = self.reserve() {
                 return Ok(kek);

@@ -21,6 +21,10 @@ pub enum RootKeyError {
     /// The backend or its state is misconfigured or corrupt.
     #[error("root key backend error: {0}")]
     Backend(String),
+    /// The backend's key material changed underneath the running plugin (local: state directory
+    /// removed, emptied or a key file replaced); nothing is sealed until it is restored.
+    #[error("root key state changed underneath the plugin: {0}")]
+    Changed(String),
     /// The backend does not offer this operation.
     #[error("not supported: {0}")]
     Unsupported(String),

@@ -7,7 +7,10 @@ use std::sync::Arc;
 /// Builds the backend `config` selects.
 pub async fn build(config: &BackendConfig) -> Result<Arc<dyn RootKey>, RootKeyError> {
     match config {
-        BackendConfig::Local(local) => Ok(Arc::new(LocalRootKey::open_or_init(
+        BackendConfig::Local(local) if local.create_if_missing => Ok(Arc::new(
+            LocalRootKey::open_or_init(&local.state_dir, local.poll_interval.get())?,
+        )),
+        BackendConfig::Local(local) => Ok(Arc::new(LocalRootKey::open(
             &local.state_dir,
             local.poll_interval.get(),
         )?)),

@@ -73,6 +73,10 @@ fn classify(error: &EnvelopeError) -> (&'static str, Status) {
             "backend_unavailable",
             Status::unavailable("root key backend unavailable"),
         ),
+        EnvelopeError::RootKey(RootKeyError::Changed(_)) => (
+            "keyring_changed",
+            Status::unavailable("root key backend unavailable"),
+        ),
         EnvelopeError::RootKey(RootKeyError::Denied(_)) => (
             "backend_denied",
             Status::internal("root key operation failed"),

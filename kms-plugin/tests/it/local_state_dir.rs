@@ -42,6 +42,11 @@ fn added(output: &Output) -> (u32, String) {
     (version, key_id)
 }
 
+/// `kms-plugin init --state-dir STATE`, insisting it succeeds.
+fn init(state: &Path) {
+    testkit::assert_succeeded("kms-plugin init", &run(&["init"], state));
+}
+
 /// Every key id `versions` lists.
 fn listed(state: &Path) -> BTreeSet<String> {
     let output = run(&["versions"], state);
@@ -56,6 +61,7 @@ fn listed(state: &Path) -> BTreeSet<String> {
 fn concurrent_add_only_never_shares_or_replaces_a_version() {
     let temp = tempfile::tempdir().expect("tempdir");
     let state = temp.path().join("state");
+    init(&state);
     let mut printed = BTreeSet::new();
     for round in 0..50 {
         let (a, b) = std::thread::scope(|s| {
@@ -81,6 +87,7 @@ fn concurrent_add_only_never_shares_or_replaces_a_version() {
 fn rotate_against_promote_keeps_every_version() {
     let temp = tempfile::tempdir().expect("tempdir");
     let state = temp.path().join("state");
+    init(&state);
     let mut printed = BTreeSet::new();
     let (first, key) = added(&run(&["rotate", "--add-only"], &state));
     printed.insert(key);
@@ -148,6 +155,7 @@ fn kill_during_rotate_leaves_a_directory_serve_accepts() {
 fn foreign_entries_are_reported_not_read() {
     let temp = tempfile::tempdir().expect("tempdir");
     let state = temp.path().join("state");
+    init(&state);
     added(&run(&["rotate", "--add-only"], &state));
     // Looks like version 1 but is not its canonical name: never loaded as a key.
     std::fs::copy(
@@ -181,6 +189,14 @@ fn root_run_rotate_in_a_plugin_owned_directory_is_picked_up() {
     let config = home.join("config.yaml");
     std::fs::write(&config, local_config(&socket, &state, "")).expect("config");
     let log = home.join("plugin.log");
+    // The operator creates the keyring as the plugin's user.
+    let init = testkit::output_of(
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(["init", "--state-dir"])
+            .arg(&state),
+    );
+    testkit::assert_succeeded("kms-plugin init as nobody", &init);
     let mut plugin = Plugin {
         child: None,
         socket,
@@ -234,4 +250,144 @@ fn root_run_rotate_in_a_plugin_owned_directory_is_picked_up() {
 
 fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+/// `serve` and `rotate` on a missing or an empty state directory refuse, name `kms-plugin init`
+/// and create nothing; `init` creates the first key once and refuses a second time; then `serve`
+/// starts on it.
+#[test]
+fn only_init_creates_a_keyring() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let missing = temp.path().join("missing");
+    let empty = temp.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    for state in [&missing, &empty] {
+        let config = temp.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            local_config(&temp.path().join("kms.sock"), state, ""),
+        )
+        .expect("config");
+        let stderr = serve_must_fail(&config, &[], Duration::from_secs(10));
+        assert!(stderr.contains("kms-plugin init"), "{stderr}");
+        for args in [&["rotate"][..], &["rotate", "--add-only"]] {
+            let out = run(args, state);
+            assert!(!out.status.success(), "{args:?} on {}", state.display());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("kms-plugin init"), "{stderr}");
+        }
+        if state == &missing {
+            assert!(!missing.exists(), "a missing directory was created");
+        } else {
+            assert!(
+                entries_named(&empty, |_| true).is_empty(),
+                "wrote into {}",
+                empty.display()
+            );
+        }
+    }
+    let first = run(&["init"], &empty);
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{stdout}");
+    assert!(stdout.contains("key_id local:v1:"), "{stdout}");
+    let key = std::fs::read(empty.join("root-key-v1.key")).expect("key file");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&key));
+    assert!(
+        stdout.contains(&format!("sha256 of the file: {digest}")),
+        "{stdout}"
+    );
+    let again = run(&["init"], &empty);
+    assert!(!again.status.success(), "a second init must refuse");
+    assert_eq!(
+        std::fs::read(empty.join("root-key-v1.key")).expect("key"),
+        key
+    );
+    assert_eq!(listed(&empty).len(), 1);
+}
+
+/// The state directory removed under a running plugin: within a poll interval healthz names
+/// the change and Encrypt stops, Decrypt of what was sealed goes on from memory, nothing is
+/// written in its place; restored, the plugin serves again.
+#[test]
+fn a_keyring_removed_underneath_stops_encrypt_and_keeps_decrypt() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let plugin = Plugin::start_local(temp.path());
+    let state = plugin.state_dir.clone();
+    let aside = temp.path().join("state-aside");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut client = plugin.client().await;
+        let sealed = encrypt(&mut client, b"before the change").await;
+        std::fs::rename(&state, &aside).expect("move the state directory away");
+        wait_status(
+            &mut client,
+            "keyring gone",
+            Duration::from_secs(3),
+            |h, _| h.contains("root key state changed underneath the plugin"),
+        )
+        .await;
+        let refused = client
+            .encrypt(kms_proto::kms_v2::EncryptRequest {
+                plaintext: b"after".to_vec(),
+                uid: uid(),
+            })
+            .await
+            .expect_err("Encrypt must stop");
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+        assert_eq!(
+            decrypt(&mut client, &sealed)
+                .await
+                .expect("Decrypt from memory"),
+            b"before the change"
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(!state.exists(), "the plugin wrote a replacement keyring");
+        std::fs::rename(&aside, &state).expect("restore");
+        wait_status(&mut client, "restored", Duration::from_secs(5), |h, _| {
+            h == "ok"
+        })
+        .await;
+        let resealed = encrypt(&mut client, b"after the restore").await;
+        assert_eq!(
+            decrypt(&mut client, &resealed).await.expect("decrypt"),
+            b"after the restore"
+        );
+    });
+    assert!(
+        plugin.logs().contains("changed underneath the plugin"),
+        "{}",
+        plugin.logs()
+    );
+}
+
+/// A key file replaced under a running plugin (same version, other key) is a change too.
+#[test]
+fn a_key_file_replaced_underneath_stops_encrypt() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let plugin = Plugin::start_local(temp.path());
+    let other = temp.path().join("other");
+    init(&other);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut client = plugin.client().await;
+        let sealed = encrypt(&mut client, b"sealed").await;
+        std::fs::copy(
+            other.join("root-key-v1.key"),
+            plugin.state_dir.join("root-key-v1.key"),
+        )
+        .expect("replace the key file");
+        wait_status(
+            &mut client,
+            "key replaced",
+            Duration::from_secs(3),
+            |h, _| h.contains("root key state changed underneath the plugin"),
+        )
+        .await;
+        assert_eq!(
+            decrypt(&mut client, &sealed)
+                .await
+                .expect("Decrypt from memory"),
+            b"sealed"
+        );
+    });
 }

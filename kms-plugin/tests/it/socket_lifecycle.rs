@@ -50,6 +50,7 @@ fn something_else_at_the_socket_path_is_not_deleted() {
     let path = temp.path().join("kms.sock");
     std::fs::write(&path, b"precious").expect("write");
     let state = temp.path().join("state");
+    testkit::expect_success(Command::new(BIN).arg("init").arg("--state-dir").arg(&state));
     let output = testkit::expect_failure(
         Command::new(BIN)
             .args(["serve", "--socket"])
@@ -89,6 +90,7 @@ fn abstract_socket() {
         ),
     )
     .expect("write config");
+    init_keyring(&config);
     let mut child = serve_command(&config, &[])
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -1,5 +1,5 @@
-//! The commands that change a state directory: first-key creation, add, promote, rotate and
-//! remove. Each holds the directory's lock from reading the state to its last write, so two
+//! The commands that change a state directory: `init` (the only one that creates a key where
+//! none exists), add, promote, rotate and remove. Each holds the directory's lock from reading the state to its last write, so two
 //! operators (or an operator and a starting plugin) can never pick the same version number or
 //! overwrite each other's file.
 
@@ -9,13 +9,44 @@ use crate::secret::AesKey;
 use std::path::Path;
 
 impl Keyring {
-    /// Loads the state directory, creating it and version 1 if it holds no key yet. A version 1
-    /// that another process creates at the same moment is loaded, never replaced.
-    pub fn open_or_init(dir: &Path) -> Result<Self, KeyringError> {
+    /// Creates the state directory (0700) and its first root key version, made primary. Refuses
+    /// when the directory holds any version or a `primary` file already: an existing keyring is
+    /// never replaced.
+    pub fn init(dir: &Path) -> Result<VersionInfo, KeyringError> {
         durable::ensure_private_dir(dir).map_err(super::state_dir::io_err(dir))?;
-        if has_no_version(dir)? {
-            let writer = StateDirWriter::lock(dir)?;
-            init_if_empty(&writer)?;
+        let writer = StateDirWriter::lock(dir)?;
+        let listing = super::state_dir::scan(dir)?;
+        if !listing.keys.is_empty() || dir.join(super::state_dir::PRIMARY_FILE).exists() {
+            return Err(KeyringError::Refused(format!(
+                "{} already holds a keyring; init creates only the first root key (use rotate to add one)",
+                dir.display()
+            )));
+        }
+        let key = generate()?;
+        writer.create_key(1, &key)?;
+        writer.write_primary(1)?;
+        Ok(VersionInfo {
+            version: 1,
+            key_id: derive_key_id(1, &key),
+            primary: true,
+        })
+    }
+
+    /// Loads the state directory, creating it and version 1 first if it holds no key: only for
+    /// the zero-configuration development command, and said in a WARN line. A version 1 that
+    /// another process creates at the same moment is loaded, never replaced.
+    pub fn open_or_init(dir: &Path) -> Result<Self, KeyringError> {
+        if !dir.exists() || has_no_version(dir)? {
+            match Self::init(dir) {
+                Ok(info) => tracing::warn!(
+                    state_dir = %dir.display(),
+                    key_id = %info.key_id,
+                    "created a new local root key because the development default state directory was empty; \
+                     production runs create it once with `kms-plugin init` and pass --state-dir or --config"
+                ),
+                Err(KeyringError::Refused(_)) => {}
+                Err(other) => return Err(other),
+            }
         }
         Self::load(dir)
     }
@@ -62,21 +93,7 @@ fn generate() -> Result<AesKey, KeyringError> {
     AesKey::generate().map_err(|e| KeyringError::Refused(e.to_string()))
 }
 
-/// Creates version 1 and points `primary` at it, unless a version exists by now.
-fn init_if_empty(writer: &StateDirWriter) -> Result<(), KeyringError> {
-    let dir = writer.dir();
-    if !has_no_version(dir)? {
-        return Ok(());
-    }
-    let key = generate()?;
-    writer.create_key(1, &key)?;
-    writer.write_primary(1)?;
-    tracing::info!(state_dir = %dir.display(), key_id = %derive_key_id(1, &key), "created the first local root key");
-    Ok(())
-}
-
 fn add_locked(writer: &StateDirWriter) -> Result<VersionInfo, KeyringError> {
-    init_if_empty(writer)?;
     let version = Keyring::load(writer.dir())?
         .newest()
         .checked_add(1)

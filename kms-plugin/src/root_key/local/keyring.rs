@@ -1,7 +1,7 @@
 //! The versioned root keys of the local backend as loaded in memory: every version of the state
 //! directory and which one is primary. Changing the directory is [`super::admin`]'s job.
 
-use super::state_dir::{Listing, PRIMARY_FILE, io_err, key_path, read_key, scan};
+use super::state_dir::{Listing, PRIMARY_FILE, io_err, key_path, no_keyring, read_key, scan};
 use crate::root_key::KeyId;
 use crate::secret::AesKey;
 use aes_gcm::Aes256Gcm;
@@ -111,7 +111,13 @@ impl Keyring {
     /// Entries that are not version files are reported in the log and by [`Keyring::unexpected`],
     /// never read.
     pub fn load(dir: &Path) -> Result<Self, KeyringError> {
+        if !dir.is_dir() {
+            return Err(no_keyring(dir, "does not exist"));
+        }
         let fingerprint = fingerprint(dir)?;
+        if fingerprint.listing.keys.is_empty() && fingerprint.primary_text.is_empty() {
+            return Err(no_keyring(dir, "holds no root key"));
+        }
         if !fingerprint.listing.unexpected.is_empty() {
             tracing::warn!(
                 state_dir = %dir.display(),
@@ -165,6 +171,21 @@ impl Keyring {
             return Ok(None);
         }
         Self::load(dir).map(Some)
+    }
+
+    /// Why `fresh` (loaded later from the same directory) is not a successor of this keyring: a
+    /// version held here whose key is different there. Added, promoted and removed non-primary
+    /// versions are ordinary changes.
+    pub(super) fn replaced_in(&self, fresh: &Keyring) -> Option<String> {
+        self.versions.values().find_map(|held| {
+            let now = fresh.versions.get(&held.version)?;
+            (now.key_id != held.key_id).then(|| {
+                format!(
+                    "root-key-v{}.key holds a different key than the one loaded ({})",
+                    held.version, held.key_id
+                )
+            })
+        })
     }
 
     /// The version new data is wrapped under.

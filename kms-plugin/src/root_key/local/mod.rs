@@ -29,22 +29,76 @@ const NONCE_LEN: usize = 12;
 const WRAP_AAD_PREFIX: &[u8] = b"kms-plugin local root wrap v1\0";
 
 /// The local key file backend, reloading the state directory when it changes.
+///
+/// A reload that finds the keyring changed underneath the plugin (the directory removed or
+/// emptied, `primary` naming a missing file, a loaded version whose key is different now) keeps
+/// the keyring in memory, so Decrypt goes on working, and reports [`RootKeyError::Changed`] from
+/// every later refresh, key state check and wrap until the directory matches it again. Nothing is
+/// ever written to replace what is gone.
 pub struct LocalRootKey {
     dir: PathBuf,
     poll_interval: Duration,
     keyring: RwLock<Arc<Keyring>>,
+    changed: RwLock<Option<String>>,
 }
 
 impl LocalRootKey {
-    /// Opens the state directory, creating it with a first root key version if it is empty.
+    /// Opens the keyring in an existing state directory; refuses a missing or empty one (naming
+    /// `kms-plugin init`), never creating a key.
+    pub fn open(dir: &Path, poll_interval: Duration) -> Result<Self, RootKeyError> {
+        Self::with(dir, poll_interval, Keyring::load(dir))
+    }
+
+    /// Like [`LocalRootKey::open`], but creates the directory and a first key if it holds none:
+    /// only for the zero-configuration development command.
     pub fn open_or_init(dir: &Path, poll_interval: Duration) -> Result<Self, RootKeyError> {
-        let keyring =
-            Keyring::open_or_init(dir).map_err(|e| RootKeyError::Backend(e.to_string()))?;
+        Self::with(dir, poll_interval, Keyring::open_or_init(dir))
+    }
+
+    fn with(
+        dir: &Path,
+        poll_interval: Duration,
+        keyring: Result<Keyring, KeyringError>,
+    ) -> Result<Self, RootKeyError> {
+        let keyring = keyring.map_err(|e| RootKeyError::Backend(e.to_string()))?;
         Ok(Self {
             dir: dir.to_owned(),
             poll_interval,
             keyring: RwLock::new(Arc::new(keyring)),
+            changed: RwLock::new(None),
         })
+    }
+
+    /// Why the keyring no longer matches the state directory, if it does not.
+    fn changed(&self) -> Result<(), RootKeyError> {
+        let guard = match self.changed.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match guard.as_ref() {
+            Some(reason) => Err(RootKeyError::Changed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn set_changed(&self, reason: Option<String>) {
+        let mut guard = match self.changed.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match (&*guard, &reason) {
+            (None, Some(reason)) => tracing::error!(
+                state_dir = %self.dir.display(),
+                %reason,
+                "the local keyring changed underneath the plugin: Encrypt stops, Decrypt goes on from memory, nothing is written; restore the state directory"
+            ),
+            (Some(_), None) => tracing::info!(
+                state_dir = %self.dir.display(),
+                "the state directory matches the keyring again; Encrypt resumes"
+            ),
+            _ => {}
+        }
+        *guard = reason;
     }
 
     fn current(&self) -> Arc<Keyring> {
@@ -56,17 +110,31 @@ impl LocalRootKey {
 
     fn reload(&self) -> Result<(), RootKeyError> {
         let current = self.current();
-        let fresh = current
-            .reloaded(&self.dir)
-            .map_err(|e| RootKeyError::Backend(e.to_string()))?;
-        if let Some(fresh) = fresh {
-            let mut guard = match self.keyring.write() {
-                Ok(guard) => guard,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            *guard = Arc::new(fresh);
+        let verdict = match current.reloaded(&self.dir) {
+            Ok(None) => Ok(None),
+            Ok(Some(fresh)) => match current.replaced_in(&fresh) {
+                Some(reason) => Err(reason),
+                None => Ok(Some(fresh)),
+            },
+            Err(error) => Err(error.to_string()),
+        };
+        match verdict {
+            Ok(fresh) => {
+                self.set_changed(None);
+                if let Some(fresh) = fresh {
+                    let mut guard = match self.keyring.write() {
+                        Ok(guard) => guard,
+                        Err(poisoned) => poisoned.into_inner(),
+                    };
+                    *guard = Arc::new(fresh);
+                }
+                Ok(())
+            }
+            Err(reason) => {
+                self.set_changed(Some(reason));
+                self.changed()
+            }
         }
-        Ok(())
     }
 }
 
@@ -85,6 +153,7 @@ impl RootKey for LocalRootKey {
     }
 
     async fn wrap_kek(&self, key: &AesKey) -> Result<WrappedKey, RootKeyError> {
+        self.changed()?;
         let keyring = self.current();
         let primary = keyring.primary();
         let mut nonce = [0u8; NONCE_LEN];
@@ -140,11 +209,16 @@ impl RootKey for LocalRootKey {
         self.reload()
     }
 
+    async fn key_state(&self) -> Result<(), RootKeyError> {
+        self.changed()
+    }
+
     fn refresh_interval(&self) -> Duration {
         self.poll_interval
     }
 
     async fn rotate(&self) -> Result<KeyId, RootKeyError> {
+        self.changed()?;
         let info = Keyring::rotate(&self.dir).map_err(|e| RootKeyError::Backend(e.to_string()))?;
         self.reload()?;
         Ok(info.key_id)

@@ -96,6 +96,15 @@ pub(super) fn read_key(path: &Path) -> Result<AesKey, KeyringError> {
     })
 }
 
+/// The refusal of every command but `init` where no keyring exists.
+pub(super) fn no_keyring(dir: &Path, what: &str) -> KeyringError {
+    KeyringError::Refused(format!(
+        "{}: the state directory {what}; no root key is created implicitly: create the first one with `kms-plugin init --state-dir {}`",
+        dir.display(),
+        dir.display()
+    ))
+}
+
 /// The one way to change a state directory: holds its exclusive lock while alive.
 pub(super) struct StateDirWriter {
     dir: PathBuf,
@@ -104,10 +113,12 @@ pub(super) struct StateDirWriter {
 }
 
 impl StateDirWriter {
-    /// Creates the directory (0700) if needed and locks it, waiting up to [`LOCK_WAIT`] for
-    /// another command that holds it.
+    /// Locks an existing directory, waiting up to [`LOCK_WAIT`] for another command that holds
+    /// it. A missing directory is refused: only `init` creates one.
     pub(super) fn lock(dir: &Path) -> Result<Self, KeyringError> {
-        durable::ensure_private_dir(dir).map_err(io_err(dir))?;
+        if !dir.is_dir() {
+            return Err(no_keyring(dir, "does not exist"));
+        }
         let lock = durable::lock_dir(dir, LockWait::Timeout(LOCK_WAIT)).map_err(|e| {
             if durable::is_held(&e) {
                 KeyringError::Refused(format!(

@@ -50,6 +50,18 @@ pub(crate) fn plugin_config(socket: &Path, probe: &str, extra: &str, backend: &s
     )
 }
 
+/// `kms-plugin init --config CONFIG`: the first root key of a local backend, as an operator
+/// creates it before the first `serve` (which never creates one).
+pub(crate) fn init_keyring(config: &Path) {
+    let out = testkit::output_of(
+        Command::new(env!("CARGO_BIN_EXE_kms-plugin"))
+            .arg("init")
+            .arg("--config")
+            .arg(config),
+    );
+    testkit::assert_succeeded("kms-plugin init", &out);
+}
+
 /// A configuration for the local backend with fast polling and probing.
 pub(crate) fn local_config(socket: &Path, state_dir: &Path, extra: &str) -> String {
     format!(
@@ -79,6 +91,7 @@ impl Plugin {
             log: temp.join("plugin.log"),
             env: Vec::new(),
         };
+        init_keyring(&plugin.config);
         plugin.spawn();
         plugin
     }
@@ -96,6 +109,9 @@ impl Plugin {
             log: dir.join(format!("{name}.log")),
             env,
         };
+        if yaml.contains("kind: local") {
+            init_keyring(&plugin.config);
+        }
         plugin.spawn();
         plugin
     }
