@@ -103,10 +103,10 @@ wait_healthy() {
 }
 logs() { engine logs "$name" 2>&1 | tail -20 | sed 's/^/      /'; }
 
-# The first root key, as deploy/README.md has the operator create it: `init` as the plugin's user
-# (the pod never creates one).
-check "kms-plugin init as $uid:$gid creates the first root key" \
-    quietly setpriv --reuid="$uid" --regid="$gid" --clear-groups "$work/kms-plugin" init --state-dir "$state_dir"
+# The first root key, created once by the operator (the pod never creates one). Run as root here
+# (this scratch tree is root's 0700): its files must still belong to the directory's owner, the
+# plugin's uid (checked below).
+check "kms-plugin init creates the first root key" quietly "$work/kms-plugin" init --state-dir "$state_dir"
 
 # --- run it as the pod ---------------------------------------------------------------------------
 engine run -d --name "$name" "${ENGINE_LIMITS[@]}" "${run_flags[@]}" \

@@ -75,9 +75,14 @@ enum Command {
         #[command(flatten)]
         target: KeyTarget,
     },
-    /// Call Status on a running plugin; exit 0 only when it reports healthy (a liveness probe).
+    /// Call Status on a running plugin; exit 0 only when it reports healthy (a readiness or
+    /// startup probe). With --live, exit 0 whenever the plugin answers, whatever its root key's
+    /// health (a liveness probe: a backend outage must not restart the plugin and empty its
+    /// KEK cache).
     ///
     /// Example: kms-plugin status --socket /var/run/kms-plugin/kms.sock
+    ///
+    /// Example: kms-plugin status --live --socket /var/run/kms-plugin/kms.sock
     Status {
         /// Socket of the plugin.
         #[arg(long, default_value = "kms.sock")]
@@ -85,6 +90,9 @@ enum Command {
         /// Deadline of the call.
         #[arg(long, default_value = "3s")]
         timeout: HumanDuration,
+        /// Succeed when the plugin answers at all, healthy root key or not.
+        #[arg(long)]
+        live: bool,
     },
     /// Set up the HSM (PKCS#11) root key.
     #[command(subcommand)]
@@ -407,8 +415,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Hsm(HsmCommand::Init { config }) => hsm_init(&config).await?,
         Command::JwtSigner(JwtSignerCommand::InitKey { config }) => jwt_init_key(&config).await?,
-        Command::Status { socket, timeout } => {
-            if !status(socket, timeout.get()).await? {
+        Command::Status {
+            socket,
+            timeout,
+            live,
+        } => {
+            // An answer at all is life; only readiness needs a healthy root key.
+            if !status(socket, timeout.get()).await? && !live {
                 return Ok(ExitCode::from(1));
             }
         }

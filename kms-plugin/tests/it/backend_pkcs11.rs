@@ -308,3 +308,68 @@ fn a_pin_file_others_can_read_is_refused_at_start() {
     );
     assert!(!stderr.contains(PIN), "{stderr}");
 }
+
+/// The exec command of `probe` in the static pod manifest, with the image's binary and socket
+/// replaced by this test's.
+fn manifest_probe(probe: &str, socket: &std::path::Path) -> Vec<String> {
+    let manifest = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/static-pod/kms-plugin.yaml"
+    ))
+    .expect("manifest");
+    let mut lines = manifest
+        .lines()
+        .skip_while(|l| l.trim() != format!("{probe}:"))
+        .skip_while(|l| l.trim() != "command:")
+        .skip(1);
+    let mut command = Vec::new();
+    while let Some(item) = lines.next().and_then(|l| l.trim().strip_prefix("- ")) {
+        command.push(match item {
+            "/usr/local/bin/kms-plugin" => BIN.to_owned(),
+            "/var/run/kms-plugin/kms.sock" => socket.display().to_string(),
+            other => other.to_owned(),
+        });
+    }
+    assert!(command.len() > 2, "no {probe} command in the manifest");
+    command
+}
+
+/// With the token gone, the manifest's liveness probe still passes (a restart would empty the
+/// KEK cache and could not load the key) while its readiness probe fails; both pass again when
+/// the token returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_passes_through_a_token_outage_while_readiness_fails() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let hsm = Hsm::new(temp.path());
+    let (config, yaml) = write_config(&hsm, "probes", "1s", "2s");
+    hsm.init_root_key(&config);
+    let plugin = Plugin::launch(&hsm.dir, "probes", &yaml, hsm.env());
+    let live = manifest_probe("livenessProbe", &plugin.socket);
+    let ready = manifest_probe("readinessProbe", &plugin.socket);
+    let probe = |command: &[String]| {
+        std::process::Command::new(&command[0])
+            .args(&command[1..])
+            .output()
+            .expect("probe")
+            .status
+            .success()
+    };
+    assert!(probe(&live) && probe(&ready), "both pass while healthy");
+    let mut client = plugin.client().await;
+    hsm.remove_token();
+    wait_status(&mut client, "unhealthy", Duration::from_secs(5), |h, _| {
+        h != "ok"
+    })
+    .await;
+    assert!(probe(&live), "liveness must pass while the token is gone");
+    assert!(
+        !probe(&ready),
+        "readiness must fail while the token is gone"
+    );
+    hsm.return_token();
+    wait_status(&mut client, "recovery", Duration::from_secs(10), |h, _| {
+        h == "ok"
+    })
+    .await;
+    assert!(probe(&live) && probe(&ready), "both pass again");
+}

@@ -204,13 +204,30 @@ fn broken_config_names_file_line_and_reason() {
 }
 
 #[test]
-fn status_command_is_a_liveness_probe() {
+fn status_is_the_readiness_probe_and_status_live_the_liveness_probe() {
     let temp = tempfile::tempdir().expect("tempdir");
     let plugin = Plugin::start_local(temp.path());
     let healthy = testkit::expect_success(&mut status_command(&plugin.socket));
     assert!(String::from_utf8_lossy(&healthy.stdout).contains("healthz: ok"));
-    testkit::expect_failure(
-        status_command(temp.path().join("nobody.sock")).args(["--timeout", "1s"]),
+    testkit::expect_success(status_command(&plugin.socket).arg("--live"));
+    for args in [&["--timeout", "1s"][..], &["--timeout", "1s", "--live"]] {
+        testkit::expect_failure(status_command(temp.path().join("nobody.sock")).args(args));
+    }
+    // Unhealthy (its keyring moved away): not ready, still alive.
+    std::fs::rename(&plugin.state_dir, temp.path().join("aside")).expect("move");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while testkit::output_of(&mut status_command(&plugin.socket))
+        .status
+        .success()
+    {
+        assert!(std::time::Instant::now() < deadline, "still ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let live = testkit::expect_success(status_command(&plugin.socket).arg("--live"));
+    assert!(
+        String::from_utf8_lossy(&live.stdout).contains("root key state changed"),
+        "{}",
+        String::from_utf8_lossy(&live.stdout)
     );
 }
 
@@ -223,6 +240,7 @@ fn help_shows_examples_for_every_subcommand() {
         "remove-version",
         "versions",
         "status",
+        "init",
     ] {
         let output = testkit::expect_success(Command::new(BIN).args([sub, "--help"]));
         assert!(

@@ -82,7 +82,7 @@ fn static_pod_runs_the_plugin_with_its_config_socket_and_state() {
 
     // Probes call the plugin's Status on the configured socket with the same binary.
     let socket = socket_path(&config).display().to_string();
-    for probe in ["livenessProbe", "startupProbe"] {
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         let probe_command = strings(
             at(container, &[probe, "exec", "command"], file),
             file,
@@ -108,6 +108,24 @@ fn static_pod_runs_the_plugin_with_its_config_socket_and_state() {
         assert!(
             Duration::from_secs(probe_timeout) > call,
             "{file}: {probe} timeoutSeconds must exceed the status --timeout"
+        );
+    }
+
+    // Liveness never depends on the backend (`--live`); readiness and startup do (no `--live`).
+    for (probe, live) in [
+        ("livenessProbe", true),
+        ("readinessProbe", false),
+        ("startupProbe", false),
+    ] {
+        let probe_command = strings(
+            at(container, &[probe, "exec", "command"], file),
+            file,
+            probe,
+        );
+        assert_eq!(
+            probe_command.iter().any(|w| w == "--live"),
+            live,
+            "{file}: {probe} --live"
         );
     }
 
