@@ -20,6 +20,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 # The crash tests kill pki at each rename with strace's fault injection.
 command -v strace >/dev/null 2>&1 || need_apt+=(strace)
+# promtool checks the plugin's /metrics and the shipped alert rules.
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "provision: apt-get install ${need_apt[*]}"
     export DEBIAN_FRONTEND=noninteractive

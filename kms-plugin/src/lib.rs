@@ -10,10 +10,12 @@
 
 pub mod client;
 pub mod envelope;
+pub mod exposition;
 pub mod health;
 pub mod jwt;
 pub mod log_text;
 pub mod metrics;
+pub mod process_metrics;
 pub mod root_key;
 pub mod secret;
 pub mod server;

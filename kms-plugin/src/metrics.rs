@@ -4,6 +4,7 @@
 
 use crate::envelope::Envelope;
 use crate::health::Health;
+use crate::process_metrics::ProcessMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -56,6 +57,9 @@ fn latency_histogram() -> Histogram {
 /// Every metric the plugin exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// The unprefixed `process_*` metrics, in a registry of their own.
+    process_registry: Registry,
+    process: ProcessMetrics,
     rpc: Family<RpcLabels, Histogram, fn() -> Histogram>,
     /// The series of successful Decrypt and Encrypt calls, resolved once: every call observes
     /// one of them, and a lookup in `rpc` hashes the labels under a lock.
@@ -171,8 +175,12 @@ impl Metrics {
             .clone()
         };
         let (decrypt_ok, encrypt_ok) = (ok_series("Decrypt"), ok_series("Encrypt"));
+        let mut process_registry = Registry::default();
+        let process = ProcessMetrics::register(&mut process_registry);
         Self {
             registry: Mutex::new(registry),
+            process_registry,
+            process,
             rpc,
             decrypt_ok,
             encrypt_ok,
@@ -219,6 +227,8 @@ impl Metrics {
     }
 
     /// Renders the text exposition after refreshing the values read from live state.
+    /// Every metric as OpenMetrics text (see [`crate::exposition`] for the Prometheus text
+    /// format).
     pub fn render(&self, envelope: &Envelope, health: &Health) -> String {
         let cache = envelope.unwraps();
         self.cache_size.set(cache.len() as i64);
@@ -253,12 +263,17 @@ impl Metrics {
         {
             self.last_probe.set(at.as_secs_f64());
         }
+        self.process.refresh();
         let mut text = String::new();
         let registry = match self.registry.lock() {
             Ok(registry) => registry,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
+        if let Err(error) = encode_registry(&mut text, &registry)
+            .and_then(|()| encode_registry(&mut text, &self.process_registry))
+            .and_then(|()| encode_eof(&mut text))
+        {
             tracing::warn!(%error, "could not encode metrics");
         }
         text

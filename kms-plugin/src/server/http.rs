@@ -2,11 +2,12 @@
 //! `/readyz`. It answers from memory and never calls the root key.
 
 use crate::envelope::Envelope;
+use crate::exposition;
 use crate::health::Health;
 use crate::metrics::Metrics;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use std::future::Future;
@@ -20,16 +21,23 @@ struct Shared {
     health: Arc<Health>,
 }
 
-async fn render_metrics(State(shared): State<Shared>) -> impl IntoResponse {
+/// OpenMetrics to a scraper whose `Accept` asks for it, the Prometheus text format otherwise.
+async fn render_metrics(State(shared): State<Shared>, headers: HeaderMap) -> impl IntoResponse {
     shared.envelope.unwraps().sync().await;
     let body = shared.metrics.render(&shared.envelope, &shared.health);
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(exposition::wants_openmetrics);
+    if openmetrics {
+        ([(header::CONTENT_TYPE, exposition::OPENMETRICS)], body)
+    } else {
+        (
+            [(header::CONTENT_TYPE, exposition::PROMETHEUS_TEXT)],
+            exposition::prometheus_text(&body),
+        )
+    }
 }
 
 async fn ready(State(shared): State<Shared>) -> impl IntoResponse {

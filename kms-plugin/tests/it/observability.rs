@@ -104,3 +104,77 @@ async fn metrics_health_endpoints_and_json_logs_without_secrets() {
         );
     }
 }
+
+/// `/metrics` as served to a plain client passes `promtool check metrics` (counters named by
+/// their `_total` series), a scraper that asks for OpenMetrics gets it, and the standard
+/// process metrics are there.
+#[test]
+fn metrics_pass_promtool_and_negotiate_openmetrics() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let plugin = Plugin::start_with(temp.path(), &format!("metrics_address: 127.0.0.1:{port}\n"));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut client = plugin.client().await;
+        let sealed = encrypt(&mut client, b"counted").await;
+        decrypt(&mut client, &sealed).await.expect("decrypt");
+    });
+    let (code, head, body) = http_get_with(port, "/metrics", "");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        body.contains("# TYPE kms_plugin_kek_cache_hits_total counter"),
+        "{body}"
+    );
+    assert!(!body.contains("# EOF"), "{body}");
+    assert_promtool_accepts(&body, temp.path());
+
+    let accept = "Accept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.4\r\n";
+    let (code, head, open) = http_get_with(port, "/metrics", accept);
+    assert_eq!(code, 200, "{open}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{head}"
+    );
+    assert!(open.ends_with("# EOF\n"), "{open}");
+    assert!(
+        open.contains("# TYPE kms_plugin_kek_cache_hits counter"),
+        "{open}"
+    );
+
+    assert!(metric(port, "process_resident_memory_bytes") > 1e6);
+    assert!(metric(port, "process_open_fds") >= 3.0);
+    assert!(metric(port, "process_max_fds") >= metric(port, "process_open_fds"));
+    assert!(body.contains("\nprocess_cpu_seconds_total "), "{body}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let started = metric(port, "process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 600.0,
+        "{started} vs {now}"
+    );
+}
+
+/// `promtool check metrics` on `text`; fails (never skips) when promtool is missing.
+fn assert_promtool_accepts(text: &str, dir: &std::path::Path) {
+    let file = dir.join("metrics.txt");
+    std::fs::write(&file, text).expect("write");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).expect("open"))
+        .output()
+        .expect("promtool (Debian package prometheus; tests/run.sh installs it)");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -519,10 +519,17 @@ pub(crate) fn free_port() -> u16 {
 
 /// One HTTP/1.1 GET to 127.0.0.1:`port`; returns the status code and the body.
 pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
+    let (code, _, body) = http_get_with(port, path, "");
+    (code, body)
+}
+
+/// [`http_get`] with `headers` (each line ending in CRLF) added; returns the status code, the
+/// response head and the body.
+pub(crate) fn http_get_with(port: u16, path: &str, headers: &str) -> (u16, String, String) {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
     )
     .expect("write");
     let mut response = String::new();
@@ -532,11 +539,11 @@ pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("status line");
-    let body = response
+    let (head, body) = response
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
+        .map(|(h, b)| (h.to_owned(), b.to_owned()))
         .unwrap_or_default();
-    (code, body)
+    (code, head, body)
 }
 
 /// The value of the sample `series` (name and labels exactly as exposed) on the plugin's
