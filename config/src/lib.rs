@@ -12,6 +12,7 @@ mod header_list;
 mod location;
 mod model;
 mod peers;
+mod risks;
 mod secret_source;
 mod socket;
 
@@ -26,5 +27,6 @@ pub use model::{
     DecryptCacheConfig, JwtSignerConfig, LocalKekPolicy, LogFormat, PluginConfig, VerifyOnlyKey,
 };
 pub use peers::AllowedPeers;
+pub use risks::{APISERVER_KMS_TIMEOUT, KEK_AGE_WARNING};
 pub use secret_source::SecretSource;
 pub use socket::{FileMode, MetricsAddress, SocketAddress};

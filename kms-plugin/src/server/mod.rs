@@ -173,6 +173,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     reload: watch::Receiver<u64>,
 ) -> anyhow::Result<()> {
+    for risk in config.risks() {
+        tracing::warn!("risky setting: {risk}");
+    }
     let (stop_tx, _) = watch::channel(false);
     let mut servers = Vec::new();
     let mut tasks = Vec::new();

@@ -178,3 +178,24 @@ fn assert_promtool_accepts(text: &str, dir: &std::path::Path) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Valid but risky settings start the plugin and are each named once at WARN.
+#[test]
+fn risky_settings_are_warned_about_at_start() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let plugin = Plugin::start_with(
+        temp.path(),
+        &format!(
+            "metrics_address: 0.0.0.0:{port}\nbackend_timeout: 3s\nlocal_kek: {{ max_uses: 1000, max_age: 45d }}\n"
+        ),
+    );
+    let logs = plugin.logs();
+    for needle in [
+        format!("metrics_address 0.0.0.0:{port} is not a loopback address"),
+        "backend_timeout 3s is at or above kube-apiserver's default KMS timeout".to_owned(),
+        "local_kek.max_age is 45 days, beyond 30".to_owned(),
+    ] {
+        assert_eq!(logs.matches(&needle).count(), 1, "{needle}\n{logs}");
+    }
+}
