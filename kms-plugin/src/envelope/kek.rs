@@ -151,7 +151,11 @@ impl KekManager {
             if let Some(kek) = self.reserve() {
                 return Ok(kek);
             }
-            let mut done = self.inner.replacement();
+            // A replacement that finished between `reserve` and here installed a usable KEK:
+            // take it instead of wrapping another.
+            let Some(mut done) = self.inner.replacement() else {
+                continue;
+            };
             let outcome =
                 match tokio::time::timeout_at(deadline, done.wait_for(Option::is_some)).await {
                     Err(_) => return Err(EnvelopeError::Timeout(wait)),
@@ -219,10 +223,24 @@ impl Inner {
         }
     }
 
-    /// The replacement in flight, or a new one.
-    fn replacement(self: &Arc<Self>) -> watch::Receiver<Option<Outcome>> {
+    /// The replacement in flight, or a new one; `None` when none runs and a usable KEK is
+    /// installed (a replacement installs its KEK before it leaves the flight, so under the
+    /// flight's lock this cannot miss one that just finished).
+    fn replacement(self: &Arc<Self>) -> Option<watch::Receiver<Option<Outcome>>> {
         let flight = self.flight();
-        self.join_or_spawn(flight)
+        let running = flight.running.as_ref().is_some_and(is_live);
+        if !running && self.usable() {
+            return None;
+        }
+        Some(self.join_or_spawn(flight))
+    }
+
+    /// Whether the current KEK is under the primary root key and below its use limit.
+    fn usable(&self) -> bool {
+        self.current().is_some_and(|kek| {
+            kek.key_id == self.root.primary_key_id()
+                && kek.uses.load(Ordering::Relaxed) < self.policy.max_uses
+        })
     }
 
     /// Starts a background replacement unless one runs or one failed within `retry_interval`.
