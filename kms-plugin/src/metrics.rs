@@ -71,6 +71,8 @@ pub struct Metrics {
     cache_misses: Counter,
     kek_uses: Gauge,
     kek_age: Gauge<f64, AtomicU64>,
+    kek_max_uses: Gauge,
+    kek_max_age: Gauge<f64, AtomicU64>,
     kek_wraps: Counter,
     kek_proof_failures: Counter,
     key_id: Family<KeyIdLabels, Gauge>,
@@ -128,6 +130,18 @@ impl Metrics {
             "local_kek_age_seconds",
             "Age of the current local KEK",
             kek_age.clone(),
+        );
+        let kek_max_uses = Gauge::default();
+        registry.register(
+            "local_kek_max_uses",
+            "Encryptions after which a local KEK is replaced (local_kek.max_uses)",
+            kek_max_uses.clone(),
+        );
+        let kek_max_age = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "local_kek_max_age_seconds",
+            "Age after which a local KEK is replaced (local_kek.max_age)",
+            kek_max_age.clone(),
         );
         let kek_wraps = Counter::default();
         registry.register(
@@ -190,6 +204,8 @@ impl Metrics {
             cache_misses,
             kek_uses,
             kek_age,
+            kek_max_uses,
+            kek_max_age,
             kek_wraps,
             kek_proof_failures,
             key_id,
@@ -227,6 +243,13 @@ impl Metrics {
     }
 
     /// Renders the text exposition after refreshing the values read from live state.
+    /// Records the local KEK limits of the configuration, for alerts on a KEK near them.
+    pub fn set_kek_limits(&self, max_uses: u64, max_age: Duration) {
+        self.kek_max_uses
+            .set(i64::try_from(max_uses).unwrap_or(i64::MAX));
+        self.kek_max_age.set(max_age.as_secs_f64());
+    }
+
     /// Every metric as OpenMetrics text (see [`crate::exposition`] for the Prometheus text
     /// format).
     pub fn render(&self, envelope: &Envelope, health: &Health) -> String {

@@ -107,6 +107,7 @@ async fn start_kms(
     let backend = root_key::build(backend_config).await?;
     tracing::info!(backend = backend.kind(), key_id = %backend.primary_key_id(), "root key ready");
     let metrics = Arc::new(Metrics::new(backend.kind()));
+    metrics.set_kek_limits(config.local_kek.max_uses, config.local_kek.max_age.get());
     let root: Arc<dyn root_key::RootKey> = Arc::new(Instrumented::new(backend, metrics.clone()));
     let timeout = config.backend_timeout.get();
     let health = Arc::new(Health::new(config.revoked_key_stops_encrypt));

@@ -25,5 +25,6 @@ mod kms_v2;
 mod local_state_dir;
 mod observability;
 mod peer_access;
+mod prometheus_rules;
 mod socket_lifecycle;
 mod untrusted_logs;
