@@ -4,7 +4,6 @@
 
 use crate::envelope::Envelope;
 use crate::health::Health;
-use crate::process_metrics::ProcessMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -57,9 +56,6 @@ fn latency_histogram() -> Histogram {
 /// Every metric the plugin exports.
 pub struct Metrics {
     registry: Mutex<Registry>,
-    /// The unprefixed `process_*` metrics, in a registry of their own.
-    process_registry: Registry,
-    process: ProcessMetrics,
     rpc: Family<RpcLabels, Histogram, fn() -> Histogram>,
     /// The series of successful Decrypt and Encrypt calls, resolved once: every call observes
     /// one of them, and a lookup in `rpc` hashes the labels under a lock.
@@ -189,12 +185,8 @@ impl Metrics {
             .clone()
         };
         let (decrypt_ok, encrypt_ok) = (ok_series("Decrypt"), ok_series("Encrypt"));
-        let mut process_registry = Registry::default();
-        let process = ProcessMetrics::register(&mut process_registry);
         Self {
             registry: Mutex::new(registry),
-            process_registry,
-            process,
             rpc,
             decrypt_ok,
             encrypt_ok,
@@ -250,9 +242,9 @@ impl Metrics {
         self.kek_max_age.set(max_age.as_secs_f64());
     }
 
-    /// Every metric as OpenMetrics text (see [`crate::exposition`] for the Prometheus text
-    /// format).
-    pub fn render(&self, envelope: &Envelope, health: &Health) -> String {
+    /// Appends every KMS v2 metric to `text` as OpenMetrics families (no `# EOF`: the caller
+    /// ends the exposition, see [`crate::exposition`]).
+    pub fn encode_into(&self, text: &mut String, envelope: &Envelope, health: &Health) {
         let cache = envelope.unwraps();
         self.cache_size.set(cache.len() as i64);
         self.cache_hits
@@ -286,20 +278,13 @@ impl Metrics {
         {
             self.last_probe.set(at.as_secs_f64());
         }
-        self.process.refresh();
-        let mut text = String::new();
         let registry = match self.registry.lock() {
             Ok(registry) => registry,
             Err(poisoned) => poisoned.into_inner(),
         };
-        use prometheus_client::encoding::text::{encode_eof, encode_registry};
-        if let Err(error) = encode_registry(&mut text, &registry)
-            .and_then(|()| encode_registry(&mut text, &self.process_registry))
-            .and_then(|()| encode_eof(&mut text))
-        {
+        if let Err(error) = prometheus_client::encoding::text::encode_registry(text, &registry) {
             tracing::warn!(%error, "could not encode metrics");
         }
-        text
     }
 }
 

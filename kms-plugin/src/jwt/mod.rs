@@ -13,6 +13,7 @@ pub mod der;
 pub mod key;
 pub mod keyset;
 pub mod local;
+pub mod metrics;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 pub mod service;

@@ -3,6 +3,7 @@
 use super::key::{SigningKey, SigningKeyError};
 use super::keyset::{KeySet, watched_state};
 use super::local::FileSigningKey;
+use super::metrics::SignerMetrics;
 use base64::Engine;
 use kms_config::{JwtKeyConfig, JwtSignerConfig};
 use std::path::PathBuf;
@@ -40,6 +41,7 @@ pub async fn build_signing_key(
 pub struct JwtSigner {
     config: JwtSignerConfig,
     keys: RwLock<Arc<KeySet>>,
+    metrics: Arc<SignerMetrics>,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -52,10 +54,18 @@ impl JwtSigner {
         let signer = build_signing_key(&config).await?;
         let keys = KeySet::assemble(signer, &config.verify_only_keys)?;
         tracing::info!(kid = %keys.signer_kid, alg = keys.signer.algorithm().name(), published = keys.keys.len(), "service-account signing key ready");
+        let metrics = Arc::new(SignerMetrics::new());
+        metrics.key_set(keys.loaded_at, keys.keys.len());
         Ok(Self {
             config,
             keys: RwLock::new(Arc::new(keys)),
+            metrics,
         })
+    }
+
+    /// The signer's metrics.
+    pub fn metrics(&self) -> Arc<SignerMetrics> {
+        self.metrics.clone()
     }
 
     /// The current key set.
@@ -93,6 +103,7 @@ impl JwtSigner {
                 let current = self.keys();
                 if fresh.signer_kid != current.signer_kid || fresh.keys != current.keys {
                     tracing::info!(old_kid = %current.signer_kid, new_kid = %fresh.signer_kid, published = fresh.keys.len(), "service-account keys changed");
+                    self.metrics.key_set(fresh.loaded_at, fresh.keys.len());
                     let mut guard = match self.keys.write() {
                         Ok(guard) => guard,
                         Err(poisoned) => poisoned.into_inner(),
@@ -138,6 +149,10 @@ impl JwtSigner {
     pub async fn sign(&self, claims: &str) -> Result<(String, String), Status> {
         let started = Instant::now();
         let result = self.sign_inner(claims).await;
+        let code = result
+            .as_ref()
+            .map_or_else(Status::code, |_| tonic::Code::Ok);
+        self.metrics.observe("Sign", code, started.elapsed());
         let duration_us = started.elapsed().as_micros() as u64;
         match &result {
             Ok(_) => tracing::info!(method = "Sign", outcome = "ok", duration_us, "rpc"),
@@ -196,6 +211,7 @@ impl JwtSigner {
 
     /// The published keys, their timestamp and the refresh hint.
     pub fn fetch_keys(&self) -> (Vec<super::PublishedKey>, prost_types::Timestamp, i64) {
+        let started = Instant::now();
         let keys = self.keys();
         let timestamp = prost_types::Timestamp::from(keys.loaded_at);
         tracing::info!(
@@ -204,6 +220,8 @@ impl JwtSigner {
             keys = keys.keys.len(),
             "rpc"
         );
+        self.metrics
+            .observe("FetchKeys", tonic::Code::Ok, started.elapsed());
         (
             keys.keys.clone(),
             timestamp,
@@ -213,7 +231,10 @@ impl JwtSigner {
 
     /// The longest token lifetime kube-apiserver may issue.
     pub fn max_token_expiration_seconds(&self) -> i64 {
+        let started = Instant::now();
         tracing::info!(method = "Metadata", outcome = "ok", "rpc");
+        self.metrics
+            .observe("Metadata", tonic::Code::Ok, started.elapsed());
         self.config.max_token_expiration.get().as_secs() as i64
     }
 }

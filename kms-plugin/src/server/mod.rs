@@ -96,14 +96,14 @@ fn serve_on(
     })
 }
 
-/// The KMS v2 side: root key, envelope, health probe, metrics.
+/// The KMS v2 side: root key, envelope, health probe, metrics (returned for `/metrics`).
 async fn start_kms(
     config: &PluginConfig,
     address: &SocketAddress,
     backend_config: &BackendConfig,
     reload: watch::Receiver<u64>,
     stop: &watch::Sender<bool>,
-) -> anyhow::Result<(Running, Vec<JoinHandle<()>>)> {
+) -> anyhow::Result<(Running, Vec<JoinHandle<()>>, http::KmsView)> {
     let backend = root_key::build(backend_config).await?;
     tracing::info!(backend = backend.kind(), key_id = %backend.primary_key_id(), "root key ready");
     let metrics = Arc::new(Metrics::new(backend.kind()));
@@ -126,7 +126,7 @@ async fn start_kms(
         ),
         health.clone(),
     ));
-    let mut tasks = vec![health::spawn_background(
+    let tasks = vec![health::spawn_background(
         root,
         health.clone(),
         envelope.unwraps().clone(),
@@ -135,20 +135,11 @@ async fn start_kms(
         reload,
         stop.subscribe(),
     )];
-    if let Some(address) = config.metrics_address {
-        let mut stopped = stop.subscribe();
-        let serving = http::bind(
-            address.0,
-            metrics.clone(),
-            envelope.clone(),
-            health.clone(),
-            async move {
-                let _ = stopped.changed().await;
-            },
-        )
-        .await?;
-        tasks.push(tokio::spawn(serving));
-    }
+    let view = http::KmsView {
+        metrics: metrics.clone(),
+        envelope: envelope.clone(),
+        health: health.clone(),
+    };
     let service = KmsService::new(envelope, health, metrics);
     let limits = limits(config)?;
     let router = server_builder(limits).add_service(KeyManagementServiceServer::new(service));
@@ -164,7 +155,7 @@ async fn start_kms(
         },
         router,
     )?;
-    Ok((running, tasks))
+    Ok((running, tasks, view))
 }
 
 /// Runs what `config` enables until `shutdown` completes, then drains in-flight calls (bounded
@@ -180,14 +171,23 @@ pub async fn run(
     let (stop_tx, _) = watch::channel(false);
     let mut servers = Vec::new();
     let mut tasks = Vec::new();
+    // Bound first, so a port conflict fails startup before any socket serves.
+    let metrics_listener = match config.metrics_address {
+        Some(address) => Some(http::listen(address.0).await?),
+        None => None,
+    };
+    let mut kms_view = None;
+    let mut signer_metrics = None;
     if let (Some(address), Some(backend)) = (&config.socket, &config.backend) {
-        let (running, background) =
+        let (running, background, view) =
             start_kms(&config, address, backend, reload.clone(), &stop_tx).await?;
         servers.push(running);
         tasks.extend(background);
+        kms_view = Some(view);
     }
     if let Some(signer_config) = &config.jwt_signer {
         let signer = Arc::new(JwtSigner::new(signer_config.clone()).await?);
+        signer_metrics = Some(signer.metrics());
         tasks.push(signer.spawn_watcher(reload.clone(), stop_tx.subscribe()));
         let limits = limits(&config)?;
         let router = server_builder(limits)
@@ -205,6 +205,18 @@ pub async fn run(
             },
             router,
         )?);
+    }
+
+    if let Some(listener) = metrics_listener {
+        let mut stopped = stop_tx.subscribe();
+        tasks.push(tokio::spawn(http::serve(
+            listener,
+            kms_view,
+            signer_metrics,
+            async move {
+                let _ = stopped.changed().await;
+            },
+        )));
     }
 
     shutdown.await;

@@ -411,3 +411,62 @@ async fn pki_rotate_sa_drives_the_signer_online() {
         Ok("valid ES256".to_owned())
     );
 }
+
+/// A signer-only plugin serves `metrics_address`: its calls by method and status code, the key
+/// set it publishes and the process metrics, in a form promtool accepts; `/readyz` is ok.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signer_only_plugin_serves_metrics_promtool_accepts() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path();
+    let key = dir.join("sa.key");
+    make_key(&key, "ec");
+    let port = common::free_port();
+    let config = format!(
+        "metrics_address: 127.0.0.1:{port}\n{}",
+        config_text(dir, &key, &[])
+    );
+    let (_signer, mut client) = start(dir, &config).await;
+    sign(&mut client).await;
+    client
+        .sign(SignJwtRequest {
+            claims: "not base64url!".into(),
+        })
+        .await
+        .expect_err("refused claims");
+    client.fetch_keys(FetchKeysRequest {}).await.expect("fetch");
+    client.metadata(MetadataRequest {}).await.expect("metadata");
+    let series = |method: &str, code: &str| {
+        common::metric(
+            port,
+            &format!(
+                "kms_plugin_signer_operations_latency_seconds_count{{method_name=\"{method}\",grpc_status_code=\"{code}\"}}"
+            ),
+        )
+    };
+    assert_eq!(series("Sign", "OK"), 1.0);
+    assert_eq!(series("Sign", "InvalidArgument"), 1.0);
+    assert!(series("FetchKeys", "OK") >= 1.0);
+    assert_eq!(series("Metadata", "OK"), 1.0);
+    assert_eq!(
+        common::metric(port, "kms_plugin_signer_published_keys"),
+        1.0
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let loaded = common::metric(port, "kms_plugin_signer_key_set_timestamp_seconds");
+    assert!(
+        loaded <= now + 1.0 && loaded > now - 120.0,
+        "{loaded} vs {now}"
+    );
+    let (code, body) = common::http_get(port, "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        !body.contains("kms_plugin_root_key"),
+        "no KMS side here:\n{body}"
+    );
+    assert!(body.contains("\nprocess_open_fds "), "{body}");
+    common::assert_promtool_accepts(&body, dir);
+    assert_eq!(common::http_get(port, "/readyz").0, 200);
+}

@@ -162,23 +162,6 @@ fn metrics_pass_promtool_and_negotiate_openmetrics() {
     );
 }
 
-/// `promtool check metrics` on `text`; fails (never skips) when promtool is missing.
-fn assert_promtool_accepts(text: &str, dir: &std::path::Path) {
-    let file = dir.join("metrics.txt");
-    std::fs::write(&file, text).expect("write");
-    let out = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&file).expect("open"))
-        .output()
-        .expect("promtool (Debian package prometheus; tests/run.sh installs it)");
-    assert!(
-        out.status.success(),
-        "promtool check metrics: {}{}\n{text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Valid but risky settings start the plugin and are each named once at WARN.
 #[test]
 fn risky_settings_are_warned_about_at_start() {

@@ -80,14 +80,33 @@ fn the_plugin_rules_and_dashboard_use_only_metrics_the_plugin_exposes() {
             "the dashboard lacks {wanted}"
         );
     }
+    // Both sides: the KMS v2 socket and the token signer, each called once.
     let temp = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let plugin = Plugin::start_with(temp.path(), &format!("metrics_address: 127.0.0.1:{port}\n"));
+    let key = temp.path().join("sa.key");
+    common::jwt::make_ec_key(&key, "prime256v1");
+    let signer_socket = temp.path().join("jwt.sock");
+    let plugin = Plugin::start_with(
+        temp.path(),
+        &format!(
+            "metrics_address: 127.0.0.1:{port}\njwt_signer:\n  socket: {}\n  max_token_expiration: 24h\n  key: {{ kind: local, local: {{ key_file: {} }} }}\n",
+            signer_socket.display(),
+            key.display()
+        ),
+    );
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
         let mut client = plugin.client().await;
         let sealed = encrypt(&mut client, b"traffic").await;
         decrypt(&mut client, &sealed).await.expect("decrypt");
+        let channel = kms_plugin::client::channel(
+            &kms_config::SocketAddress::Path(signer_socket.clone()),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+        .expect("signer channel");
+        let mut signer = common::jwt::Client::new(channel);
+        common::jwt::sign(&mut signer).await.expect("sign");
     });
     let (_, exposed) = http_get(port, "/metrics");
     for name in from_rules.iter().chain(&from_dashboard) {

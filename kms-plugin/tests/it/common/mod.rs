@@ -558,3 +558,20 @@ pub(crate) fn metric(port: u16, series: &str) -> f64 {
         })
         .unwrap_or(0.0)
 }
+
+/// `promtool check metrics` on `text`; fails (never skips) when promtool is missing.
+pub(crate) fn assert_promtool_accepts(text: &str, dir: &std::path::Path) {
+    let file = dir.join("metrics.txt");
+    std::fs::write(&file, text).expect("write");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).expect("open"))
+        .output()
+        .expect("promtool (Debian package prometheus; tests/run.sh installs it)");
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
