@@ -49,3 +49,66 @@ pub async fn connect_stream(address: &SocketAddress) -> std::io::Result<tokio::n
         }
     }
 }
+
+/// What a socket of the plugin says about its health.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// The KMS v2 socket: its Status.
+    Kms {
+        /// The API version (`v2`).
+        version: String,
+        /// `ok`, or why not.
+        healthz: String,
+        /// The current key id.
+        key_id: String,
+    },
+    /// A socket without KMS v2 (the token signer): the standard `grpc.health.v1` check.
+    Health {
+        /// Whether it reports SERVING.
+        serving: bool,
+    },
+}
+
+impl Probe {
+    /// Whether the socket reports itself healthy.
+    pub fn healthy(&self) -> bool {
+        match self {
+            Probe::Kms { healthz, .. } => healthz == "ok",
+            Probe::Health { serving } => *serving,
+        }
+    }
+}
+
+/// Asks the plugin at `address` how it is: KMS v2 Status, or, where that is not served, the
+/// `grpc.health.v1` check of the whole server.
+pub async fn probe(address: &SocketAddress, timeout: Duration) -> Result<Probe, tonic::Status> {
+    let channel = channel(address, timeout)
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("cannot connect: {e}")))?;
+    let status = KeyManagementServiceClient::new(channel.clone())
+        .status(kms_proto::kms_v2::StatusRequest {})
+        .await;
+    match status {
+        Ok(reply) => {
+            let reply = reply.into_inner();
+            Ok(Probe::Kms {
+                version: reply.version,
+                healthz: reply.healthz,
+                key_id: reply.key_id,
+            })
+        }
+        Err(error) if error.code() == tonic::Code::Unimplemented => {
+            use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+            let reply = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await?
+                .into_inner();
+            Ok(Probe::Health {
+                serving: reply.status == tonic_health::ServingStatus::Serving as i32,
+            })
+        }
+        Err(error) => Err(error),
+    }
+}

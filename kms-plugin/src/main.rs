@@ -321,19 +321,21 @@ fn init(target: &KeyTarget) -> anyhow::Result<()> {
 }
 
 async fn status(socket: SocketAddress, timeout: Duration) -> anyhow::Result<bool> {
-    let mut client = kms_plugin::client::connect(&socket, timeout)
+    let probe = kms_plugin::client::probe(&socket, timeout)
         .await
-        .with_context(|| format!("cannot connect to {socket}"))?;
-    let status = client
-        .status(kms_proto::kms_v2::StatusRequest {})
-        .await
-        .with_context(|| format!("Status call to {socket} failed"))?
-        .into_inner();
-    println!(
-        "version: {}\nhealthz: {}\nkey_id: {}",
-        status.version, status.healthz, status.key_id
-    );
-    Ok(status.healthz == "ok")
+        .with_context(|| format!("Status call to {socket} failed"))?;
+    match &probe {
+        kms_plugin::client::Probe::Kms {
+            version,
+            healthz,
+            key_id,
+        } => println!("version: {version}\nhealthz: {healthz}\nkey_id: {key_id}"),
+        kms_plugin::client::Probe::Health { serving } => println!(
+            "service: grpc.health.v1 (no KMS v2 on this socket)\nhealthz: {}",
+            if *serving { "ok" } else { "not serving" }
+        ),
+    }
+    Ok(probe.healthy())
 }
 
 #[cfg(feature = "pkcs11")]

@@ -178,6 +178,7 @@ pub async fn run(
     };
     let mut kms_view = None;
     let mut signer_metrics = None;
+    let mut signer_health = None;
     if let (Some(address), Some(backend)) = (&config.socket, &config.backend) {
         let (running, background, view) =
             start_kms(&config, address, backend, reload.clone(), &stop_tx).await?;
@@ -190,9 +191,14 @@ pub async fn run(
         signer_metrics = Some(signer.metrics());
         tasks.push(signer.spawn_watcher(reload.clone(), stop_tx.subscribe()));
         let limits = limits(&config)?;
+        // grpc.health.v1 beside the signer, so `kms-plugin status --socket` (and any gRPC
+        // health checker) can probe it: SERVING while the signer serves.
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        signer_health = Some(health_reporter);
         let router = server_builder(limits)
             .add_service(SignerServerV1::new(SignerV1(signer.clone())))
-            .add_service(SignerServerV1Alpha1::new(SignerV1Alpha1(signer)));
+            .add_service(SignerServerV1Alpha1::new(SignerV1Alpha1(signer)))
+            .add_service(health_service);
         servers.push(serve_on(
             "ExternalJWTSigner",
             SocketSpec {
@@ -226,6 +232,11 @@ pub async fn run(
         "shutting down: no new connections, draining in-flight calls"
     );
     let _ = stop_tx.send(true);
+    if let Some(reporter) = &signer_health {
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+    }
     let mut waiting = Vec::new();
     for server in servers {
         let _ = server.drain.send(());

@@ -469,4 +469,17 @@ async fn a_signer_only_plugin_serves_metrics_promtool_accepts() {
     assert!(body.contains("\nprocess_open_fds "), "{body}");
     common::assert_promtool_accepts(&body, dir);
     assert_eq!(common::http_get(port, "/readyz").0, 200);
+    // `kms-plugin status` understands the signer's socket (grpc.health.v1).
+    for live in [false, true] {
+        let mut status = common::status_command(dir.join("jwt.sock"));
+        if live {
+            status.arg("--live");
+        }
+        let out = testkit::expect_success(&mut status);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("grpc.health.v1") && text.contains("healthz: ok"),
+            "{text}"
+        );
+    }
 }
