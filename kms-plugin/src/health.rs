@@ -265,22 +265,61 @@ pub async fn probe(root: &dyn RootKey, timeout: Duration) -> Result<(), ProbeFai
     Ok(())
 }
 
-/// One probe, recorded in `health`; a newly revoked key's cached unwraps are dropped.
+/// One probe, recorded in `health`; a newly revoked key's cached unwraps are dropped. Returns
+/// whether it passed.
 async fn probe_and_record(
     root: &dyn RootKey,
     health: &Health,
     unwraps: &UnwrapCache,
     timeout: Duration,
-) {
+) -> bool {
     let key_id = root.primary_key_id();
     let result = probe(root, timeout).await;
+    let passed = result.is_ok();
     if health.record(key_id.clone(), result) {
         let dropped = unwraps.forget(&key_id).await;
         tracing::warn!(%key_id, dropped, "dropped the cached unwraps of the revoked root key");
     }
+    passed
 }
 
-/// Probes the root key every `interval` and refreshes it every `root.refresh_interval()` (and
+/// The first retry after a failed probe; each further failure doubles it, up to [`LAST_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between probes while they fail: a backend that returns, after an outage of
+/// any length, is seen healthy (and a pending KEK replacement resumes) within about this long.
+const LAST_RETRY: Duration = Duration::from_secs(4);
+
+/// When to probe next: `interval` after a success; after failures 1 s, 2 s, then every 4 s (never
+/// longer than `interval`), so a backend that returns is seen healthy within seconds, not a
+/// whole interval.
+#[derive(Debug)]
+struct ProbeSchedule {
+    interval: Duration,
+    retry: Duration,
+}
+
+impl ProbeSchedule {
+    fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            retry: FIRST_RETRY.min(interval),
+        }
+    }
+
+    /// The wait before the next probe, given whether the last one passed.
+    fn after(&mut self, passed: bool) -> Duration {
+        if passed {
+            self.retry = FIRST_RETRY.min(self.interval);
+            return self.interval;
+        }
+        let wait = self.retry;
+        self.retry = (self.retry * 2).min(LAST_RETRY).min(self.interval);
+        wait
+    }
+}
+
+/// Probes the root key every `interval` (sooner while it fails, see [`ProbeSchedule`]) and
+/// refreshes it every `root.refresh_interval()` (and
 /// whenever `refresh_now` fires, e.g. on SIGHUP) until `stop` turns true; a revoked key's
 /// entries leave `unwraps`.
 pub fn spawn_background(
@@ -293,14 +332,18 @@ pub fn spawn_background(
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut probe_tick = tokio::time::interval(interval);
-        probe_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut schedule = ProbeSchedule::new(interval);
+        let next_probe = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(next_probe);
         let mut refresh_tick = tokio::time::interval(root.refresh_interval());
         refresh_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         refresh_tick.tick().await;
         loop {
             tokio::select! {
-                _ = probe_tick.tick() => probe_and_record(root.as_ref(), &health, &unwraps, timeout).await,
+                _ = &mut next_probe => {
+                    let passed = probe_and_record(root.as_ref(), &health, &unwraps, timeout).await;
+                    next_probe.as_mut().reset(tokio::time::Instant::now() + schedule.after(passed));
+                }
                 _ = refresh_tick.tick() => refresh(root.as_ref(), &health, timeout).await,
                 changed = refresh_now.changed() => {
                     if changed.is_err() { break; }
@@ -377,6 +420,55 @@ mod tests {
         fake.down.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(health.get().healthz, "ok", "recovers by itself");
+        let _ = stop_tx.send(true);
+        task.await.expect("stops");
+    }
+
+    #[test]
+    fn failed_probes_retry_from_one_second_doubling_to_the_interval() {
+        let mut schedule = ProbeSchedule::new(Duration::from_secs(30));
+        let waits: Vec<u64> = [false, false, false, false, false, false, true, false]
+            .into_iter()
+            .map(|passed| schedule.after(passed).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 4, 4, 4, 30, 1]);
+        let mut short = ProbeSchedule::new(Duration::from_millis(200));
+        assert_eq!(short.after(false), Duration::from_millis(200));
+    }
+
+    /// With a 10 s interval, a backend that was down at the first probe and returns is seen
+    /// healthy at the first retry, a second later, not at the next interval.
+    #[tokio::test]
+    async fn recovery_is_seen_at_the_first_retry_not_the_next_interval() {
+        let fake = Arc::new(FakeRootKey::new("root-1"));
+        fake.down.store(true, Ordering::SeqCst);
+        let health = Arc::new(Health::default());
+        let (_refresh_tx, refresh_rx) = watch::channel(0);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let started = std::time::Instant::now();
+        let task = spawn_background(
+            fake.clone(),
+            health.clone(),
+            Arc::new(UnwrapCache::new(
+                8,
+                Duration::from_secs(60),
+                Duration::from_secs(1),
+            )),
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+            refresh_rx,
+            stop_rx,
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(health.get().healthz, PROBE_FAILED);
+        fake.down.store(false, Ordering::SeqCst);
+        while health.get().healthz != "ok" {
+            assert!(
+                started.elapsed() < Duration::from_millis(2500),
+                "not healthy again within 2.5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let _ = stop_tx.send(true);
         task.await.expect("stops");
     }
