@@ -49,7 +49,8 @@ pub struct BuildLabels {
     pub backend: String,
 }
 
-fn latency_histogram() -> Histogram {
+/// The latency buckets of every call histogram: 100 µs doubling to ~52 s.
+pub(crate) fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 20))
 }
 

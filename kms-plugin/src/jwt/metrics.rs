@@ -2,17 +2,13 @@
 //! key set it publishes (when it was loaded, how many keys). Served on the plugin's
 //! `metrics_address` beside the KMS v2 metrics, also when the plugin is a signer only.
 
-use crate::metrics::{RpcLabels, code_name};
+use crate::metrics::{RpcLabels, code_name, latency_histogram};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.0001, 2.0, 20))
-}
 
 /// Every metric of the signer, in a registry of its own (prefix `kms_plugin_signer`).
 pub struct SignerMetrics {
