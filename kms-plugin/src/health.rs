@@ -382,26 +382,49 @@ mod tests {
     use crate::root_key::fake::FakeRootKey;
     use std::sync::atomic::Ordering;
 
+    /// The background task over `fake`, probing every `interval` with `timeout`.
+    struct Probing {
+        health: Arc<Health>,
+        _refresh: watch::Sender<u64>,
+        stop: watch::Sender<bool>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Probing {
+        fn start(fake: &Arc<FakeRootKey>, interval: Duration, timeout: Duration) -> Self {
+            let health = Arc::new(Health::default());
+            assert!(!health.get().healthy, "unhealthy until the first probe");
+            let (refresh, refresh_rx) = watch::channel(0);
+            let (stop, stop_rx) = watch::channel(false);
+            let cache = UnwrapCache::new(8, Duration::from_secs(60), Duration::from_secs(1));
+            let task = spawn_background(
+                fake.clone(),
+                health.clone(),
+                Arc::new(cache),
+                interval,
+                timeout,
+                refresh_rx,
+                stop_rx,
+            );
+            Self {
+                health,
+                _refresh: refresh,
+                stop,
+                task,
+            }
+        }
+
+        async fn stop(self) {
+            let _ = self.stop.send(true);
+            self.task.await.expect("stops");
+        }
+    }
+
     #[tokio::test]
     async fn turns_unhealthy_with_a_reason_and_recovers() {
         let fake = Arc::new(FakeRootKey::new("root-1"));
-        let health = Arc::new(Health::default());
-        assert!(!health.get().healthy, "unhealthy until the first probe");
-        let (_refresh_tx, refresh_rx) = watch::channel(0);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = spawn_background(
-            fake.clone(),
-            health.clone(),
-            Arc::new(UnwrapCache::new(
-                8,
-                Duration::from_secs(60),
-                Duration::from_secs(1),
-            )),
-            Duration::from_millis(50),
-            Duration::from_millis(30),
-            refresh_rx,
-            stop_rx,
-        );
+        let probing = Probing::start(&fake, Duration::from_millis(50), Duration::from_millis(30));
+        let health = probing.health.clone();
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert_eq!(health.get().healthz, "ok");
         fake.delay_ms.store(500, Ordering::SeqCst);
@@ -420,8 +443,7 @@ mod tests {
         fake.down.store(false, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(health.get().healthz, "ok", "recovers by itself");
-        let _ = stop_tx.send(true);
-        task.await.expect("stops");
+        probing.stop().await;
     }
 
     #[test]
@@ -442,23 +464,9 @@ mod tests {
     async fn recovery_is_seen_at_the_first_retry_not_the_next_interval() {
         let fake = Arc::new(FakeRootKey::new("root-1"));
         fake.down.store(true, Ordering::SeqCst);
-        let health = Arc::new(Health::default());
-        let (_refresh_tx, refresh_rx) = watch::channel(0);
-        let (stop_tx, stop_rx) = watch::channel(false);
         let started = std::time::Instant::now();
-        let task = spawn_background(
-            fake.clone(),
-            health.clone(),
-            Arc::new(UnwrapCache::new(
-                8,
-                Duration::from_secs(60),
-                Duration::from_secs(1),
-            )),
-            Duration::from_secs(10),
-            Duration::from_millis(200),
-            refresh_rx,
-            stop_rx,
-        );
+        let probing = Probing::start(&fake, Duration::from_secs(10), Duration::from_millis(200));
+        let health = probing.health.clone();
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(health.get().healthz, PROBE_FAILED);
         fake.down.store(false, Ordering::SeqCst);
@@ -469,7 +477,6 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = stop_tx.send(true);
-        task.await.expect("stops");
+        probing.stop().await;
     }
 }

@@ -563,14 +563,23 @@ pub(crate) fn metric(port: u16, series: &str) -> f64 {
 pub(crate) fn assert_promtool_accepts(text: &str, dir: &std::path::Path) {
     let file = dir.join("metrics.txt");
     std::fs::write(&file, text).expect("write");
-    let out = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&file).expect("open"))
+    promtool(&["check", "metrics"], dir, Some(&file));
+}
+
+/// Runs `promtool ARGS` in `dir` (stdin from `stdin`), insisting it succeeds; fails (never
+/// skips) when promtool is missing.
+pub(crate) fn promtool(args: &[&str], dir: &std::path::Path, stdin: Option<&std::path::Path>) {
+    let mut command = std::process::Command::new("promtool");
+    command.args(args).current_dir(dir);
+    if let Some(file) = stdin {
+        command.stdin(std::fs::File::open(file).expect("open"));
+    }
+    let out = command
         .output()
         .expect("promtool (Debian package prometheus; tests/run.sh installs it)");
     assert!(
         out.status.success(),
-        "promtool check metrics: {}{}\n{text}",
+        "promtool {args:?}: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
