@@ -6,6 +6,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::Path;
 
+use crate::generation;
 use crate::recover::{RecoverError, recover};
 use crate::write::{TEMP_MARKER, temp_for};
 
@@ -58,9 +59,10 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Completes the multi-file commits a killed writer journaled in `dir` ([`recover`]), then
-/// removes the temporary files it may have left there (best effort; not recursive). When a commit
-/// cannot be completed, nothing is removed and the error says why. Call it only while holding a
+/// Completes the multi-file commits a killed writer of an earlier build journaled in `dir`
+/// ([`recover`]), then removes the temporary files and the unreferenced generation directories
+/// ([`generation`](crate::generation)) a killed writer may have left there (best effort). When a
+/// commit cannot be completed, nothing is removed and the error says why. Call it only while holding a
 /// [`DirLock`](crate::DirLock) on `dir` that excludes every other writer of `dir`, so no live
 /// temporary file is removed.
 pub fn remove_stale_temps(dir: &Path) -> Result<(), RecoverError> {
@@ -75,6 +77,7 @@ pub fn remove_stale_temps(dir: &Path) -> Result<(), RecoverError> {
             let _ = fs::remove_file(entry.path());
         }
     }
+    generation::remove_stale(dir);
     Ok(())
 }
 

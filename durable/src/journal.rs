@@ -1,4 +1,5 @@
-//! The commit journal of [`write_many_atomic`](crate::write_many_atomic): which staged file
+//! The commit journal that [`write_many_atomic`](crate::write_many_atomic) wrote before it
+//! committed by generations, still completed by [`recover`](crate::recover()): which staged file
 //! becomes which target, by name inside the journal's own directory, and the SHA-256 of what each
 //! target must hold once the commit is done.
 //!
@@ -45,7 +46,8 @@ pub(crate) fn is_plain_name(name: &[u8]) -> bool {
         && !name.iter().any(|b| matches!(b, b'/' | 0 | b'\n'))
 }
 
-/// The journal text for `entries` (all names already plain).
+/// The journal text for `entries` (all names already plain), as earlier builds wrote it.
+#[cfg(test)]
 pub(crate) fn render(entries: &[Entry]) -> Vec<u8> {
     let mut text = HEADER.to_vec();
     for e in entries {

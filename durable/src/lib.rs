@@ -3,9 +3,10 @@
 //! | module | job |
 //! |---|---|
 //! | [`write`] | one file replaced atomically ([`write_atomic`]) or created without replacing ([`create_new`]) |
-//! | [`commit`] | several files of one directory replaced as one journaled step ([`write_many_atomic`]) |
-//! | [`recover`] | journaled commits a killed writer left, completed or refused loudly ([`recover()`], [`pending_journals`]) |
-//! | [`dir`] | directory fsync, atomic symlinks, private (0700) directories, stale temp cleanup |
+//! | [`commit`] | several files of one directory replaced as one step ([`write_many_atomic`]) |
+//! | [`generation`] | how: generation directories swapped by one `..data` link rename |
+//! | [`recover`] | journaled commits of earlier builds, completed or refused loudly ([`recover()`], [`pending_journals`]) |
+//! | [`dir`] | directory fsync, atomic symlinks, private (0700) directories, stale temp and generation cleanup |
 //! | [`lock`] | an exclusive lock on a directory: blocking, try, or wait up to a timeout |
 //! | [`duration`] | [`HumanDuration`]: `500ms`, `30s`, `1h30m`, `8760h0m0s`, `7d`, `2w`, `1y` |
 //!
@@ -16,6 +17,7 @@
 pub mod commit;
 pub mod dir;
 pub mod duration;
+pub mod generation;
 mod journal;
 pub mod lock;
 pub mod recover;

@@ -144,3 +144,127 @@ fn unlistable(dir: &Path, e: &io::Error) -> RecoverError {
         problem: format!("cannot list the directory for commit journals: {e}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remove_stale_temps;
+    use crate::write::{FileSpec, temp_for, write_temp};
+    use std::os::unix::ffi::OsStrExt;
+
+    /// Writes a journal of `entries` as the journaled commits of earlier builds did: a synced
+    /// temporary renamed into place.
+    fn write_journal(dir: &Path, entries: &[Entry]) {
+        let (_, temp) = temp_for(&dir.join("journal")).expect("temp");
+        write_temp(&temp, &journal::render(entries), FileSpec::mode(0o600)).expect("journal");
+        fs::rename(&temp, dir.join(format!("{}1", journal::PREFIX))).expect("rename");
+    }
+
+    /// A key+cert commit of `dir` killed right after its first rename: the journal, the new key
+    /// in place, the new certificate still staged.
+    fn killed_after_first_rename(dir: &Path) {
+        fs::write(dir.join("a.key"), b"old-key").expect("seed");
+        fs::write(dir.join("a.crt"), b"old-crt").expect("seed");
+        let mut entries = Vec::new();
+        let mut temps = Vec::new();
+        for (target, bytes) in [("a.key", &b"new-key"[..]), ("a.crt", b"new-crt")] {
+            let (_, temp) = temp_for(&dir.join(target)).expect("temp");
+            write_temp(&temp, bytes, FileSpec::mode(0o600)).expect("stage");
+            entries.push(journal::Entry {
+                temp: temp.file_name().expect("name").as_bytes().to_vec(),
+                target: target.as_bytes().to_vec(),
+                sha256: journal::digest(bytes),
+            });
+            temps.push(temp);
+        }
+        write_journal(dir, &entries);
+        fs::rename(&temps[0], dir.join("a.key")).expect("first rename");
+    }
+
+    fn pair(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+        let read = |n| fs::read(dir.join(n)).expect("read");
+        (read("a.key"), read("a.crt"))
+    }
+
+    #[test]
+    fn a_journaled_commit_is_rolled_forward() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        killed_after_first_rename(dir.path());
+        remove_stale_temps(dir.path()).expect("recover");
+        assert_eq!(pair(dir.path()), (b"new-key".to_vec(), b"new-crt".to_vec()));
+        assert_eq!(testkit::entry_names(dir.path()), ["a.crt", "a.key"]);
+    }
+
+    /// Reproduction: a roll-forward whose rename fails must keep the journal and the staged
+    /// files, and every later attempt must refuse (naming the journal) until the cause is gone;
+    /// then it completes the pair.
+    #[test]
+    fn a_roll_forward_that_cannot_finish_refuses_and_keeps_its_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        killed_after_first_rename(dir.path());
+        let crt = dir.path().join("a.crt");
+        fs::remove_file(&crt).expect("rm");
+        fs::create_dir(&crt).expect("a directory in the way");
+        fs::write(crt.join("inside"), b"x").expect("non-empty");
+        for attempt in 0..2 {
+            let err = remove_stale_temps(dir.path()).expect_err("cannot finish");
+            let text = err.to_string();
+            assert!(text.contains(".durable-commit-"), "{attempt}: {text}");
+            assert!(text.contains("a.crt"), "{attempt}: {text}");
+            assert_eq!(err.file.as_deref(), Some(crt.as_path()));
+            let left = testkit::entry_names(dir.path());
+            assert_eq!(left.len(), 4, "journal, staged crt, key, dir: {left:?}");
+        }
+        fs::remove_dir_all(&crt).expect("operator clears the way");
+        remove_stale_temps(dir.path()).expect("completes");
+        assert_eq!(pair(dir.path()), (b"new-key".to_vec(), b"new-crt".to_vec()));
+        assert_eq!(testkit::entry_names(dir.path()), ["a.crt", "a.key"]);
+    }
+
+    /// Reproduction: the directory moved (restored elsewhere, mounted at another path) while a
+    /// commit was pending still completes it, names being relative to the journal.
+    #[test]
+    fn a_relocated_directory_completes_its_commit() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (before, after) = (root.path().join("pki"), root.path().join("restored"));
+        fs::create_dir(&before).expect("mkdir");
+        killed_after_first_rename(&before);
+        fs::rename(&before, &after).expect("move the directory");
+        remove_stale_temps(&after).expect("recover");
+        assert_eq!(pair(&after), (b"new-key".to_vec(), b"new-crt".to_vec()));
+        assert_eq!(testkit::entry_names(&after), ["a.crt", "a.key"]);
+    }
+
+    /// A staged file that vanished, with its target not holding the committed bytes, is refused:
+    /// never counted as done.
+    #[test]
+    fn a_lost_staged_file_is_refused_not_counted_as_done() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        killed_after_first_rename(dir.path());
+        for temp in testkit::entry_names(dir.path())
+            .iter()
+            .filter(|n| n.contains(".tmp-"))
+        {
+            fs::remove_file(dir.path().join(temp)).expect("lose the staged crt");
+        }
+        let err = recover(dir.path()).expect_err("refused");
+        assert!(
+            err.to_string()
+                .contains("does not hold the committed content"),
+            "{err}"
+        );
+        assert_eq!(crate::pending_journals(dir.path()).expect("list").len(), 1);
+    }
+
+    #[test]
+    fn staged_files_without_a_journal_are_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let key = dir.path().join("a.key");
+        fs::write(&key, b"old-key").expect("seed");
+        let (_, tk) = temp_for(&key).expect("temp");
+        write_temp(&tk, b"new-key", FileSpec::mode(0o600)).expect("stage");
+        remove_stale_temps(dir.path()).expect("clean");
+        assert_eq!(fs::read(&key).expect("key"), b"old-key");
+        assert_eq!(testkit::entry_names(dir.path()), ["a.key"]);
+    }
+}

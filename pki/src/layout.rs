@@ -190,9 +190,10 @@ pub fn check_signed_by(cert: &Cert, path: &Path, ca: &Cert, ca_path: &Path) -> R
     Ok(())
 }
 
-/// Replaces a certificate and its key together: both are staged and synced first, then renamed
-/// key first, so the window with a new key beside the old certificate is two renames long.
-/// Modes: certificate 0644, key 0600.
+/// Replaces a certificate and its key together, as one generation commit (see
+/// [`durable::generation`]): both names link through `..data`, whose one rename swaps the pair,
+/// so the files as they lie never pair a key with another key's certificate. Modes: certificate
+/// 0644, key 0600.
 pub fn write_cert_and_key(
     crt_path: &Path,
     cert: &Cert,

@@ -35,8 +35,8 @@ enum Command {
     Kubelet(KubeletArgs),
     /// Sign a PEM CSR under the rules of a Kubernetes built-in signer.
     SignCsr(SignCsrArgs),
-    /// Complete what a killed `pki` run left (journaled key/certificate pairs), before the
-    /// components read the files: run at boot before the kubelet starts.
+    /// Clean up what a killed `pki` run left (temporary files, unused generations, journals of
+    /// earlier builds), before the components read the files: run at boot before the kubelet.
     Recover(RecoverArgs),
     /// Rotate a CA or the service-account key without downtime: start, switch, finish
     /// (or status, abort).

@@ -1,5 +1,6 @@
-//! `pki recover`: completes the multi-file commits a killed `pki` run left in the directories the
-//! components read, and removes its temporary files. Meant to run before anything reads them
+//! `pki recover`: completes the journaled commits a killed `pki` run of an earlier build left in
+//! the directories the components read, and removes the temporary files and unreferenced
+//! generation directories a killed run leaves. Meant to run before anything reads them
 //! after a reboot (the kubelet unit's `ExecStartPre`, see `deploy/systemd/`); every writing
 //! `pki` command does the same first.
 
@@ -10,7 +11,7 @@ use crate::layout::Layout;
 use crate::store;
 
 /// Locks the layout's directories and `kubelet_dir` (those that exist), completes every pending
-/// commit in them and removes stale temporary files. Returns the journals completed; fails,
+/// commit in them and removes stale temporary files and generations. Returns the journals completed; fails,
 /// naming the journal, when one cannot be completed.
 pub fn recover(layout: &Layout, kubelet_dir: Option<&Path>) -> Result<Vec<PathBuf>> {
     let mut dirs: Vec<PathBuf> = layout.dirs().into();

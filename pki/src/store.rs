@@ -34,10 +34,10 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     durable::write_atomic(path, data, mode).map_err(|e| Error::io(path, e))
 }
 
-/// Writes several files of one directory as one journaled commit (see
-/// [`durable::write_many_atomic`]), creating the directory as needed. Used for a certificate
-/// and its key: after a crash, the next [`clean_stale_temps`] of the directory completes the
-/// commit, so the pair is all old or all new. Files in different directories are refused.
+/// Writes several files of one directory as one commit (see [`durable::write_many_atomic`]: one
+/// rename of the directory's `..data` generation link swaps them all), creating the directory
+/// as needed. Used for a certificate and its key, so the pair is all old or all new at every
+/// moment. Files in different directories are refused.
 pub fn write_many_atomic(files: &[(&Path, &[u8], u32)]) -> Result<()> {
     let Some((first, _, _)) = files.first() else {
         return Ok(());
@@ -158,8 +158,8 @@ pub fn lock_dirs(
     Ok(Some(DirLocks(held)))
 }
 
-/// Completes the commits a killed run journaled in `dir`, then removes the stale temporary
-/// files it may have left there. A commit that cannot be completed stops the command with a
+/// Completes the commits a killed run of an earlier build journaled in `dir`, then removes the
+/// stale temporary files and unreferenced generations a killed run may have left there. A commit that cannot be completed stops the command with a
 /// message naming its journal; nothing is removed then. Call it only while holding [`lock_dir`]
 /// on `dir` itself, so a concurrent run's files are safe.
 pub fn clean_stale_temps(dir: &Path) -> Result<()> {

@@ -22,7 +22,7 @@ case "${CARGO_TARGET_DIR:-}" in
     /*) target=$CARGO_TARGET_DIR/debug ;;
     *) target=$caller/$CARGO_TARGET_DIR/debug ;;
 esac
-for tool in "$target/kms-plugin" "$target/pki" "$k8s_bin/kube-apiserver" "$k8s_bin/kubectl"; do
+for tool in "$target/kms-plugin" "$target/pki" "$k8s_bin/kube-apiserver" "$k8s_bin/kubectl" "$k8s_bin/kubeadm"; do
     [ -x "$tool" ] || { echo "k8s-e2e: missing $tool (cargo build first)"; echo "k8s-e2e: 0 passed, 1 failed"; exit 1; }
 done
 command -v etcd >/dev/null && command -v etcdctl >/dev/null || { echo "k8s-e2e: etcd/etcdctl missing (.ci/provision-etcd.sh)"; echo "k8s-e2e: 0 passed, 1 failed"; exit 1; }
@@ -89,6 +89,10 @@ stop() { # stop NAME SIGNAL: signals the process NAME and waits until it has exi
 "$target/pki" init --kubernetes-version v1.37 --cert-dir "$pki_dir" --kubeconfig-dir "$scratch/etc/kubernetes" \
     --node-name cp1 --apiserver-advertise-address 127.0.0.1 --apiserver-bind-port "$api_port" \
     >"$scratch/pki-init.log" 2>&1 || { cat "$scratch/pki-init.log"; echo "k8s-e2e: 0 passed, 1 failed (pki init)"; exit 1; }
+# Renewed once, so etcd and kube-apiserver read every key/certificate pair through the generation
+# links a renewal leaves (`name -> ..data/name`), as they do on a node after its first renewal.
+"$target/pki" renew all --cert-dir "$pki_dir" --kubeconfig-dir "$scratch/etc/kubernetes" \
+    >>"$scratch/pki-init.log" 2>&1 || { cat "$scratch/pki-init.log"; echo "k8s-e2e: 0 passed, 1 failed (pki renew)"; exit 1; }
 
 # --- etcd with client and peer TLS, flags as kubeadm's etcd manifest sets them ----------------
 start_etcd() {
@@ -170,6 +174,38 @@ run_test() { # run_test NAME: runs the shell function test_NAME
     fi
 }
 fail() { echo "$*" >&2; return 1; }
+
+# After `pki renew all` every pair links through `..data` into one generation directory; etcd and
+# kube-apiserver serve from them (this suite talks to both over mutual TLS), and the real kubeadm
+# reads them: `certs check-expiration` finds every certificate, and its own `certs renew` writes
+# through the links, leaving a matching pair that the next `pki renew` takes over.
+test_renewed_pairs_are_read_through_one_generation() {
+    local name
+    for name in apiserver.crt apiserver.key etcd/server.crt etcd/server.key front-proxy-client.key; do
+        [ "$(readlink "$pki_dir/$name")" = "..data/$(basename "$name")" ] || fail "$name is not a generation link"
+    done
+    [ "$(find "$pki_dir" -maxdepth 1 -name '..gen-*' | wc -l)" = 1 ] || fail "not exactly one generation in $pki_dir"
+    printf 'apiVersion: kubeadm.k8s.io/v1beta4\nkind: ClusterConfiguration\nkubernetesVersion: v1.37.2\ncertificatesDir: %s\n' \
+        "$pki_dir" >"$scratch/kubeadm.yaml"
+    local table
+    table=$("$k8s_bin/kubeadm" certs check-expiration --config "$scratch/kubeadm.yaml" --cert-dir "$pki_dir" 2>&1)
+    echo "$table" | grep -E '^(apiserver|etcd-server|front-proxy-client) ' >&2 || true
+    for name in apiserver apiserver-etcd-client apiserver-kubelet-client etcd-server etcd-peer front-proxy-client; do
+        echo "$table" | grep -Eq "^$name +[A-Z][a-z]{2} [0-9]{2}, [0-9]{4} .* (364|365)d " \
+            || fail "kubeadm does not read $name through the links: $table"
+    done
+    "$k8s_bin/kubeadm" certs renew front-proxy-client --config "$scratch/kubeadm.yaml" --cert-dir "$pki_dir" >/dev/null 2>&1 \
+        || fail "kubeadm certs renew front-proxy-client failed"
+    pair_matches() {
+        [ "$(openssl x509 -noout -pubkey -in "$pki_dir/$1.crt")" = "$(openssl pkey -pubout -in "$pki_dir/$1.key")" ]
+    }
+    pair_matches front-proxy-client || fail "kubeadm's renewal left a mismatched pair"
+    "$target/pki" renew front-proxy-client --cert-dir "$pki_dir" --kubeconfig-dir "$scratch/etc/kubernetes" >/dev/null \
+        || fail "pki renew after kubeadm's renewal failed"
+    pair_matches front-proxy-client || fail "pki's renewal after kubeadm's left a mismatched pair"
+    [ "$(find "$pki_dir" -maxdepth 1 -name '..gen-*' | wc -l)" = 1 ] || fail "a stale generation is left"
+    echo "etcd, kube-apiserver and kubeadm read the pairs through ..data -> $(readlink "$pki_dir/..data")"
+}
 
 # Secrets written through the API are KMS v2 objects in etcd carrying our key_id and wrapped KEK,
 # and read back; /readyz/kms-providers is ok.
@@ -268,6 +304,7 @@ echo "k8s-e2e: $api_version over etcd server $etcd_version"
 [[ $api_version == "Kubernetes v1.37."* ]] || { echo "k8s-e2e: expected kube-apiserver v1.37"; echo "k8s-e2e: 0 passed, 1 failed"; exit 1; }
 [[ $etcd_version == 3.4.* ]] || { echo "k8s-e2e: expected an etcd 3.4 server"; echo "k8s-e2e: 0 passed, 1 failed"; exit 1; }
 
+run_test renewed_pairs_are_read_through_one_generation
 run_test secrets_are_kms_v2_in_etcd
 run_test plugin_and_apiserver_restart_keep_every_secret
 

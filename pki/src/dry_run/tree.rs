@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 
 /// Regular files and symlinks under `dir`, relative to it, sorted; lock and temp files of a
-/// run are not content and are left out.
+/// run are not content and are left out, nor are the generation directories and `..data` link
+/// behind the names of a multi-file commit (a name is listed, its content compared through the
+/// link).
 pub(super) fn list_files(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     walk(dir, Path::new(""), recursive, &mut out)?;
@@ -30,6 +32,9 @@ fn walk(base: &Path, rel: &Path, recursive: bool, out: &mut Vec<PathBuf>) -> Res
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(&dir, e))?;
         let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
+        if durable::generation::is_internal(&entry.file_name()) {
+            continue;
+        }
         let child = rel.join(entry.file_name());
         if kind.is_dir() {
             if recursive {
@@ -62,7 +67,14 @@ pub(super) fn copy_tree(from: &Path, to: &Path, recursive: bool) -> Result<()> {
             private_dir(parent)?;
         }
         let meta = fs::symlink_metadata(&src).map_err(|e| Error::io(&src, e))?;
-        if meta.file_type().is_symlink() {
+        if durable::generation::is_managed_link(&src) {
+            // The copy holds the content as a regular file; the command run on it commits its
+            // own generations there.
+            let mode = fs::metadata(&src).map_err(|e| Error::io(&src, e))?;
+            fs::copy(&src, &dst).map_err(|e| Error::io(&dst, e))?;
+            fs::set_permissions(&dst, fs::Permissions::from_mode(mode.permissions().mode()))
+                .map_err(|e| Error::io(&dst, e))?;
+        } else if meta.file_type().is_symlink() {
             if recursive && src.is_dir() {
                 return Err(Error::invalid(
                     &src,
@@ -80,12 +92,19 @@ pub(super) fn copy_tree(from: &Path, to: &Path, recursive: bool) -> Result<()> {
     Ok(())
 }
 
-/// Whether two files (or symlinks) are the same: link target, or mode and content.
+/// Whether two files (or symlinks) are the same: link target, or mode and content (through a
+/// generation link, the content it shows).
 pub(super) fn same_file(a: &Path, b: &Path) -> Result<bool> {
-    let (ma, mb) = (
-        fs::symlink_metadata(a).map_err(|e| Error::io(a, e))?,
-        fs::symlink_metadata(b).map_err(|e| Error::io(b, e))?,
-    );
+    let managed = |p: &Path| durable::generation::is_managed_link(p);
+    let meta = |p: &Path| {
+        if managed(p) {
+            fs::metadata(p)
+        } else {
+            fs::symlink_metadata(p)
+        }
+        .map_err(|e| Error::io(p, e))
+    };
+    let (ma, mb) = (meta(a)?, meta(b)?);
     if ma.file_type().is_symlink() || mb.file_type().is_symlink() {
         return Ok(fs::read_link(a).ok() == fs::read_link(b).ok());
     }

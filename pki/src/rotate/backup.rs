@@ -173,8 +173,10 @@ pub fn restore(dir: &Path) -> Result<Vec<PathBuf>> {
     for (e, data) in index.entries.iter().zip(contents) {
         match data {
             Some(bytes) => {
+                // A name linking into a generation is put back as the regular file it was.
                 let same = fs::read(&e.path).ok().as_deref() == Some(bytes.as_slice())
-                    && store::mode_of(&e.path) == e.mode;
+                    && store::mode_of(&e.path) == e.mode
+                    && !durable::generation::is_managed_link(&e.path);
                 if !same {
                     store::write_atomic(&e.path, &bytes, e.mode.unwrap_or(store::MODE_SECRET))?;
                     changed.push(e.path.clone());
@@ -191,6 +193,15 @@ pub fn restore(dir: &Path) -> Result<Vec<PathBuf>> {
                 Err(err) => return Err(Error::io(&e.path, err)),
             },
         }
+    }
+    // Contents the restored names no longer show (a staged CA key in a generation) go now.
+    let dirs: std::collections::BTreeSet<&Path> = index
+        .entries
+        .iter()
+        .filter_map(|e| e.path.parent())
+        .collect();
+    for dir in dirs {
+        durable::generation::remove_stale(dir);
     }
     Ok(changed)
 }

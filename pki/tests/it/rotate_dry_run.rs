@@ -17,15 +17,30 @@ use common::*;
 use rotate_support::*;
 
 /// Every entry under `root` (directories, links and files, dot names included) with its mode
-/// and, for a file, its bytes; links are not followed.
+/// and, for a file, its bytes; a link is recorded by its target (not followed), except a name
+/// linking into a generation, which is read as the file it shows; generation internals
+/// (`..data`, `..gen-*`) are left out.
 fn everything(root: &Path) -> BTreeMap<String, (u32, Option<Vec<u8>>)> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, Option<Vec<u8>>)>) {
         for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            let meta = std::fs::symlink_metadata(&p).unwrap();
+            let e = e.unwrap();
+            if durable::generation::is_internal(&e.file_name()) {
+                continue;
+            }
+            let p = e.path();
+            let managed = durable::generation::is_managed_link(&p);
+            let meta = if managed {
+                std::fs::metadata(&p).unwrap()
+            } else {
+                std::fs::symlink_metadata(&p).unwrap()
+            };
             let rel = p.strip_prefix(root).unwrap().display().to_string();
             let mode = meta.permissions().mode() & 0o7777;
-            if meta.is_dir() {
+            if meta.is_symlink() {
+                let target = std::fs::read_link(&p).unwrap();
+                let text = format!("-> {}", target.display());
+                out.insert(rel, (mode, Some(text.into_bytes())));
+            } else if meta.is_dir() {
                 out.insert(rel, (mode, None));
                 walk(root, &p, out);
             } else {

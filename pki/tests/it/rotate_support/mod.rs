@@ -247,6 +247,11 @@ pub(crate) fn snapshot(c: &Cluster) -> BTreeMap<String, (Vec<u8>, u32)> {
             if name == ".rotation" || name == "kc-extract" || name == "first.crt" {
                 continue;
             }
+            // The files as their names show them: generation internals are not files of the
+            // layout, and a name linking into one reads (and has the mode of) its content.
+            if durable::generation::is_internal(e.file_name().as_os_str()) {
+                continue;
+            }
             if p.is_dir() {
                 walk(root, &p, out);
             } else {
