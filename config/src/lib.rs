@@ -24,7 +24,8 @@ pub use durable::HumanDuration;
 pub use error::ConfigError;
 pub use header_list::HeaderListSize;
 pub use model::{
-    DecryptCacheConfig, JwtSignerConfig, LocalKekPolicy, LogFormat, PluginConfig, VerifyOnlyKey,
+    BackendOutage, DecryptCacheConfig, HealthPolicy, JwtSignerConfig, LocalKekPolicy, LogFormat,
+    PluginConfig, VerifyOnlyKey,
 };
 pub use peers::AllowedPeers;
 pub use risks::{APISERVER_KMS_TIMEOUT, KEK_AGE_WARNING};

@@ -39,6 +39,9 @@ pub struct PluginConfig {
     /// Interval of the background root-key round trip that drives `Status.healthz`.
     #[serde(default = "default_probe_interval")]
     pub health_probe_interval: HumanDuration,
+    /// What Status reports while the root key's backend is unreachable (see [`HealthPolicy`]).
+    #[serde(default)]
+    pub health: HealthPolicy,
     /// What a revoked root key does (the backend says the key is disabled, deleted or access is
     /// denied, unlike an outage): `true` (default) stops Encrypt under it, drops its cached
     /// unwraps and refuses Decrypts under it until a probe succeeds again; `false` keeps the
@@ -184,6 +187,45 @@ impl Default for DecryptCacheConfig {
     }
 }
 
+/// What Status reports while the root key's backend is unreachable (a timeout, a refused or
+/// failed call; not a revoked key, which the backend reports and which never gets a grace).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthPolicy {
+    /// `serve` (default): Status stays "ok" while the plugin can still serve, for at most
+    /// `outage_grace`; `report`: Status reports the failed probe at once.
+    #[serde(default)]
+    pub backend_outage: BackendOutage,
+    /// Longest time Status stays "ok" through an outage (default 24h); never past the local
+    /// KEK's `max_age`.
+    #[serde(default = "default_outage_grace")]
+    pub outage_grace: HumanDuration,
+}
+
+impl Default for HealthPolicy {
+    fn default() -> Self {
+        Self {
+            backend_outage: BackendOutage::default(),
+            outage_grace: default_outage_grace(),
+        }
+    }
+}
+
+/// The choice of [`HealthPolicy::backend_outage`].
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendOutage {
+    /// Stay healthy while a usable local KEK serves Encrypt, within the grace.
+    #[default]
+    Serve,
+    /// Report every failed probe (every kube-apiserver turns unready with the backend).
+    Report,
+}
+
+fn default_outage_grace() -> HumanDuration {
+    Duration::from_secs(24 * 3600).into()
+}
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -226,6 +268,7 @@ impl PluginConfig {
             max_header_list_size: HeaderListSize::DEFAULT,
             shutdown_grace: default_shutdown_grace(),
             health_probe_interval: default_probe_interval(),
+            health: HealthPolicy::default(),
             revoked_key_stops_encrypt: true,
             backend_timeout: default_backend_timeout(),
             local_kek: LocalKekPolicy::default(),
@@ -303,6 +346,12 @@ impl PluginConfig {
         }
         if self.health_probe_interval.get() < Duration::from_secs(1) {
             return Err(invalid("health_probe_interval", "must be at least 1s"));
+        }
+        if self.health.outage_grace.get() < Duration::from_secs(1) {
+            return Err(invalid(
+                "health.outage_grace",
+                "must be at least 1s (health.backend_outage: report reports every outage at once)",
+            ));
         }
         if self.backend_timeout.get().is_zero() {
             return Err(invalid("backend_timeout", "must be greater than zero"));

@@ -263,3 +263,29 @@ fn the_header_list_cap_is_bounded_and_defaults_to_h2s() {
         );
     }
 }
+
+#[test]
+fn health_policy_defaults_choices_and_mistakes() {
+    use kms_config::BackendOutage;
+    let base = "socket: /tmp/k.sock\nbackend: { kind: local, local: { state_dir: /tmp } }\n";
+    let config = PluginConfig::load(write(base).path()).expect("defaults");
+    assert_eq!(config.health.backend_outage, BackendOutage::Serve);
+    assert_eq!(config.health.outage_grace.get().as_secs(), 24 * 3600);
+    let report = format!("{base}health:\n  backend_outage: report\n  outage_grace: 90s\n");
+    let config = PluginConfig::load(write(&report).path()).expect("report");
+    assert_eq!(config.health.backend_outage, BackendOutage::Report);
+    assert_eq!(config.health.outage_grace.get().as_secs(), 90);
+    assert_parse_error_at(
+        &format!("{base}health:\n  backend_outage: ignore\n"),
+        4,
+        "ignore",
+    );
+    assert_parse_error_at(
+        &format!("{base}health:\n  outage_gracee: 1h\n"),
+        4,
+        "outage_gracee",
+    );
+    let zero = format!("{base}health: {{ outage_grace: 0s }}\n");
+    let error = PluginConfig::load(write(&zero).path()).expect_err("no zero grace");
+    assert!(error.to_string().contains("health.outage_grace"), "{error}");
+}

@@ -61,6 +61,8 @@ pub enum Probe {
         healthz: String,
         /// The current key id.
         key_id: String,
+        /// The outage and probe detail the plugin sent beside the answer.
+        detail: crate::status_detail::StatusDetail,
     },
     /// A socket without KMS v2 (the token signer): the standard `grpc.health.v1` check.
     Health {
@@ -90,11 +92,13 @@ pub async fn probe(address: &SocketAddress, timeout: Duration) -> Result<Probe, 
         .await;
     match status {
         Ok(reply) => {
+            let detail = crate::status_detail::read(reply.metadata());
             let reply = reply.into_inner();
             Ok(Probe::Kms {
                 version: reply.version,
                 healthz: reply.healthz,
                 key_id: reply.key_id,
+                detail,
             })
         }
         Err(error) if error.code() == tonic::Code::Unimplemented => {

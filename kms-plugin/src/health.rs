@@ -10,8 +10,13 @@
 //! primary key is disabled, deleted or refused (not that it is unreachable), that key is marked
 //! revoked (unless `revoked_key_stops_encrypt` is off): Status reports [`ROOT_KEY_REVOKED`],
 //! its cached unwraps are dropped, and the envelope neither seals nor opens under it, until a
-//! probe succeeds again. An unreachable backend only makes Status unhealthy; the current KEK
-//! and the cache keep serving.
+//! probe succeeds again. An unreachable backend never stops the current KEK or the cache.
+//!
+//! An outage (a probe that timed out or failed without the backend saying the key is unusable)
+//! is reported by the [`OutagePolicy`]: with `serve` (the default), Status stays "ok" while the
+//! local KEK can still seal (below `max_uses` and `max_age`) and for at most the grace, then says
+//! [`OUTAGE_GRACE_ENDED`] or [`OUTAGE_KEK_LIMIT`]; with `report`, every failed probe shows at
+//! once. Either way [`HealthState::outage`] tells how long the backend has been unreachable.
 
 use crate::envelope::UnwrapCache;
 use crate::root_key::{KeyId, RootKey, RootKeyError};
@@ -24,13 +29,51 @@ use tokio::sync::watch;
 /// What the last probe found.
 #[derive(Clone, Debug)]
 pub struct HealthState {
-    /// True when the last root key round trip succeeded.
+    /// True when Status reports "ok": the last root key round trip succeeded, or (from
+    /// [`Health::report`]) the plugin serves through an outage within its grace.
     pub healthy: bool,
     /// `"ok"`, or a short reason kube-apiserver shows in its health checks.
     pub healthz: String,
     /// When a root key round trip last succeeded.
     pub last_success: Option<SystemTime>,
+    /// Set while the backend is unreachable (filled in by [`Health::report`]).
+    pub outage: Option<Outage>,
 }
+
+/// A backend outage as Status sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outage {
+    /// The first failed probe of the outage.
+    pub since: SystemTime,
+    /// True while Status says "ok" through it (policy `serve`, within the grace).
+    pub serving: bool,
+    /// When the grace ends (or ended): `since` plus the grace, or earlier when the local KEK
+    /// reaches `max_age`; `None` under policy `report` or without a KEK that can seal.
+    pub grace_until: Option<SystemTime>,
+}
+
+/// How an outage is reported (`health.backend_outage` and `health.outage_grace`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutagePolicy {
+    /// Stay "ok" while the plugin can serve (`serve`), or report every failed probe (`report`).
+    pub serve: bool,
+    /// Longest time Status stays "ok" through one outage.
+    pub grace: Duration,
+}
+
+impl Default for OutagePolicy {
+    fn default() -> Self {
+        Self {
+            serve: true,
+            grace: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The `healthz` reason once an outage outlasted `health.outage_grace`.
+pub const OUTAGE_GRACE_ENDED: &str = "root key unreachable beyond health.outage_grace";
+/// The `healthz` reason once the local KEK reached `max_age` during an outage.
+pub const OUTAGE_KEK_LIMIT: &str = "root key unreachable and the local KEK reached max_age";
 
 /// The `healthz` reason while the latest new local KEK failed its proof.
 pub const KEK_PROOF_FAILED: &str =
@@ -67,6 +110,12 @@ pub struct ProbeFailure {
 }
 
 impl ProbeFailure {
+    /// An outage: the backend could not be reached or failed, without saying the key is
+    /// unusable (revoked, a changed keyring or a wrong key are not outages).
+    fn is_outage(&self) -> bool {
+        !self.revoked && matches!(self.reason, PROBE_TIMED_OUT | PROBE_FAILED)
+    }
+
     fn new(reason: &'static str, detail: String) -> Self {
         Self {
             reason,
@@ -97,6 +146,11 @@ pub struct Health {
     keyring_changed: AtomicBool,
     revocation_stops_encrypt: bool,
     revoked: RwLock<Option<KeyId>>,
+    outage_policy: OutagePolicy,
+    /// The first failed probe of the current outage.
+    outage_since: RwLock<Option<SystemTime>>,
+    /// Whether the current outage's grace was seen running (1) or over (2), to log each once.
+    outage_logged: std::sync::atomic::AtomicU8,
 }
 
 impl Default for Health {
@@ -113,11 +167,102 @@ impl Health {
                 healthy: false,
                 healthz: STARTING.into(),
                 last_success: None,
+                outage: None,
             }),
             kek_proof_failed: AtomicBool::new(false),
             keyring_changed: AtomicBool::new(false),
             revocation_stops_encrypt,
             revoked: RwLock::new(None),
+            outage_policy: OutagePolicy::default(),
+            outage_since: RwLock::new(None),
+            outage_logged: std::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    /// The same health, reporting outages by `policy`.
+    pub fn with_outage_policy(mut self, policy: OutagePolicy) -> Self {
+        self.outage_policy = policy;
+        self
+    }
+
+    /// The outage policy in force.
+    pub fn outage_policy(&self) -> OutagePolicy {
+        self.outage_policy
+    }
+
+    /// What Status reports: [`Health::get`], with the outage policy applied. `seal_until` is
+    /// when the current local KEK stops being usable for Encrypt without the root key (its
+    /// `max_age`), `None` when no KEK can seal (none yet, `max_uses` reached, another root key).
+    pub fn report(&self, seal_until: Option<SystemTime>) -> HealthState {
+        let mut state = self.get();
+        let Some(since) = self.outage_since() else {
+            return state;
+        };
+        let mut outage = Outage {
+            since,
+            serving: false,
+            grace_until: None,
+        };
+        // Only an outage the probe reported as such: a revoked key, a changed keyring or a
+        // failed KEK proof (which `get` puts first) get no grace.
+        let outage_reason = matches!(state.healthz.as_str(), PROBE_TIMED_OUT | PROBE_FAILED);
+        if self.outage_policy.serve
+            && outage_reason
+            && let Some(kek_end) = seal_until
+        {
+            let grace_end = since + self.outage_policy.grace;
+            let until = grace_end.min(kek_end);
+            outage.grace_until = Some(until);
+            if SystemTime::now() < until {
+                outage.serving = true;
+                state.healthy = true;
+                state.healthz = "ok".into();
+                self.log_outage_phase(1, until);
+            } else {
+                state.healthz = if until == grace_end {
+                    OUTAGE_GRACE_ENDED
+                } else {
+                    OUTAGE_KEK_LIMIT
+                }
+                .into();
+                self.log_outage_phase(2, until);
+            }
+        }
+        state.outage = Some(outage);
+        state
+    }
+
+    /// Logs the outage's grace starting (1) or ending (2), each once per outage.
+    fn log_outage_phase(&self, phase: u8, until: SystemTime) {
+        let before = self.outage_logged.swap(phase, Ordering::Relaxed);
+        if before == phase {
+            return;
+        }
+        let until = crate::time_text::rfc3339(until);
+        if phase == 1 {
+            tracing::warn!(%until, "root key unreachable: Status stays ok while the local KEK and the cache serve, until the grace ends");
+        } else {
+            tracing::error!(%until, "root key still unreachable and the outage grace is over: Status reports unhealthy");
+        }
+    }
+
+    /// The first failed probe of the current outage, while the backend is unreachable.
+    pub fn outage_since(&self) -> Option<SystemTime> {
+        match self.outage_since.read() {
+            Ok(guard) => *guard,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    fn set_outage(&self, outage: bool) {
+        let mut since = match self.outage_since.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if outage {
+            since.get_or_insert_with(SystemTime::now);
+        } else if since.take().is_some() {
+            self.outage_logged.store(0, Ordering::Relaxed);
         }
     }
 
@@ -203,6 +348,7 @@ impl Health {
     }
 
     fn set(&self, result: Result<(), ProbeFailure>) {
+        self.set_outage(result.as_ref().is_err_and(ProbeFailure::is_outage));
         let mut state = match self.state.write() {
             Ok(state) => state,
             Err(poisoned) => poisoned.into_inner(),
@@ -444,6 +590,101 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(health.get().healthz, "ok", "recovers by itself");
         probing.stop().await;
+    }
+
+    fn key() -> KeyId {
+        KeyId::new("k").expect("key id")
+    }
+
+    fn failed(reason: &'static str) -> Result<(), ProbeFailure> {
+        Err(ProbeFailure::new(reason, "detail for the log".into()))
+    }
+
+    fn in_an_hour() -> Option<SystemTime> {
+        Some(SystemTime::now() + Duration::from_secs(3600))
+    }
+
+    #[test]
+    fn an_outage_is_served_within_the_grace_and_reported_after_it() {
+        let grace = Duration::from_millis(80);
+        let health = Health::new(true).with_outage_policy(OutagePolicy { serve: true, grace });
+        health.record(key(), Ok(()));
+        assert!(health.report(in_an_hour()).outage.is_none());
+        health.record(key(), failed(PROBE_TIMED_OUT));
+        let served = health.report(in_an_hour());
+        assert_eq!((served.healthy, served.healthz.as_str()), (true, "ok"));
+        let outage = served.outage.expect("an outage");
+        assert!(outage.serving);
+        assert_eq!(outage.grace_until, Some(outage.since + grace));
+        assert_eq!(
+            health.get().healthz,
+            PROBE_TIMED_OUT,
+            "the probe's own view"
+        );
+        health.record(key(), failed(PROBE_FAILED));
+        assert_eq!(
+            health.report(in_an_hour()).outage.map(|o| o.since),
+            Some(outage.since),
+            "one outage, from its first failed probe"
+        );
+        std::thread::sleep(grace + Duration::from_millis(20));
+        let over = health.report(in_an_hour());
+        assert_eq!(
+            (over.healthy, over.healthz.as_str()),
+            (false, OUTAGE_GRACE_ENDED)
+        );
+        assert!(!over.outage.expect("still down").serving);
+        health.record(key(), Ok(()));
+        let back = health.report(in_an_hour());
+        assert_eq!((back.healthz.as_str(), back.outage), ("ok", None));
+    }
+
+    #[test]
+    fn the_grace_ends_with_the_kek_or_never_starts_without_one() {
+        let health = Health::new(true);
+        health.record(key(), failed(PROBE_FAILED));
+        let soon = SystemTime::now() + Duration::from_millis(30);
+        assert_eq!(health.report(Some(soon)).healthz, "ok");
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(health.report(Some(soon)).healthz, OUTAGE_KEK_LIMIT);
+        let none = health.report(None);
+        assert_eq!(none.healthz, PROBE_FAILED, "no KEK can seal: no grace");
+        assert_eq!(
+            none.outage.map(|o| (o.serving, o.grace_until)),
+            Some((false, None))
+        );
+    }
+
+    #[test]
+    fn policy_report_and_non_outages_get_no_grace() {
+        let report = Health::new(true).with_outage_policy(OutagePolicy {
+            serve: false,
+            grace: Duration::from_secs(3600),
+        });
+        report.record(key(), failed(PROBE_TIMED_OUT));
+        assert_eq!(report.report(in_an_hour()).healthz, PROBE_TIMED_OUT);
+        assert!(
+            report.report(in_an_hour()).outage.is_some(),
+            "still visible"
+        );
+        let serve = Health::new(true);
+        let revoked = ProbeFailure {
+            reason: PROBE_FAILED,
+            detail: "DisabledException".into(),
+            revoked: true,
+        };
+        serve.record(key(), Err(revoked));
+        let state = serve.report(in_an_hour());
+        assert_eq!(
+            (state.healthz.as_str(), state.outage),
+            (ROOT_KEY_REVOKED, None)
+        );
+        let wrong = Health::new(true);
+        wrong.record(key(), failed(PROBE_WRONG_KEY));
+        assert_eq!(wrong.report(in_an_hour()).healthz, PROBE_WRONG_KEY);
+        wrong.record(key(), failed(PROBE_FAILED));
+        wrong.set_kek_proof(false);
+        assert_eq!(wrong.report(in_an_hour()).healthz, KEK_PROOF_FAILED);
     }
 
     #[test]

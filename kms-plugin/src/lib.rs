@@ -19,4 +19,6 @@ pub mod process_metrics;
 pub mod root_key;
 pub mod secret;
 pub mod server;
+pub mod status_detail;
 pub mod telemetry;
+pub mod time_text;

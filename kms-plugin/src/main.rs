@@ -83,6 +83,8 @@ enum Command {
     /// Example: kms-plugin status --socket /var/run/kms-plugin/kms.sock
     ///
     /// Example: kms-plugin status --live --socket /var/run/kms-plugin/kms.sock
+    ///
+    /// Example: kms-plugin status --verbose --socket /var/run/kms-plugin/kms.sock
     Status {
         /// Socket of the plugin.
         #[arg(long, default_value = "kms.sock")]
@@ -93,6 +95,10 @@ enum Command {
         /// Succeed when the plugin answers at all, healthy root key or not.
         #[arg(long)]
         live: bool,
+        /// Also print the last successful root key probe, whether the backend is reachable and
+        /// the outage policy.
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Set up the HSM (PKCS#11) root key.
     #[command(subcommand)]
@@ -320,7 +326,7 @@ fn init(target: &KeyTarget) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(socket: SocketAddress, timeout: Duration) -> anyhow::Result<bool> {
+async fn status(socket: SocketAddress, timeout: Duration, verbose: bool) -> anyhow::Result<bool> {
     let probe = kms_plugin::client::probe(&socket, timeout)
         .await
         .with_context(|| format!("Status call to {socket} failed"))?;
@@ -329,7 +335,19 @@ async fn status(socket: SocketAddress, timeout: Duration) -> anyhow::Result<bool
             version,
             healthz,
             key_id,
-        } => println!("version: {version}\nhealthz: {healthz}\nkey_id: {key_id}"),
+            detail,
+        } => {
+            println!("version: {version}\nhealthz: {healthz}\nkey_id: {key_id}");
+            let now = std::time::SystemTime::now();
+            if let Some(line) = detail.outage_line(now) {
+                println!("outage: {line}");
+            }
+            if verbose {
+                for line in detail.verbose_lines(now) {
+                    println!("{line}");
+                }
+            }
+        }
         kms_plugin::client::Probe::Health { serving } => println!(
             "service: grpc.health.v1 (no KMS v2 on this socket)\nhealthz: {}",
             if *serving { "ok" } else { "not serving" }
@@ -421,9 +439,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             socket,
             timeout,
             live,
+            verbose,
         } => {
             // An answer at all is life; only readiness needs a healthy root key.
-            if !status(socket, timeout.get()).await? && !live {
+            if !status(socket, timeout.get(), verbose).await? && !live {
                 return Ok(ExitCode::from(1));
             }
         }

@@ -75,6 +75,9 @@ pub struct Metrics {
     key_id: Family<KeyIdLabels, Gauge>,
     last_probe: Gauge<f64, AtomicU64>,
     healthy: Gauge,
+    status_healthy: Gauge,
+    outage: Gauge<f64, AtomicU64>,
+    grace_left: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -170,6 +173,24 @@ impl Metrics {
             "1 when the last root key probe succeeded",
             healthy.clone(),
         );
+        let status_healthy = Gauge::default();
+        registry.register(
+            "status_healthy",
+            "1 when Status reports ok to kube-apiserver (also through an outage within its grace)",
+            status_healthy.clone(),
+        );
+        let outage = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "root_key_outage_seconds",
+            "How long the root key backend has been unreachable (0 while it answers)",
+            outage.clone(),
+        );
+        let grace_left = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "root_key_outage_grace_remaining_seconds",
+            "Time left before Status stops reporting ok through the current outage (0 outside a served outage)",
+            grace_left.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -204,6 +225,9 @@ impl Metrics {
             key_id,
             last_probe,
             healthy,
+            status_healthy,
+            outage,
+            grace_left,
         }
     }
 
@@ -273,6 +297,20 @@ impl Metrics {
             .set(1);
         let state = health.get();
         self.healthy.set(i64::from(state.healthy));
+        let reported = envelope.status();
+        self.status_healthy.set(i64::from(reported.healthy));
+        let now = std::time::SystemTime::now();
+        let (down, left) = reported.outage.map_or((0.0, 0.0), |outage| {
+            let down = now.duration_since(outage.since).unwrap_or_default();
+            let left = outage
+                .grace_until
+                .filter(|_| outage.serving)
+                .and_then(|until| until.duration_since(now).ok())
+                .unwrap_or_default();
+            (down.as_secs_f64(), left.as_secs_f64())
+        });
+        self.outage.set(down);
+        self.grace_left.set(left);
         if let Some(at) = state
             .last_success
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())

@@ -121,6 +121,18 @@ impl KekManager {
         self.inner.current()
     }
 
+    /// Until when the current KEK may seal without the root key: its `max_age` (as a wall-clock
+    /// time); `None` when it cannot seal at all (none made, `max_uses` reached, or made under
+    /// another root key than the primary).
+    pub fn seal_until(&self) -> Option<std::time::SystemTime> {
+        let kek = self.inner.current()?;
+        if !self.inner.usable() {
+            return None;
+        }
+        let left = self.inner.policy.max_age.saturating_sub(kek.age());
+        Some(std::time::SystemTime::now() + left)
+    }
+
     /// Root key wraps performed to make new KEKs.
     pub fn wraps(&self) -> u64 {
         self.inner.wraps.load(Ordering::Relaxed)

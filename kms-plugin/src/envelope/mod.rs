@@ -88,6 +88,12 @@ impl Envelope {
         &self.keks
     }
 
+    /// What Status reports: the root key's health with the outage policy applied to what the
+    /// current local KEK can still seal (see [`Health::report`]).
+    pub fn status(&self) -> crate::health::HealthState {
+        self.health.report(self.keks.seal_until())
+    }
+
     /// The unwrap cache (for metrics, the health probe and tests).
     pub fn unwraps(&self) -> &Arc<UnwrapCache> {
         &self.unwraps

@@ -79,12 +79,13 @@ async fn render_metrics(State(shared): State<Shared>, headers: HeaderMap) -> imp
     }
 }
 
-/// The root key's health; a signer-only plugin has no root key and is ready once serving.
+/// What Status reports (the root key's health under the outage policy); a signer-only plugin
+/// has no root key and is ready once serving.
 async fn ready(State(shared): State<Shared>) -> impl IntoResponse {
     let Some(kms) = &shared.kms else {
         return (StatusCode::OK, "ok\n".to_owned());
     };
-    let state = kms.health.get();
+    let state = kms.envelope.status();
     if state.healthy {
         (StatusCode::OK, "ok\n".to_owned())
     } else {

@@ -10,12 +10,12 @@ mod service;
 pub use service::{API_VERSION, KmsService};
 
 use crate::envelope::{Envelope, KekPolicy, UnwrapCache};
-use crate::health::{self, Health};
+use crate::health::{self, Health, OutagePolicy};
 use crate::jwt::service::{JwtSigner, SignerV1, SignerV1Alpha1};
 use crate::metrics::Metrics;
 use crate::root_key::{self, instrumented::Instrumented};
 use authority_shim::{AuthorityShim, Limits, Rewrite};
-use kms_config::{AllowedPeers, BackendConfig, PluginConfig, SocketAddress};
+use kms_config::{AllowedPeers, BackendConfig, BackendOutage, PluginConfig, SocketAddress};
 use kms_proto::externaljwt_v1::external_jwt_signer_server::ExternalJwtSignerServer as SignerServerV1;
 use kms_proto::externaljwt_v1alpha1::external_jwt_signer_server::ExternalJwtSignerServer as SignerServerV1Alpha1;
 use kms_proto::kms_v2::key_management_service_server::KeyManagementServiceServer;
@@ -110,7 +110,12 @@ async fn start_kms(
     metrics.set_kek_limits(config.local_kek.max_uses, config.local_kek.max_age.get());
     let root: Arc<dyn root_key::RootKey> = Arc::new(Instrumented::new(backend, metrics.clone()));
     let timeout = config.backend_timeout.get();
-    let health = Arc::new(Health::new(config.revoked_key_stops_encrypt));
+    let health = Arc::new(
+        Health::new(config.revoked_key_stops_encrypt).with_outage_policy(OutagePolicy {
+            serve: config.health.backend_outage == BackendOutage::Serve,
+            grace: config.health.outage_grace.get(),
+        }),
+    );
     let envelope = Arc::new(Envelope::new(
         root.clone(),
         KekPolicy {

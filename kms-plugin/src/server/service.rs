@@ -4,6 +4,7 @@ use crate::envelope::{Envelope, EnvelopeError};
 use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::root_key::RootKeyError;
+use crate::status_detail;
 use kms_proto::kms_v2::key_management_service_server::KeyManagementService;
 use kms_proto::kms_v2::{
     DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, StatusRequest, StatusResponse,
@@ -95,16 +96,22 @@ impl KeyManagementService for KmsService {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let started = Instant::now();
-        let health = self.health.get();
+        let health = self.envelope.status();
         let key_id = self.envelope.root().primary_key_id();
         self.metrics
             .observe_rpc("Status", tonic::Code::Ok, started.elapsed());
         tracing::info!(method = "Status", healthz = %health.healthz, key_id = %key_id, duration_us = started.elapsed().as_micros() as u64, "rpc");
-        Ok(Response::new(StatusResponse {
+        let mut response = Response::new(StatusResponse {
             version: API_VERSION.into(),
-            healthz: health.healthz,
+            healthz: health.healthz.clone(),
             key_id: key_id.to_string(),
-        }))
+        });
+        status_detail::insert(
+            response.metadata_mut(),
+            &health,
+            self.health.outage_policy(),
+        );
+        Ok(response)
     }
 
     async fn decrypt(

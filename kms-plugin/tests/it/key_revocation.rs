@@ -52,7 +52,14 @@ async fn a_disabled_key_stops_encrypt_within_one_probe_while_an_outage_does_not(
     let dir = tempfile::tempdir().expect("tempdir");
     let (moto, kms, key) = Moto::start_with_key(dir.path()).await;
     let proxy = Proxy::start(moto.port).await;
-    let plugin = launch(dir.path(), "revoking", &proxy.endpoint(), "");
+    // `report`: this plugin shows every failed probe (the default `serve` policy is covered by
+    // `backend_outage`).
+    let plugin = launch(
+        dir.path(),
+        "revoking",
+        &proxy.endpoint(),
+        "health:\n  backend_outage: report\n",
+    );
     let lenient = launch(
         dir.path(),
         "lenient",

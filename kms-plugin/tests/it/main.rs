@@ -10,6 +10,7 @@ mod common;
 mod conformance;
 
 mod backend_aws;
+mod backend_outage;
 mod backend_pkcs11;
 mod conformance_aws;
 mod conformance_local;

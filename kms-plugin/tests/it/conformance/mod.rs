@@ -133,12 +133,17 @@ impl<B: Backend> Fixture<B> {
     /// Writes `<name>.yaml` (probe interval `probe`, JSON logs, `/metrics` on a free port) and
     /// starts a plugin with it; returns once it reports healthy.
     pub(crate) fn start(&self, name: &str, probe: &str) -> Served {
+        self.start_with(name, probe, "")
+    }
+
+    /// [`Fixture::start`] with `extra` top-level configuration lines.
+    pub(crate) fn start_with(&self, name: &str, probe: &str, extra: &str) -> Served {
         let metrics = free_port();
         let yaml = plugin_config(
             &Plugin::socket_of(self.dir.path(), name),
             probe,
             &format!(
-                "metrics_address: 127.0.0.1:{metrics}\nlog_format: json\nlog_level: {LOG_LEVEL}\n"
+                "metrics_address: 127.0.0.1:{metrics}\nlog_format: json\nlog_level: {LOG_LEVEL}\n{extra}"
             ),
             &self.backend.backend_yaml(),
         );
@@ -743,7 +748,9 @@ pub(crate) async fn fault_cases<B: Backend>() {
                 .await,
         );
     }
-    let plugin = fixture.start("fault", PROBE);
+    // `report`: each failed probe shows in Status at once, which is what this suite checks per
+    // backend (the default `serve` policy is tested in `backend_outage`).
+    let plugin = fixture.start_with("fault", PROBE, "health:\n  backend_outage: report\n");
     let mut client = plugin.client().await;
     let cached = encrypt(&mut client, b"sealed before the outage").await;
 
