@@ -18,7 +18,7 @@
 //! [`OUTAGE_GRACE_ENDED`] or [`OUTAGE_KEK_LIMIT`]; with `report`, every failed probe shows at
 //! once. Either way [`HealthState::outage`] tells how long the backend has been unreachable.
 
-use crate::envelope::UnwrapCache;
+use crate::envelope::{Envelope, UnwrapCache};
 use crate::root_key::{KeyId, RootKey, RootKeyError};
 use crate::secret::AesKey;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -464,19 +464,21 @@ impl ProbeSchedule {
     }
 }
 
-/// Probes the root key every `interval` (sooner while it fails, see [`ProbeSchedule`]) and
-/// refreshes it every `root.refresh_interval()` (and
-/// whenever `refresh_now` fires, e.g. on SIGHUP) until `stop` turns true; a revoked key's
-/// entries leave `unwraps`.
+/// Probes the envelope's root key every `interval` (sooner while it fails, see
+/// [`ProbeSchedule`]) and refreshes it every `root.refresh_interval()` (and whenever
+/// `refresh_now` fires, e.g. on SIGHUP) until `stop` turns true; a revoked key's entries leave
+/// the unwrap cache, and after every passing probe a KEK replacement that is due (one that failed
+/// during an outage) starts at once.
 pub fn spawn_background(
-    root: Arc<dyn RootKey>,
+    envelope: Arc<Envelope>,
     health: Arc<Health>,
-    unwraps: Arc<UnwrapCache>,
     interval: Duration,
     timeout: Duration,
     mut refresh_now: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
+    let root = envelope.root().clone();
+    let unwraps = envelope.unwraps().clone();
     tokio::spawn(async move {
         let mut schedule = ProbeSchedule::new(interval);
         let next_probe = tokio::time::sleep(Duration::ZERO);
@@ -488,6 +490,9 @@ pub fn spawn_background(
             tokio::select! {
                 _ = &mut next_probe => {
                     let passed = probe_and_record(root.as_ref(), &health, &unwraps, timeout).await;
+                    if passed {
+                        envelope.keks().resume_replacement();
+                    }
                     next_probe.as_mut().reset(tokio::time::Instant::now() + schedule.after(passed));
                 }
                 _ = refresh_tick.tick() => refresh(root.as_ref(), &health, timeout).await,
@@ -543,10 +548,16 @@ mod tests {
             let (refresh, refresh_rx) = watch::channel(0);
             let (stop, stop_rx) = watch::channel(false);
             let cache = UnwrapCache::new(8, Duration::from_secs(60), Duration::from_secs(1));
+            let policy = crate::envelope::KekPolicy {
+                max_uses: 1000,
+                max_age: Duration::from_secs(3600),
+                wrap_timeout: timeout,
+                retry_interval: interval,
+            };
+            let envelope = Envelope::new(fake.clone(), policy, cache, health.clone());
             let task = spawn_background(
-                fake.clone(),
+                Arc::new(envelope),
                 health.clone(),
-                Arc::new(cache),
                 interval,
                 timeout,
                 refresh_rx,

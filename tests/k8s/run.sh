@@ -26,6 +26,7 @@ for tool in "$target/kms-plugin" "$target/pki" "$k8s_bin/kube-apiserver" "$k8s_b
     [ -x "$tool" ] || { echo "k8s-e2e: missing $tool (cargo build first)"; echo "k8s-e2e: 0 passed, 1 failed"; exit 1; }
 done
 command -v etcd >/dev/null && command -v etcdctl >/dev/null || { echo "k8s-e2e: etcd/etcdctl missing (.ci/provision-etcd.sh)"; echo "k8s-e2e: 0 passed, 1 failed"; exit 1; }
+command -v moto_server >/dev/null || { echo "k8s-e2e: moto_server missing (.ci/provision-moto.sh)"; echo "k8s-e2e: 0 passed, 1 failed"; exit 1; }
 
 scratch=$(mktemp -d /tmp/k8s-e2e.XXXXXX)
 # Every process started here, also from a test's subshell, leaves its pid in $scratch/pids/NAME;
@@ -283,6 +284,174 @@ PY
     [ "$unwraps" -le "$keks" ] || fail "$unwraps root-key unwraps for $keks local KEKs"
 }
 
+# --- a KMS outage: the AWS root key on moto, behind a relay that can refuse every connection ----
+kms_down=$scratch/kms-down
+aws_socket=$scratch/run/kms-plugin/aws.sock
+aws_metrics_port=$(free_port)
+aws_env=(AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_EC2_METADATA_DISABLED=true
+    AWS_CONFIG_FILE=/dev/null AWS_SHARED_CREDENTIALS_FILE=/dev/null)
+port_open() { ! port_free "$1"; }
+kms_call() { # kms_call OPERATION KEY: a call to moto's KMS directly (not through the relay)
+    env "${aws_env[@]}" python3 -c '
+import boto3, sys
+kms = boto3.client("kms", region_name="us-east-1", endpoint_url=sys.argv[1])
+op, key = sys.argv[2], sys.argv[3]
+if op == "create":
+    print(kms.create_key(Description="k8s-e2e")["KeyMetadata"]["Arn"])
+elif op == "disable":
+    kms.disable_key(KeyId=key.rsplit("key/", 1)[1])
+elif op == "enable":
+    kms.enable_key(KeyId=key.rsplit("key/", 1)[1])
+' "http://127.0.0.1:$moto_port" "$1" "${2:-}"
+}
+start_aws_plugin() { # start_aws_plugin HEALTH-YAML: the AWS-backed plugin with that health policy
+    cat >"$scratch/etc/kubernetes/enc/plugin-aws.yaml" <<YAML
+socket: $aws_socket
+health_probe_interval: 5s
+health: $1
+metrics_address: 127.0.0.1:$aws_metrics_port
+backend:
+  kind: aws
+  aws: { key_id: "$key_arn", region: us-east-1, endpoint: "http://127.0.0.1:$relay_port",
+         max_attempts: 2, attempt_timeout: 500ms, operation_timeout: 1500ms }
+YAML
+    env "${aws_env[@]}" "$target/kms-plugin" serve --config "$scratch/etc/kubernetes/enc/plugin-aws.yaml" \
+        >>"$scratch/plugin-aws.log" 2>&1 &
+    remember plugin-aws $!
+    wait_for 30 "the AWS plugin's Status" "$target/kms-plugin" status --socket "$aws_socket"
+}
+restart_aws_plugin() { # then kube-apiserver, whose start seals a new seed: the plugin's first KEK
+    stop plugin-aws TERM
+    wait_for 30 "the AWS plugin's socket to be free" socket_free "$aws_socket"
+    start_aws_plugin "$1"
+    restart_apiserver
+}
+aws_status() { "$target/kms-plugin" status --verbose --socket "$aws_socket" 2>&1 || true; }
+aws_healthz() { aws_status | awk '$1 == "healthz:" { sub(/^healthz: /, ""); print; exit }'; }
+healthz_is() { [ "$(aws_healthz)" = "$1" ]; }
+ready() { kubectl get --raw /readyz >/dev/null 2>&1; }
+not_ready() { ! ready; }
+now() { date +%s.%N; }
+since() { python3 -c 'import sys, time; print(f"{time.time() - float(sys.argv[1]):.1f}")' "$1"; }
+restart_apiserver() {
+    stop apiserver TERM
+    wait_for 60 "kube-apiserver's port to be free" port_free "$api_port"
+    start_apiserver
+}
+# Secret outage-I must read back with its value.
+reads_back() { [ "$(kubectl get secret "outage-$1" -o jsonpath='{.data.v}' | base64 -d)" = "value-$1" ]; }
+
+# kube-apiserver 1.37 encrypting through the AWS-backed plugin: through a KMS outage with nothing
+# restarted (K8S_E2E_OUTAGE seconds, default 240), /readyz stays 200 and Secrets are read and
+# written throughout, also after a kube-apiserver restart in the middle of it, while `kms-plugin
+# status` and the metrics report the outage; Status is "ok" within 5 s of KMS's return. With
+# outage_grace 60s /readyz fails after the grace with the fixed reason; with backend_outage:
+# report it fails during the outage; a key disabled during an outage is a revocation.
+test_a_kms_outage_keeps_the_control_plane_ready() {
+    moto_port=$(free_port); relay_port=$(free_port)
+    # moto_server's own main, with the scratch directory on its command line so cleanup ends it.
+    python3 -c 'import sys; from moto.server import main; main(sys.argv[1:5])' \
+        -H 127.0.0.1 -p "$moto_port" "$scratch/moto" >"$scratch/moto.log" 2>&1 &
+    remember moto $!
+    wait_for 30 "moto" port_open "$moto_port"
+    python3 tests/k8s/refusing_relay.py "$relay_port" "$moto_port" "$kms_down" >"$scratch/relay.log" 2>&1 &
+    remember relay $!
+    wait_for 10 "the relay" port_open "$relay_port"
+    key_arn=$(kms_call create)
+    start_aws_plugin "{ backend_outage: serve }"
+    cat >"$scratch/etc/kubernetes/enc/encryption-config.yaml" <<YAML
+apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources: [secrets]
+    providers:
+      - kms: { apiVersion: v2, name: kms-plugin-aws, endpoint: "unix://$aws_socket", timeout: 3s }
+      - kms: { apiVersion: v2, name: $provider, endpoint: "unix://$socket", timeout: 3s }
+      - identity: {}
+YAML
+    restart_apiserver
+    local i
+    python3 -c 'import sys
+for i in range(200):
+    print(f"---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: outage-{i}\nstringData:\n  v: value-{i}")' \
+        | kubectl apply -f - >/dev/null
+    # (Whole outputs into files or variables first: under pipefail, `producer | grep -q` fails
+    # whenever grep exits before the producer has written everything.)
+    etcdctl_ get /registry/secrets/default/outage-7 --print-value-only >"$scratch/outage-7.value"
+    grep -qa '^k8s:enc:kms:v2:kms-plugin-aws:' "$scratch/outage-7.value" || fail "outage-7 is not stored through the AWS plugin"
+
+    local outage=${K8S_E2E_OUTAGE:-240} started n=0 text
+    touch "$kms_down"; started=$(now)
+    wait_for 15 "the plugin to notice the outage" eval 'aws_status | grep -q "^outage: serving from cache"' \
+        || fail "kms-plugin status does not report the outage: $(aws_status)"
+    while python3 -c 'import sys, time; sys.exit(time.time() - float(sys.argv[1]) > float(sys.argv[2]))' "$started" "$outage"; do
+        ready || fail "/readyz is not 200 $(since "$started")s into the outage"
+        kubectl create secret generic "during-$n" --from-literal=v="during-$n" >/dev/null \
+            || fail "no write $(since "$started")s into the outage"
+        reads_back $(( n * 7 % 200 )) || fail "outage-$(( n * 7 % 200 )) does not read back $(since "$started")s into the outage"
+        if [ "$n" = 6 ]; then
+            # kube-apiserver restarted mid-outage: it needs a new seed sealed (Encrypt) and the
+            # stored ones opened (Decrypt) from the plugin's cached KEK.
+            restart_apiserver
+            for i in $(seq 0 199); do reads_back "$i" || fail "outage-$i unreadable after a restart in the outage"; done
+            echo "kube-apiserver restarted $(since "$started")s into the outage: ready, all 200 Secrets read"
+        fi
+        n=$((n + 1))
+        sleep 5
+    done
+    text=$(aws_status)
+    grep -q '^healthz: ok$' <<<"$text" || fail "healthz not ok after the outage: $text"
+    grep '^outage:' <<<"$text"
+    local metrics down_seconds
+    metrics=$(curl -s "http://127.0.0.1:$aws_metrics_port/metrics")
+    down_seconds=$(awk '$1 == "kms_plugin_root_key_outage_seconds" { print int($2) }' <<<"$metrics")
+    [ "${down_seconds:-0}" -ge $(( outage - 20 )) ] || fail "kms_plugin_root_key_outage_seconds is ${down_seconds:-absent}"
+    grep -q '^kms_plugin_status_healthy 1' <<<"$metrics" || fail "status_healthy is not 1"
+    echo "outage of ${outage}s: /readyz 200 and a write and a read every 5 s ($n rounds), kms_plugin_root_key_outage_seconds $down_seconds"
+    rm "$kms_down"; started=$(now)
+    wait_for 5 "Status ok after KMS returned" eval 'aws_status | grep -q "^backend: reachable"' \
+        || fail "Status still reports the outage 5 s after KMS returned: $(aws_status)"
+    echo "KMS back: the plugin reports it reachable after $(since "$started")s"
+
+    # outage_grace 60s: /readyz fails after the grace, with the fixed reason.
+    restart_aws_plugin "{ backend_outage: serve, outage_grace: 60s }"
+    touch "$kms_down"; started=$(now)
+    sleep 50
+    ready || fail "/readyz failed within the 60 s grace"
+    wait_for 60 "/readyz to fail after the grace" not_ready || fail "/readyz still 200 $(since "$started")s into the outage"
+    echo "outage_grace 60s: /readyz failed $(since "$started")s into the outage"
+    healthz_is "root key unreachable beyond health.outage_grace" || fail "healthz: $(aws_healthz)"
+    # What a load balancer sees (anonymous, as kubeadm's HA guides set up its health check).
+    local body
+    body=$(curl -s --cacert "$pki_dir/ca.crt" "https://127.0.0.1:$api_port/readyz?verbose")
+    grep -q '^\[-\]kms-providers failed' <<<"$body" || fail "readyz does not name kms-providers: $body"
+    kubectl create secret generic after-grace --from-literal=v=x >/dev/null || fail "writes stopped after the grace"
+    rm "$kms_down"
+    wait_for 60 "ready again" ready || fail "not ready after KMS returned"
+
+    # backend_outage: report: the outage shows at once.
+    restart_aws_plugin "{ backend_outage: report }"
+    touch "$kms_down"; started=$(now)
+    wait_for 60 "/readyz to fail under report" not_ready || fail "report: /readyz still 200"
+    echo "backend_outage report: /readyz failed $(since "$started")s into the outage ($(aws_healthz))"
+    rm "$kms_down"
+    wait_for 60 "ready again" ready || fail "not ready after KMS returned"
+
+    # A key disabled during an outage: a revocation once KMS says so, whatever grace is left.
+    restart_aws_plugin "{ backend_outage: serve, outage_grace: 24h }"
+    touch "$kms_down"
+    wait_for 15 "the outage to be served" eval 'aws_status | grep -q "^outage: serving from cache"' \
+        || fail "not serving through the outage: $(aws_status)"
+    kms_call disable "$key_arn"
+    rm "$kms_down"; started=$(now)
+    wait_for 15 "the revocation" healthz_is "root key revoked: the backend reports it disabled, deleted or access denied" \
+        || fail "healthz after a disabled key: $(aws_healthz)"
+    echo "key disabled during the outage: revoked $(since "$started")s after KMS answered, despite a 24h grace"
+    wait_for 60 "/readyz to fail for the revoked key" not_ready || fail "/readyz still 200 with a revoked key"
+    kms_call enable "$key_arn"
+    wait_for 15 "healthy after EnableKey" healthz_is ok || fail "healthz after EnableKey: $(aws_healthz)"
+}
+
 # The first root key, made once by the operator (the plugin never creates one).
 "$target/kms-plugin" init --config "$scratch/etc/kubernetes/enc/plugin.yaml" >"$scratch/kms-init.log" 2>&1 \
     || { cat "$scratch/kms-init.log"; echo "k8s-e2e: 0 passed, 1 failed (kms-plugin init)"; exit 1; }
@@ -307,6 +476,7 @@ echo "k8s-e2e: $api_version over etcd server $etcd_version"
 run_test renewed_pairs_are_read_through_one_generation
 run_test secrets_are_kms_v2_in_etcd
 run_test plugin_and_apiserver_restart_keep_every_secret
+run_test a_kms_outage_keeps_the_control_plane_ready
 
 echo "k8s-e2e: $passed passed, $failed failed"
 [ "$failed" = 0 ]

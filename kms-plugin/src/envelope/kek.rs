@@ -133,6 +133,26 @@ impl KekManager {
         Some(std::time::SystemTime::now() + left)
     }
 
+    /// Starts the replacement of a current KEK that is due (past `max_age`, or made under another
+    /// root key than the primary) now, without waiting for an Encrypt or for the back-off of a
+    /// replacement that failed: for the health probe once the root key answers again, so a
+    /// rotation held up by an outage resumes within seconds of its end. Does nothing without a
+    /// current KEK, or while a replacement runs.
+    pub fn resume_replacement(&self) {
+        let Some(kek) = self.inner.current() else {
+            return;
+        };
+        if kek.age() < self.inner.policy.max_age && self.inner.usable() {
+            return;
+        }
+        let mut flight = self.inner.flight();
+        if flight.failed_at.take().is_some() {
+            tracing::info!("the root key answers again: resuming the local KEK replacement");
+        }
+        drop(flight);
+        self.inner.replace_soon();
+    }
+
     /// Root key wraps performed to make new KEKs.
     pub fn wraps(&self) -> u64 {
         self.inner.wraps.load(Ordering::Relaxed)

@@ -132,9 +132,8 @@ async fn start_kms(
         health.clone(),
     ));
     let tasks = vec![health::spawn_background(
-        root,
+        envelope.clone(),
         health.clone(),
-        envelope.unwraps().clone(),
         config.health_probe_interval.get(),
         timeout,
         reload,

@@ -107,7 +107,25 @@ async fn encrypts_on_an_aged_kek_never_wait_for_a_hung_kms() {
     )
     .await;
 
+    // KMS answers again: the probe sees it within seconds and resumes the replacement that the
+    // outage held up, without waiting for an Encrypt: a fresh KEK is installed.
+    let kek_age =
+        || tokio::task::block_in_place(|| metric(metrics_port, "kms_plugin_local_kek_age_seconds"));
+    assert!(kek_age() > MAX_AGE.as_secs_f64(), "the aged KEK is current");
     proxy.black_hole(false);
+    let back = Instant::now();
+    while kek_age() > MAX_AGE.as_secs_f64() {
+        assert!(
+            back.elapsed() < Duration::from_secs(5),
+            "no new KEK within 5 s of KMS's return:\n{}",
+            plugin.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "KMS back: the held-up KEK replacement installed a new KEK {:?} later, before any Encrypt",
+        back.elapsed()
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let response = encrypt(&mut client.clone(), b"after the outage").await;
