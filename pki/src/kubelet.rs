@@ -183,12 +183,14 @@ pub fn issue_kubelet(
         kubeconfig: kubeconfig_path.to_path_buf(),
     };
     let client_pem = zeroize::Zeroizing::new(format!("{}{}", client.pem(), client_key.pem()));
+    // The client credentials are one self-contained file, put in place before the current
+    // symlink points at it; the serving pair is swapped as one generation.
+    store::write_atomic(
+        &files.client_pem_versioned,
+        client_pem.as_bytes(),
+        MODE_SECRET,
+    )?;
     store::write_many_atomic(&[
-        (
-            &files.client_pem_versioned,
-            client_pem.as_bytes(),
-            MODE_SECRET,
-        ),
         (
             &files.serving_key,
             serving_key.pem().as_bytes(),

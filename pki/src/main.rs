@@ -282,22 +282,35 @@ struct RotateArgs {
     #[arg(long)]
     force: bool,
     /// start, first control-plane node: write the rotation's shared material (old and new CA,
-    /// new key, rotation id) to FILE (0600), encrypted under --certificate-key.
+    /// new key, rotation id) to FILE (0600), encrypted under --certificate-key, for the other
+    /// control-plane nodes, and FILE.public (CA certificates only, no key) for the workers. Run
+    /// it again while the rotation is in progress to export afresh.
     #[arg(long, value_name = "FILE", conflicts_with = "join")]
     export: Option<PathBuf>,
+    /// How long the --export file is accepted by --join (as kubeadm's uploaded certificates).
+    #[arg(long, value_parser = parse_duration, default_value = "2h", value_name = "DURATION")]
+    export_ttl: std::time::Duration,
     /// start, every other control-plane node: take the new CA (key) from FILE (written by
     /// --export); nothing changes unless it decrypts, is of this target and its old CA is this
     /// node's.
     #[arg(long, value_name = "FILE")]
     join: Option<PathBuf>,
     /// The 32-byte key of --export/--join, as 64 hex characters (kubeadm's format); generated and
-    /// printed once by --export when absent.
-    #[arg(long, value_name = "HEX")]
+    /// printed once by --export when absent. Visible to other local users on the command line:
+    /// prefer --certificate-key-file.
+    #[arg(long, value_name = "HEX", conflicts_with = "certificate_key_file")]
     certificate_key: Option<String>,
+    /// Read the --certificate-key from FILE (`-`: standard input).
+    #[arg(long, value_name = "FILE")]
+    certificate_key_file: Option<PathBuf>,
     /// ca start --join / finish on a worker node: update only ca.crt and kubelet.conf's CA data,
-    /// from the public part of the --join file (no private key needed).
+    /// from the workers' bundle (`--join FILE.public --ca-cert-hash sha256:HEX`); no key.
     #[arg(long)]
     worker: bool,
+    /// With --worker: the pin --export printed for FILE.public's new CA (`sha256:<hex>` of its
+    /// SubjectPublicKeyInfo, as kubeadm's --discovery-token-ca-cert-hash).
+    #[arg(long, value_name = "sha256:HEX", requires = "worker")]
+    ca_cert_hash: Option<String>,
     /// Print what the phase would create or change (cert dir, kubeconfigs, manifests, state,
     /// backups, --export file); write nothing. Refused as the phase itself would be.
     #[arg(long)]
@@ -727,12 +740,13 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
     opts.max_token_lifetime = a.max_token_lifetime;
     opts.force = a.force;
     opts.export = a.export;
+    opts.export_ttl = a.export_ttl;
     opts.join = a.join;
-    opts.certificate_key = a
-        .certificate_key
-        .as_deref()
-        .map(rotate::CertificateKey::from_hex)
-        .transpose()?;
+    opts.certificate_key = match (&a.certificate_key, &a.certificate_key_file) {
+        (Some(hex), _) => Some(rotate::CertificateKey::from_hex(hex)?),
+        (None, Some(file)) => Some(rotate::CertificateKey::from_file(file)?),
+        (None, None) => None,
+    };
     let generated_key = if opts.export.is_some() && opts.certificate_key.is_none() {
         let key = rotate::CertificateKey::generate()?;
         let hex = key.to_hex();
@@ -773,15 +787,21 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
         RotatePhase::Abort => None,
     };
     let worker = a.worker;
+    let ca_cert_hash = a.ca_cert_hash;
     let execute = move |layout: &Layout, opts: &mut rotate::Options| match (phase, worker) {
         (Some(Phase::Start), true) => {
-            let (Some(join), Some(key)) = (opts.join.as_deref(), opts.certificate_key.as_ref())
-            else {
+            let (Some(join), Some(pin)) = (opts.join.as_deref(), ca_cert_hash.as_deref()) else {
                 return Err(Error::Config(
-                    "start --worker needs --join FILE and --certificate-key HEX".into(),
+                    "start --worker needs --join FILE.public and --ca-cert-hash sha256:HEX".into(),
                 ));
             };
-            rotate::worker::start(layout, target, join, key)
+            if opts.certificate_key.is_some() {
+                return Err(Error::Config(
+                    "--worker takes no certificate key: a worker never opens the control-plane file"
+                        .into(),
+                ));
+            }
+            rotate::worker::start(layout, target, join, pin)
         }
         (Some(Phase::Finish), true) => rotate::worker::finish(layout, target),
         (_, true) => Err(Error::Config(

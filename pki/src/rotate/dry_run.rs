@@ -69,6 +69,11 @@ where
         opts.manifests_dir = Some(inside(scratch, &d, &d)?);
     }
     if let Some(f) = opts.export.take() {
+        let public = opts
+            .export_public
+            .take()
+            .unwrap_or_else(|| super::shared::public_path(&f));
+        opts.export_public = Some(scratch.redirect_file(&public)?);
         opts.export = Some(scratch.redirect_file(&f)?);
     }
     let relocated = relocate::into_scratch(scratch)?;

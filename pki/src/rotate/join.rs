@@ -112,10 +112,12 @@ pub(crate) fn stage(plan: &Plan, m: &SharedMaterial) -> Result<()> {
     }
 }
 
-/// Writes `--export`'s file from the staged material of the `start` just completed.
-pub(crate) fn export(plan: &Plan, s: &State, opts: &Options) -> Result<()> {
+/// Writes `--export`'s control-plane file and the workers' public bundle beside it from the
+/// staged material of the rotation's `start`; returns the note that tells the operator where the
+/// bundle is and its pin (`None` without `--export`).
+pub(crate) fn export(plan: &Plan, s: &State, opts: &Options) -> Result<Option<String>> {
     let Some(path) = opts.export.as_deref() else {
-        return Ok(());
+        return Ok(None);
     };
     let key = key_of(opts, "--export")?;
     let material = Material::load(plan)?;
@@ -130,5 +132,37 @@ pub(crate) fn export(plan: &Plan, s: &State, opts: &Options) -> Result<()> {
         },
         new_key_pem: Some(Zeroizing::new(new_key_pem)),
     };
-    shared::write(path, key, &m)
+    shared::write(path, key, &m, opts.export_ttl)?;
+    let public = opts
+        .export_public
+        .clone()
+        .unwrap_or_else(|| shared::public_path(path));
+    let pin = shared::write_public(&public, &m)?;
+    let workers = if plan.target == super::plan::Target::Ca {
+        format!(
+            "; on every worker node: `pki rotate ca start --worker --join {} --ca-cert-hash {pin}`",
+            public.display()
+        )
+    } else {
+        String::new()
+    };
+    Ok(Some(format!(
+        "{} (control-plane nodes only: it holds the new private key) is accepted until {}; the \
+         public bundle {} holds CA certificates only, new CA pinned by {pin}{workers}",
+        path.display(),
+        humantime_after(opts.export_ttl),
+        public.display()
+    )))
+}
+
+/// The UTC time `ttl` from now, whole seconds, RFC 3339.
+fn humantime_after(ttl: std::time::Duration) -> String {
+    let at = time::OffsetDateTime::now_utc() + ttl;
+    at.replace_nanosecond(0)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }

@@ -35,8 +35,13 @@ pub struct Options {
     pub force: bool,
     /// Called after each step has taken effect, before its marker is recorded.
     pub after_step: Option<StepHook>,
-    /// `start` on the first control-plane node: write the shared material here.
+    /// `start` on the first control-plane node: write the shared material here (and the
+    /// workers' bundle at [`Options::export_public`]).
     pub export: Option<PathBuf>,
+    /// Where the workers' public bundle goes; `<export>.public` when `None`.
+    pub export_public: Option<PathBuf>,
+    /// How long the control-plane file is accepted after it was written.
+    pub export_ttl: Duration,
     /// `start` on every other control-plane node: take the new CA (key) from this file.
     pub join: Option<PathBuf>,
     /// The key the shared-material file is encrypted under (`--export`, `--join`).
@@ -76,6 +81,8 @@ impl Default for Options {
             force: false,
             after_step: None,
             export: None,
+            export_public: None,
+            export_ttl: super::shared::DEFAULT_EXPORT_TTL,
             join: None,
             certificate_key: None,
         }

@@ -66,7 +66,7 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
             ),
             step(
                 "run",
-                "`pki rotate ca start --join FILE --certificate-key HEX --worker` (ca.crt and kubelet.conf CA data only)",
+                "`pki rotate ca start --worker --join FILE.public --ca-cert-hash sha256:HEX` (ca.crt and kubelet.conf CA data only; never give a worker FILE or the certificate key)",
                 WORKERS,
                 "kubelets must accept clients and API servers of both CAs",
             ),

@@ -24,6 +24,18 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
     let state_path = plan::state_path(layout);
     let existing = state::load(&state_path)?;
     let manifests_dir = opts.manifests_dir.as_deref();
+    if phase == Phase::Start
+        && let Some(s) = existing
+            .as_ref()
+            .filter(|s| s.target == target && s.is_active())
+        && s.has_completed(Phase::Start)
+        && s.running.is_none()
+        && (s.last_completed() == Some(Phase::Start)
+            || opts.export.is_some()
+            || opts.join.is_some())
+    {
+        return started_already(layout, target, s, opts);
+    }
     let (mut s, resume) = match admit_phase(&state_path, target, phase, existing, manifests_dir)? {
         Admission::AlreadyDone(s) => {
             return Ok(Outcome::already_done(target, phase, next_command(&s)));
@@ -78,7 +90,7 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
     let mut notes = Vec::new();
     let done_now = run_steps(&plan, &mut s, phase, &settings, opts, &mut notes)?;
     if phase == Phase::Start {
-        join::export(&plan, &s, opts)?;
+        notes.extend(join::export(&plan, &s, opts)?);
     }
     s.record_phase_complete(phase, OffsetDateTime::now_utc());
     state::save(&state_path, &s)?;
@@ -93,6 +105,41 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
         restart: restart::sequence(target, Some(phase)),
         next: next_command(&s),
     })
+}
+
+/// `start` on a node whose `start` of this rotation target is complete (the rotation may be
+/// further on): `--export` writes the shared files again (a fresh expiry); `--join` is done only
+/// when the file is of this very rotation, and refused otherwise (a node left over from a
+/// rotation another node aborted must abort here first); without either, nothing to do.
+fn started_already(layout: &Layout, target: Target, s: &State, opts: &Options) -> Result<Outcome> {
+    let plan = Plan::new(target, layout.clone(), s.manifests_dir.clone());
+    let mut outcome = Outcome::already_done(target, Phase::Start, next_command(s));
+    if let Some(path) = opts.join.as_deref() {
+        let key = opts
+            .certificate_key
+            .as_ref()
+            .ok_or_else(|| Error::Config("--join needs --certificate-key".into()))?;
+        let m = shared::read(path, key, target, false)?;
+        if s.rotation_id.as_deref() != Some(m.rotation_id.as_str()) {
+            return Err(Error::RotationRefused {
+                state: plan::state_path(&plan.layout),
+                reason: format!(
+                    "this node already started another {target} rotation ({}) than the one in {} \
+                     ({}), e.g. one the first node aborted: run `pki rotate {target} abort` here, \
+                     then `start --join` again",
+                    s.rotation_id.as_deref().unwrap_or("no id"),
+                    path.display(),
+                    m.rotation_id
+                ),
+            });
+        }
+        outcome.notes.push(format!(
+            "{} is of this rotation: nothing to do",
+            path.display()
+        ));
+    }
+    outcome.notes.extend(join::export(&plan, s, opts)?);
+    Ok(outcome)
 }
 
 /// `sa` records the maximum token lifetime at `start` and `switch`: the value given now, else

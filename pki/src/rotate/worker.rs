@@ -1,8 +1,8 @@
 //! Worker nodes in a `ca` rotation (`start --join FILE --worker`, `finish --worker`): a worker
 //! holds only trust files, `ca.crt` (the kubelet's `clientCAFile`) and `kubelet.conf`'s CA data.
-//! Both become old+new at `start` and new alone at `finish`, from the public part of the shared
-//! file: no private key is read or needed. What `finish` needs is kept in
-//! `.rotation/worker.json`.
+//! Both become old+new at `start` and new alone at `finish`, from the workers' public bundle
+//! (`FILE.public` of `--export`, pinned by `--ca-cert-hash`): a worker never receives the
+//! control-plane file or its key. What `finish` needs is kept in `.rotation/worker.json`.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ use super::outcome::Outcome;
 use super::plan::{self, Phase, Target};
 use super::restart::RestartStep;
 use super::session;
-use super::shared::{self, CertificateKey};
+use super::shared;
 use crate::error::{Error, Result};
 use crate::inspect::parse_bundle;
 use crate::kubeconfig;
@@ -40,13 +40,8 @@ fn refused(layout: &Layout, reason: impl Into<String>) -> Error {
     }
 }
 
-/// `pki rotate ca start --join FILE --worker`.
-pub fn start(
-    layout: &Layout,
-    target: Target,
-    join: &Path,
-    key: &CertificateKey,
-) -> Result<Outcome> {
+/// `pki rotate ca start --worker --join FILE.public --ca-cert-hash sha256:<hex>`.
+pub fn start(layout: &Layout, target: Target, join: &Path, pin: &str) -> Result<Outcome> {
     if target != Target::Ca {
         return Err(refused(
             layout,
@@ -54,11 +49,11 @@ pub fn start(
         ));
     }
     let _lock = session::open(layout, None)?;
-    let m = shared::read(join, key, target, false)?;
+    let (rotation_id, public) = shared::read_public(join, target, pin)?;
     let ca_path = layout.cert_dir.join("ca.crt");
     let current = store::read_optional(&ca_path)?.unwrap_or_default();
     let first = parse_bundle(&current, &ca_path)?;
-    let old = parse_bundle(&m.public.old_anchor, join)?;
+    let old = parse_bundle(&public.old_anchor, join)?;
     if first.first().map(|c| c.der()) != old.first().map(|c| c.der()) {
         return Err(Error::invalid(
             join,
@@ -68,13 +63,13 @@ pub fn start(
             ),
         ));
     }
-    let bundle = format!("{}{}", m.public.old_anchor, m.public.new_anchor);
+    let bundle = format!("{}{}", public.old_anchor, public.new_anchor);
     write_trust(layout, &bundle)?;
     store::ensure_private_dir(&plan::rotation_dir(layout))?;
     let s = WorkerState {
-        rotation_id: m.rotation_id,
-        old_anchor: m.public.old_anchor,
-        new_anchor: m.public.new_anchor,
+        rotation_id,
+        old_anchor: public.old_anchor,
+        new_anchor: public.new_anchor,
         phase: Phase::Start,
     };
     save(layout, &s)?;

@@ -272,10 +272,23 @@ fn export_is_previewed_not_written() {
             .any(|l| l == format!("[dry-run] would create {f}")),
         "{out}"
     );
-    assert!(out.contains("would generate the certificate key"), "{out}");
-    // No key is shown: one that is never used would only mislead.
     assert!(
-        !out.split(|ch: char| !ch.is_ascii_hexdigit())
+        out.lines()
+            .any(|l| l == format!("[dry-run] would create {f}.public")),
+        "{out}"
+    );
+    assert!(out.contains("would generate the certificate key"), "{out}");
+    // No key is shown: one that is never used would only mislead. (The workers' pin,
+    // `sha256:<hex>` of a public key, is no secret.)
+    let pins: Vec<&str> = out
+        .match_indices("sha256:")
+        .map(|(i, _)| &out[i..i + 71])
+        .collect();
+    assert!(!pins.is_empty(), "the pin is previewed:\n{out}");
+    let without_pins = pins.iter().fold(out.clone(), |o, p| o.replace(p, ""));
+    assert!(
+        !without_pins
+            .split(|ch: char| !ch.is_ascii_hexdigit())
             .any(|w| w.len() == 64),
         "{out}"
     );

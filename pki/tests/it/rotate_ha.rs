@@ -49,6 +49,51 @@ fn three_nodes() -> Vec<Cluster> {
     nodes
 }
 
+/// The `sha256:<hex>` pin `start --export` printed for the workers' bundle.
+fn pin_from(out: &str) -> String {
+    let word = out
+        .split_whitespace()
+        .find(|w| w.starts_with("sha256:"))
+        .unwrap_or_else(|| panic!("no pin printed:\n{out}"));
+    let pin: String = word
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == ':')
+        .collect();
+    assert_eq!(pin.len(), "sha256:".len() + 64, "{word}");
+    pin
+}
+
+/// The workers' bundle holds CA certificates and no private key (openssl finds certificates and
+/// no key in it), is not secret (0644), and `pin` is kubeadm's hash of its new CA, computed here
+/// with openssl.
+fn assert_worker_bundle_is_public_and_pinned(public: &str, pin: &str) {
+    let text = std::fs::read_to_string(public).unwrap();
+    assert!(!text.contains("PRIVATE KEY"), "{text}");
+    assert_eq!(mode(std::path::Path::new(public)), 0o644);
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for part in ["oldAnchor", "newAnchor"] {
+        let pem = dir.path().join(part);
+        std::fs::write(&pem, json[part].as_str().unwrap()).unwrap();
+        let p = pem.to_str().unwrap();
+        openssl_ok(&["x509", "-noout", "-in", p]);
+        let key = openssl(&["pkey", "-in", p, "-noout"]);
+        assert!(!key.status.success(), "openssl finds a key in {part}");
+    }
+    let new = dir.path().join("newAnchor");
+    let hash = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(
+            "openssl x509 -pubkey -noout -in \"$1\" | openssl pkey -pubin -outform der | sha256sum",
+        )
+        .arg("sh")
+        .arg(&new)
+        .output()
+        .unwrap();
+    let hex = String::from_utf8(hash.stdout).unwrap();
+    assert_eq!(format!("sha256:{}", &hex[..64]), pin);
+}
+
 fn key_from(out: &str) -> String {
     let line = out
         .lines()
@@ -198,6 +243,9 @@ fn ca_rotation_keeps_each_nodes_identity() {
         !out.contains("certificate key ("),
         "a given key is not printed:\n{out}"
     );
+    let public = format!("{f}.public");
+    let pin = pin_from(&out);
+    assert_worker_bundle_is_public_and_pinned(&public, &pin);
     for c in &nodes[1..] {
         ok(&rotate(
             c,
@@ -226,10 +274,37 @@ fn ca_rotation_keeps_each_nodes_identity() {
         args.push("--worker");
         rotate(&worker, T::Ca, phase, &args)
     };
-    let wrong = "12".repeat(32);
-    let err = fails(&w("start", &["--join", &f, "--certificate-key", &wrong]));
-    assert!(err.contains("cannot be decrypted"), "{err}");
-    ok(&w("start", &["--join", &f, "--certificate-key", &key]));
+    // Workers get the public bundle and the pin, never the control-plane file or the key.
+    let worker_ca_before = read(&worker.path("ca.crt"));
+    let wrong_pin = format!("sha256:{}", "ab".repeat(32));
+    let err = fails(&w(
+        "start",
+        &["--join", &public, "--ca-cert-hash", &wrong_pin],
+    ));
+    assert_mentions(
+        &err,
+        &["not the --ca-cert-hash given", "do not use this file"],
+    );
+    let err = fails(&w("start", &["--join", &f, "--ca-cert-hash", &pin]));
+    assert_mentions(&err, &["control-plane file", "private key"]);
+    let err = fails(&w(
+        "start",
+        &[
+            "--join",
+            &public,
+            "--ca-cert-hash",
+            &pin,
+            "--certificate-key",
+            &key,
+        ],
+    ));
+    assert_mentions(&err, &["--worker takes no certificate key"]);
+    assert_eq!(
+        read(&worker.path("ca.crt")),
+        worker_ca_before,
+        "a refused start changes nothing"
+    );
+    ok(&w("start", &["--join", &public, "--ca-cert-hash", &pin]));
     assert_eq!(
         read(&worker.path("ca.crt")),
         bundle,
@@ -457,4 +532,68 @@ fn three_etcd_members_keep_quorum_through_an_etcd_ca_rotation() {
             assert_own_identity(c, i + 1, leaf);
         }
     }
+}
+
+/// The control-plane file expires (`--export-ttl`) and is exported afresh by rerunning `start
+/// --export` while the rotation is in progress; the key may come from a file. A node whose
+/// `start` belongs to a rotation the first node aborted and started again is told to abort
+/// first, never told "already complete".
+#[test]
+fn an_expired_file_is_exported_again_and_a_stale_join_is_refused() {
+    let nodes = three_nodes();
+    let file = nodes[0].root().join("etcd.rotation");
+    let f = file.to_string_lossy().into_owned();
+    let key_file = nodes[0].root().join("certificate-key");
+    std::fs::write(&key_file, format!("{}\n", "5a".repeat(32))).unwrap();
+    let k = key_file.to_string_lossy().into_owned();
+    let export = |ttl: &str| {
+        rotate(
+            &nodes[0],
+            T::Etcd,
+            "start",
+            &[
+                "--export",
+                &f,
+                "--certificate-key-file",
+                &k,
+                "--export-ttl",
+                ttl,
+            ],
+        )
+    };
+    let join = |c: &Cluster| {
+        rotate(
+            c,
+            T::Etcd,
+            "start",
+            &["--join", &f, "--certificate-key-file", &k],
+        )
+    };
+    ok(&export("0s"));
+    let err = fails(&join(&nodes[1]));
+    assert_mentions(&err, &["expired at", "start --export FILE"]);
+    let out = ok(&export("2h"));
+    assert_mentions(&out, &["already complete", "accepted until"]);
+    ok(&join(&nodes[1]));
+    let id = |c: &Cluster| status(c, T::Etcd)["rotation"]["rotationId"].clone();
+    assert_eq!(id(&nodes[1]), id(&nodes[0]));
+    let out = ok(&join(&nodes[1]));
+    assert_mentions(&out, &["is of this rotation: nothing to do"]);
+
+    // cp-1 aborts and starts a new rotation; cp-2 still holds the first one's start.
+    ok(&rotate(&nodes[0], T::Etcd, "abort", &[]));
+    ok(&export("2h"));
+    assert_ne!(id(&nodes[1]), id(&nodes[0]));
+    let err = fails(&join(&nodes[1]));
+    assert_mentions(
+        &err,
+        &[
+            "already started another",
+            "abort",
+            "then `start --join` again",
+        ],
+    );
+    ok(&rotate(&nodes[1], T::Etcd, "abort", &[]));
+    ok(&join(&nodes[1]));
+    assert_eq!(id(&nodes[1]), id(&nodes[0]));
 }
