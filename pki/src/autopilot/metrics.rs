@@ -1,6 +1,7 @@
 //! The Prometheus textfile of a pass: `check-expiration`'s metrics plus the autopilot's own.
-//! Counters and the last success survive from the previous file (the textfile is the only
-//! state), so `pki_autopilot_renewed_total` keeps counting across passes.
+//! Counters and the last success survive from the previous file (their only record), so
+//! `pki_autopilot_renewed_total`, `…_restarts_total`, `…_rollbacks_total` and `…_refusals_total`
+//! keep counting across passes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,6 +19,31 @@ pub struct Carried {
     pub last_success: Option<i64>,
     /// `pki_autopilot_renewed_total` by certificate.
     pub renewed_total: BTreeMap<String, u64>,
+    /// `pki_autopilot_restarts_total` by component.
+    pub restarts_total: BTreeMap<String, u64>,
+    /// `pki_autopilot_rollbacks_total` by component.
+    pub rollbacks_total: BTreeMap<String, u64>,
+    /// `pki_autopilot_refusals_total` by reason.
+    pub refusals_total: BTreeMap<String, u64>,
+}
+
+/// The counters of the textfile: metric name, label, and where [`Carried`] keeps them.
+const COUNTERS: [(&str, &str); 4] = [
+    ("pki_autopilot_renewed_total", "certificate"),
+    ("pki_autopilot_restarts_total", "component"),
+    ("pki_autopilot_rollbacks_total", "component"),
+    ("pki_autopilot_refusals_total", "reason"),
+];
+
+impl Carried {
+    fn counter(&mut self, i: usize) -> &mut BTreeMap<String, u64> {
+        match i {
+            0 => &mut self.renewed_total,
+            1 => &mut self.restarts_total,
+            2 => &mut self.rollbacks_total,
+            _ => &mut self.refusals_total,
+        }
+    }
 }
 
 /// Reads the autopilot lines of an existing textfile (absent or unreadable: nothing carried).
@@ -29,11 +55,15 @@ pub fn carried(path: &Path) -> Carried {
     for line in text.lines() {
         if let Some(v) = line.strip_prefix("pki_autopilot_last_success_timestamp_seconds ") {
             c.last_success = v.trim().parse().ok();
-        } else if let Some(rest) = line.strip_prefix("pki_autopilot_renewed_total{certificate=\"")
-            && let Some((name, value)) = rest.split_once("\"} ")
-            && let Ok(n) = value.trim().parse()
-        {
-            c.renewed_total.insert(name.to_owned(), n);
+            continue;
+        }
+        for (i, (metric, label)) in COUNTERS.iter().enumerate() {
+            if let Some(rest) = line.strip_prefix(&format!("{metric}{{{label}=\""))
+                && let Some((name, value)) = rest.split_once("\"} ")
+                && let Ok(n) = value.trim().parse()
+            {
+                c.counter(i).insert(name.to_owned(), n);
+            }
         }
     }
     c
@@ -51,14 +81,31 @@ pub struct PassMetrics {
     pub renewed: Vec<String>,
     /// CAs expiring within a year.
     pub expiring_cas: Vec<String>,
+    /// Components restarted healthy by this pass.
+    pub restarted: Vec<String>,
+    /// Components whose previous files this pass restored.
+    pub rolled_back: Vec<String>,
+    /// The backoff after this pass.
+    pub backoff: super::backoff::Backoff,
 }
 
 /// Renders the whole textfile.
 pub fn render(layout: &Layout, prev: &Carried, pass: &PassMetrics) -> Result<String> {
     let mut out = expiry::collect(layout)?.render(expiry::Format::Prometheus)?;
-    let mut totals = prev.renewed_total.clone();
-    for n in &pass.renewed {
-        *totals.entry(n.clone()).or_default() += 1;
+    let mut counts = prev.clone();
+    let refusal: Vec<String> = pass
+        .failure
+        .iter()
+        .filter(|code| ["locked", "rotation-in-progress", "backing-off"].contains(&code.as_str()))
+        .cloned()
+        .collect();
+    for (i, names) in [&pass.renewed, &pass.restarted, &pass.rolled_back, &refusal]
+        .into_iter()
+        .enumerate()
+    {
+        for n in names {
+            *counts.counter(i).entry(n.clone()).or_default() += 1;
+        }
     }
     let last_success = if pass.failure.is_none() {
         Some(pass.run_at)
@@ -83,15 +130,38 @@ pub fn render(layout: &Layout, prev: &Carried, pass: &PassMetrics) -> Result<Str
     if let Some(t) = last_success {
         let _ = writeln!(out, "pki_autopilot_last_success_timestamp_seconds {t}");
     }
-    out.push_str("# HELP pki_autopilot_renewed_total Certificates renewed by autopilot.\n");
-    out.push_str("# TYPE pki_autopilot_renewed_total counter\n");
-    for (name, n) in &totals {
-        let _ = writeln!(
-            out,
-            "pki_autopilot_renewed_total{{certificate=\"{}\"}} {n}",
-            escape(name)
-        );
+    let helps = [
+        "Certificates renewed by autopilot.",
+        "Components autopilot restarted and saw healthy.",
+        "Components whose renewed files autopilot replaced by the previous ones.",
+        "Passes that refused to act, by reason.",
+    ];
+    for (i, ((metric, label), help)) in COUNTERS.iter().zip(helps).enumerate() {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter");
+        for (name, n) in counts.counter(i).iter() {
+            let _ = writeln!(out, "{metric}{{{label}=\"{}\"}} {n}", escape(name));
+        }
     }
+    gauge(
+        &mut out,
+        "pki_autopilot_consecutive_failures",
+        "Passes in a row whose renewal or restart failed (a rollback included); 0 after a success.",
+    );
+    let _ = writeln!(
+        out,
+        "pki_autopilot_consecutive_failures {}",
+        pass.backoff.consecutive_failures
+    );
+    gauge(
+        &mut out,
+        "pki_autopilot_backoff_until_timestamp_seconds",
+        "Unix time before which passes refuse after failures (0: none).",
+    );
+    let _ = writeln!(
+        out,
+        "pki_autopilot_backoff_until_timestamp_seconds {}",
+        pass.backoff.until
+    );
     gauge(
         &mut out,
         "pki_autopilot_failure",

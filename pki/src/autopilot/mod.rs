@@ -5,10 +5,13 @@
 //! ([`plan`], by the [`policy`]), backs it up ([`backup`]), renews it with [`crate::renew`]
 //! (same subjects, SANs and key algorithms), then restarts the affected static pods one at a
 //! time through their manifests ([`restart`]) and waits for each to be healthy ([`health`]);
-//! a component that does not come back gets its previous certificate and key again. CAs are
-//! never renewed (a CA expiring within a year is reported); kubelet.conf and the kubelet's own
-//! certificates are left to the kubelet. [`metrics`] renders the Prometheus textfile.
+//! a component that does not come back gets its previous certificate and key again, and later
+//! passes back off ([`backoff`]). CAs are never renewed (a CA expiring within a year is
+//! reported), nor a leaf its CA's expiry caps (renewing it again would not extend it);
+//! kubelet.conf and the kubelet's own certificates are left to the kubelet. [`metrics`] renders
+//! the Prometheus textfile.
 
+pub mod backoff;
 pub mod backup;
 pub mod health;
 pub mod metrics;
@@ -80,6 +83,8 @@ pub enum Failure {
     Renew(String),
     /// A component did not come back healthy (after the rollback, or the rollback failed too).
     Restart(String),
+    /// Earlier passes failed: this one waits (see [`backoff`]).
+    BackingOff(String),
 }
 
 impl Failure {
@@ -90,7 +95,14 @@ impl Failure {
             Failure::RotationInProgress(_) => "rotation-in-progress",
             Failure::Renew(_) => "renew-failed",
             Failure::Restart(_) => "restart-failed",
+            Failure::BackingOff(_) => "backing-off",
         }
+    }
+
+    /// Whether the pass changed files and failed (what makes later passes back off), as
+    /// opposed to refusing before it acted.
+    pub fn acted(&self) -> bool {
+        matches!(self, Failure::Renew(_) | Failure::Restart(_))
     }
 }
 
@@ -98,9 +110,10 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Locked => f.write_str("another autopilot pass holds the lock"),
-            Failure::RotationInProgress(s) | Failure::Renew(s) | Failure::Restart(s) => {
-                f.write_str(s)
-            }
+            Failure::RotationInProgress(s)
+            | Failure::Renew(s)
+            | Failure::Restart(s)
+            | Failure::BackingOff(s) => f.write_str(s),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use super::backoff::Backoff;
 use super::backup::Backup;
 use super::health;
 use super::metrics::{self, PassMetrics};
@@ -40,6 +41,19 @@ pub fn run(layout: &Layout, opts: &Options) -> Result<Outcome> {
     let mut out = Outcome::default();
     if let Err(f) = rotation_admits(layout) {
         out.failure = Some(f);
+        return finish(layout, opts, started, out);
+    }
+    let backoff = Backoff::load(&Backoff::path(&work))?;
+    if backoff.active(started) {
+        let until = crate::rotate::state::format_rfc3339(
+            OffsetDateTime::from_unix_timestamp(backoff.until).unwrap_or(started),
+        );
+        out.failure = Some(Failure::BackingOff(format!(
+            "{} pass(es) in a row failed or rolled back: no new attempt before {until} (fix the \
+             cause, then remove {} to try at once)",
+            backoff.consecutive_failures,
+            Backoff::path(&work).display()
+        )));
         return finish(layout, opts, started, out);
     }
     if !opts.dry_run {
@@ -269,6 +283,15 @@ fn finish(
     if opts.dry_run {
         return Ok(out);
     }
+    let work = layout.cert_dir.join(".autopilot");
+    let mut backoff = Backoff::load(&Backoff::path(&work))?;
+    match &out.failure {
+        Some(f) if !f.acted() => {}
+        failure => {
+            backoff = backoff.after(failure.is_some(), started);
+            backoff.save(&Backoff::path(&work))?;
+        }
+    }
     if let Some(path) = &opts.metrics_file {
         let prev = metrics::carried(path);
         let pass = PassMetrics {
@@ -276,6 +299,9 @@ fn finish(
             failure: out.failure.as_ref().map(|f| f.code().to_owned()),
             renewed: out.renewed.iter().map(|(n, _)| n.clone()).collect(),
             expiring_cas: out.expiring_cas.iter().map(|(n, _)| n.clone()).collect(),
+            restarted: out.restarted.clone(),
+            rolled_back: out.rolled_back.clone(),
+            backoff,
         };
         metrics::write(path, &metrics::render(layout, &prev, &pass)?)?;
     }

@@ -59,6 +59,23 @@ impl Plan {
     }
 }
 
+/// A due certificate whose expiry its CA's caps: a renewal would end when the CA does, no later
+/// (a day's slack), so renewing again gains nothing. Only rotating the CA helps.
+fn capped_by_ca(layout: &Layout, id: CaId, not_after: OffsetDateTime) -> Result<Option<String>> {
+    let ca = profile::ca_profile(id);
+    let Some(cert) = layout::load_cert(&layout.crt(ca.base))? else {
+        return Ok(None);
+    };
+    let ca_end = cert.info().not_after;
+    Ok((ca_end - not_after < time::Duration::days(1)).then(|| {
+        format!(
+            "its CA {} expires {ca_end}: a renewal cannot outlive it, so autopilot leaves it; \
+             rotate the CA (`pki rotate {}`)",
+            ca.name, ca.name
+        )
+    }))
+}
+
 /// Scans the layout with `policy` at `now`.
 pub fn scan(layout: &Layout, policy: &Policy, now: OffsetDateTime) -> Result<Plan> {
     let node = node_state::load(&layout.kubeconfig_dir)?.unwrap_or_default();
@@ -82,6 +99,10 @@ pub fn scan(layout: &Layout, policy: &Policy, now: OffsetDateTime) -> Result<Pla
                 leaf.name,
                 profile::ca_profile(leaf.ca).name
             ));
+            continue;
+        }
+        if let Some(why) = capped_by_ca(layout, leaf.ca, info.not_after)? {
+            plan.warnings.push(format!("{} is due: {why}", leaf.name));
             continue;
         }
         plan.due.push(Due {
@@ -120,6 +141,10 @@ pub fn scan(layout: &Layout, policy: &Policy, now: OffsetDateTime) -> Result<Pla
                 "{} is due for renewal but the CA is externally managed",
                 kc.file
             ));
+            continue;
+        }
+        if let Some(why) = capped_by_ca(layout, CaId::Ca, info.not_after)? {
+            plan.warnings.push(format!("{} is due: {why}", kc.file));
             continue;
         }
         plan.due.push(Due {

@@ -189,6 +189,41 @@ fn a_ca_expiring_within_a_year_is_reported_loudly_and_never_renewed() {
     assert_mentions(&prom, &["pki_autopilot_last_success_timestamp_seconds "]);
 }
 
+/// Leaves whose expiry the CA caps (issued against a CA with 20 days left) are due by the policy,
+/// but a renewal cannot extend them: autopilot leaves them, says why, and a second pass does the
+/// same instead of renewing (and restarting) everything every hour.
+#[test]
+fn leaves_capped_by_their_expiring_ca_are_not_renewed_again_and_again() {
+    let c = Cluster::initialized_with(&["--ca-certificate-validity-period", "480h"]);
+    let before = snapshot(&c);
+    let metrics = c.root().join("pki.prom");
+    for pass in 0..2 {
+        let out = autopilot(&c, &["--metrics-file", metrics.to_str().unwrap()]);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(2), "pass {pass}: {text}");
+        assert!(!text.contains("renewed "), "pass {pass}: {text}");
+        assert_mentions(
+            &text,
+            &[
+                "apiserver is due: its CA ca expires",
+                "etcd-server is due: its CA etcd-ca expires",
+                "a renewal cannot outlive it",
+                "pki rotate ca",
+            ],
+        );
+        let after = snapshot(&c);
+        let changed: Vec<&String> = after
+            .keys()
+            .chain(before.keys())
+            .filter(|k| !k.contains(".autopilot/") && k.as_str() != "pki.prom")
+            .filter(|k| after.get(*k) != before.get(*k))
+            .collect();
+        assert!(changed.is_empty(), "pass {pass} changed {changed:?}");
+    }
+    let prom = std::fs::read_to_string(&metrics).unwrap();
+    assert!(!prom.contains("pki_autopilot_renewed_total{"), "{prom}");
+}
+
 #[test]
 fn dry_run_prints_what_it_would_do_and_writes_nothing() {
     let c = short_lived();

@@ -221,6 +221,45 @@ fn a_renewed_certificate_etcd_cannot_load_is_rolled_back_and_etcd_is_healthy_aga
     let prom = std::fs::read_to_string(m.c.root().join("pki.prom")).unwrap();
     assert_mentions(
         &prom,
-        &["pki_autopilot_failure{reason=\"restart-failed\"} 1"],
+        &[
+            "pki_autopilot_failure{reason=\"restart-failed\"} 1",
+            "pki_autopilot_rollbacks_total{component=\"etcd\"} 1",
+            "pki_autopilot_consecutive_failures 1",
+        ],
     );
+
+    // The next pass (the hourly timer) backs off instead of restarting etcd again: nothing
+    // changes, the refusal is counted.
+    let starts = m.supervisor.starts();
+    let out = m.autopilot(&[]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert_mentions(&t, &["FAILED (backing-off)", "no new attempt before"]);
+    assert_eq!(m.supervisor.starts(), starts, "etcd left alone");
+    for rel in ["pki/etcd/server.crt", "pki/etcd/server.key"] {
+        assert_eq!(snapshot(&m.c)[rel], before[rel], "{rel} untouched");
+    }
+    let prom = std::fs::read_to_string(m.c.root().join("pki.prom")).unwrap();
+    assert_mentions(
+        &prom,
+        &[
+            "pki_autopilot_refusals_total{reason=\"backing-off\"} 1",
+            "pki_autopilot_rollbacks_total{component=\"etcd\"} 1",
+            "pki_autopilot_consecutive_failures 1",
+        ],
+    );
+    // Once the operator cleared it, a pass renews and restarts etcd healthy, and the counts go on.
+    std::fs::remove_file(m.c.path(".autopilot/backoff.json")).unwrap();
+    let out = m.autopilot(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let prom = std::fs::read_to_string(m.c.root().join("pki.prom")).unwrap();
+    assert_mentions(
+        &prom,
+        &[
+            "pki_autopilot_restarts_total{component=\"etcd\"} 1",
+            "pki_autopilot_consecutive_failures 0",
+            "pki_autopilot_backoff_until_timestamp_seconds 0",
+        ],
+    );
+    m.assert_data_readable();
 }
