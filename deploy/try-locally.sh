@@ -202,19 +202,20 @@ EOF
     ca_state() { [ "$(grep -c BEGIN "$rot/pki/ca.crt")" = "$1" ] && grep -q -- "$2" "$rot/manifests/kube-controller-manager.yaml"; }
     expect OK "pki rotate ca start" r ca start
     expect OK "ca.crt holds old + new, kube-controller-manager signs from ca-signer.*" ca_state 2 'ca-signer.crt'
-    expect OK "pki rotate ca switch" r ca switch
+    expect FAIL "switch is refused until the other nodes are confirmed" r ca switch
+    expect OK "pki rotate ca switch --confirm-nodes" r ca switch --confirm-nodes
     expect OK "leaves verify against the new CA alone" \
         sh -c 'openssl x509 -in "$1/ca.crt" > "$1/new-ca.pem" && openssl verify -CAfile "$1/new-ca.pem" "$1/apiserver.crt"' sh "$rot/pki"
     expect OK "pki rotate ca finish" r ca finish
     expect OK "after finish: one CA, signer flags back" ca_state 1 'cluster-signing-cert-file=/etc/kubernetes/pki/ca.crt'
     expect OK   "pki rotate sa start" r sa start
-    expect OK   "pki rotate sa switch" r sa switch
+    expect OK   "pki rotate sa switch --confirm-nodes" r sa switch --confirm-nodes
     expect FAIL "sa finish right after switch is refused" r sa finish
     expect FAIL "a second rotation is refused while one is in progress" r etcd-ca start
     expect OK   "sa finish --force" r sa finish --force
     cp -a "$rot/pki/etcd" "$work/etcd-before"
     expect OK "pki rotate etcd-ca start" r etcd-ca start
-    expect OK "pki rotate etcd-ca abort" r etcd-ca abort
+    expect OK "pki rotate etcd-ca abort --confirm-nodes" r etcd-ca abort --confirm-nodes
     expect OK "abort restored etcd/ byte for byte" diff -r "$work/etcd-before" "$rot/pki/etcd"
 else
     echo "SKIP  pki rotate (not in this pki build)"

@@ -311,6 +311,11 @@ struct RotateArgs {
     /// SubjectPublicKeyInfo, as kubeadm's --discovery-token-ca-cert-hash).
     #[arg(long, value_name = "sha256:HEX", requires = "worker")]
     ca_cert_hash: Option<String>,
+    /// switch: confirm that every other control-plane node and every worker ran `start` and its
+    /// restarts; abort: confirm that no node has run `switch`. This node cannot see its peers,
+    /// so `switch` and `abort` are refused without it.
+    #[arg(long)]
+    confirm_nodes: bool,
     /// Print what the phase would create or change (cert dir, kubeconfigs, manifests, state,
     /// backups, --export file); write nothing. Refused as the phase itself would be.
     #[arg(long)]
@@ -739,6 +744,7 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
     opts.leaf_validity = a.certificate_validity_period;
     opts.max_token_lifetime = a.max_token_lifetime;
     opts.force = a.force;
+    opts.confirm_nodes = a.confirm_nodes;
     opts.export = a.export;
     opts.export_ttl = a.export_ttl;
     opts.join = a.join;

@@ -21,6 +21,18 @@ pub fn abort(layout: &Layout, target: Target, opts: &mut Options) -> Result<Outc
     let state_path = plan::state_path(layout);
     let mut s = admit_abort(&state_path, target, state::load(&state_path)?)?;
     let plan = Plan::new(target, layout.clone(), s.manifests_dir.clone());
+    if s.status == Status::InProgress && !opts.confirm_nodes {
+        return Err(crate::error::Error::RotationRefused {
+            state: state_path.clone(),
+            reason: format!(
+                "`abort` undoes this node only: if any other node has run `switch`, what its new \
+                 {target} signed would stop being trusted here, and this node cannot see its \
+                 peers. If no node has run `switch`, run `pki rotate {target} abort \
+                 --confirm-nodes` (on every node that ran `start`); otherwise complete the \
+                 rotation"
+            ),
+        });
+    }
     let mut backup_dir = None;
     if s.status == Status::InProgress {
         // The files as the rotation left them, in case the operator needs them after all.

@@ -223,6 +223,9 @@ pub(crate) fn next_command(s: &State) -> Option<String> {
         Some(p) => p.next()?,
     };
     let mut cmd = format!("pki rotate {t} {next}");
+    if next == Phase::Switch {
+        cmd.push_str(" --confirm-nodes");
+    }
     if t == Target::Sa
         && next == Phase::Finish
         && let Some(until) = s.tokens_valid_until()
@@ -470,7 +473,7 @@ mod tests {
         );
         assert_eq!(
             next(&state(t, InProgress, &[Phase::Start], None)).as_deref(),
-            Some("pki rotate etcd-ca switch")
+            Some("pki rotate etcd-ca switch --confirm-nodes")
         );
         assert_eq!(
             next(&state(t, InProgress, &[Phase::Start], Some(Phase::Switch))).as_deref(),

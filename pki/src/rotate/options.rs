@@ -46,6 +46,10 @@ pub struct Options {
     pub join: Option<PathBuf>,
     /// The key the shared-material file is encrypted under (`--export`, `--join`).
     pub certificate_key: Option<CertificateKey>,
+    /// The operator confirms what this node cannot see of its peers (`--confirm-nodes`):
+    /// before `switch`, that every other control-plane node and every worker ran `start` and its
+    /// restarts; before `abort`, that no node has run `switch`.
+    pub confirm_nodes: bool,
 }
 
 impl Options {
@@ -85,6 +89,7 @@ impl Default for Options {
             export_ttl: super::shared::DEFAULT_EXPORT_TTL,
             join: None,
             certificate_key: None,
+            confirm_nodes: false,
         }
     }
 }

@@ -108,7 +108,7 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
             ),
         ],
         (Target::Ca, Some(Switch)) => vec![
-            run_everywhere("`pki rotate ca switch`", SWITCH_GATE),
+            run_everywhere("`pki rotate ca switch --confirm-nodes`", SWITCH_GATE),
             step(
                 "restart",
                 "kube-apiserver",
@@ -182,7 +182,7 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
                         Start => {
                             "`pki rotate front-proxy-ca start --join FILE --certificate-key HEX`"
                         }
-                        Switch => "`pki rotate front-proxy-ca switch`",
+                        Switch => "`pki rotate front-proxy-ca switch --confirm-nodes`",
                         Finish => "`pki rotate front-proxy-ca finish`",
                     },
                     match p {
@@ -223,7 +223,7 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
             step("restart", "kube-apiserver", CP, "--etcd-cafile"),
         ],
         (Target::EtcdCa, Some(Switch)) => vec![
-            run_everywhere("`pki rotate etcd-ca switch`", SWITCH_GATE),
+            run_everywhere("`pki rotate etcd-ca switch --confirm-nodes`", SWITCH_GATE),
             step(
                 "restart",
                 "etcd",
@@ -257,7 +257,7 @@ pub fn sequence(target: Target, phase: Option<Phase>) -> Vec<RestartStep> {
         ],
         (Target::Sa, Some(Switch)) => vec![
             run_everywhere(
-                "`pki rotate sa switch`",
+                "`pki rotate sa switch --confirm-nodes`",
                 "every API server signs with the new key; `switch` complete on every node before `finish` runs on any",
             ),
             step(

@@ -66,6 +66,16 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
         });
     }
     if !resume {
+        if phase == Phase::Switch && !opts.confirm_nodes {
+            return Err(Error::RotationRefused {
+                state: state_path.clone(),
+                reason: format!(
+                    "`switch` is safe only once every other control-plane node and every worker \
+                     has run `start` (and the restarts it printed), which this node cannot see: \
+                     once they have, run `pki rotate {target} switch --confirm-nodes`"
+                ),
+            });
+        }
         precheck(&plan, &s, phase, opts.force)?;
         s.joined = joined.is_some();
         s.rotation_id = Some(match &joined {

@@ -303,7 +303,7 @@ fn autopilot_refuses_during_a_rotation() {
             .any(|l| l.starts_with("pki_autopilot_last_success_timestamp_seconds ")),
         "{prom}"
     );
-    ok(&c.cmd(&["rotate", "etcd-ca", "abort"]));
+    ok(&c.cmd(&["rotate", "etcd-ca", "abort", "--confirm-nodes"]));
     let out = ok(&autopilot(
         &c,
         &["--metrics-file", metrics.to_str().unwrap()],

@@ -17,7 +17,7 @@ const CRASH_CODE: i32 = 86;
 
 fn rotate_failing(c: &Cluster, t: T, phase: &str, after: usize, extra: &[&str]) -> Output {
     let mut args: Vec<String> = vec!["rotate".into(), t.name().into(), phase.into()];
-    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(confirmed(phase, extra).iter().map(|s| s.to_string()));
     args.extend(c.dirs());
     Command::new(BIN)
         .args(&args)

@@ -336,15 +336,22 @@ fn a_recorded_path_outside_the_copy_refuses_the_dry_run() {
     let other = c.root().join("elsewhere");
     std::fs::create_dir(&other).unwrap();
     let before = everything(c.root());
-    let args: Vec<String> = ["rotate", "ca", "abort", "--dry-run", "--cert-dir"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([
-            c.pki().display().to_string(),
-            "--kubeconfig-dir".into(),
-            other.display().to_string(),
-        ])
-        .collect();
+    let args: Vec<String> = [
+        "rotate",
+        "ca",
+        "abort",
+        "--confirm-nodes",
+        "--dry-run",
+        "--cert-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([
+        c.pki().display().to_string(),
+        "--kubeconfig-dir".into(),
+        other.display().to_string(),
+    ])
+    .collect();
     let err = fails(&run(&args));
     assert!(
         err.contains("outside the directories a dry run copies"),

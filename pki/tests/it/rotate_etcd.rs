@@ -134,7 +134,7 @@ fn etcd_keeps_serving_the_apiserver_client_through_an_etcd_ca_rotation() {
     has_value(etcd.read_foo(&ca, &old_crt, &old_key));
 
     // switch: etcd serves a new-CA certificate; old (kept copy) and new client certs both work.
-    ok(&c.cmd(&["rotate", "etcd-ca", "switch"]));
+    ok(&c.cmd(&["rotate", "etcd-ca", "switch", "--confirm-nodes"]));
     assert_ne!(read(&cur_crt), read(&old_crt));
     etcd.restart();
     etcd.wait_ready(&ca, &cur_crt, &cur_key);

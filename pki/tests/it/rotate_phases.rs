@@ -279,6 +279,37 @@ fn sa_rotation_publishes_switches_and_waits_for_tokens() {
     ok(&c.init(&[]));
 }
 
+/// A node cannot see its peers: `switch` (the others have all started?) and `abort` (none has
+/// switched?) are refused, changing nothing, until the operator confirms with --confirm-nodes.
+#[test]
+fn switch_and_abort_need_the_operator_to_confirm_the_other_nodes() {
+    let c = Cluster::initialized();
+    ok(&rotate(&c, T::Etcd, "start", &[]));
+    let out = ok(&rotate(&c, T::Etcd, "status", &[]));
+    assert!(
+        out.contains("pki rotate etcd-ca switch --confirm-nodes"),
+        "{out}"
+    );
+    let before = snapshot(&c);
+    for (phase, why) in [
+        ("switch", "every worker has run `start`"),
+        ("abort", "if any other node has run `switch`"),
+    ] {
+        let err = fails(&c.cmd(&["rotate", "etcd-ca", phase]));
+        assert_mentions(
+            &err,
+            &[
+                why,
+                "cannot see",
+                &format!("pki rotate etcd-ca {phase} --confirm-nodes"),
+            ],
+        );
+        assert!(snapshot(&c) == before, "a refused {phase} changed files");
+    }
+    ok(&c.cmd(&["rotate", "etcd-ca", "switch", "--confirm-nodes"]));
+    ok(&c.cmd(&["rotate", "etcd-ca", "finish"]));
+}
+
 #[test]
 fn phases_out_of_order_and_concurrent_rotations_are_refused() {
     let c = Cluster::initialized();
@@ -342,7 +373,10 @@ fn phases_out_of_order_and_concurrent_rotations_are_refused() {
         serde_json::from_str(&ok(&rotate(&c, T::FrontProxy, "start", &["-o", "json"]))).unwrap();
     assert_eq!(json["phase"], "start");
     assert_eq!(json["restart"][1]["component"], "kube-apiserver");
-    assert_eq!(json["next"], "pki rotate front-proxy-ca switch");
+    assert_eq!(
+        json["next"],
+        "pki rotate front-proxy-ca switch --confirm-nodes"
+    );
     ok(&rotate(&c, T::FrontProxy, "abort", &[]));
     check_boundary(&c, T::FrontProxy, 1);
     // A CA file that already holds a bundle cannot start a rotation.

@@ -123,7 +123,17 @@ impl T {
 }
 
 pub(crate) fn rotate(c: &Cluster, t: T, phase: &str, extra: &[&str]) -> Output {
-    c.cmd_with(&["rotate", t.name(), phase], extra)
+    c.cmd_with(&["rotate", t.name(), phase], &confirmed(phase, extra))
+}
+
+/// `extra` plus `--confirm-nodes` for `switch` and `abort`: the tests stand for an operator
+/// who checked the other nodes (`rotate_phases` checks the refusal without it).
+pub(crate) fn confirmed<'a>(phase: &str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = extra.to_vec();
+    if matches!(phase, "switch" | "abort") && !args.contains(&"--confirm-nodes") {
+        args.push("--confirm-nodes");
+    }
+    args
 }
 
 /// `pki rotate <t> status -o json`.
