@@ -182,7 +182,8 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 }
 
 /// Removes what no name of `dir` shows any more: the generation directories `..data` does not
-/// point at (all of them when there is no `..data`), the files of the current generation no
+/// point at (all of them when there is no `..data`), links of names that show nothing (a commit
+/// killed after linking a new name, before its swap), the files of the current generation no
 /// name links to (e.g. a key whose name was since replaced by a regular file), and, when no name
 /// links through it at all, `..data` and its generation. When `..data` cannot be read as a
 /// generation link, nothing is removed. Call it only under the directory's lock.
@@ -199,6 +200,10 @@ pub fn remove_stale(dir: &Path) {
         let is_gen = name.as_bytes().starts_with(GEN_PREFIX.as_bytes());
         if is_gen && current.as_deref() != Some(name.as_os_str()) {
             removed |= fs::remove_dir_all(entry.path()).is_ok();
+        } else if is_managed_link(&entry.path())
+            && fs::metadata(entry.path()).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        {
+            removed |= fs::remove_file(entry.path()).is_ok();
         }
     }
     if let Some(current) = current {
@@ -359,6 +364,19 @@ mod tests {
         remove_stale_temps(dir.path()).expect("clean");
         assert_eq!(testkit::entry_names(dir.path()), ["a.crt", "a.key"]);
         assert_eq!(read(dir.path(), "a.key"), b"k1-alone");
+    }
+
+    /// A commit killed after linking a name that did not exist, before its swap, leaves a link
+    /// that shows nothing: the cleanup removes it, so the name is absent again (as before).
+    #[test]
+    fn a_dangling_link_of_an_unfinished_commit_is_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        pair(dir.path(), b"k", b"c");
+        std::os::unix::fs::symlink(Path::new(DATA).join("new.csr"), dir.path().join("new.csr"))
+            .expect("link");
+        remove_stale_temps(dir.path()).expect("clean");
+        assert!(dir.path().join("new.csr").symlink_metadata().is_err());
+        assert_eq!(read(dir.path(), "a.key"), b"k");
     }
 
     #[test]
