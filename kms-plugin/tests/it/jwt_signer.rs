@@ -373,7 +373,11 @@ async fn pki_rotate_sa_drives_the_signer_online() {
         "start keeps signing with the old key"
     );
 
-    pki(&["rotate", "sa", "switch"], &cert_dir, &kubeconfig_dir);
+    pki(
+        &["rotate", "sa", "switch", "--confirm-nodes"],
+        &cert_dir,
+        &kubeconfig_dir,
+    );
     let (new_kid, _) = openssl_kid(&sa_key);
     assert_ne!(new_kid, old_kid);
     let deadline = Instant::now() + Duration::from_secs(10);
