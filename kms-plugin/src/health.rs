@@ -97,6 +97,11 @@ pub const ROOT_KEY_REVOKED: &str =
 pub const KEYRING_CHANGED: &str =
     "root key state changed underneath the plugin: Encrypt stopped, restore the state directory";
 
+/// Whether `healthz` is a reason an outage gives (the backend timed out or failed).
+fn is_outage_reason(reason: &str) -> bool {
+    matches!(reason, PROBE_TIMED_OUT | PROBE_FAILED)
+}
+
 /// Why a probe failed: a fixed reason for `healthz`, the details for the log only, and whether
 /// the backend said the key itself is unusable.
 #[derive(Debug)]
@@ -113,7 +118,7 @@ impl ProbeFailure {
     /// An outage: the backend could not be reached or failed, without saying the key is
     /// unusable (revoked, a changed keyring or a wrong key are not outages).
     fn is_outage(&self) -> bool {
-        !self.revoked && matches!(self.reason, PROBE_TIMED_OUT | PROBE_FAILED)
+        !self.revoked && is_outage_reason(self.reason)
     }
 
     fn new(reason: &'static str, detail: String) -> Self {
@@ -205,7 +210,7 @@ impl Health {
         };
         // Only an outage the probe reported as such: a revoked key, a changed keyring or a
         // failed KEK proof (which `get` puts first) get no grace.
-        let outage_reason = matches!(state.healthz.as_str(), PROBE_TIMED_OUT | PROBE_FAILED);
+        let outage_reason = is_outage_reason(&state.healthz);
         if self.outage_policy.serve
             && outage_reason
             && let Some(kek_end) = seal_until

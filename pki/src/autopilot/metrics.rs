@@ -85,6 +85,8 @@ pub struct PassMetrics {
     pub restarted: Vec<String>,
     /// Components whose previous files this pass restored.
     pub rolled_back: Vec<String>,
+    /// The reason code when the pass refused before acting (locked, rotation, backing off).
+    pub refusal: Option<String>,
     /// The backoff after this pass.
     pub backoff: super::backoff::Backoff,
 }
@@ -93,12 +95,7 @@ pub struct PassMetrics {
 pub fn render(layout: &Layout, prev: &Carried, pass: &PassMetrics) -> Result<String> {
     let mut out = expiry::collect(layout)?.render(expiry::Format::Prometheus)?;
     let mut counts = prev.clone();
-    let refusal: Vec<String> = pass
-        .failure
-        .iter()
-        .filter(|code| ["locked", "rotation-in-progress", "backing-off"].contains(&code.as_str()))
-        .cloned()
-        .collect();
+    let refusal: Vec<String> = pass.refusal.iter().cloned().collect();
     for (i, names) in [&pass.renewed, &pass.restarted, &pass.rolled_back, &refusal]
         .into_iter()
         .enumerate()

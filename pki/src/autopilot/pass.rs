@@ -301,6 +301,11 @@ fn finish(
             expiring_cas: out.expiring_cas.iter().map(|(n, _)| n.clone()).collect(),
             restarted: out.restarted.clone(),
             rolled_back: out.rolled_back.clone(),
+            refusal: out
+                .failure
+                .as_ref()
+                .filter(|f| !f.acted())
+                .map(|f| f.code().to_owned()),
             backoff,
         };
         metrics::write(path, &metrics::render(layout, &prev, &pass)?)?;

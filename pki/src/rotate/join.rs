@@ -132,7 +132,7 @@ pub(crate) fn export(plan: &Plan, s: &State, opts: &Options) -> Result<Option<St
         },
         new_key_pem: Some(Zeroizing::new(new_key_pem)),
     };
-    shared::write(path, key, &m, opts.export_ttl)?;
+    let expires_at = shared::write(path, key, &m, opts.export_ttl)?;
     let public = opts
         .export_public
         .clone()
@@ -150,19 +150,7 @@ pub(crate) fn export(plan: &Plan, s: &State, opts: &Options) -> Result<Option<St
         "{} (control-plane nodes only: it holds the new private key) is accepted until {}; the \
          public bundle {} holds CA certificates only, new CA pinned by {pin}{workers}",
         path.display(),
-        humantime_after(opts.export_ttl),
+        expires_at,
         public.display()
     )))
-}
-
-/// The UTC time `ttl` from now, whole seconds, RFC 3339.
-fn humantime_after(ttl: std::time::Duration) -> String {
-    let at = time::OffsetDateTime::now_utc() + ttl;
-    at.replace_nanosecond(0)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }

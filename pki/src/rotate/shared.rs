@@ -66,7 +66,8 @@ impl CertificateKey {
     /// never appears on a command line.
     pub fn from_file(path: &Path) -> Result<Self> {
         use std::io::Read;
-        let mut text = Zeroizing::new(String::new());
+        // Room for the whole bounded read up front: no reallocation leaves a copy behind.
+        let mut text = Zeroizing::new(String::with_capacity(1025));
         let read = if path.as_os_str() == "-" {
             std::io::stdin().take(1024).read_to_string(&mut text)
         } else {
@@ -208,23 +209,24 @@ fn open(
         .map_err(|_| undecryptable())
 }
 
-/// Writes the shared material to `path` (mode 0600, atomically), accepted for `ttl` from now.
+/// Writes the shared material to `path` (mode 0600, atomically), accepted for `ttl` from now;
+/// returns the expiry written into it (RFC 3339).
 pub(crate) fn write(
     path: &Path,
     key: &CertificateKey,
     m: &SharedMaterial,
     ttl: Duration,
-) -> Result<()> {
+) -> Result<String> {
     let new_key = m
         .new_key_pem
         .as_ref()
         .ok_or_else(|| Error::Config("the new private key is missing".into()))?;
     let public = serde_json::to_vec(&m.public).map_err(|e| Error::Config(e.to_string()))?;
-    let expires_at = (OffsetDateTime::now_utc() + ttl)
-        .replace_nanosecond(0)
-        .map_err(|e| Error::Config(e.to_string()))?
-        .format(&Rfc3339)
-        .map_err(|e| Error::Config(e.to_string()))?;
+    let expires_at = super::state::format_rfc3339(
+        (OffsetDateTime::now_utc() + ttl)
+            .replace_nanosecond(0)
+            .map_err(|e| Error::Config(e.to_string()))?,
+    );
     let aad = |part| aad(m.target, &m.rotation_id, &expires_at, part);
     let file = FileFormat {
         kind: KIND.to_owned(),
@@ -232,10 +234,11 @@ pub(crate) fn write(
         rotation_id: m.rotation_id.clone(),
         public: seal(key, &aad("public"), &public)?,
         secret: seal(key, &aad("secret"), new_key.as_bytes())?,
-        expires_at,
+        expires_at: expires_at.clone(),
     };
     let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Config(e.to_string()))?;
-    store::write_atomic(path, text.as_bytes(), MODE_SECRET)
+    store::write_atomic(path, text.as_bytes(), MODE_SECRET)?;
+    Ok(expires_at)
 }
 
 /// Writes the workers' bundle of `m` to `path` (mode 0644: nothing in it is secret) and
