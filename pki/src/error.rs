@@ -98,6 +98,20 @@ pub enum Error {
         /// What went wrong and what the operator should do.
         message: String,
     },
+    /// The Kubernetes API (`--kubeconfig`) could not be reached or answered unexpectedly.
+    #[error("kubernetes API: {0}")]
+    Cluster(String),
+    /// The cluster's view refuses a rotation command: a gate that reads every node's state
+    /// (`--force` overrides it, and says so).
+    #[error("{object}: refused by the gate `{gate}`: {reason}")]
+    ClusterRefused {
+        /// The object holding the cluster's state (`kube-system/ConfigMap/...`).
+        object: String,
+        /// The gate's name, as `--force` reports it.
+        gate: &'static str,
+        /// Which nodes stand in the way, and what to run.
+        reason: String,
+    },
     /// `rotate sa finish` was run before the maximum token lifetime had passed since `switch`.
     #[error(
         "{state}: refusing to drop the old service-account key: tokens it signed may be valid until {until} ({lifetime_secs}s after switch); wait, or pass --force"

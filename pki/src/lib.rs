@@ -28,6 +28,7 @@
 //! [`store::write_atomic`] / [`store::write_many_atomic`] replace files without torn states.
 
 pub mod autopilot;
+pub mod cluster;
 pub mod csr;
 pub mod dry_run;
 pub mod duration;

@@ -278,7 +278,8 @@ struct RotateArgs {
     /// [default: 24h].
     #[arg(long, value_parser = parse_duration)]
     max_token_lifetime: Option<std::time::Duration>,
-    /// sa finish: drop the old key even if tokens it signed may still be valid.
+    /// sa finish: drop the old key even if tokens it signed may still be valid; with
+    /// --kubeconfig: pass any closed gate of the cluster's view (each is named in the output).
     #[arg(long)]
     force: bool,
     /// start, first control-plane node: write the rotation's shared material (old and new CA,
@@ -314,8 +315,18 @@ struct RotateArgs {
     /// switch: confirm that every other control-plane node and every worker ran `start` and its
     /// restarts; abort: confirm that no node has run `switch`. This node cannot see its peers,
     /// so `switch` and `abort` are refused without it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "kubeconfig")]
     confirm_nodes: bool,
+    /// Coordinate through the Kubernetes API (admin.conf, or an identity with the RBAC in
+    /// pki/README.md): each node records its progress in the ConfigMap
+    /// kube-system/pki-rotation-<target>-<id>, and switch, finish and abort are gated on every
+    /// node's entry (and the Nodes, and the kubelets' CSRs); status shows the whole cluster.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// With --kubeconfig: this node's name, as its Node object is named [default: the host
+    /// name, lower case].
+    #[arg(long, value_name = "NAME", requires = "kubeconfig")]
+    node_name: Option<String>,
     /// Print what the phase would create or change (cert dir, kubeconfigs, manifests, state,
     /// backups, --export file); write nothing. Refused as the phase itself would be.
     #[arg(long)]
@@ -775,15 +786,31 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
             }
         }));
     }
+    let cluster = a
+        .kubeconfig
+        .as_deref()
+        .map(pki::cluster::Cluster::connect)
+        .transpose()?;
     // `None`: abort.
     let phase = match a.phase {
         RotatePhase::Status => {
             // Only reads: the same with or without --dry-run.
             let report = rotate::status::collect(&layout)?;
-            if json {
-                println!("{}", to_json(&report)?);
-            } else {
-                print!("{}", report.render_text());
+            let whole = cluster
+                .map(|c| pki::cluster::status::collect(&c, target))
+                .transpose()?;
+            match (json, whole) {
+                (true, None) => println!("{}", to_json(&report)?),
+                (true, Some(w)) => println!(
+                    "{}",
+                    to_json(&serde_json::json!({ "node": report, "cluster": w }))?
+                ),
+                (false, w) => {
+                    print!("{}", report.render_text());
+                    if let Some(w) = w {
+                        print!("{}", w.render_text());
+                    }
+                }
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -792,6 +819,15 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
         RotatePhase::Finish => Some(Phase::Finish),
         RotatePhase::Abort => None,
     };
+    if let Some(cluster) = cluster {
+        let node = match a.node_name {
+            Some(n) => n,
+            None => pki::cluster::default_node_name()?,
+        };
+        opts.coordinator = Some(Box::new(pki::cluster::ClusterCoordinator::new(
+            cluster, node, a.force, !a.dry_run,
+        )));
+    }
     let worker = a.worker;
     let ca_cert_hash = a.ca_cert_hash;
     let execute = move |layout: &Layout, opts: &mut rotate::Options| match (phase, worker) {
@@ -807,9 +843,10 @@ fn run_rotate(a: RotateArgs) -> Result<ExitCode> {
                         .into(),
                 ));
             }
-            rotate::worker::start(layout, target, join, pin)
+            let join = join.to_path_buf();
+            rotate::worker::start(layout, target, &join, pin, opts)
         }
-        (Some(Phase::Finish), true) => rotate::worker::finish(layout, target),
+        (Some(Phase::Finish), true) => rotate::worker::finish(layout, target, opts),
         (_, true) => Err(Error::Config(
             "--worker applies to start and finish only".into(),
         )),

@@ -164,7 +164,8 @@ start_apiserver() {
 
 passed=0
 failed=0
-run_test() { # run_test NAME: runs the shell function test_NAME
+run_test() { # run_test NAME: runs the shell function test_NAME (only it, when K8S_E2E_ONLY=NAME)
+    [ -z "${K8S_E2E_ONLY:-}" ] || [ "$K8S_E2E_ONLY" = "$1" ] || return 0
     local t0=$(date +%s)
     # Not in a condition: there bash would ignore set -e inside the test.
     ( set -e; "test_$1" ) >"$scratch/test-$1.log" 2>&1
@@ -452,6 +453,127 @@ for i in range(200):
     wait_for 15 "healthy after EnableKey" healthz_is ok || fail "healthz after EnableKey: $(aws_healthz)"
 }
 
+# A `ca` and an `sa` rotation of three control-plane nodes and two workers (node directories
+# copied from this node's PKI; Node objects registered in the API), coordinated through the real
+# API with --kubeconfig: every out-of-order command is refused by the gate that reads the other
+# nodes' entries in kube-system/pki-rotation-*, naming the nodes in the way, and the rotation
+# completes once they have caught up. Kubelet client certificates count as renewed from an
+# issued CSR (signed by the new CA) or from the node's own entry.
+test_rotations_are_gated_by_every_nodes_state() {
+    local nodes=$scratch/nodes admin=$scratch/pki-admin.conf n key out pin
+    cp "$kubeconfig" "$admin"
+    for n in cp1 cp2 cp3; do
+        mkdir -p "$nodes/$n"
+        cp -a "$pki_dir" "$nodes/$n/pki"
+        cp "$scratch/etc/kubernetes/"{admin,super-admin,controller-manager,scheduler,kubelet}.conf "$nodes/$n/"
+        kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Node
+metadata: {name: $n, labels: {node-role.kubernetes.io/control-plane: ""}}
+YAML
+    done
+    for n in w1 w2; do
+        mkdir -p "$nodes/$n/pki"
+        cp "$pki_dir/ca.crt" "$nodes/$n/pki/"
+        cp "$scratch/etc/kubernetes/kubelet.conf" "$nodes/$n/"
+        kubectl apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Node
+metadata: {name: $n}
+YAML
+    done
+    r() { # r NODE TARGET PHASE [ARGS...]: pki rotate on that node's directories, through the API
+        local node=$1 t=$2 phase=$3
+        shift 3
+        "$target/pki" rotate "$t" "$phase" --cert-dir "$nodes/$node/pki" --kubeconfig-dir "$nodes/$node" \
+            --kubeconfig "$admin" --node-name "$node" "$@"
+    }
+    refused() { # refused GATE WORDS... -- COMMAND...: the command fails, naming the gate and each word
+        local gate=$1 words=() out
+        shift
+        while [ "$1" != -- ]; do words+=("$1"); shift; done
+        shift
+        if out=$("$@" 2>&1); then fail "accepted: $* -> $out"; fi
+        [[ $out == *"refused by the gate \`$gate\`"* ]] || fail "not refused by $gate: $* -> $out"
+        for w in "${words[@]}"; do [[ $out == *"$w"* ]] || fail "the refusal does not name $w: $out"; done
+        echo "refused as expected ($gate): ${out:0:200}"
+    }
+    key=$(openssl rand -hex 32)
+    out=$(r cp1 ca start --export "$nodes/ca.share" --certificate-key "$key") || fail "cp1 start: $out"
+    pin=$(grep -o 'sha256:[0-9a-f]\{64\}' <<<"$out" | head -n1)
+    [ -n "$pin" ] || fail "no pin printed: $out"
+    kubectl -n kube-system get configmap -l pki.kubernetes.io/rotation-target=ca -o name | grep -q pki-rotation-ca- \
+        || fail "no rotation record in kube-system"
+    refused every-node-trusts-the-new-ca "cp2 (control-plane)" "cp3 (control-plane)" "w1 (worker)" "w2 (worker)" \
+        -- r cp1 ca switch
+    # A second rotation of the same target cannot begin while this one is under way.
+    mkdir -p "$nodes/cp4" && cp -a "$pki_dir" "$nodes/cp4/pki" && cp "$scratch/etc/kubernetes/"*.conf "$nodes/cp4/"
+    refused one-rotation-at-a-time "cp1 at start (complete)" -- r cp4 ca start
+    r cp2 ca start --join "$nodes/ca.share" --certificate-key "$key" >/dev/null || fail "cp2 start"
+    r cp3 ca start --join "$nodes/ca.share" --certificate-key "$key" >/dev/null || fail "cp3 start"
+    out=$(r w1 ca start --worker --join "$nodes/ca.share.public" --ca-cert-hash "sha256:$(printf '0%.0s' {1..64})" 2>&1) \
+        && fail "a wrong pin was accepted: $out"
+    r w1 ca start --worker --join "$nodes/ca.share.public" --ca-cert-hash "$pin" >/dev/null || fail "w1 start"
+    refused every-node-trusts-the-new-ca "w2 (worker)" -- r cp1 ca switch
+    out=$(r cp1 ca status) || fail "status: $out"
+    grep -E '^  w2 +worker +not started' <<<"$out" >/dev/null || fail "status does not show w2 not started: $out"
+    sed -n "/^cluster:/,\$p" <<<"$out"
+    r w2 ca start --worker --join "$nodes/ca.share.public" --ca-cert-hash "$pin" >/dev/null || fail "w2 start"
+    r cp1 ca switch >/dev/null || fail "cp1 switch once every node trusts the new CA"
+    refused no-node-has-switched "cp1 is at switch (complete)" -- r cp2 ca abort
+    refused every-control-plane-node-switched "cp2 (control-plane)" "cp3 (control-plane)" -- r cp1 ca finish
+    refused every-control-plane-node-switched "cp2 (control-plane)" -- r w1 ca finish --worker
+    r cp2 ca switch >/dev/null || fail "cp2 switch"
+    r cp3 ca switch >/dev/null || fail "cp3 switch"
+    refused kubelet-client-certificates-from-the-new-ca "w1:" "w2:" -- r cp1 ca finish
+    # w1's kubelet renews through a CSR the new CA signs; w2's kubelet.conf gets a new-CA client
+    # certificate (from cp1's, re-issued at switch) and w2 publishes it by rerunning its start.
+    local staged=$nodes/cp1/pki/.rotation/staged/ca
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$nodes/w1/client.key" \
+        -subj "/O=system:nodes/CN=system:node:w1" -out "$nodes/w1/client.csr" 2>/dev/null
+    openssl x509 -req -in "$nodes/w1/client.csr" -CA "$staged/new.crt" -CAkey "$staged/new.key" -days 1 \
+        -set_serial 7 -out "$nodes/w1/client.crt" 2>/dev/null || fail "signing w1's client certificate"
+    kubectl --as system:node:w1 --as-group system:masters create -f - >/dev/null <<YAML
+apiVersion: certificates.k8s.io/v1
+kind: CertificateSigningRequest
+metadata: {name: node-csr-w1}
+spec:
+  signerName: kubernetes.io/kube-apiserver-client-kubelet
+  usages: [digital signature, client auth]
+  request: $(base64 -w0 <"$nodes/w1/client.csr")
+YAML
+    kubectl certificate approve node-csr-w1 >/dev/null
+    kubectl patch csr node-csr-w1 --subresource=status --type=merge \
+        -p "{\"status\":{\"certificate\":\"$(base64 -w0 <"$nodes/w1/client.crt")\"}}" >/dev/null
+    refused kubelet-client-certificates-from-the-new-ca "w2:" -- r cp1 ca finish
+    cp "$nodes/cp1/kubelet.conf" "$nodes/w2/kubelet.conf"
+    r w2 ca start --worker --join "$nodes/ca.share.public" --ca-cert-hash "$pin" >/dev/null || fail "w2 republish"
+    r cp1 ca finish >/dev/null || fail "cp1 finish once every gate is open"
+    for n in cp2 cp3; do r "$n" ca finish >/dev/null || fail "$n finish"; done
+    for n in w1 w2; do r "$n" ca finish --worker >/dev/null || fail "$n finish --worker"; done
+    for n in w1 w2; do
+        [ "$(grep -c 'BEGIN CERTIFICATE' "$nodes/$n/pki/ca.crt")" = 1 ] || fail "$n still trusts two CAs"
+        cmp -s "$nodes/$n/pki/ca.crt" "$nodes/cp1/pki/ca.crt" || fail "$n trusts another CA than cp1"
+    done
+    out=$(r cp1 ca status) || fail "status: $out"
+    grep -q "ended on every node" <<<"$out" || fail "the record does not show the rotation ended: $out"
+    echo "ca: 5 nodes rotated through kube-system/$(kubectl -n kube-system get cm -l pki.kubernetes.io/rotation-target=ca -o jsonpath='{.items[0].metadata.name}')"
+
+    # sa: finish waits for the old key's tokens on every control-plane node's switch time.
+    out=$(r cp1 sa start --export "$nodes/sa.share" --certificate-key "$key") || fail "cp1 sa start: $out"
+    refused every-node-trusts-the-new-ca "cp2 (control-plane)" -- r cp1 sa switch
+    for n in cp2 cp3; do r "$n" sa start --join "$nodes/sa.share" --certificate-key "$key" >/dev/null || fail "$n sa start"; done
+    r cp1 sa switch --max-token-lifetime 1s >/dev/null || fail "cp1 sa switch"
+    r cp2 sa switch --max-token-lifetime 1s >/dev/null || fail "cp2 sa switch"
+    r cp3 sa switch --max-token-lifetime 1h >/dev/null || fail "cp3 sa switch"
+    sleep 2
+    refused old-service-account-tokens-expired "cp3 switched later" -- r cp1 sa finish
+    out=$(r cp1 sa finish --force 2>&1) || fail "sa finish --force: $out"
+    grep -q -- "--force: the gate \`old-service-account-tokens-expired\` was closed and is overridden" <<<"$out" \
+        || fail "--force does not say which gate it overrode: $out"
+    echo "sa: finish waits for cp3's token window; --force says: $(grep -o -- '--force: the gate[^:]*' <<<"$out")"
+}
+
 # The first root key, made once by the operator (the plugin never creates one).
 "$target/kms-plugin" init --config "$scratch/etc/kubernetes/enc/plugin.yaml" >"$scratch/kms-init.log" 2>&1 \
     || { cat "$scratch/kms-init.log"; echo "k8s-e2e: 0 passed, 1 failed (kms-plugin init)"; exit 1; }
@@ -477,6 +599,7 @@ run_test renewed_pairs_are_read_through_one_generation
 run_test secrets_are_kms_v2_in_etcd
 run_test plugin_and_apiserver_restart_keep_every_secret
 run_test a_kms_outage_keeps_the_control_plane_ready
+run_test rotations_are_gated_by_every_nodes_state
 
 echo "k8s-e2e: $passed passed, $failed failed"
 [ "$failed" = 0 ]

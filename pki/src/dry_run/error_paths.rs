@@ -37,6 +37,16 @@ pub(super) fn map_error(
         },
         Error::Config(m) => Error::Config(text(&m)),
         Error::CsrRefused(m) => Error::CsrRefused(text(&m)),
+        Error::Cluster(m) => Error::Cluster(text(&m)),
+        Error::ClusterRefused {
+            object,
+            gate,
+            reason,
+        } => Error::ClusterRefused {
+            object,
+            gate,
+            reason: text(&reason),
+        },
         Error::Render { what, reason } => Error::Render {
             what,
             reason: text(&reason),

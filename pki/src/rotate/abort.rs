@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 use super::admission::admit_abort;
 use super::apply::{StepSettings, apply};
+use super::coordinator::{Move, NodeReport};
 use super::options::Options;
 use super::outcome::Outcome;
 use super::plan::{self, Plan, Target};
@@ -21,17 +22,10 @@ pub fn abort(layout: &Layout, target: Target, opts: &mut Options) -> Result<Outc
     let state_path = plan::state_path(layout);
     let mut s = admit_abort(&state_path, target, state::load(&state_path)?)?;
     let plan = Plan::new(target, layout.clone(), s.manifests_dir.clone());
-    if s.status == Status::InProgress && !opts.confirm_nodes {
-        return Err(crate::error::Error::RotationRefused {
-            state: state_path.clone(),
-            reason: format!(
-                "`abort` undoes this node only: if any other node has run `switch`, what its new \
-                 {target} signed would stop being trusted here, and this node cannot see its \
-                 peers. If no node has run `switch`, run `pki rotate {target} abort \
-                 --confirm-nodes` (on every node that ran `start`); otherwise complete the \
-                 rotation"
-            ),
-        });
+    let me = NodeReport::control_plane(&plan, &s);
+    let mut notes = Vec::new();
+    if s.status == Status::InProgress {
+        notes.extend(opts.coordinator().begin(target, Move::Abort, &me)?);
     }
     let mut backup_dir = None;
     if s.status == Status::InProgress {
@@ -58,16 +52,18 @@ pub fn abort(layout: &Layout, target: Target, opts: &mut Options) -> Result<Outc
     s.running = None;
     s.ended_at = Some(OffsetDateTime::now_utc());
     state::save(&state_path, &s)?;
+    opts.coordinator().complete(target, Move::Abort, &me)?;
+    notes.push(format!(
+        "every file is back as it was before `pki rotate {target} start`; backups stay in {}",
+        plan.rotation_dir().join("backups").display()
+    ));
     Ok(Outcome {
         target,
         phase: None,
         already_done: false,
         steps,
         backup: backup_dir,
-        notes: vec![format!(
-            "every file is back as it was before `pki rotate {target} start`; backups stay in {}",
-            plan.rotation_dir().join("backups").display()
-        )],
+        notes,
         restart: restart::sequence(target, None),
         next: None,
     })

@@ -34,6 +34,7 @@ mod admission;
 mod anchor;
 mod apply;
 pub mod backup;
+pub mod coordinator;
 mod dry_run;
 mod join;
 pub mod manifests;
@@ -53,6 +54,7 @@ mod steps;
 pub mod worker;
 
 pub use abort::abort;
+pub use coordinator::{Coordinator, LocalOnly, Move, NodeReport};
 pub use dry_run::{DryRun, dry_run};
 pub use options::{DEFAULT_MAX_TOKEN_LIFETIME, FAIL_AFTER_STEP_ENV, Options, StepHook};
 pub use outcome::Outcome;

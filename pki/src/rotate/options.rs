@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::coordinator::{Coordinator, LocalOnly};
 use super::shared::CertificateKey;
 use crate::spec::{DEFAULT_CA_VALIDITY, DEFAULT_LEAF_VALIDITY};
 
@@ -50,9 +51,21 @@ pub struct Options {
     /// before `switch`, that every other control-plane node and every worker ran `start` and its
     /// restarts; before `abort`, that no node has run `switch`.
     pub confirm_nodes: bool,
+    /// Where this node's commands meet the other nodes' (`--kubeconfig`); `None`: this node
+    /// alone ([`LocalOnly`] with [`Options::confirm_nodes`]).
+    pub coordinator: Option<Box<dyn Coordinator>>,
 }
 
 impl Options {
+    /// Runs the [`Options::after_step`] hook, if any, for the step just done.
+    /// The coordinator to ask: the one given, else [`LocalOnly`].
+    pub(crate) fn coordinator(&mut self) -> &mut dyn Coordinator {
+        let confirm_nodes = self.confirm_nodes;
+        self.coordinator
+            .get_or_insert_with(|| Box::new(LocalOnly { confirm_nodes }))
+            .as_mut()
+    }
+
     /// Runs the [`Options::after_step`] hook, if any, for the step just done.
     pub(crate) fn step_done(&mut self, step: &str) {
         if let Some(hook) = self.after_step.as_mut() {
@@ -90,6 +103,7 @@ impl Default for Options {
             join: None,
             certificate_key: None,
             confirm_nodes: false,
+            coordinator: None,
         }
     }
 }

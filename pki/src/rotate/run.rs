@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 
 use super::admission::{Admission, admit_phase, next_command};
 use super::apply::{StepSettings, apply};
+use super::coordinator::{Move, NodeReport};
 use super::options::{DEFAULT_MAX_TOKEN_LIFETIME, Options};
 use super::outcome::Outcome;
 use super::plan::{self, Phase, Plan, Target};
@@ -38,6 +39,13 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
     }
     let (mut s, resume) = match admit_phase(&state_path, target, phase, existing, manifests_dir)? {
         Admission::AlreadyDone(s) => {
+            // Published again: a rerun is how a record the API missed is completed.
+            let plan = Plan::new(target, layout.clone(), s.manifests_dir.clone());
+            opts.coordinator().complete(
+                target,
+                phase.into(),
+                &NodeReport::control_plane(&plan, &s),
+            )?;
             return Ok(Outcome::already_done(target, phase, next_command(&s)));
         }
         Admission::Begin(s) => (s, false),
@@ -65,23 +73,21 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
             ),
         });
     }
+    let mut notes = Vec::new();
     if !resume {
-        if phase == Phase::Switch && !opts.confirm_nodes {
-            return Err(Error::RotationRefused {
-                state: state_path.clone(),
-                reason: format!(
-                    "`switch` is safe only once every other control-plane node and every worker \
-                     has run `start` (and the restarts it printed), which this node cannot see: \
-                     once they have, run `pki rotate {target} switch --confirm-nodes`"
-                ),
-            });
-        }
         precheck(&plan, &s, phase, opts.force)?;
         s.joined = joined.is_some();
-        s.rotation_id = Some(match &joined {
-            Some(m) => m.rotation_id.clone(),
-            None => shared::new_rotation_id()?,
-        });
+        if phase == Phase::Start {
+            s.rotation_id = Some(match &joined {
+                Some(m) => m.rotation_id.clone(),
+                None => shared::new_rotation_id()?,
+            });
+        }
+        let me = match phase {
+            Phase::Start => NodeReport::bare(&plan, &s),
+            _ => NodeReport::control_plane(&plan, &s),
+        };
+        notes.extend(opts.coordinator().begin(target, phase.into(), &me)?);
         begin(&plan, &mut s, phase, &settings)?;
     }
     if let Some(m) = &joined {
@@ -97,13 +103,14 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
         .running
         .as_ref()
         .map(|r| plan.rotation_dir().join(&r.backup));
-    let mut notes = Vec::new();
     let done_now = run_steps(&plan, &mut s, phase, &settings, opts, &mut notes)?;
     if phase == Phase::Start {
         notes.extend(join::export(&plan, &s, opts)?);
     }
     s.record_phase_complete(phase, OffsetDateTime::now_utc());
     state::save(&state_path, &s)?;
+    opts.coordinator()
+        .complete(target, phase.into(), &NodeReport::control_plane(&plan, &s))?;
     notes.extend(closing_notes(&plan, &s, phase));
     Ok(Outcome {
         target,
@@ -121,7 +128,12 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
 /// further on): `--export` writes the shared files again (a fresh expiry); `--join` is done only
 /// when the file is of this very rotation, and refused otherwise (a node left over from a
 /// rotation another node aborted must abort here first); without either, nothing to do.
-fn started_already(layout: &Layout, target: Target, s: &State, opts: &Options) -> Result<Outcome> {
+fn started_already(
+    layout: &Layout,
+    target: Target,
+    s: &State,
+    opts: &mut Options,
+) -> Result<Outcome> {
     let plan = Plan::new(target, layout.clone(), s.manifests_dir.clone());
     let mut outcome = Outcome::already_done(target, Phase::Start, next_command(s));
     if let Some(path) = opts.join.as_deref() {
@@ -149,6 +161,10 @@ fn started_already(layout: &Layout, target: Target, s: &State, opts: &Options) -
         ));
     }
     outcome.notes.extend(join::export(&plan, s, opts)?);
+    if s.last_completed() == Some(Phase::Start) {
+        opts.coordinator()
+            .complete(target, Move::Start, &NodeReport::control_plane(&plan, s))?;
+    }
     Ok(outcome)
 }
 

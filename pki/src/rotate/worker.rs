@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::coordinator::{Move, NodeReport};
+use super::options::Options;
 use super::outcome::Outcome;
 use super::plan::{self, Phase, Target};
 use super::restart::RestartStep;
@@ -41,7 +43,13 @@ fn refused(layout: &Layout, reason: impl Into<String>) -> Error {
 }
 
 /// `pki rotate ca start --worker --join FILE.public --ca-cert-hash sha256:<hex>`.
-pub fn start(layout: &Layout, target: Target, join: &Path, pin: &str) -> Result<Outcome> {
+pub fn start(
+    layout: &Layout,
+    target: Target,
+    join: &Path,
+    pin: &str,
+    opts: &mut Options,
+) -> Result<Outcome> {
     if target != Target::Ca {
         return Err(refused(
             layout,
@@ -63,6 +71,24 @@ pub fn start(layout: &Layout, target: Target, join: &Path, pin: &str) -> Result<
             ),
         ));
     }
+    let me = report(layout, &rotation_id, &public.old_anchor, &public.new_anchor)?;
+    if let Some(s) = load(layout)?
+        && s.rotation_id == rotation_id
+    {
+        // Started (or finished) already: published again (e.g. with the kubelet's renewed
+        // client certificate), nothing else changes.
+        let step = match s.phase {
+            Phase::Finish => Move::Finish,
+            _ => Move::Start,
+        };
+        opts.coordinator().complete(target, step, &me)?;
+        let mut o = outcome(target, Phase::Start, Some(WORKER_FINISH));
+        o.already_done = true;
+        o.steps.clear();
+        o.restart.clear();
+        return Ok(o);
+    }
+    let notes = opts.coordinator().begin(target, Move::Start, &me)?;
     let bundle = format!("{}{}", public.old_anchor, public.new_anchor);
     write_trust(layout, &bundle)?;
     store::ensure_private_dir(&plan::rotation_dir(layout))?;
@@ -73,31 +99,60 @@ pub fn start(layout: &Layout, target: Target, join: &Path, pin: &str) -> Result<
         phase: Phase::Start,
     };
     save(layout, &s)?;
-    Ok(outcome(
-        target,
-        Phase::Start,
-        Some("pki rotate ca finish --worker (once switch is complete on every control-plane node)"),
-    ))
+    opts.coordinator().complete(target, Move::Start, &me)?;
+    let mut o = outcome(target, Phase::Start, Some(WORKER_FINISH));
+    o.notes = notes;
+    Ok(o)
+}
+
+/// What a worker runs after `start`.
+const WORKER_FINISH: &str =
+    "pki rotate ca finish --worker (once switch is complete on every control-plane node)";
+
+/// This worker's report to its peers.
+fn report(layout: &Layout, rotation_id: &str, old: &str, new: &str) -> Result<NodeReport> {
+    NodeReport::worker(
+        state_path(layout),
+        rotation_id,
+        old,
+        new,
+        &layout.kubeconfig_dir.join("kubelet.conf"),
+    )
+}
+
+/// The worker state, if a worker rotation was started here.
+fn load(layout: &Layout) -> Result<Option<WorkerState>> {
+    let path = state_path(layout);
+    store::read_optional(&path)?
+        .map(|text| serde_json::from_str(&text).map_err(|e| Error::parse(&path, e)))
+        .transpose()
 }
 
 /// `pki rotate ca finish --worker`.
-pub fn finish(layout: &Layout, target: Target) -> Result<Outcome> {
+pub fn finish(layout: &Layout, target: Target, opts: &mut Options) -> Result<Outcome> {
     if target != Target::Ca {
         return Err(refused(layout, "--worker applies to `ca` only"));
     }
     let _lock = session::open(layout, None)?;
-    let path = state_path(layout);
-    let text = store::read_optional(&path)?.ok_or_else(|| {
+    let mut s = load(layout)?.ok_or_else(|| {
         refused(
             layout,
             "no worker rotation here: run `pki rotate ca start --join FILE --worker` first",
         )
     })?;
-    let mut s: WorkerState = serde_json::from_str(&text).map_err(|e| Error::parse(&path, e))?;
+    let me = report(layout, &s.rotation_id, &s.old_anchor, &s.new_anchor)?;
+    let notes = if s.phase == Phase::Finish {
+        Vec::new()
+    } else {
+        opts.coordinator().begin(target, Move::Finish, &me)?
+    };
     write_trust(layout, &s.new_anchor)?;
     s.phase = Phase::Finish;
     save(layout, &s)?;
-    Ok(outcome(target, Phase::Finish, None))
+    opts.coordinator().complete(target, Move::Finish, &me)?;
+    let mut o = outcome(target, Phase::Finish, None);
+    o.notes = notes;
+    Ok(o)
 }
 
 fn save(layout: &Layout, s: &WorkerState) -> Result<()> {

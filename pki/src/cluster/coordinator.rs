@@ -1,0 +1,167 @@
+//! [`crate::rotate::Coordinator`] through the Kubernetes API: a step begins only when the gates
+//! open on the record read in the same compare-and-swap that records the step as begun, so two
+//! nodes deciding at once (one `switch`, one `abort`) cannot both go ahead.
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+
+use super::client::Cluster;
+use super::gate::{Gate, View, gates_for};
+use super::record::{self, NodeEntry, Record, Role};
+use crate::error::{Error, Result};
+use crate::rotate::{Coordinator, Move, NodeReport, Target};
+
+/// The API coordinator of one node.
+#[derive(Debug)]
+pub struct ClusterCoordinator {
+    cluster: Cluster,
+    node: String,
+    force: bool,
+    record: bool,
+}
+
+impl ClusterCoordinator {
+    /// The coordinator of node `node` (its Node name). `force` lets a closed gate be passed
+    /// (each one named in the command's notes); with `record` false (`--dry-run`) the gates are
+    /// checked and nothing is written.
+    pub fn new(cluster: Cluster, node: String, force: bool, record: bool) -> ClusterCoordinator {
+        ClusterCoordinator {
+            cluster,
+            node,
+            force,
+            record,
+        }
+    }
+
+    /// Decides `step` on `record`: the closed gates refuse it, or are named when forced.
+    fn decide(
+        &self,
+        step: Move,
+        me: &NodeReport,
+        record: &Record,
+        reads: &Reads,
+    ) -> Result<Vec<String>> {
+        let view = View {
+            record,
+            nodes: &reads.nodes,
+            other_active: &reads.other_active,
+            kubelet_csrs: &reads.kubelet_csrs,
+            me: Some(&self.node),
+            worker: me.worker,
+            new_ca: me.new_anchor.as_deref(),
+            new_ca_pem: me.new_ca_pem.as_deref(),
+            now: OffsetDateTime::now_utc(),
+        };
+        let closed: Vec<Gate> = gates_for(step, &view)
+            .into_iter()
+            .filter(|g| !g.open())
+            .collect();
+        let Some(first) = closed.first() else {
+            return Ok(Vec::new());
+        };
+        if !self.force {
+            return Err(Error::ClusterRefused {
+                object: record.object(),
+                gate: first.name,
+                reason: first.blockers.join("; "),
+            });
+        }
+        Ok(closed
+            .iter()
+            .map(|g| {
+                format!(
+                    "--force: the gate `{}` was closed and is overridden: {}",
+                    g.name,
+                    g.blockers.join("; ")
+                )
+            })
+            .collect())
+    }
+
+    /// Writes this node's entry for `step` (merged over what it held before).
+    fn entry(
+        &self,
+        step: Move,
+        complete: bool,
+        me: &NodeReport,
+        before: Option<&NodeEntry>,
+    ) -> NodeEntry {
+        let keep = |now: &Option<String>, f: fn(&NodeEntry) -> &Option<String>| {
+            now.clone().or_else(|| before.and_then(|b| f(b).clone()))
+        };
+        NodeEntry {
+            role: if me.worker {
+                Role::Worker
+            } else {
+                Role::ControlPlane
+            },
+            step,
+            complete,
+            old_ca: keep(&me.old_anchor, |b| &b.old_ca),
+            new_ca: keep(&me.new_anchor, |b| &b.new_ca),
+            kubelet_client_ca: keep(&me.kubelet_client_ca, |b| &b.kubelet_client_ca),
+            tokens_valid_until: me
+                .tokens_valid_until
+                .or_else(|| before.and_then(|b| b.tokens_valid_until)),
+            updated_at: OffsetDateTime::now_utc(),
+        }
+    }
+}
+
+/// What the gates read besides the record: read once per command.
+struct Reads {
+    nodes: Vec<super::client::NodeInfo>,
+    other_active: Vec<Record>,
+    kubelet_csrs: BTreeMap<String, super::client::KubeletClientCsr>,
+}
+
+impl Coordinator for ClusterCoordinator {
+    fn begin(&mut self, target: Target, step: Move, me: &NodeReport) -> Result<Vec<String>> {
+        let reads = Reads {
+            nodes: self.cluster.nodes()?,
+            other_active: if step == Move::Start {
+                record::list(&self.cluster, target)?
+                    .into_iter()
+                    .filter(|r| r.rotation_id != me.rotation_id && r.active())
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            kubelet_csrs: if target == Target::Ca && step == Move::Finish && !me.worker {
+                self.cluster.kubelet_client_csrs()?
+            } else {
+                BTreeMap::new()
+            },
+        };
+        if !self.record {
+            let current = record::load(&self.cluster, target, &me.rotation_id)?
+                .unwrap_or_else(|| Record::new(target, &me.rotation_id));
+            return self.decide(step, me, &current, &reads);
+        }
+        let (_, notes) = record::update(&self.cluster, target, &me.rotation_id, |r| {
+            let notes = self.decide(step, me, r, &reads)?;
+            let entry = self.entry(step, false, me, r.entries.get(&self.node));
+            r.entries.insert(self.node.clone(), entry);
+            Ok(notes)
+        })?;
+        Ok(notes)
+    }
+
+    fn complete(&mut self, target: Target, step: Move, me: &NodeReport) -> Result<()> {
+        if !self.record {
+            return Ok(());
+        }
+        record::update(&self.cluster, target, &me.rotation_id, |r| {
+            let entry = self.entry(step, true, me, r.entries.get(&self.node));
+            r.entries.insert(self.node.clone(), entry);
+            Ok(())
+        })
+        .map_err(|e| {
+            Error::Cluster(format!(
+                "{step} is complete on this node, but its entry in the cluster's record could not be written ({e}): rerun the same command to publish it"
+            ))
+        })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,472 @@
+//! What every node's state admits, decided on one read of the rotation record (and of the
+//! Nodes and kubelet CSRs): each gate has a name (`--force` names the one it overrides) and the
+//! nodes that stand in its way. The node running the command is left out of its own gates: its
+//! own state file already admitted the command.
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+
+use super::client::{KubeletClientCsr, NodeInfo};
+use super::record::{NodeEntry, Record, Role};
+use crate::inspect::{Cert, parse_bundle};
+use crate::rotate::state::format_rfc3339;
+use crate::rotate::{Move, Target};
+
+/// A gate and what stands in its way (nothing: it is open).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gate {
+    /// Its name, e.g. `every-node-trusts-the-new-ca`.
+    pub name: &'static str,
+    /// One line per node (or fact) in the way.
+    pub blockers: Vec<String>,
+}
+
+impl Gate {
+    /// Nothing stands in its way.
+    pub fn open(&self) -> bool {
+        self.blockers.is_empty()
+    }
+}
+
+/// Everything a gate reads.
+#[derive(Debug)]
+pub struct View<'a> {
+    /// The rotation's record (as read for this decision).
+    pub record: &'a Record,
+    /// Every registered Node.
+    pub nodes: &'a [NodeInfo],
+    /// Other rotations of the same target that some node has not ended.
+    pub other_active: &'a [Record],
+    /// Newest issued kubelet client certificate per node (read for `ca finish` only).
+    pub kubelet_csrs: &'a BTreeMap<String, KubeletClientCsr>,
+    /// The node running the command (`None`: the view of `status`).
+    pub me: Option<&'a str>,
+    /// Whether the command runs on a worker.
+    pub worker: bool,
+    /// Pin of the new CA (key) this node holds, when known.
+    pub new_ca: Option<&'a str>,
+    /// The new CA certificate(s), PEM (`ca`).
+    pub new_ca_pem: Option<&'a str>,
+    /// Now.
+    pub now: OffsetDateTime,
+}
+
+/// A node the gates expect to hear from: registered as a Node, or present in the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Expected<'a> {
+    name: &'a str,
+    role: Role,
+    registered: bool,
+}
+
+impl View<'_> {
+    /// Every node that takes part in a rotation of this target, but the one running the
+    /// command: control-plane nodes always, workers for `ca` only.
+    fn expected(&self) -> Vec<Expected<'_>> {
+        let mut out: BTreeMap<&str, Expected<'_>> = BTreeMap::new();
+        for n in self.nodes {
+            let role = if n.control_plane {
+                Role::ControlPlane
+            } else {
+                Role::Worker
+            };
+            out.insert(
+                &n.name,
+                Expected {
+                    name: &n.name,
+                    role,
+                    registered: true,
+                },
+            );
+        }
+        for (name, e) in &self.record.entries {
+            out.entry(name).or_insert(Expected {
+                name,
+                role: e.role,
+                registered: false,
+            });
+        }
+        out.into_values()
+            .filter(|e| Some(e.name) != self.me)
+            .filter(|e| e.role == Role::ControlPlane || self.record.target == Target::Ca)
+            .collect()
+    }
+
+    fn entry(&self, name: &str) -> Option<&NodeEntry> {
+        self.record.entries.get(name)
+    }
+
+    /// `None` when `e` holds the same new CA as this node (or either is unknown), else the
+    /// difference as a blocker's words.
+    fn other_new_ca(&self, e: &NodeEntry) -> Option<String> {
+        match (self.new_ca, e.new_ca.as_deref()) {
+            (Some(mine), Some(theirs)) if mine != theirs => {
+                Some(format!("holds another new CA ({theirs}, this node {mine})"))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The gates `step` must pass on this node.
+pub fn gates_for(step: Move, v: &View<'_>) -> Vec<Gate> {
+    match (step, v.worker) {
+        (Move::Start, _) => vec![one_rotation_at_a_time(v)],
+        (Move::Switch, _) => vec![every_node_trusts_new(v)],
+        (Move::Finish, true) => vec![every_control_plane_switched(v)],
+        (Move::Finish, false) => {
+            let mut g = vec![every_control_plane_switched(v)];
+            match v.record.target {
+                Target::Ca => {
+                    g.push(every_node_trusts_new(v));
+                    g.push(kubelet_clients_from_new_ca(v));
+                }
+                Target::Sa => g.push(old_tokens_expired(v)),
+                Target::FrontProxyCa | Target::EtcdCa => {}
+            }
+            g
+        }
+        (Move::Abort, _) => vec![no_node_switched(v)],
+    }
+}
+
+/// `start`: no other rotation of the target is still under way on some node.
+fn one_rotation_at_a_time(v: &View<'_>) -> Gate {
+    let blockers = v
+        .other_active
+        .iter()
+        .map(|r| {
+            let nodes: Vec<String> = r
+                .entries
+                .iter()
+                .filter(|(_, e)| !e.ended())
+                .map(|(n, e)| format!("{n} at {}", e.progress()))
+                .collect();
+            format!(
+                "rotation {} ({}) is still under way: {}; finish or abort it there first",
+                r.rotation_id,
+                r.object(),
+                nodes.join(", ")
+            )
+        })
+        .collect();
+    Gate {
+        name: "one-rotation-at-a-time",
+        blockers,
+    }
+}
+
+/// `switch` (and `ca finish`): every other node trusts the new CA (key).
+fn every_node_trusts_new(v: &View<'_>) -> Gate {
+    let t = v.record.target;
+    let blockers = v
+        .expected()
+        .into_iter()
+        .filter_map(|n| {
+            let how = match v.entry(n.name) {
+                None if n.role == Role::Worker => format!(
+                    "has not run `pki rotate {t} start --worker --join FILE.public --ca-cert-hash … --kubeconfig …`"
+                ),
+                None => format!("has not run `pki rotate {t} start --join … --kubeconfig …`"),
+                Some(e) if !e.trusts_new() => format!("is at {}", e.progress()),
+                Some(e) => v.other_new_ca(e)?,
+            };
+            Some(format!("{} ({}) {how}", n.name, n.role))
+        })
+        .collect();
+    Gate {
+        name: "every-node-trusts-the-new-ca",
+        blockers,
+    }
+}
+
+/// `finish`: every other control-plane node has completed `switch`.
+fn every_control_plane_switched(v: &View<'_>) -> Gate {
+    let t = v.record.target;
+    let blockers = v
+        .expected()
+        .into_iter()
+        .filter(|n| n.role == Role::ControlPlane)
+        .filter_map(|n| {
+            let how = match v.entry(n.name) {
+                None => "has not started this rotation".to_owned(),
+                Some(e) if !e.switched() => {
+                    format!("is at {}: run `pki rotate {t} switch` there", e.progress())
+                }
+                Some(e) => v.other_new_ca(e)?,
+            };
+            Some(format!("{} (control-plane) {how}", n.name))
+        })
+        .collect();
+    Gate {
+        name: "every-control-plane-node-switched",
+        blockers,
+    }
+}
+
+/// `ca finish`: every registered node's kubelet client certificate is from the new CA, shown by
+/// its newest issued CSR or by the node's own entry (its `kubelet.conf`).
+fn kubelet_clients_from_new_ca(v: &View<'_>) -> Gate {
+    let new_cas = v
+        .new_ca_pem
+        .and_then(|pem| parse_bundle(pem, std::path::Path::new("new CA")).ok())
+        .unwrap_or_default();
+    let by_new = |c: &Cert| new_cas.iter().any(|ca| c.is_signed_by(ca));
+    let mut blockers = Vec::new();
+    for n in v.nodes {
+        let csr = v.kubelet_csrs.get(&n.name);
+        if csr.is_some_and(|c| by_new(&c.cert)) {
+            continue;
+        }
+        let entry = v.entry(&n.name);
+        if entry.is_some_and(|e| {
+            e.kubelet_client_ca.is_some() && e.kubelet_client_ca.as_deref() == v.new_ca
+        }) {
+            continue;
+        }
+        let seen = match (csr, entry.and_then(|e| e.kubelet_client_ca.as_deref())) {
+            (Some(c), _) => format!("its newest kubelet client CSR ({}) was not signed by the new CA", c.csr),
+            (None, Some(_)) => "its kubelet.conf's client certificate is from the old CA".to_owned(),
+            (None, None) => "nothing shows its kubelet client certificate is from the new CA (no issued CSR, no entry)".to_owned(),
+        };
+        blockers.push(format!(
+            "{}: {seen}; renew it (kubelet client rotation, or `pki kubelet`), then on the node rerun its `start` with --kubeconfig to publish it",
+            n.name
+        ));
+    }
+    Gate {
+        name: "kubelet-client-certificates-from-the-new-ca",
+        blockers,
+    }
+}
+
+/// `sa finish`: no token the old key signed can still be valid, on any node's clock of `switch`.
+fn old_tokens_expired(v: &View<'_>) -> Gate {
+    let mut blockers = Vec::new();
+    for (name, e) in &v.record.entries {
+        if e.role != Role::ControlPlane {
+            continue;
+        }
+        match e.tokens_valid_until {
+            Some(until) if until <= v.now => {}
+            Some(until) => blockers.push(format!(
+                "{name} switched later: tokens signed by the old key may be valid until {}",
+                format_rfc3339(until)
+            )),
+            None if Some(name.as_str()) == v.me => {}
+            None => blockers.push(format!(
+                "{name} records no switch time: when its tokens expire is unknown"
+            )),
+        }
+    }
+    Gate {
+        name: "old-service-account-tokens-expired",
+        blockers,
+    }
+}
+
+/// `abort`: no other node has begun `switch` (what its new CA signed would stop being trusted).
+fn no_node_switched(v: &View<'_>) -> Gate {
+    let t = v.record.target;
+    let blockers = v
+        .record
+        .entries
+        .iter()
+        .filter(|(name, e)| Some(name.as_str()) != v.me && e.switch_begun())
+        .map(|(name, e)| {
+            format!(
+                "{name} is at {}: complete the rotation instead (`pki rotate {t} finish` once switch is complete everywhere)",
+                e.progress()
+            )
+        })
+        .collect();
+    Gate {
+        name: "no-node-has-switched",
+        blockers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(role: Role, step: Move, complete: bool, new_ca: &str) -> NodeEntry {
+        NodeEntry {
+            role,
+            step,
+            complete,
+            old_ca: Some("sha256:old".into()),
+            new_ca: Some(new_ca.into()),
+            kubelet_client_ca: None,
+            tokens_valid_until: None,
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    fn node(name: &str, control_plane: bool) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            control_plane,
+        }
+    }
+
+    /// Blockers of the gates `step` meets on `me`, gate by gate.
+    fn blockers(
+        target: Target,
+        record: &[(&str, NodeEntry)],
+        step: Move,
+        me: &str,
+    ) -> Vec<(&'static str, Vec<String>)> {
+        let mut r = Record::new(target, "ab12");
+        r.entries = record
+            .iter()
+            .map(|(n, e)| ((*n).to_owned(), e.clone()))
+            .collect();
+        let nodes = [node("cp1", true), node("cp2", true), node("w1", false)];
+        let csrs = BTreeMap::new();
+        let v = View {
+            record: &r,
+            nodes: &nodes,
+            other_active: &[],
+            kubelet_csrs: &csrs,
+            me: Some(me),
+            worker: me.starts_with('w'),
+            new_ca: Some("sha256:new"),
+            new_ca_pem: None,
+            now: OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1),
+        };
+        gates_for(step, &v)
+            .into_iter()
+            .map(|g| (g.name, g.blockers))
+            .collect()
+    }
+
+    #[test]
+    fn switch_waits_for_every_node_of_the_target_on_the_same_new_ca() {
+        use Move::{Start, Switch};
+        let started = |role| entry(role, Start, true, "sha256:new");
+        // A ca rotation: the worker is expected; an unstarted node and one on another CA block.
+        let b = blockers(
+            Target::Ca,
+            &[("cp1", started(Role::ControlPlane))],
+            Switch,
+            "cp1",
+        );
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].1.len(), 2, "{b:?}");
+        assert!(
+            b[0].1[0].starts_with("cp2 (control-plane) has not run"),
+            "{b:?}"
+        );
+        assert!(b[0].1[1].starts_with("w1 (worker) has not run"), "{b:?}");
+        let other = entry(Role::ControlPlane, Start, true, "sha256:other");
+        let b = blockers(
+            Target::Ca,
+            &[
+                ("cp2", other),
+                ("w1", entry(Role::Worker, Start, false, "sha256:new")),
+            ],
+            Switch,
+            "cp1",
+        );
+        assert!(
+            b[0].1[0].contains("holds another new CA (sha256:other"),
+            "{b:?}"
+        );
+        assert!(
+            b[0].1[1].contains("w1 (worker) is at start (in progress)"),
+            "{b:?}"
+        );
+        // An etcd-ca rotation expects no worker.
+        let b = blockers(
+            Target::EtcdCa,
+            &[("cp2", started(Role::ControlPlane))],
+            Switch,
+            "cp1",
+        );
+        assert!(b[0].1.is_empty(), "{b:?}");
+    }
+
+    #[test]
+    fn abort_is_closed_once_another_node_began_switch() {
+        let b = blockers(
+            Target::EtcdCa,
+            &[(
+                "cp2",
+                entry(Role::ControlPlane, Move::Switch, false, "sha256:new"),
+            )],
+            Move::Abort,
+            "cp1",
+        );
+        assert_eq!(b[0].0, "no-node-has-switched");
+        assert!(
+            b[0].1[0].starts_with("cp2 is at switch (in progress)"),
+            "{b:?}"
+        );
+        // The node's own entry never blocks it.
+        let b = blockers(
+            Target::EtcdCa,
+            &[(
+                "cp1",
+                entry(Role::ControlPlane, Move::Switch, false, "sha256:new"),
+            )],
+            Move::Abort,
+            "cp1",
+        );
+        assert!(b[0].1.is_empty(), "{b:?}");
+    }
+
+    #[test]
+    fn sa_finish_waits_for_the_latest_token_window() {
+        let mut late = entry(Role::ControlPlane, Move::Switch, true, "sha256:new");
+        late.tokens_valid_until = Some(OffsetDateTime::UNIX_EPOCH + time::Duration::hours(2));
+        let mut early = late.clone();
+        early.tokens_valid_until = Some(OffsetDateTime::UNIX_EPOCH);
+        let b = blockers(
+            Target::Sa,
+            &[("cp1", early.clone()), ("cp2", late)],
+            Move::Finish,
+            "cp1",
+        );
+        let tokens = b
+            .iter()
+            .find(|(g, _)| *g == "old-service-account-tokens-expired");
+        assert!(
+            tokens.is_some_and(|(_, l)| l.len() == 1 && l[0].starts_with("cp2 switched later")),
+            "{b:?}"
+        );
+        let b = blockers(
+            Target::Sa,
+            &[("cp1", early.clone()), ("cp2", early)],
+            Move::Finish,
+            "cp1",
+        );
+        assert!(b.iter().all(|(_, l)| l.is_empty()), "{b:?}");
+    }
+
+    #[test]
+    fn a_worker_finishes_after_every_control_plane_node_switched() {
+        let switched = entry(Role::ControlPlane, Move::Switch, true, "sha256:new");
+        let started = entry(Role::ControlPlane, Move::Start, true, "sha256:new");
+        let b = blockers(
+            Target::Ca,
+            &[("cp1", switched.clone()), ("cp2", started)],
+            Move::Finish,
+            "w1",
+        );
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].0, "every-control-plane-node-switched");
+        assert!(
+            b[0].1[0].starts_with("cp2 (control-plane) is at start (complete)"),
+            "{b:?}"
+        );
+        let b = blockers(
+            Target::Ca,
+            &[("cp1", switched.clone()), ("cp2", switched)],
+            Move::Finish,
+            "w1",
+        );
+        assert!(b[0].1.is_empty(), "{b:?}");
+    }
+}
