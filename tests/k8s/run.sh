@@ -63,7 +63,7 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port); metrics_port=$(free_port)
+etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port); metrics_port=$(free_port); kcm_port=$(free_port)
 pki_dir=$scratch/etc/kubernetes/pki
 kubeconfig=$scratch/etc/kubernetes/admin.conf
 kubectl() { "$k8s_bin/kubectl" --kubeconfig "$kubeconfig" --request-timeout=20s "$@"; }
@@ -160,6 +160,22 @@ start_apiserver() {
         >>"$scratch/apiserver.log" 2>&1 &
     remember apiserver $!
     wait_for 120 "kube-apiserver /readyz" kubectl get --raw /readyz
+}
+
+# --- kube-controller-manager, with kubeadm's flags, running the controllers that hand out the CA:
+# kube-root-ca.crt in every namespace and the kube-apiserver-serving ClusterTrustBundle (from
+# --root-ca-file), and the bootstrap signer of kube-public/cluster-info.
+start_controller_manager() { # start_controller_manager ROOT-CA-FILE
+    local conf=$scratch/etc/kubernetes/controller-manager.conf
+    "$k8s_bin/kube-controller-manager" --kubeconfig="$conf" --authentication-kubeconfig="$conf" \
+        --authorization-kubeconfig="$conf" --bind-address=127.0.0.1 --secure-port="$kcm_port" \
+        --client-ca-file="$pki_dir/ca.crt" --requestheader-client-ca-file="$pki_dir/front-proxy-ca.crt" \
+        --root-ca-file="$1" --service-account-private-key-file="$pki_dir/sa.key" \
+        --cluster-signing-cert-file="$pki_dir/ca.crt" --cluster-signing-key-file="$pki_dir/ca.key" \
+        --use-service-account-credentials=true --leader-elect=false \
+        --controllers=root-ca-certificate-publisher-controller,bootstrap-signer-controller,kube-apiserver-serving-clustertrustbundle-publisher-controller,serviceaccount-controller \
+        >>"$scratch/controller-manager.log" 2>&1 &
+    remember controller-manager $!
 }
 
 passed=0
@@ -482,6 +498,19 @@ kind: Node
 metadata: {name: $n}
 YAML
     done
+    # kube-controller-manager as before the rotation, and kubeadm's discovery: a bootstrap token
+    # and kube-public/cluster-info, made by the real kubeadm and signed by the bootstrap signer.
+    start_controller_manager "$pki_dir/ca.crt"
+    wait_for 90 "kube-root-ca.crt in default" kubectl -n default get configmap kube-root-ca.crt \
+        || fail "kube-controller-manager did not publish kube-root-ca.crt: $(tail -n 5 "$scratch/controller-manager.log")"
+    local token_id=abcdef jws_before
+    printf 'apiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\nbootstrapTokens: [{token: "%s.0123456789abcdef"}]\n' \
+        "$token_id" >"$scratch/kubeadm-token.yaml"
+    "$k8s_bin/kubeadm" init phase bootstrap-token --kubeconfig "$kubeconfig" --config "$scratch/kubeadm-token.yaml" \
+        --skip-token-print >"$scratch/kubeadm-token.log" 2>&1 || fail "kubeadm init phase bootstrap-token: $(tail -n 5 "$scratch/kubeadm-token.log")"
+    wait_for 60 "cluster-info to be signed" eval '[ -n "$(kubectl -n kube-public get configmap cluster-info -o jsonpath="{.data.jws-kubeconfig-$token_id}")" ]' \
+        || fail "the bootstrap signer did not sign cluster-info"
+    jws_before=$(kubectl -n kube-public get configmap cluster-info -o jsonpath="{.data.jws-kubeconfig-$token_id}")
     r() { # r NODE TARGET PHASE [ARGS...]: pki rotate on that node's directories, through the API
         local node=$1 t=$2 phase=$3
         shift 3
@@ -504,6 +533,11 @@ YAML
     [ -n "$pin" ] || fail "no pin printed: $out"
     kubectl -n kube-system get configmap -l pki.kubernetes.io/rotation-target=ca -o name | grep -q pki-rotation-ca- \
         || fail "no rotation record in kube-system"
+    cluster_info_cas() {
+        kubectl -n kube-public get configmap cluster-info -o jsonpath='{.data.kubeconfig}' \
+            | awk '$1 == "certificate-authority-data:" { print $2 }' | base64 -d | grep -c 'BEGIN CERTIFICATE'
+    }
+    [ "$(cluster_info_cas)" = 2 ] || fail "kube-public/cluster-info does not hand out old and new CA: $(cluster_info_cas)"
     refused every-node-trusts-the-new-ca "cp2 (control-plane)" "cp3 (control-plane)" "w1 (worker)" "w2 (worker)" \
         -- r cp1 ca switch
     # A second rotation of the same target cannot begin while this one is under way.
@@ -519,6 +553,34 @@ YAML
     grep -E '^  w2 +worker +not started' <<<"$out" >/dev/null || fail "status does not show w2 not started: $out"
     sed -n "/^cluster:/,\$p" <<<"$out"
     r w2 ca start --worker --join "$nodes/ca.share.public" --ca-cert-hash "$pin" >/dev/null || fail "w2 start"
+    # What the cluster hands out: kube-root-ca.crt, the serving ClusterTrustBundle (published by
+    # kube-controller-manager from --root-ca-file) and the pods that read kube-root-ca.crt.
+    refused kube-root-ca-crt-holds-the-new-ca "default/kube-root-ca.crt does not hold the new CA" -- r cp1 ca switch
+    stop controller-manager TERM
+    start_controller_manager "$nodes/cp1/pki/ca.crt"
+    root_ca_count() { kubectl -n "$1" get configmap kube-root-ca.crt -o jsonpath='{.data.ca\.crt}' | grep -c 'BEGIN CERTIFICATE'; }
+    wait_for 60 "kube-root-ca.crt to hold both CAs" eval '[ "$(root_ca_count default)" = 2 ]' \
+        || fail "kube-controller-manager did not republish kube-root-ca.crt: $(tail -n 5 "$scratch/controller-manager.log")"
+    ctb_count() { kubectl get clustertrustbundles -o jsonpath='{range .items[?(@.spec.signerName=="kubernetes.io/kube-apiserver-serving")]}{.spec.trustBundle}{end}' | grep -c 'BEGIN CERTIFICATE'; }
+    wait_for 60 "the serving ClusterTrustBundle to hold both CAs" eval '[ "$(ctb_count)" = 2 ]' \
+        || fail "the kube-apiserver-serving ClusterTrustBundle does not hold both CAs: $(kubectl get clustertrustbundles 2>&1)"
+    kubectl apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata: {name: reader, namespace: default}
+spec:
+  nodeName: w1
+  automountServiceAccountToken: false
+  containers: [{name: c, image: registry.k8s.io/pause:3.10, volumeMounts: [{name: ca, mountPath: /ca}]}]
+  volumes: [{name: ca, projected: {sources: [{configMap: {name: kube-root-ca.crt}}]}}]
+YAML
+    running_since() { # running_since TIME: the pod's status says it has run since then
+        kubectl patch pod reader --subresource=status --type=merge -p "{\"status\":{\"phase\":\"Running\",\"startTime\":\"$1\",\"containerStatuses\":[{\"name\":\"c\",\"image\":\"registry.k8s.io/pause:3.10\",\"imageID\":\"\",\"ready\":true,\"restartCount\":0,\"state\":{\"running\":{\"startedAt\":\"$1\"}}}]}}" >/dev/null
+    }
+    running_since "$(date -u -d '-1 hour' +%FT%TZ)"
+    refused pods-reading-kube-root-ca-crt-restarted "pod default/reader started before" -- r cp1 ca switch
+    sleep 1
+    running_since "$(date -u +%FT%TZ)"
     r cp1 ca switch >/dev/null || fail "cp1 switch once every node trusts the new CA"
     refused no-node-has-switched "cp1 is at switch (complete)" -- r cp2 ca abort
     refused every-control-plane-node-switched "cp2 (control-plane)" "cp3 (control-plane)" -- r cp1 ca finish
@@ -557,6 +619,13 @@ YAML
     done
     out=$(r cp1 ca status) || fail "status: $out"
     grep -q "ended on every node" <<<"$out" || fail "the record does not show the rotation ended: $out"
+    [ "$(cluster_info_cas)" = 1 ] || fail "kube-public/cluster-info still hands out the old CA"
+    kubectl -n kube-public get configmap cluster-info -o jsonpath='{.data.kubeconfig}' \
+        | awk '$1 == "certificate-authority-data:" { print $2 }' | base64 -d | cmp -s - "$nodes/cp1/pki/ca.crt" \
+        || fail "kube-public/cluster-info does not hand out the new CA alone"
+    # The bootstrap signer signed the new content for the bootstrap token (kubeadm's discovery).
+    wait_for 30 "cluster-info to be signed again" eval '[ "$(kubectl -n kube-public get configmap cluster-info -o jsonpath="{.data.jws-kubeconfig-$token_id}")" != "$jws_before" ]' \
+        || fail "the bootstrap signer did not sign cluster-info again"
     echo "ca: 5 nodes rotated through kube-system/$(kubectl -n kube-system get cm -l pki.kubernetes.io/rotation-target=ca -o jsonpath='{.items[0].metadata.name}')"
 
     # sa: finish waits for the old key's tokens on every control-plane node's switch time.

@@ -51,6 +51,7 @@ impl ClusterCoordinator {
             worker: me.worker,
             new_ca: me.new_anchor.as_deref(),
             new_ca_pem: me.new_ca_pem.as_deref(),
+            handout: reads.handout.as_ref(),
             now: OffsetDateTime::now_utc(),
         };
         let closed: Vec<Gate> = gates_for(step, &view)
@@ -64,7 +65,7 @@ impl ClusterCoordinator {
             return Err(Error::ClusterRefused {
                 object: record.object(),
                 gate: first.name,
-                reason: first.blockers.join("; "),
+                reason: summary(&first.blockers),
             });
         }
         Ok(closed
@@ -73,7 +74,7 @@ impl ClusterCoordinator {
                 format!(
                     "--force: the gate `{}` was closed and is overridden: {}",
                     g.name,
-                    g.blockers.join("; ")
+                    summary(&g.blockers)
                 )
             })
             .collect())
@@ -114,6 +115,7 @@ struct Reads {
     nodes: Vec<super::client::NodeInfo>,
     other_active: Vec<Record>,
     kubelet_csrs: BTreeMap<String, super::client::KubeletClientCsr>,
+    handout: Option<super::handout::Handout>,
 }
 
 impl Coordinator for ClusterCoordinator {
@@ -133,6 +135,11 @@ impl Coordinator for ClusterCoordinator {
             } else {
                 BTreeMap::new()
             },
+            handout: if target == Target::Ca && step == Move::Switch {
+                Some(self.cluster.handout()?)
+            } else {
+                None
+            },
         };
         if !self.record {
             let current = record::load(&self.cluster, target, &me.rotation_id)?
@@ -148,20 +155,49 @@ impl Coordinator for ClusterCoordinator {
         Ok(notes)
     }
 
-    fn complete(&mut self, target: Target, step: Move, me: &NodeReport) -> Result<()> {
+    fn complete(&mut self, target: Target, step: Move, me: &NodeReport) -> Result<Vec<String>> {
         if !self.record {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let unpublished = |e: Error| {
+            Error::Cluster(format!(
+                "{step} is complete on this node, but the cluster could not be updated ({e}): rerun the same command to publish it"
+            ))
+        };
         record::update(&self.cluster, target, &me.rotation_id, |r| {
             let entry = self.entry(step, true, me, r.entries.get(&self.node));
             r.entries.insert(self.node.clone(), entry);
             Ok(())
         })
-        .map_err(|e| {
-            Error::Cluster(format!(
-                "{step} is complete on this node, but its entry in the cluster's record could not be written ({e}): rerun the same command to publish it"
-            ))
-        })?;
-        Ok(())
+        .map_err(unpublished)?;
+        let mut notes = Vec::new();
+        if let Some(bundle) = me.ca_bundle_pem.as_deref().filter(|_| !me.worker) {
+            let count = bundle.matches("BEGIN CERTIFICATE").count();
+            match self.cluster.set_cluster_info_ca(bundle).map_err(unpublished)? {
+                Some(true) => notes.push(format!(
+                    "kube-public/cluster-info now hands joining nodes this node's ca.crt ({count} CA certificate(s)); kube-controller-manager's bootstrap signer signs it again for the bootstrap tokens"
+                )),
+                Some(false) => {}
+                None => notes.push(
+                    "kube-public/cluster-info does not exist: nothing to update for joining nodes".into(),
+                ),
+            }
+        }
+        Ok(notes)
     }
+}
+
+/// The blockers of a gate, the first 20 of them (`status --kubeconfig` lists them all).
+fn summary(blockers: &[String]) -> String {
+    const SHOWN: usize = 20;
+    let mut text = blockers
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    if blockers.len() > SHOWN {
+        text.push_str(&format!("; and {} more", blockers.len() - SHOWN));
+    }
+    text
 }

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 use super::client::{KubeletClientCsr, NodeInfo};
+use super::handout::{Handout, ROOT_CA_CONFIGMAP, SERVING_SIGNER};
 use super::record::{NodeEntry, Record, Role};
 use crate::inspect::{Cert, parse_bundle};
 use crate::rotate::state::format_rfc3339;
@@ -48,6 +49,8 @@ pub struct View<'a> {
     pub new_ca: Option<&'a str>,
     /// The new CA certificate(s), PEM (`ca`).
     pub new_ca_pem: Option<&'a str>,
+    /// What the cluster hands out of the CA (read for `ca switch` only).
+    pub handout: Option<&'a Handout>,
     /// Now.
     pub now: OffsetDateTime,
 }
@@ -113,7 +116,18 @@ impl View<'_> {
 pub fn gates_for(step: Move, v: &View<'_>) -> Vec<Gate> {
     match (step, v.worker) {
         (Move::Start, _) => vec![one_rotation_at_a_time(v)],
-        (Move::Switch, _) => vec![every_node_trusts_new(v)],
+        (Move::Switch, _) => {
+            let mut g = vec![every_node_trusts_new(v)];
+            if v.record.target == Target::Ca
+                && let Some(h) = v.handout
+            {
+                let new_cas = new_ca_certs(v);
+                g.push(root_ca_copies_hold_new(h, &new_cas));
+                g.push(serving_bundles_hold_new(h, &new_cas));
+                g.push(readers_restarted(h, &new_cas));
+            }
+            g
+        }
         (Move::Finish, true) => vec![every_control_plane_switched(v)],
         (Move::Finish, false) => {
             let mut g = vec![every_control_plane_switched(v)];
@@ -205,13 +219,101 @@ fn every_control_plane_switched(v: &View<'_>) -> Gate {
     }
 }
 
+/// The new CA certificate(s) this node holds (empty when unknown: every check against it fails).
+fn new_ca_certs(v: &View<'_>) -> Vec<Cert> {
+    v.new_ca_pem
+        .and_then(|pem| parse_bundle(pem, std::path::Path::new("new CA")).ok())
+        .unwrap_or_default()
+}
+
+fn holds(certs: &[Cert], new_cas: &[Cert]) -> bool {
+    !new_cas.is_empty()
+        && new_cas
+            .iter()
+            .all(|n| certs.iter().any(|c| c.der() == n.der()))
+}
+
+/// `ca switch`: every namespace's `kube-root-ca.crt` holds the new CA (kube-controller-manager
+/// restarted with the bundle as `--root-ca-file` republishes it).
+fn root_ca_copies_hold_new(h: &Handout, new_cas: &[Cert]) -> Gate {
+    let mut blockers: Vec<String> = h
+        .root_ca
+        .iter()
+        .filter(|c| !holds(&c.certs, new_cas))
+        .map(|c| {
+            format!(
+                "{}/{ROOT_CA_CONFIGMAP} does not hold the new CA yet: restart kube-controller-manager on every control-plane node (its --root-ca-file is the bundle since start)",
+                c.namespace
+            )
+        })
+        .collect();
+    if h.root_ca.is_empty() {
+        blockers.push(format!(
+            "{ROOT_CA_CONFIGMAP} is published in no namespace: is kube-controller-manager running?"
+        ));
+    }
+    Gate {
+        name: "kube-root-ca-crt-holds-the-new-ca",
+        blockers,
+    }
+}
+
+/// `ca switch`: the ClusterTrustBundles of the serving signer hold the new CA (where the API
+/// serves them).
+fn serving_bundles_hold_new(h: &Handout, new_cas: &[Cert]) -> Gate {
+    let blockers = h
+        .serving_bundles
+        .iter()
+        .flatten()
+        .filter(|(_, certs)| !holds(certs, new_cas))
+        .map(|(name, _)| {
+            format!(
+                "ClusterTrustBundle {name} ({SERVING_SIGNER}) does not hold the new CA yet: restart kube-controller-manager, which publishes it from --root-ca-file"
+            )
+        })
+        .collect();
+    Gate {
+        name: "serving-trust-bundle-holds-the-new-ca",
+        blockers,
+    }
+}
+
+/// `ca switch`: every running pod that mounts `kube-root-ca.crt` started after its namespace's
+/// copy held the new CA (client-go reads the CA file once).
+fn readers_restarted(h: &Handout, new_cas: &[Cert]) -> Gate {
+    let copies: BTreeMap<&str, _> = h
+        .root_ca
+        .iter()
+        .map(|c| (c.namespace.as_str(), c))
+        .collect();
+    let blockers = h
+        .readers
+        .iter()
+        .filter_map(|p| {
+            let ns = p.pod.split('/').next().unwrap_or_default();
+            let copy = copies.get(ns).filter(|c| holds(&c.certs, new_cas));
+            let fresh = match (copy.and_then(|c| c.updated), p.started) {
+                (Some(updated), Some(started)) => started > updated,
+                _ => false,
+            };
+            (!fresh).then(|| {
+                format!(
+                    "pod {} started before its {ROOT_CA_CONFIGMAP} held the new CA: restart it",
+                    p.pod
+                )
+            })
+        })
+        .collect();
+    Gate {
+        name: "pods-reading-kube-root-ca-crt-restarted",
+        blockers,
+    }
+}
+
 /// `ca finish`: every registered node's kubelet client certificate is from the new CA, shown by
 /// its newest issued CSR or by the node's own entry (its `kubelet.conf`).
 fn kubelet_clients_from_new_ca(v: &View<'_>) -> Gate {
-    let new_cas = v
-        .new_ca_pem
-        .and_then(|pem| parse_bundle(pem, std::path::Path::new("new CA")).ok())
-        .unwrap_or_default();
+    let new_cas = new_ca_certs(v);
     let by_new = |c: &Cert| new_cas.iter().any(|ca| c.is_signed_by(ca));
     let mut blockers = Vec::new();
     for n in v.nodes {
@@ -334,6 +436,7 @@ mod tests {
             worker: me.starts_with('w'),
             new_ca: Some("sha256:new"),
             new_ca_pem: None,
+            handout: None,
             now: OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1),
         };
         gates_for(step, &v)

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | [`client`] | the API connection from a kubeconfig, and the reads the gates need (Nodes, kubelet CSRs) |
 //! | [`record`] | one ConfigMap per rotation in `kube-system`, one entry per node, changed only with its `resourceVersion` |
+//! | [`handout`] | what the cluster hands out of the CA: `kube-root-ca.crt`, the serving ClusterTrustBundle, `cluster-info`, the pods that read them |
 //! | [`gate`] | what every node's state admits: switch, finish, abort, a second rotation |
 //! | [`coordinator`] | [`crate::rotate::Coordinator`] over the three: check the gate and record the step in one compare-and-swap |
 //! | [`status`] | the whole cluster for `pki rotate <target> status --kubeconfig` |
@@ -13,6 +14,7 @@
 pub mod client;
 pub mod coordinator;
 pub mod gate;
+pub mod handout;
 pub mod record;
 pub mod status;
 

@@ -140,6 +140,7 @@ fn rotation(
         worker: false,
         new_ca,
         new_ca_pem: None,
+        handout: None,
         now: OffsetDateTime::now_utc(),
     };
     let gates = [Move::Switch, Move::Finish, Move::Abort]

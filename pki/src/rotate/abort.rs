@@ -52,7 +52,9 @@ pub fn abort(layout: &Layout, target: Target, opts: &mut Options) -> Result<Outc
     s.running = None;
     s.ended_at = Some(OffsetDateTime::now_utc());
     state::save(&state_path, &s)?;
-    opts.coordinator().complete(target, Move::Abort, &me)?;
+    // Reported as the abort left the node (its restored ca.crt).
+    let after = NodeReport::control_plane(&plan, &s);
+    notes.extend(opts.coordinator().complete(target, Move::Abort, &after)?);
     notes.push(format!(
         "every file is back as it was before `pki rotate {target} start`; backups stay in {}",
         plan.rotation_dir().join("backups").display()

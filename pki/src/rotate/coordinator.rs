@@ -82,6 +82,9 @@ pub struct NodeReport {
     /// `sha256:<hex>` of the CA that signed this node's kubelet client certificate, when it is
     /// the old or the new one.
     pub kubelet_client_ca: Option<String>,
+    /// `ca`, control-plane node: its `ca.crt` as the step left it (what joining nodes are
+    /// handed in `kube-public/cluster-info`).
+    pub ca_bundle_pem: Option<String>,
 }
 
 impl NodeReport {
@@ -99,6 +102,9 @@ impl NodeReport {
     /// left out once nothing is staged any more, after `finish`).
     pub(crate) fn control_plane(plan: &Plan, s: &State) -> NodeReport {
         let mut r = NodeReport::bare(plan, s);
+        if plan.target == Target::Ca {
+            r.ca_bundle_pem = store::read_optional(&plan.anchor()).ok().flatten();
+        }
         if let Ok(m) = Material::load(plan) {
             let origin = plan.staged_dir();
             let hash = |g| ca_cert_hash(plan.target, &m.anchor_entry(g), &origin).ok();
@@ -158,7 +164,8 @@ pub trait Coordinator {
     fn begin(&mut self, target: Target, step: Move, me: &NodeReport) -> Result<Vec<String>>;
 
     /// Once `step` is complete on this node (also when a rerun finds it already complete).
-    fn complete(&mut self, target: Target, step: Move, me: &NodeReport) -> Result<()>;
+    /// Returns remarks for the operator (e.g. what it updated in the cluster).
+    fn complete(&mut self, target: Target, step: Move, me: &NodeReport) -> Result<Vec<String>>;
 }
 
 /// No cluster view: `switch` and `abort` go ahead only when the operator confirms what this node
@@ -196,7 +203,7 @@ impl Coordinator for LocalOnly {
         })
     }
 
-    fn complete(&mut self, _target: Target, _step: Move, _me: &NodeReport) -> Result<()> {
-        Ok(())
+    fn complete(&mut self, _target: Target, _step: Move, _me: &NodeReport) -> Result<Vec<String>> {
+        Ok(Vec::new())
     }
 }

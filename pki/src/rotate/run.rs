@@ -41,12 +41,14 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
         Admission::AlreadyDone(s) => {
             // Published again: a rerun is how a record the API missed is completed.
             let plan = Plan::new(target, layout.clone(), s.manifests_dir.clone());
-            opts.coordinator().complete(
+            let published = opts.coordinator().complete(
                 target,
                 phase.into(),
                 &NodeReport::control_plane(&plan, &s),
             )?;
-            return Ok(Outcome::already_done(target, phase, next_command(&s)));
+            let mut outcome = Outcome::already_done(target, phase, next_command(&s));
+            outcome.notes.extend(published);
+            return Ok(outcome);
         }
         Admission::Begin(s) => (s, false),
         Admission::Resume(s) => (s, true),
@@ -109,8 +111,11 @@ pub fn run(layout: &Layout, target: Target, phase: Phase, opts: &mut Options) ->
     }
     s.record_phase_complete(phase, OffsetDateTime::now_utc());
     state::save(&state_path, &s)?;
-    opts.coordinator()
-        .complete(target, phase.into(), &NodeReport::control_plane(&plan, &s))?;
+    notes.extend(opts.coordinator().complete(
+        target,
+        phase.into(),
+        &NodeReport::control_plane(&plan, &s),
+    )?);
     notes.extend(closing_notes(&plan, &s, phase));
     Ok(Outcome {
         target,
@@ -162,8 +167,12 @@ fn started_already(
     }
     outcome.notes.extend(join::export(&plan, s, opts)?);
     if s.last_completed() == Some(Phase::Start) {
-        opts.coordinator()
-            .complete(target, Move::Start, &NodeReport::control_plane(&plan, s))?;
+        let published = opts.coordinator().complete(
+            target,
+            Move::Start,
+            &NodeReport::control_plane(&plan, s),
+        )?;
+        outcome.notes.extend(published);
     }
     Ok(outcome)
 }

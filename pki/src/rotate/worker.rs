@@ -81,11 +81,12 @@ pub fn start(
             Phase::Finish => Move::Finish,
             _ => Move::Start,
         };
-        opts.coordinator().complete(target, step, &me)?;
+        let published = opts.coordinator().complete(target, step, &me)?;
         let mut o = outcome(target, Phase::Start, Some(WORKER_FINISH));
         o.already_done = true;
         o.steps.clear();
         o.restart.clear();
+        o.notes = published;
         return Ok(o);
     }
     let notes = opts.coordinator().begin(target, Move::Start, &me)?;
@@ -99,9 +100,10 @@ pub fn start(
         phase: Phase::Start,
     };
     save(layout, &s)?;
-    opts.coordinator().complete(target, Move::Start, &me)?;
+    let published = opts.coordinator().complete(target, Move::Start, &me)?;
     let mut o = outcome(target, Phase::Start, Some(WORKER_FINISH));
     o.notes = notes;
+    o.notes.extend(published);
     Ok(o)
 }
 
@@ -149,9 +151,10 @@ pub fn finish(layout: &Layout, target: Target, opts: &mut Options) -> Result<Out
     write_trust(layout, &s.new_anchor)?;
     s.phase = Phase::Finish;
     save(layout, &s)?;
-    opts.coordinator().complete(target, Move::Finish, &me)?;
+    let published = opts.coordinator().complete(target, Move::Finish, &me)?;
     let mut o = outcome(target, Phase::Finish, None);
     o.notes = notes;
+    o.notes.extend(published);
     Ok(o)
 }
 
