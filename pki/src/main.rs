@@ -385,6 +385,14 @@ struct AutopilotArgs {
     /// Print what would be renewed and restarted; write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Take the cluster-wide Lease kube-system/pki-autopilot before changing anything, so that
+    /// one node at a time restarts components (admin.conf, or an identity that may get,
+    /// create and update that Lease).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// With --kubeconfig: this node's name in the Lease [default: the host name, lower case].
+    #[arg(long, value_name = "NAME", requires = "kubeconfig")]
+    node_name: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -918,6 +926,21 @@ fn run_autopilot(a: AutopilotArgs) -> Result<ExitCode> {
     opts.metrics_file = a.metrics_file;
     opts.dry_run = a.dry_run;
     opts.break_renewed = std::env::var(autopilot::BREAK_RENEWED_ENV).ok();
+    if let Some(kubeconfig) = &a.kubeconfig {
+        let node = match a.node_name {
+            Some(n) => n,
+            None => pki::cluster::default_node_name()?,
+        };
+        // Held across one component's restart and rollback, renewed before each component.
+        let duration = a.health_timeout * 2 + std::time::Duration::from_secs(60);
+        let lease = pki::cluster::lease::RestartLease::new(
+            pki::cluster::Cluster::connect(kubeconfig)?,
+            node,
+            duration,
+            duration,
+        );
+        opts.restart_gate = Some(std::sync::Arc::new(lease));
+    }
     let outcome = autopilot::run(&a.dirs.layout(), &opts)?;
     print!("{}", outcome.render(a.dry_run));
     Ok(ExitCode::from(outcome.exit_code()))

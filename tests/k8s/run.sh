@@ -643,6 +643,130 @@ YAML
     echo "sa: finish waits for cp3's token window; --force says: $(grep -o -- '--force: the gate[^:]*' <<<"$out")"
 }
 
+# Three etcd members (one per node directory, 127.0.1.1-3, run from kubeadm-shaped manifests by
+# tests/k8s/static_pods.py as the kubelet would) with certificates due for renewal. Two
+# `pki autopilot --kubeconfig` passes started together on two nodes both renew and restart their
+# member, one after the other: the Lease kube-system/pki-autopilot lets one node restart at a
+# time, so the second member goes down only after the first came back. A third pass, while
+# another member is down, restarts nothing: it names the unhealthy member and changes no file.
+test_autopilot_passes_restart_etcd_members_one_at_a_time() {
+    local ap=$scratch/autopilot admin=$scratch/autopilot-admin.conf n i f cluster="" ports=()
+    cp "$kubeconfig" "$admin"
+    for i in 1 2 3; do
+        n=a$i
+        mkdir -p "$ap/$n/pki/etcd" "$ap/$n/manifests"
+        for f in ca.crt ca.key front-proxy-ca.crt front-proxy-ca.key etcd/ca.crt etcd/ca.key sa.key sa.pub; do
+            cp "$pki_dir/$f" "$ap/$n/pki/$f"
+        done
+        "$target/pki" init --kubernetes-version v1.37 --cert-dir "$ap/$n/pki" --kubeconfig-dir "$ap/$n" \
+            --node-name "$n" --apiserver-advertise-address "127.0.1.$i" --certificate-validity-period 2h \
+            >"$ap/$n/init.log" 2>&1 || fail "pki init $n: $(tail -n 3 "$ap/$n/init.log")"
+        ports[$i]="$(free_port) $(free_port)"
+        cluster+="${cluster:+,}$n=https://127.0.1.$i:${ports[$i]#* }"
+    done
+    for i in 1 2 3; do
+        n=a$i
+        local client=${ports[$i]% *} peer=${ports[$i]#* } p=$ap/$n/pki
+        cat >"$ap/$n/manifests/etcd.yaml" <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  labels:
+    component: etcd
+  name: etcd
+  namespace: kube-system
+spec:
+  containers:
+  - command:
+    - etcd
+    - --advertise-client-urls=https://127.0.1.$i:$client
+    - --cert-file=$p/etcd/server.crt
+    - --client-cert-auth=true
+    - --data-dir=$ap/$n/etcd-data
+    - --initial-advertise-peer-urls=https://127.0.1.$i:$peer
+    - --initial-cluster=$cluster
+    - --initial-cluster-state=new
+    - --key-file=$p/etcd/server.key
+    - --listen-client-urls=https://127.0.1.$i:$client
+    - --listen-peer-urls=https://127.0.1.$i:$peer
+    - --name=$n
+    - --peer-cert-file=$p/etcd/peer.crt
+    - --peer-client-cert-auth=true
+    - --peer-key-file=$p/etcd/peer.key
+    - --peer-trusted-ca-file=$p/etcd/ca.crt
+    - --trusted-ca-file=$p/etcd/ca.crt
+    image: registry.k8s.io/etcd:3.5.21-0
+    name: etcd
+  hostNetwork: true
+YAML
+    done
+    python3 tests/k8s/static_pods.py "$ap/events" "$ap" "$ap"/a{1,2,3}/manifests/etcd.yaml &
+    remember static-pods $!
+    member_healthy() { # member_healthy N
+        curl -sf --cacert "$ap/a$1/pki/etcd/ca.crt" --cert "$ap/a$1/pki/etcd/healthcheck-client.crt" \
+            --key "$ap/a$1/pki/etcd/healthcheck-client.key" "https://127.0.1.$1:${ports[$1]% *}/health" | grep -q '"health":"true"'
+    }
+    for i in 1 2 3; do wait_for 60 "etcd member a$i" member_healthy "$i" || fail "member a$i: $(tail -n 5 "$ap/a$i.log")"; done
+    autopilot() { # autopilot N: one pass on node aN
+        "$target/pki" autopilot --cert-dir "$ap/a$1/pki" --kubeconfig-dir "$ap/a$1" --manifests-dir "$ap/a$1/manifests" \
+            --health-timeout 60s --kubeconfig "$admin" --node-name "a$1" >"$ap/autopilot-a$1.log" 2>&1
+    }
+    local server_before
+    server_before=$(sha256sum <"$ap/a3/pki/etcd/server.crt")
+    : >"$ap/events"
+    autopilot 1 & local first=$!
+    autopilot 2 & local second=$!
+    wait "$first" || fail "the pass on a1 failed: $(cat "$ap/autopilot-a1.log")"
+    wait "$second" || fail "the pass on a2 failed: $(cat "$ap/autopilot-a2.log")"
+    cat "$ap/events" >&2
+    apart() { python3 - "$ap/events" <<'PY'
+import sys
+events = [l.split() for l in open(sys.argv[1])]
+restarts = {}
+for t, name, what in events:
+    restarts.setdefault(name, []).append((what, float(t)))
+assert sorted(restarts) == ["a1", "a2"], restarts
+spans = []
+for name, seq in restarts.items():
+    assert [w for w, _ in seq] == ["down", "up"], (name, seq)
+    spans.append((seq[0][1], seq[1][1], name))
+spans.sort()
+(d1, u1, n1), (d2, u2, n2) = spans
+assert d2 > u1, f"{n2} went down at {d2} before {n1} came back at {u1}"
+print(f"{n1} restarted {d1:.1f}-{u1:.1f}, then {n2} {d2:.1f}-{u2:.1f} ({d2 - u1:.1f}s later)")
+PY
+    }
+    apart || fail "two members were restarted at the same time: $(cat "$ap/events")"
+    grep -h "restart permission" "$ap"/autopilot-a[12].log >&2 || true
+    for i in 1 2 3; do member_healthy "$i" || fail "member a$i is not healthy after the passes"; done
+    [ -z "$(kubectl -n kube-system get lease pki-autopilot -o jsonpath='{.spec.holderIdentity}')" ] \
+        || fail "the Lease is still held after both passes"
+    # The control: the same two passes without --kubeconfig (everything due again) do take two
+    # members down together, which is what the Lease prevents.
+    for i in 1 2; do wait_for 60 "etcd member a$i" member_healthy "$i" || fail "member a$i did not come back"; done
+    : >"$ap/events"
+    local control=()
+    for i in 1 2; do
+        "$target/pki" autopilot --cert-dir "$ap/a$i/pki" --kubeconfig-dir "$ap/a$i" --manifests-dir "$ap/a$i/manifests" \
+            --health-timeout 60s --renew-before 8761h >"$ap/control-a$i.log" 2>&1 &
+        control+=($!)
+    done
+    wait "${control[@]}" || true
+    ! apart >/dev/null 2>&1 || fail "the control passes did not overlap, so the check above proves nothing: $(cat "$ap/events")"
+    echo "control without --kubeconfig: both members down at once ($(tr '\n' ' ' <"$ap/events"))"
+    for i in 1 2 3; do wait_for 60 "etcd member a$i" member_healthy "$i" || fail "member a$i did not come back"; done
+    # A member down: the pass on a3 restarts nothing and changes no file.
+    kill -STOP "$(pgrep -f -- "--name=a1" | head -n1)"
+    local out rc=0
+    out=$("$target/pki" autopilot --cert-dir "$ap/a3/pki" --kubeconfig-dir "$ap/a3" --manifests-dir "$ap/a3/manifests" \
+        --health-timeout 5s --kubeconfig "$admin" --node-name a3 2>&1) || rc=$?
+    kill -CONT "$(pgrep -f -- "--name=a1" | head -n1)"
+    [ "$rc" != 0 ] || fail "a pass restarted etcd while a peer was down: $out"
+    grep -q "member a1 .* is not healthy" <<<"$out" || fail "the refusal does not name the unhealthy member: $out"
+    [ "$(sha256sum <"$ap/a3/pki/etcd/server.crt")" = "$server_before" ] || fail "a3's etcd certificate changed"
+    echo "with a1 stopped, the pass on a3: $(grep -o 'not restarting etcd member a3[^;]*' <<<"$out" | head -n1)"
+}
+
 # The first root key, made once by the operator (the plugin never creates one).
 "$target/kms-plugin" init --config "$scratch/etc/kubernetes/enc/plugin.yaml" >"$scratch/kms-init.log" 2>&1 \
     || { cat "$scratch/kms-init.log"; echo "k8s-e2e: 0 passed, 1 failed (kms-plugin init)"; exit 1; }
@@ -669,6 +793,7 @@ run_test secrets_are_kms_v2_in_etcd
 run_test plugin_and_apiserver_restart_keep_every_secret
 run_test a_kms_outage_keeps_the_control_plane_ready
 run_test rotations_are_gated_by_every_nodes_state
+run_test autopilot_passes_restart_etcd_members_one_at_a_time
 
 echo "k8s-e2e: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -76,7 +76,7 @@ pub fn probe_for(component: &str, manifest: &str, layout: &Layout) -> Option<Pro
     }
 }
 
-fn host_of(hostport: &str) -> String {
+pub(crate) fn host_of(hostport: &str) -> String {
     if let Some(rest) = hostport.strip_prefix('[') {
         return rest.split(']').next().unwrap_or_default().to_owned();
     }
@@ -165,10 +165,49 @@ pub fn wait_healthy(probe: &Probe, timeout: Duration) -> Result<(), String> {
 
 /// One health request.
 pub fn check(probe: &Probe) -> Result<(), String> {
+    let (presented, text) = exchange(probe, "GET", probe.path, None)?;
+    let on_disk = CertificateDer::pem_file_iter(&probe.server_cert)
+        .ok()
+        .and_then(|mut it| it.next())
+        .and_then(Result::ok);
+    if presented.is_none() || presented != on_disk {
+        return Err(format!(
+            "serves a certificate other than {} (not restarted yet?)",
+            probe.server_cert.display()
+        ));
+    }
+    healthy_answer(probe.path, &text)
+}
+
+/// Whether an HTTP answer to a health request says healthy (etcd also in its body).
+pub(crate) fn healthy_answer(path: &str, text: &str) -> Result<(), String> {
+    let status_ok = text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let etcd_unhealthy = path == "/health" && !body.contains("\"health\":\"true\"");
+    if status_ok && !etcd_unhealthy {
+        Ok(())
+    } else {
+        Err(format!(
+            "answered {:?}",
+            text.lines().next().unwrap_or_default()
+        ))
+    }
+}
+
+/// One HTTP/1.1 request over mutual TLS to the probe's address: the certificate the server
+/// presented and the whole answer (status line, headers, body).
+pub(crate) fn exchange(
+    probe: &Probe,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(Option<CertificateDer<'static>>, String), String> {
     let mut tls = connect(probe)?;
+    let body = body.unwrap_or_default();
     let req = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-        probe.path, probe.host
+        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        probe.host,
+        body.len()
     );
     tls.write_all(req.as_bytes())
         .map_err(|e| format!("TLS: {e}"))?;
@@ -183,28 +222,7 @@ pub fn check(probe: &Probe) -> Result<(), String> {
         .conn
         .peer_certificates()
         .and_then(|c| c.first().cloned());
-    let on_disk = CertificateDer::pem_file_iter(&probe.server_cert)
-        .ok()
-        .and_then(|mut it| it.next())
-        .and_then(Result::ok);
-    if presented.is_none() || presented != on_disk {
-        return Err(format!(
-            "serves a certificate other than {} (not restarted yet?)",
-            probe.server_cert.display()
-        ));
-    }
-    let text = String::from_utf8_lossy(&resp);
-    let status_ok = text.starts_with("HTTP/1.1 200") || text.starts_with("HTTP/1.0 200");
-    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    let etcd_unhealthy = probe.path == "/health" && !body.contains("\"health\":\"true\"");
-    if status_ok && !etcd_unhealthy {
-        Ok(())
-    } else {
-        Err(format!(
-            "answered {:?}",
-            text.lines().next().unwrap_or_default()
-        ))
-    }
+    Ok((presented, String::from_utf8_lossy(&resp).into_owned()))
 }
 
 /// A TLS client stream to the probe's address (handshake happens on first IO).

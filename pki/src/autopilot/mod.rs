@@ -16,6 +16,7 @@ pub mod backup;
 pub mod health;
 pub mod metrics;
 mod pass;
+pub mod peers;
 pub mod pending;
 pub mod plan;
 pub mod policy;
@@ -23,6 +24,7 @@ pub mod report;
 pub mod restart;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use pass::run;
@@ -53,6 +55,20 @@ pub struct Options {
     pub metrics_file: Option<PathBuf>,
     /// Name whose renewed certificate to break ([`BREAK_RENEWED_ENV`]).
     pub break_renewed: Option<String>,
+    /// Cluster-wide permission to restart (`--kubeconfig`: a Lease); `None`: this node alone.
+    pub restart_gate: Option<Arc<dyn RestartGate>>,
+}
+
+/// Cluster-wide permission to restart control-plane components, held by one node at a time so
+/// that no two nodes restart a component (two etcd members) at once.
+pub trait RestartGate: std::fmt::Debug + Send + Sync {
+    /// Waits (bounded) until this node holds the permission and says how it got it; `Err`
+    /// says who holds it.
+    fn acquire(&self) -> std::result::Result<String, String>;
+    /// Before each restart: keeps the permission from expiring; `Err` when it was lost.
+    fn renew(&self) -> std::result::Result<(), String>;
+    /// Gives the permission up (best effort: it expires anyway).
+    fn release(&self);
 }
 
 impl Options {
@@ -67,6 +83,7 @@ impl Options {
             health_timeout: Duration::from_secs(300),
             metrics_file: None,
             break_renewed: None,
+            restart_gate: None,
         }
     }
 }
@@ -85,6 +102,9 @@ pub enum Failure {
     Restart(String),
     /// Earlier passes failed: this one waits (see [`backoff`]).
     BackingOff(String),
+    /// Another node holds the cluster-wide restart permission, or an etcd peer is unhealthy:
+    /// nothing was changed, the next pass tries again.
+    Waiting(String),
 }
 
 impl Failure {
@@ -96,6 +116,7 @@ impl Failure {
             Failure::Renew(_) => "renew-failed",
             Failure::Restart(_) => "restart-failed",
             Failure::BackingOff(_) => "backing-off",
+            Failure::Waiting(_) => "waiting",
         }
     }
 
@@ -113,7 +134,8 @@ impl std::fmt::Display for Failure {
             Failure::RotationInProgress(s)
             | Failure::Renew(s)
             | Failure::Restart(s)
-            | Failure::BackingOff(s) => f.write_str(s),
+            | Failure::BackingOff(s)
+            | Failure::Waiting(s) => f.write_str(s),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -14,7 +15,7 @@ use super::metrics::{self, PassMetrics};
 use super::pending;
 use super::plan::{self, Plan};
 use super::restart;
-use super::{Failure, Options, Outcome};
+use super::{Failure, Options, Outcome, RestartGate, peers};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::renew::{self, RenewOptions};
@@ -82,6 +83,25 @@ pub fn run(layout: &Layout, opts: &Options) -> Result<Outcome> {
         }
         return Ok(out);
     }
+    // Nothing changes before this node may restart what it will restart, and etcd's peers
+    // can spare this member.
+    let restarts: Vec<&str> = ordered(&pending)
+        .into_iter()
+        .filter(|c| manifest_of(opts, c).is_some())
+        .collect();
+    let _permit = match permit(opts, !restarts.is_empty(), &mut out.notes) {
+        Ok(p) => p,
+        Err(why) => {
+            out.failure = Some(Failure::Waiting(why));
+            return finish(layout, opts, started, out);
+        }
+    };
+    if restarts.contains(&"etcd")
+        && let Err(why) = etcd_peers_healthy(layout, opts)
+    {
+        out.failure = Some(Failure::Waiting(why));
+        return finish(layout, opts, started, out);
+    }
     let backup = if plan.due.is_empty() {
         None
     } else {
@@ -131,6 +151,46 @@ pub fn run(layout: &Layout, opts: &Options) -> Result<Outcome> {
 
 /// Takes the pass lock; `Ok(Err(Locked))` when another pass holds it. A dry run locks only an
 /// existing directory (it creates nothing).
+/// The cluster-wide restart permission, held until dropped (`None`: not needed, or no
+/// cluster view).
+struct Permit(Arc<dyn RestartGate>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+fn permit(
+    opts: &Options,
+    needed: bool,
+    notes: &mut Vec<String>,
+) -> std::result::Result<Option<Permit>, String> {
+    match &opts.restart_gate {
+        Some(g) if needed => {
+            notes.push(g.acquire()?);
+            Ok(Some(Permit(Arc::clone(g))))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Every other etcd member answers healthy (waiting up to the health timeout).
+fn etcd_peers_healthy(layout: &Layout, opts: &Options) -> std::result::Result<(), String> {
+    let manifest = restart::manifest_path(&opts.manifests_dir, "etcd");
+    let text = store::read_optional(&manifest)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let probe = health::probe_for("etcd", &text, layout).ok_or_else(|| {
+        format!(
+            "not restarting etcd: {} has no https --listen-client-urls to reach its peers through",
+            manifest.display()
+        )
+    })?;
+    let name = restart::flag_value(&text, "name").unwrap_or_else(|| "default".to_owned());
+    peers::wait_others_healthy(&probe, &name, opts.health_timeout)
+}
+
 fn lock(
     work: &Path,
     dry_run: bool,
@@ -227,6 +287,10 @@ fn restart_one(
     let text = store::read_optional(&manifest)
         .map_err(|e| fail(e.to_string()))?
         .unwrap_or_default();
+    if let Some(g) = &opts.restart_gate {
+        g.renew()
+            .map_err(|e| fail(format!("lost the cluster-wide restart permission: {e}")))?;
+    }
     let probe = health::probe_for(component, &text, layout);
     let watch = probe.as_ref().and_then(|p| health::watch(p).ok());
     restart::annotate(&manifest, stamp).map_err(|e| fail(e.to_string()))?;

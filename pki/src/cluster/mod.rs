@@ -8,6 +8,7 @@
 //! | [`record`] | one ConfigMap per rotation in `kube-system`, one entry per node, changed only with its `resourceVersion` |
 //! | [`handout`] | what the cluster hands out of the CA: `kube-root-ca.crt`, the serving ClusterTrustBundle, `cluster-info`, the pods that read them |
 //! | [`gate`] | what every node's state admits: switch, finish, abort, a second rotation |
+//! | [`lease`] | `pki autopilot`'s cluster-wide restart permission, the Lease `kube-system/pki-autopilot` |
 //! | [`coordinator`] | [`crate::rotate::Coordinator`] over the three: check the gate and record the step in one compare-and-swap |
 //! | [`status`] | the whole cluster for `pki rotate <target> status --kubeconfig` |
 
@@ -15,6 +16,7 @@ pub mod client;
 pub mod coordinator;
 pub mod gate;
 pub mod handout;
+pub mod lease;
 pub mod record;
 pub mod status;
 
