@@ -767,6 +767,98 @@ PY
     echo "with a1 stopped, the pass on a3: $(grep -o 'not restarting etcd member a3[^;]*' <<<"$out" | head -n1)"
 }
 
+# A second kube-apiserver 1.37 (its own node directory, certificates due, run from a kubeadm-shaped
+# manifest by tests/k8s/static_pods.py over the suite's etcd): `pki autopilot` renews its
+# certificates and does not restart it (1.37 reloads them by itself): the same process serves the
+# renewed certificate, and the manifest is untouched.
+test_autopilot_leaves_a_reloading_kube_apiserver_running() {
+    local b=$scratch/reloading n=b1 port f p pid_before out
+    port=$(free_port)
+    mkdir -p "$b/$n/pki/etcd" "$b/$n/manifests"
+    for f in ca.crt ca.key front-proxy-ca.crt front-proxy-ca.key etcd/ca.crt etcd/ca.key sa.key sa.pub; do
+        cp "$pki_dir/$f" "$b/$n/pki/$f"
+    done
+    "$target/pki" init --kubernetes-version v1.37 --cert-dir "$b/$n/pki" --kubeconfig-dir "$b/$n" --node-name "$n" \
+        --apiserver-advertise-address 127.0.0.1 --apiserver-bind-port "$port" --certificate-validity-period 2h \
+        >"$b/init.log" 2>&1 || fail "pki init: $(tail -n 3 "$b/init.log")"
+    p=$b/$n/pki
+    cat >"$b/$n/manifests/kube-apiserver.yaml" <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  labels:
+    component: kube-apiserver
+  name: kube-apiserver
+  namespace: kube-system
+spec:
+  containers:
+  - command:
+    - $k8s_bin/kube-apiserver
+    - --advertise-address=127.0.0.1
+    - --bind-address=127.0.0.1
+    - --secure-port=$port
+    - --endpoint-reconciler-type=none
+    - --authorization-mode=Node,RBAC
+    - --client-ca-file=$p/ca.crt
+    - --etcd-cafile=$p/etcd/ca.crt
+    - --etcd-certfile=$p/apiserver-etcd-client.crt
+    - --etcd-keyfile=$p/apiserver-etcd-client.key
+    - --etcd-servers=https://127.0.0.1:$etcd_port
+    - --kubelet-client-certificate=$p/apiserver-kubelet-client.crt
+    - --kubelet-client-key=$p/apiserver-kubelet-client.key
+    - --proxy-client-cert-file=$p/front-proxy-client.crt
+    - --proxy-client-key-file=$p/front-proxy-client.key
+    - --requestheader-allowed-names=front-proxy-client
+    - --requestheader-client-ca-file=$p/front-proxy-ca.crt
+    - --requestheader-extra-headers-prefix=X-Remote-Extra-
+    - --requestheader-group-headers=X-Remote-Group
+    - --requestheader-username-headers=X-Remote-User
+    - --service-account-issuer=https://kubernetes.default.svc.cluster.local
+    - --service-account-key-file=$p/sa.pub
+    - --service-account-signing-key-file=$p/sa.key
+    - --service-cluster-ip-range=10.96.0.0/12
+    - --tls-cert-file=$p/apiserver.crt
+    - --tls-private-key-file=$p/apiserver.key
+    image: registry.k8s.io/kube-apiserver:v1.37.2
+    name: kube-apiserver
+  hostNetwork: true
+YAML
+    python3 tests/k8s/static_pods.py "$b/events" "$b" "$b/$n/manifests/kube-apiserver.yaml" &
+    remember reloading-static-pods $!
+    livez() { curl -sf --cacert "$p/ca.crt" --cert "$p/apiserver-kubelet-client.crt" --key "$p/apiserver-kubelet-client.key" \
+        "https://127.0.0.1:$port/livez" >/dev/null; }
+    wait_for 120 "the second kube-apiserver" livez || fail "the second kube-apiserver: $(tail -n 5 "$b/$n.log")"
+    pid_before=$(pgrep -f -- "--secure-port=$port" | head -n1)
+    local manifest_before served
+    manifest_before=$(sha256sum <"$b/$n/manifests/kube-apiserver.yaml")
+    out=$("$target/pki" autopilot --cert-dir "$p" --kubeconfig-dir "$b/$n" --manifests-dir "$b/$n/manifests" \
+        --health-timeout 150s 2>&1) || fail "the pass failed: $out"
+    grep -q "kube-apiserver not restarted: kube-apiserver 1.37 reloads" <<<"$out" || fail "not reported as reloaded: $out"
+    grep -q "^renewed apiserver " <<<"$out" || fail "apiserver.crt was not renewed: $out"
+    [ "$(pgrep -f -- "--secure-port=$port" | head -n1)" = "$pid_before" ] || fail "kube-apiserver was restarted"
+    [ "$(sha256sum <"$b/$n/manifests/kube-apiserver.yaml")" = "$manifest_before" ] || fail "the manifest changed"
+    [ "$(grep -c down "$b/events" || true)" = 0 ] || fail "the stand-in kubelet stopped it: $(cat "$b/events")"
+    served=$(openssl s_client -connect "127.0.0.1:$port" -CAfile "$p/ca.crt" </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256)
+    [ "$served" = "$(openssl x509 -noout -fingerprint -sha256 -in "$p/apiserver.crt")" ] \
+        || fail "the running kube-apiserver does not serve the renewed certificate"
+    echo "kube-apiserver pid $pid_before kept running and serves the renewed certificate ($(openssl x509 -noout -enddate -in "$p/apiserver.crt"))"
+    # A renewed certificate it cannot load: it goes on serving the previous one, which is
+    # restored; still no restart.
+    local good rc=0
+    good=$(sha256sum <"$p/apiserver.crt")
+    out=$(PKI_AUTOPILOT_BREAK_RENEWED=apiserver "$target/pki" autopilot --cert-dir "$p" --kubeconfig-dir "$b/$n" \
+        --manifests-dir "$b/$n/manifests" --health-timeout 20s --renew-before 8761h 2>&1) || rc=$?
+    [ "$rc" = 1 ] || fail "a broken renewal did not fail the pass ($rc): $out"
+    grep -q "rolled back kube-apiserver" <<<"$out" && grep -q "it is healthy again" <<<"$out" || fail "not rolled back: $out"
+    [ "$(sha256sum <"$p/apiserver.crt")" = "$good" ] || fail "apiserver.crt was not restored"
+    [ "$(pgrep -f -- "--secure-port=$port" | head -n1)" = "$pid_before" ] || fail "kube-apiserver was restarted by the rollback"
+    livez || fail "kube-apiserver is not live after the rollback"
+    served=$(openssl s_client -connect "127.0.0.1:$port" -CAfile "$p/ca.crt" </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256)
+    [ "$served" = "$(openssl x509 -noout -fingerprint -sha256 -in "$p/apiserver.crt")" ] \
+        || fail "after the rollback the running kube-apiserver does not serve the restored certificate"
+    echo "a broken renewal is rolled back, and the same process serves the restored certificate"
+}
+
 # The first root key, made once by the operator (the plugin never creates one).
 "$target/kms-plugin" init --config "$scratch/etc/kubernetes/enc/plugin.yaml" >"$scratch/kms-init.log" 2>&1 \
     || { cat "$scratch/kms-init.log"; echo "k8s-e2e: 0 passed, 1 failed (kms-plugin init)"; exit 1; }
@@ -794,6 +886,7 @@ run_test plugin_and_apiserver_restart_keep_every_secret
 run_test a_kms_outage_keeps_the_control_plane_ready
 run_test rotations_are_gated_by_every_nodes_state
 run_test autopilot_passes_restart_etcd_members_one_at_a_time
+run_test autopilot_leaves_a_reloading_kube_apiserver_running
 
 echo "k8s-e2e: $passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::store::{self, MODE_SECRET};
 
+/// A file to write back: where, what, with which mode.
+type Restored<'a> = (&'a Path, &'a [u8], u32);
+
 /// A taken backup: original path → (content, mode).
 #[derive(Default)]
 pub struct Backup {
@@ -61,14 +64,22 @@ impl Backup {
         &self.dir
     }
 
-    /// Writes back the saved content of `files` (those in the backup); returns what it restored.
+    /// Writes back the saved content of `files` (those in the backup) as one commit per
+    /// directory, so a certificate and its key are both old or both new at every moment, and a
+    /// component that watches them through their generation links sees the change (the replaced
+    /// generation's files go away); returns what it restored.
     pub fn restore(&self, files: &[PathBuf]) -> Result<Vec<PathBuf>> {
-        let mut done = Vec::new();
+        let mut by_dir: BTreeMap<&Path, Vec<Restored<'_>>> = BTreeMap::new();
         for f in files {
             if let Some((data, mode)) = self.files.get(f) {
-                store::write_atomic(f, data, *mode)?;
-                done.push(f.clone());
+                let dir = f.parent().unwrap_or(Path::new(""));
+                by_dir.entry(dir).or_default().push((f, data, *mode));
             }
+        }
+        let mut done = Vec::new();
+        for group in by_dir.values() {
+            store::write_many_atomic(group)?;
+            done.extend(group.iter().map(|(f, _, _)| f.to_path_buf()));
         }
         Ok(done)
     }

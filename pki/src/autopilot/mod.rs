@@ -20,6 +20,7 @@ pub mod peers;
 pub mod pending;
 pub mod plan;
 pub mod policy;
+pub mod reload;
 pub mod report;
 pub mod restart;
 

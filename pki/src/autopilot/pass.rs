@@ -14,6 +14,7 @@ use super::health;
 use super::metrics::{self, PassMetrics};
 use super::pending;
 use super::plan::{self, Plan};
+use super::reload::reloads_by_itself;
 use super::restart;
 use super::{Failure, Options, Outcome, RestartGate, peers};
 use crate::error::{Error, Result};
@@ -24,6 +25,9 @@ use crate::store;
 
 /// Backups kept under `.autopilot/backups` (they hold private keys: older ones are removed).
 const KEEP_BACKUPS: usize = 5;
+
+/// How long a component that reloads files by itself has to serve the restored ones.
+const ROLLBACK_RELOAD_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Runs one pass. `Err` is an error before anything was decided (unreadable files); a pass
 /// that stops on purpose returns an [`Outcome`] with `failure` set.
@@ -292,6 +296,18 @@ fn restart_one(
             .map_err(|e| fail(format!("lost the cluster-wide restart permission: {e}")))?;
     }
     let probe = health::probe_for(component, &text, layout);
+    // A component that reads the renewed files again by itself is not restarted: it must
+    // serve the renewed certificate within the health timeout, else it is rolled back.
+    let reloads = reloads_by_itself(component, &text).filter(|_| probe.is_some());
+    if let (Some(why), Some(p)) = (reloads, probe.as_ref()) {
+        let Err(why_not) = health::wait_healthy(p, opts.health_timeout) else {
+            out.notes.push(format!(
+                "{component} not restarted: {why}; it serves the renewed certificate"
+            ));
+            return Ok(());
+        };
+        return roll_back(plan, backup, component, &manifest, p, None, why_not, out);
+    }
     let watch = probe.as_ref().and_then(|p| health::watch(p).ok());
     restart::annotate(&manifest, stamp).map_err(|e| fail(e.to_string()))?;
     let Some(probe) = probe else {
@@ -306,6 +322,33 @@ fn restart_one(
         out.restarted.push(component.to_owned());
         return Ok(());
     };
+    roll_back(
+        plan,
+        backup,
+        component,
+        &manifest,
+        &probe,
+        Some((stamp, opts)),
+        why,
+        out,
+    )
+}
+
+/// After `component` did not come back healthy with the renewed files: restores this pass's
+/// files of it and, when it was restarted (`restarted`: the pass's stamp), restarts it again;
+/// always a failure, saying whether it is healthy again.
+#[allow(clippy::too_many_arguments)]
+fn roll_back(
+    plan: &Plan,
+    backup: Option<&Backup>,
+    component: &'static str,
+    manifest: &Path,
+    probe: &health::Probe,
+    restarted: Option<(&str, &Options)>,
+    why: String,
+    out: &mut Outcome,
+) -> std::result::Result<(), Failure> {
+    let fail = |what: String| Failure::Restart(format!("{component}: {what}"));
     let files: Vec<PathBuf> = plan
         .due
         .iter()
@@ -321,11 +364,19 @@ fn restart_one(
         .restore(&files)
         .map_err(|e| fail(format!("{why}; rollback failed: {e}")))?;
     out.rolled_back.push(component.to_owned());
-    let again = format!("{stamp}-rollback");
-    let watch = health::watch(&probe).ok();
-    restart::annotate(&manifest, &again).map_err(|e| fail(format!("{why}; rollback: {e}")))?;
     let list: Vec<String> = restored.iter().map(|p| p.display().to_string()).collect();
-    match health::wait_restarted(&probe, watch, opts.health_timeout) {
+    let healthy_again = match restarted {
+        Some((stamp, opts)) => {
+            let again = format!("{stamp}-rollback");
+            let watch = health::watch(probe).ok();
+            restart::annotate(manifest, &again)
+                .map_err(|e| fail(format!("{why}; rollback: {e}")))?;
+            health::wait_restarted(probe, watch, opts.health_timeout)
+        }
+        // Not restarted: it reads the restored files again as it read the renewed ones.
+        None => health::wait_healthy(probe, ROLLBACK_RELOAD_TIMEOUT),
+    };
+    match healthy_again {
         Ok(()) => Err(fail(format!(
             "not healthy with the renewed certificates ({why}); restored {} and it is healthy again; later components were not restarted",
             list.join(", ")
