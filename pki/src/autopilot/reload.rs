@@ -4,8 +4,8 @@
 //!
 //! | component | version | renewed files, and how they are read again |
 //! |---|---|---|
-//! | kube-apiserver | 1.37 | `--tls-cert-file`: a dynamic serving certificate (file watch and a one-minute re-read); `--proxy-client-cert-file`: the aggregator's dynamic client certificate; `--kubelet-client-certificate`: client-go with `ReloadTLSFiles`; `--etcd-certfile`: etcd's client TLS reads the files at every new connection. Not with `--peer-ca-file` (the peer proxy reads the proxy client certificate once). |
-//! | kube-apiserver | 1.28–1.36 | not checked here: restarted |
+//! | kube-apiserver | 1.34–1.37 | `--tls-cert-file`: a dynamic serving certificate (file watch and a one-minute re-read); `--proxy-client-cert-file`: the aggregator's dynamic client certificate; `--kubelet-client-certificate`: client-go with `ReloadTLSFiles`; `--etcd-certfile`: etcd's client TLS reads the files at every new connection. Not with `--peer-ca-file` (the peer proxy reads the proxy client certificate once). |
+//! | kube-apiserver | 1.28–1.33 | not checked here (the module proxy serves 1.34 and later): restarted |
 //! | etcd | any | restarted (the autopilot's restart, peer check and Lease are what keep its quorum) |
 //! | kube-controller-manager, kube-scheduler | any | restarted: kubeadm embeds the client certificate in their kubeconfigs, which client-go reads once |
 
@@ -17,9 +17,9 @@ pub fn reloads_by_itself(component: &str, manifest: &str) -> Option<&'static str
     match component {
         "kube-apiserver" => {
             let (major, minor) = image_version(manifest, "kube-apiserver")?;
-            let checked = major == 1 && minor == 37;
+            let checked = major == 1 && (34..=37).contains(&minor);
             (checked && flag_value(manifest, "peer-ca-file").is_none()).then_some(
-                "kube-apiserver 1.37 reloads its serving, front-proxy and kubelet client certificates and reads its etcd client certificate at every new etcd connection",
+                "kube-apiserver 1.34 to 1.37 reloads its serving, front-proxy and kubelet client certificates and reads its etcd client certificate at every new etcd connection",
             )
         }
         _ => None,
@@ -57,7 +57,9 @@ mod tests {
             )
         };
         assert!(reloads_by_itself("kube-apiserver", &api("v1.37.2", "")).is_some());
-        assert!(reloads_by_itself("kube-apiserver", &api("v1.36.4", "")).is_none());
+        assert!(reloads_by_itself("kube-apiserver", &api("v1.34.4", "")).is_some());
+        assert!(reloads_by_itself("kube-apiserver", &api("v1.33.9", "")).is_none());
+        assert!(reloads_by_itself("kube-apiserver", &api("v1.38.0", "")).is_none());
         assert!(reloads_by_itself("kube-apiserver", &api("latest", "")).is_none());
         assert!(
             reloads_by_itself(
