@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+use super::listener::{Process, listener};
 use super::restart::flag_value;
 use crate::layout::Layout;
 
@@ -91,6 +92,8 @@ pub(crate) fn host_of(hostport: &str) -> String {
 /// new certificate being served does not by itself prove a restart.)
 pub struct Watch {
     tls: rustls::StreamOwned<rustls::ClientConnection, TcpStream>,
+    /// The process listening before the manifest changed, when `/proc` tells.
+    before: Option<Process>,
 }
 
 /// Connects to the running process; `Err` when it does not accept a connection now.
@@ -105,7 +108,10 @@ pub fn watch(probe: &Probe) -> Result<Watch, String> {
     tls.sock
         .set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(|e| e.to_string())?;
-    Ok(Watch { tls })
+    Ok(Watch {
+        tls,
+        before: listener(&probe.address),
+    })
 }
 
 impl Watch {
@@ -131,7 +137,9 @@ pub fn wait_restarted(
     watch: Option<Watch>,
     timeout: Duration,
 ) -> Result<(), String> {
+    let mut before = None;
     if let Some(mut w) = watch {
+        before = w.before;
         let deadline = Instant::now() + timeout;
         while !w.closed() {
             if Instant::now() >= deadline {
@@ -142,7 +150,23 @@ pub fn wait_restarted(
             }
         }
     }
-    wait_healthy(probe, timeout)
+    // The connection may also close for other reasons: another process must be listening too.
+    let deadline = Instant::now() + timeout;
+    loop {
+        wait_healthy(probe, deadline.saturating_duration_since(Instant::now()))?;
+        match (before, listener(&probe.address)) {
+            (Some(old), Some(now)) if old == now => {
+                if Instant::now() >= deadline {
+                    return Err(format!(
+                        "{} is still served by the process that ran before its manifest changed (pid {}): not restarted",
+                        probe.address, old.pid
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// Polls the probe until it answers 200 or `timeout` passes; `Err` carries the last failure.

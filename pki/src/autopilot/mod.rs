@@ -14,6 +14,7 @@
 pub mod backoff;
 pub mod backup;
 pub mod health;
+pub mod listener;
 pub mod metrics;
 mod pass;
 pub mod peers;
