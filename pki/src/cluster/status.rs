@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use super::client::{Cluster, NodeInfo};
 use super::gate::{View, gates_for};
-use super::record::{self, Record};
+use super::record::{self, Record, Role};
 use crate::error::Result;
 use crate::rotate::state::format_rfc3339;
 use crate::rotate::{Move, Target};
@@ -32,6 +32,21 @@ pub struct NodeLine {
     pub kubelet_client_ca: Option<String>,
     /// When its entry was written.
     pub updated_at: Option<String>,
+}
+
+impl NodeLine {
+    /// The line of a node with no entry in the record (yet).
+    fn not_started(node: &str, role: Role, registered: bool) -> NodeLine {
+        NodeLine {
+            node: node.to_owned(),
+            role: role.to_string(),
+            registered,
+            progress: "not started".into(),
+            new_ca: None,
+            kubelet_client_ca: None,
+            updated_at: None,
+        }
+    }
 }
 
 /// A gate as it stands.
@@ -95,34 +110,17 @@ fn rotation(
         if !n.control_plane && r.target != Target::Ca {
             continue;
         }
-        lines.insert(
-            n.name.clone(),
-            NodeLine {
-                node: n.name.clone(),
-                role: if n.control_plane {
-                    "control-plane"
-                } else {
-                    "worker"
-                }
-                .into(),
-                registered: true,
-                progress: "not started".into(),
-                new_ca: None,
-                kubelet_client_ca: None,
-                updated_at: None,
-            },
-        );
+        let role = if n.control_plane {
+            Role::ControlPlane
+        } else {
+            Role::Worker
+        };
+        lines.insert(n.name.clone(), NodeLine::not_started(&n.name, role, true));
     }
     for (name, e) in &r.entries {
-        let line = lines.entry(name.clone()).or_insert_with(|| NodeLine {
-            node: name.clone(),
-            role: String::new(),
-            registered: false,
-            progress: String::new(),
-            new_ca: None,
-            kubelet_client_ca: None,
-            updated_at: None,
-        });
+        let line = lines
+            .entry(name.clone())
+            .or_insert_with(|| NodeLine::not_started(name, e.role, false));
         line.role = e.role.to_string();
         line.progress = e.progress();
         line.new_ca = e.new_ca.clone();
