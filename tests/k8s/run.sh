@@ -192,6 +192,43 @@ run_test() { # run_test NAME: runs the shell function test_NAME (only it, when K
     fi
 }
 fail() { echo "$*" >&2; return 1; }
+# serve_tls NAME CERT KEY: a TLS server on a free loopback port presenting CERT (CERT may hold a
+# chain), as a kubelet's serving endpoint does; prints the port.
+serve_tls() {
+    local port
+    port=$(free_port)
+    python3 -c '
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[3])))
+s.listen()
+while True:
+    c, _ = s.accept()
+    try:
+        ctx.wrap_socket(c, server_side=True).close()
+    except (OSError, ssl.SSLError):
+        c.close()
+' "$2" "$3" "$port" >"$scratch/$1.log" 2>&1 &
+    remember "$1" $!
+    wait_for 10 "$1 on port $port" port_open "$port" >&2 || return 1
+    echo "$port"
+}
+# kubelet_serves NODE PORT [KUBECTL...]: the Node's status says its kubelet serves on
+# 127.0.0.1:PORT (as the kubelet reports it), written with KUBECTL (default: the suite's kubectl).
+kubelet_serves() {
+    local node=$1 port=$2
+    shift 2
+    "${@:-kubectl}" patch node "$node" --subresource=status --type=merge \
+        -p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"127.0.0.1\"}],\"daemonEndpoints\":{\"kubeletEndpoint\":{\"Port\":$port}}}}" >/dev/null
+}
+# self_signed DIR NAME: a kubelet's own serving certificate (no cluster CA), DIR/NAME.crt and .key.
+self_signed() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2@$(date +%s)" -days 1 \
+        -keyout "$1/$2.key" -out "$1/$2.crt" 2>/dev/null
+}
 
 # After `pki renew all` every pair links through `..data` into one generation directory; etcd and
 # kube-apiserver serve from them (this suite talks to both over mutual TLS), and the real kubeadm
@@ -474,7 +511,9 @@ for i in range(200):
 # API with --kubeconfig: every out-of-order command is refused by the gate that reads the other
 # nodes' entries in kube-system/pki-rotation-*, naming the nodes in the way, and the rotation
 # completes once they have caught up. Kubelet client certificates count as renewed from an
-# issued CSR (signed by the new CA) or from the node's own entry.
+# issued CSR (signed by the new CA) or from the node's own entry; each node's kubelet (a TLS
+# stand-in where its Node status says) serves its own self-signed certificate, and `ca finish`
+# waits while one serves a certificate of the old CA.
 test_rotations_are_gated_by_every_nodes_state() {
     local nodes=$scratch/nodes admin=$scratch/pki-admin.conf n key out pin
     cp "$kubeconfig" "$admin"
@@ -497,6 +536,11 @@ apiVersion: v1
 kind: Node
 metadata: {name: $n}
 YAML
+    done
+    # Each node's kubelet serves its own self-signed certificate (the kubelet's default).
+    for n in cp1 cp2 cp3 w1 w2; do
+        self_signed "$nodes" "kubelet-$n"
+        kubelet_serves "$n" "$(serve_tls "kubelet-$n" "$nodes/kubelet-$n.crt" "$nodes/kubelet-$n.key")"
     done
     # kube-controller-manager as before the rotation, and kubeadm's discovery: a bootstrap token
     # and kube-public/cluster-info, made by the real kubeadm and signed by the bootstrap signer.
@@ -610,6 +654,23 @@ YAML
     refused kubelet-client-certificates-from-the-new-ca "w2:" -- r cp1 ca finish
     cp "$nodes/cp1/kubelet.conf" "$nodes/w2/kubelet.conf"
     r w2 ca start --worker --join "$nodes/ca.share.public" --ca-cert-hash "$pin" >/dev/null || fail "w2 republish"
+    # w2's kubelet serves a certificate of the old CA (serverTLSBootstrap): finish waits until it
+    # serves one of the new CA.
+    serving_from() { # serving_from NAME CA-CRT CA-KEY: w2's kubelet serving certificate from that CA
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$nodes/$1.key" \
+            -subj "/O=system:nodes/CN=system:node:w2" -out "$nodes/$1.csr" 2>/dev/null
+        printf 'keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1\n' >"$nodes/$1.ext"
+        openssl x509 -req -in "$nodes/$1.csr" -CA "$2" -CAkey "$3" -days 1 -set_serial 9 -extfile "$nodes/$1.ext" \
+            -out "$nodes/$1.crt" 2>/dev/null
+    }
+    serving_from w2-old "$pki_dir/ca.crt" "$pki_dir/ca.key"
+    stop kubelet-w2 TERM
+    kubelet_serves w2 "$(serve_tls kubelet-w2 "$nodes/w2-old.crt" "$nodes/w2-old.key")"
+    refused kubelet-serving-certificates-from-the-new-ca "w2: its kubelet at 127.0.0.1:" "serves a certificate of the old CA" \
+        -- r cp1 ca finish
+    serving_from w2-new "$staged/new.crt" "$staged/new.key"
+    stop kubelet-w2 TERM
+    kubelet_serves w2 "$(serve_tls kubelet-w2 "$nodes/w2-new.crt" "$nodes/w2-new.key")"
     r cp1 ca finish >/dev/null || fail "cp1 finish once every gate is open"
     for n in cp2 cp3; do r "$n" ca finish >/dev/null || fail "$n finish"; done
     for n in w1 w2; do r "$n" ca finish --worker >/dev/null || fail "$n finish --worker"; done
@@ -880,6 +941,9 @@ echo "k8s-e2e: $api_version over etcd server $etcd_version"
 [[ $api_version == "Kubernetes v1.37."* ]] || { echo "k8s-e2e: expected kube-apiserver v1.37"; echo "k8s-e2e: 0 passed, 1 failed"; exit 1; }
 [[ $etcd_version == 3.4.* ]] || { echo "k8s-e2e: expected an etcd 3.4 server"; echo "k8s-e2e: 0 passed, 1 failed"; exit 1; }
 
+# shellcheck source=tests/k8s/live_rotation.sh
+source tests/k8s/live_rotation.sh
+
 run_test renewed_pairs_are_read_through_one_generation
 run_test secrets_are_kms_v2_in_etcd
 run_test plugin_and_apiserver_restart_keep_every_secret
@@ -887,6 +951,7 @@ run_test a_kms_outage_keeps_the_control_plane_ready
 run_test rotations_are_gated_by_every_nodes_state
 run_test autopilot_passes_restart_etcd_members_one_at_a_time
 run_test autopilot_leaves_a_reloading_kube_apiserver_running
+run_test live_rotations_keep_every_component_healthy
 
 echo "k8s-e2e: $passed passed, $failed failed"
 [ "$failed" = 0 ]

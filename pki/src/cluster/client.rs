@@ -30,6 +30,10 @@ pub struct NodeInfo {
     pub name: String,
     /// Labelled `node-role.kubernetes.io/control-plane`.
     pub control_plane: bool,
+    /// Where its kubelet serves (`host:port`), from the Node's status: the first address of
+    /// kubeadm's `--kubelet-preferred-address-types` (InternalIP, ExternalIP, Hostname) and the
+    /// kubelet's port; `None` when the kubelet has not reported them.
+    pub kubelet_endpoint: Option<String>,
 }
 
 /// The newest issued kubelet client certificate of a node, from its CSRs.
@@ -113,14 +117,17 @@ impl Cluster {
             .items
             .into_iter()
             .filter_map(|n| {
+                let kubelet_endpoint = kubelet_endpoint(&n);
                 let name = n.metadata.name?;
                 let control_plane = n
                     .metadata
                     .labels
+                    .as_ref()
                     .is_some_and(|l| l.contains_key(CONTROL_PLANE_LABEL));
                 Some(NodeInfo {
                     name,
                     control_plane,
+                    kubelet_endpoint,
                 })
             })
             .collect();
@@ -173,6 +180,34 @@ impl Cluster {
         }
         Ok(newest.into_iter().map(|(k, (_, v))| (k, v)).collect())
     }
+}
+
+/// The order kubeadm gives kube-apiserver's `--kubelet-preferred-address-types`.
+const PREFERRED_ADDRESS_TYPES: [&str; 3] = ["InternalIP", "ExternalIP", "Hostname"];
+
+/// Where the Node's kubelet serves, as kube-apiserver would reach it.
+fn kubelet_endpoint(n: &Node) -> Option<String> {
+    let status = n.status.as_ref()?;
+    let port = status
+        .daemon_endpoints
+        .as_ref()?
+        .kubelet_endpoint
+        .as_ref()?
+        .port;
+    if port <= 0 {
+        return None;
+    }
+    let addresses = status.addresses.as_deref().unwrap_or_default();
+    let host = PREFERRED_ADDRESS_TYPES
+        .iter()
+        .find_map(|t| addresses.iter().find(|a| a.type_ == *t))?
+        .address
+        .clone();
+    Some(if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
 }
 
 /// An API failure, told without the body of what was sent.

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 
-use super::client::Cluster;
-use super::gate::{Gate, View, gates_for};
+use super::client::{Cluster, NodeInfo};
+use super::gate::{Gate, Served, View, gates_for};
 use super::record::{self, NodeEntry, Record, Role};
+use super::serving::presented_chain;
 use crate::error::{Error, Result};
 use crate::rotate::{Coordinator, Move, NodeReport, Target};
 
@@ -47,10 +48,12 @@ impl ClusterCoordinator {
             nodes: &reads.nodes,
             other_active: &reads.other_active,
             kubelet_csrs: &reads.kubelet_csrs,
+            kubelet_serving: reads.kubelet_serving.as_ref(),
             me: Some(&self.node),
             worker: me.worker,
             new_ca: me.new_anchor.as_deref(),
             new_ca_pem: me.new_ca_pem.as_deref(),
+            old_ca_pem: me.old_ca_pem.as_deref(),
             handout: reads.handout.as_ref(),
             now: OffsetDateTime::now_utc(),
         };
@@ -112,16 +115,20 @@ impl ClusterCoordinator {
 
 /// What the gates read besides the record: read once per command.
 struct Reads {
-    nodes: Vec<super::client::NodeInfo>,
+    nodes: Vec<NodeInfo>,
     other_active: Vec<Record>,
     kubelet_csrs: BTreeMap<String, super::client::KubeletClientCsr>,
+    kubelet_serving: Option<BTreeMap<String, Served>>,
     handout: Option<super::handout::Handout>,
 }
 
 impl Coordinator for ClusterCoordinator {
     fn begin(&mut self, target: Target, step: Move, me: &NodeReport) -> Result<Vec<String>> {
+        let ca_finish = target == Target::Ca && step == Move::Finish && !me.worker;
+        let nodes = self.cluster.nodes()?;
         let reads = Reads {
-            nodes: self.cluster.nodes()?,
+            kubelet_serving: ca_finish.then(|| read_kubelets(&nodes)),
+            nodes,
             other_active: if step == Move::Start {
                 record::list(&self.cluster, target)?
                     .into_iter()
@@ -130,7 +137,7 @@ impl Coordinator for ClusterCoordinator {
             } else {
                 Vec::new()
             },
-            kubelet_csrs: if target == Target::Ca && step == Move::Finish && !me.worker {
+            kubelet_csrs: if ca_finish {
                 self.cluster.kubelet_client_csrs()?
             } else {
                 BTreeMap::new()
@@ -185,6 +192,30 @@ impl Coordinator for ClusterCoordinator {
         }
         Ok(notes)
     }
+}
+
+/// How many kubelets are read at once.
+const KUBELETS_AT_ONCE: usize = 16;
+
+/// The chain each node's kubelet serves, read a few at a time (each read is bounded in time).
+fn read_kubelets(nodes: &[NodeInfo]) -> BTreeMap<String, Served> {
+    let mut out = BTreeMap::new();
+    for batch in nodes.chunks(KUBELETS_AT_ONCE) {
+        std::thread::scope(|scope| {
+            let reads: Vec<_> = batch
+                .iter()
+                .filter_map(|n| Some((n, n.kubelet_endpoint.as_deref()?)))
+                .map(|(n, at)| (n, scope.spawn(move || presented_chain(at))))
+                .collect();
+            for (n, read) in reads {
+                let served = read
+                    .join()
+                    .unwrap_or_else(|_| Err("the read failed".into()));
+                out.insert(n.name.clone(), served);
+            }
+        });
+    }
+    out
 }
 
 /// The blockers of a gate, the first 20 of them (`status --kubeconfig` lists them all).

@@ -41,6 +41,9 @@ pub struct View<'a> {
     pub other_active: &'a [Record],
     /// Newest issued kubelet client certificate per node (read for `ca finish` only).
     pub kubelet_csrs: &'a BTreeMap<String, KubeletClientCsr>,
+    /// The chain each node's kubelet serves, by Node name (read for `ca finish` on a
+    /// control-plane node only; `None`: not read, and the gate is left out).
+    pub kubelet_serving: Option<&'a BTreeMap<String, Served>>,
     /// The node running the command (`None`: the view of `status`).
     pub me: Option<&'a str>,
     /// Whether the command runs on a worker.
@@ -49,11 +52,16 @@ pub struct View<'a> {
     pub new_ca: Option<&'a str>,
     /// The new CA certificate(s), PEM (`ca`).
     pub new_ca_pem: Option<&'a str>,
+    /// The old CA certificate(s), PEM (`ca`).
+    pub old_ca_pem: Option<&'a str>,
     /// What the cluster hands out of the CA (read for `ca switch` only).
     pub handout: Option<&'a Handout>,
     /// Now.
     pub now: OffsetDateTime,
 }
+
+/// What a server presented: its chain, leaf first, or why it could not be read.
+pub type Served = std::result::Result<Vec<Cert>, String>;
 
 /// A node the gates expect to hear from: registered as a Node, or present in the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +143,9 @@ pub fn gates_for(step: Move, v: &View<'_>) -> Vec<Gate> {
                 Target::Ca => {
                     g.push(every_node_trusts_new(v));
                     g.push(kubelet_clients_from_new_ca(v));
+                    if let Some(served) = v.kubelet_serving {
+                        g.push(kubelet_serving_from_new_ca(v, served));
+                    }
                 }
                 Target::Sa => g.push(old_tokens_expired(v)),
                 Target::FrontProxyCa | Target::EtcdCa => {}
@@ -223,6 +234,13 @@ fn every_control_plane_switched(v: &View<'_>) -> Gate {
 fn new_ca_certs(v: &View<'_>) -> Vec<Cert> {
     v.new_ca_pem
         .and_then(|pem| parse_bundle(pem, std::path::Path::new("new CA")).ok())
+        .unwrap_or_default()
+}
+
+/// The old CA certificate(s) this node holds (empty when unknown).
+fn old_ca_certs(v: &View<'_>) -> Vec<Cert> {
+    v.old_ca_pem
+        .and_then(|pem| parse_bundle(pem, std::path::Path::new("old CA")).ok())
         .unwrap_or_default()
 }
 
@@ -343,6 +361,58 @@ fn kubelet_clients_from_new_ca(v: &View<'_>) -> Gate {
     }
 }
 
+/// `ca finish`: no kubelet serves a certificate the old CA signed (a kubelet with
+/// `serverTLSBootstrap` gets one from the cluster CA through a `kubelet-serving` CSR, and clients
+/// that verify kubelets against the cluster CA stop trusting it at finish). A kubelet's own
+/// self-signed certificate depends on no cluster CA. A kubelet that cannot be read blocks:
+/// nothing then shows what it serves.
+fn kubelet_serving_from_new_ca(v: &View<'_>, served: &BTreeMap<String, Served>) -> Gate {
+    let (new_cas, old_cas) = (new_ca_certs(v), old_ca_certs(v));
+    let blockers = v
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            let words = match (&n.kubelet_endpoint, served.get(&n.name)) {
+                (None, _) => "reports no kubelet endpoint (status.addresses and status.daemonEndpoints), so what its kubelet serves cannot be read".to_owned(),
+                (Some(at), None) => format!("its kubelet at {at} was not read"),
+                (Some(at), Some(Err(e))) => format!("its kubelet at {at} could not be read ({e})"),
+                (Some(at), Some(Ok(chain))) => {
+                    format!("its kubelet at {at} {}", serving_verdict(chain, &new_cas, &old_cas)?)
+                }
+            };
+            Some(format!("{}: {words}", n.name))
+        })
+        .collect();
+    Gate {
+        name: "kubelet-serving-certificates-from-the-new-ca",
+        blockers,
+    }
+}
+
+/// What stands in the way in a served chain: `None` when its leaf is from the new CA, or from
+/// neither the new nor the old CA (the kubelet's own certificate).
+fn serving_verdict(chain: &[Cert], new_cas: &[Cert], old_cas: &[Cert]) -> Option<String> {
+    let Some(leaf) = chain.first() else {
+        return Some("presented no certificate".into());
+    };
+    if new_cas.iter().any(|ca| leaf.is_signed_by(ca)) {
+        return None;
+    }
+    if new_cas.is_empty() || old_cas.is_empty() {
+        return Some(
+            "serves a certificate that is not from the new CA, and this node cannot tell whether the old CA signed it".into(),
+        );
+    }
+    let info = leaf.info();
+    old_cas.iter().any(|ca| leaf.is_signed_by(ca)).then(|| {
+        format!(
+            "serves a certificate of the old CA (CN {:?}, until {}): renew it from the new CA (with serverTLSBootstrap: approve the kubelet's new kubelet-serving CSR), then run finish again",
+            info.common_name,
+            format_rfc3339(info.not_after)
+        )
+    })
+}
+
 /// `sa finish`: no token the old key signed can still be valid, on any node's clock of `switch`.
 fn old_tokens_expired(v: &View<'_>) -> Gate {
     let mut blockers = Vec::new();
@@ -410,6 +480,7 @@ mod tests {
         NodeInfo {
             name: name.into(),
             control_plane,
+            kubelet_endpoint: None,
         }
     }
 
@@ -432,10 +503,12 @@ mod tests {
             nodes: &nodes,
             other_active: &[],
             kubelet_csrs: &csrs,
+            kubelet_serving: None,
             me: Some(me),
             worker: me.starts_with('w'),
             new_ca: Some("sha256:new"),
             new_ca_pem: None,
+            old_ca_pem: None,
             handout: None,
             now: OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1),
         };
@@ -571,5 +644,110 @@ mod tests {
             "w1",
         );
         assert!(b[0].1.is_empty(), "{b:?}");
+    }
+
+    #[test]
+    fn ca_finish_waits_for_kubelets_that_serve_an_old_ca_certificate() {
+        use crate::issue::{CertSpec, issue, self_signed_ca};
+        use crate::key::{KeyAlgorithm, PrivateKey};
+        use crate::profile::{Sans, Usage};
+        use std::time::Duration;
+        let day = Duration::from_secs(86_400);
+        let key = || PrivateKey::generate(KeyAlgorithm::EcdsaP256).expect("key");
+        let (old_key, new_key, own_key) = (key(), key(), key());
+        let old = self_signed_ca(&CertSpec::ca("kubernetes", &[], day), &old_key).expect("old CA");
+        let new = self_signed_ca(&CertSpec::ca("kubernetes", &[], day), &new_key).expect("new CA");
+        let own =
+            self_signed_ca(&CertSpec::ca("w3-ca@1", &[], day), &own_key).expect("kubelet's CA");
+        let serving = |ca: &Cert, ca_key: &PrivateKey| {
+            let spec = CertSpec::leaf(
+                "system:node:w",
+                &["system:nodes"],
+                Sans::default(),
+                Usage::Server,
+                day,
+            );
+            issue(&spec, &key().public_key_der(), ca, ca_key).expect("serving certificate")
+        };
+        let served: BTreeMap<String, Served> = [
+            ("w1", Ok(vec![serving(&new, &new_key)])),
+            ("w2", Ok(vec![serving(&old, &old_key)])),
+            ("w3", Ok(vec![serving(&own, &own_key), own.clone()])),
+            ("w4", Err("connect: refused".to_owned())),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_owned(), s))
+        .collect();
+        let mut nodes: Vec<NodeInfo> = ["w1", "w2", "w3", "w4"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NodeInfo {
+                kubelet_endpoint: Some(format!("10.0.0.{i}:10250")),
+                ..node(n, false)
+            })
+            .collect();
+        nodes.push(node("w5", false));
+        let r = Record::new(Target::Ca, "ab12");
+        let csrs = BTreeMap::new();
+        let (new_pem, old_pem) = (new.pem(), old.pem());
+        let view = |old_ca_pem| View {
+            record: &r,
+            nodes: &nodes,
+            other_active: &[],
+            kubelet_csrs: &csrs,
+            kubelet_serving: Some(&served),
+            me: Some("cp1"),
+            worker: false,
+            new_ca: None,
+            new_ca_pem: Some(&new_pem),
+            old_ca_pem,
+            handout: None,
+            now: OffsetDateTime::now_utc(),
+        };
+        let v = view(Some(&old_pem));
+        let g = gates_for(Move::Finish, &v)
+            .into_iter()
+            .find(|g| g.name == "kubelet-serving-certificates-from-the-new-ca")
+            .expect("the gate is met at ca finish");
+        // w1 (new CA) and w3 (its own self-signed CA) pass; the old CA, an unreadable kubelet
+        // and one with no endpoint block.
+        assert_eq!(g.blockers.len(), 3, "{:?}", g.blockers);
+        assert!(
+            g.blockers[0].starts_with(
+                "w2: its kubelet at 10.0.0.1:10250 serves a certificate of the old CA"
+            ),
+            "{}",
+            g.blockers[0]
+        );
+        assert!(
+            g.blockers[1].starts_with(
+                "w4: its kubelet at 10.0.0.3:10250 could not be read (connect: refused)"
+            ),
+            "{}",
+            g.blockers[1]
+        );
+        assert!(
+            g.blockers[2].starts_with("w5: reports no kubelet endpoint"),
+            "{}",
+            g.blockers[2]
+        );
+        // Without the old CA, a certificate not from the new CA cannot be told apart: it blocks.
+        let g = kubelet_serving_from_new_ca(&view(None), &served);
+        assert_eq!(g.blockers.len(), 4, "{:?}", g.blockers);
+        assert!(
+            g.blockers[1].contains("cannot tell whether the old CA signed it"),
+            "{}",
+            g.blockers[1]
+        );
+        // Not read at all (status): the gate is left out.
+        let v = View {
+            kubelet_serving: None,
+            ..view(Some(&old_pem))
+        };
+        assert!(
+            gates_for(Move::Finish, &v)
+                .iter()
+                .all(|g| g.name != "kubelet-serving-certificates-from-the-new-ca")
+        );
     }
 }

@@ -134,10 +134,12 @@ fn rotation(
         nodes,
         other_active: &[],
         kubelet_csrs: csrs,
+        kubelet_serving: None,
         me: None,
         worker: false,
         new_ca,
         new_ca_pem: None,
+        old_ca_pem: None,
         handout: None,
         now: OffsetDateTime::now_utc(),
     };

@@ -77,6 +77,8 @@ pub struct NodeReport {
     pub new_anchor: Option<String>,
     /// The new CA certificate(s), PEM (`None` for `sa`, or before it is known).
     pub new_ca_pem: Option<String>,
+    /// The old CA certificate(s), PEM (`None` for `sa`, or when not known).
+    pub old_ca_pem: Option<String>,
     /// `sa`: after this moment no token signed by the old key can still be valid.
     pub tokens_valid_until: Option<OffsetDateTime>,
     /// `sha256:<hex>` of the CA that signed this node's kubelet client certificate, when it is
@@ -111,6 +113,7 @@ impl NodeReport {
             r.old_anchor = hash(Generation::Old);
             r.new_anchor = hash(Generation::New);
             r.new_ca_pem = m.cert(Generation::New).map(Cert::pem);
+            r.old_ca_pem = m.cert(Generation::Old).map(Cert::pem);
             if plan.target == Target::Ca {
                 let conf = plan.layout.kubeconfig_dir.join("kubelet.conf");
                 let cas: Vec<&Cert> = [Generation::New, Generation::Old]
@@ -140,6 +143,7 @@ impl NodeReport {
             old_anchor: Some(ca_cert_hash(Target::Ca, old, &state)?),
             new_anchor: Some(ca_cert_hash(Target::Ca, new, &state)?),
             new_ca_pem: Some(new.to_owned()),
+            old_ca_pem: Some(old.to_owned()),
             kubelet_client_ca: kubelet_client_ca(kubelet_conf, &cas),
             state,
             ..NodeReport::default()
