@@ -556,10 +556,12 @@ YAML
         || fail "the bootstrap signer did not sign cluster-info"
     jws_before=$(kubectl -n kube-public get configmap cluster-info -o jsonpath="{.data.jws-kubeconfig-$token_id}")
     r() { # r NODE TARGET PHASE [ARGS...]: pki rotate on that node's directories, through the API
-        local node=$1 t=$2 phase=$3
+        # with the node's own narrow identity where it has one (workers), else admin.conf
+        local node=$1 t=$2 phase=$3 conf=$admin
         shift 3
+        [ ! -f "$nodes/$node/pki-rotate.conf" ] || conf=$nodes/$node/pki-rotate.conf
         "$target/pki" rotate "$t" "$phase" --cert-dir "$nodes/$node/pki" --kubeconfig-dir "$nodes/$node" \
-            --kubeconfig "$admin" --node-name "$node" "$@"
+            --kubeconfig "$conf" --node-name "$node" "$@"
     }
     refused() { # refused GATE WORDS... -- COMMAND...: the command fails, naming the gate and each word
         local gate=$1 words=() out
@@ -582,6 +584,55 @@ YAML
             | awk '$1 == "certificate-authority-data:" { print $2 }' | base64 -d | grep -c 'BEGIN CERTIFICATE'
     }
     [ "$(cluster_info_cas)" = 2 ] || fail "kube-public/cluster-info does not hand out old and new CA: $(cluster_info_cas)"
+    # The workers run every command with the narrow identity deploy/README.md lists for them
+    # (group pki:rotation-workers): read the rotation records, update this rotation's object
+    # only, list Nodes. Nothing more is allowed, and nothing more is needed.
+    local record
+    record=$(kubectl -n kube-system get configmap -l pki.kubernetes.io/rotation-target=ca -o jsonpath='{.items[0].metadata.name}')
+    kubectl apply -f - >/dev/null <<YAML
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pki-rotation-worker, namespace: kube-system}
+rules:
+- {apiGroups: [""], resources: [configmaps], verbs: [get, list]}
+- {apiGroups: [""], resources: [configmaps], resourceNames: [$record], verbs: [update]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: pki-rotation-worker, namespace: kube-system}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pki-rotation-worker}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "pki:rotation-workers"}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: pki-rotation-worker}
+rules: [{apiGroups: [""], resources: [nodes], verbs: [list]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: pki-rotation-worker}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: pki-rotation-worker}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: "pki:rotation-workers"}]
+YAML
+    for n in w1 w2; do
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$nodes/$n/pki-rotate.key" \
+            -subj "/O=pki:rotation-workers/CN=pki-rotate-$n" -out "$nodes/$n/pki-rotate.csr" 2>/dev/null
+        printf 'keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n' >"$nodes/$n/pki-rotate.ext"
+        openssl x509 -req -in "$nodes/$n/pki-rotate.csr" -CA "$pki_dir/ca.crt" -CAkey "$pki_dir/ca.key" -days 1 \
+            -set_serial "0x$(openssl rand -hex 8)" -extfile "$nodes/$n/pki-rotate.ext" -out "$nodes/$n/pki-rotate.crt" 2>/dev/null
+        local wk=("$k8s_bin/kubectl" --kubeconfig "$nodes/$n/pki-rotate.conf")
+        "${wk[@]}" config set-cluster c --server "https://127.0.0.1:$api_port" --certificate-authority "$pki_dir/ca.crt" --embed-certs >/dev/null
+        "${wk[@]}" config set-credentials u --client-certificate "$nodes/$n/pki-rotate.crt" --client-key "$nodes/$n/pki-rotate.key" --embed-certs >/dev/null
+        "${wk[@]}" config set-context c --cluster c --user u >/dev/null
+        "${wk[@]}" config use-context c >/dev/null
+    done
+    local wk=("$k8s_bin/kubectl" --kubeconfig "$nodes/w1/pki-rotate.conf" --request-timeout=20s)
+    [ "$("${wk[@]}" auth can-i update "configmaps/$record" -n kube-system)" = yes ] || fail "the worker identity cannot update its rotation's record"
+    for denied in "update configmaps/cluster-info -n kube-public" "update configmaps/kube-root-ca.crt -n kube-system" \
+        "create configmaps -n kube-system" "list certificatesigningrequests" "get secrets -n kube-system"; do
+        # shellcheck disable=SC2086
+        [ "$("${wk[@]}" auth can-i $denied 2>/dev/null)" = no ] || fail "the worker identity may $denied"
+    done
     refused every-node-trusts-the-new-ca "cp2 (control-plane)" "cp3 (control-plane)" "w1 (worker)" "w2 (worker)" \
         -- r cp1 ca switch
     # A second rotation of the same target cannot begin while this one is under way.
