@@ -756,7 +756,9 @@ YAML
 }
 
 # Three etcd members (one per node directory, 127.0.1.1-3, run from kubeadm-shaped manifests by
-# tests/k8s/static_pods.py as the kubelet would) with certificates due for renewal. Two
+# tests/k8s/static_pods.py as the kubelet would) with certificates due for renewal, their image
+# tagged with a version autopilot has not checked (3.3; 3.4-3.7 reload their certificates and are
+# not restarted at all), so each pass restarts its member. Two
 # `pki autopilot --kubeconfig` passes started together on two nodes both renew and restart their
 # member, one after the other: the Lease kube-system/pki-autopilot lets one node restart at a
 # time, so the second member goes down only after the first came back. A third pass, while
@@ -807,7 +809,7 @@ spec:
     - --peer-key-file=$p/etcd/peer.key
     - --peer-trusted-ca-file=$p/etcd/ca.crt
     - --trusted-ca-file=$p/etcd/ca.crt
-    image: registry.k8s.io/etcd:3.5.21-0
+    image: registry.k8s.io/etcd:3.3.27-0
     name: etcd
   hostNetwork: true
 YAML

@@ -80,9 +80,12 @@ pub fn run(layout: &Layout, opts: &Options) -> Result<Outcome> {
             out.renewed.push((d.name.to_owned(), d.files[0].clone()));
         }
         for c in ordered(&pending) {
-            match manifest_of(opts, c) {
-                Some(_) => out.restarted.push(c.to_owned()),
-                None => out.not_restarted.push((c.to_owned(), no_manifest(opts, c))),
+            match (manifest_of(opts, c), reloads(layout, opts, c)) {
+                (Some(_), Some(why)) => {
+                    out.notes.push(format!("{c} would not be restarted: {why}"))
+                }
+                (Some(_), None) => out.restarted.push(c.to_owned()),
+                (None, _) => out.not_restarted.push((c.to_owned(), no_manifest(opts, c))),
             }
         }
         return Ok(out);
@@ -91,7 +94,7 @@ pub fn run(layout: &Layout, opts: &Options) -> Result<Outcome> {
     // can spare this member.
     let restarts: Vec<&str> = ordered(&pending)
         .into_iter()
-        .filter(|c| manifest_of(opts, c).is_some())
+        .filter(|c| manifest_of(opts, c).is_some() && reloads(layout, opts, c).is_none())
         .collect();
     let _permit = match permit(opts, !restarts.is_empty(), &mut out.notes) {
         Ok(p) => p,
@@ -257,6 +260,16 @@ fn ordered(pending: &BTreeSet<String>) -> Vec<&'static str> {
         .copied()
         .filter(|c| pending.contains(*c))
         .collect()
+}
+
+/// Why `component`, as its manifest runs it, picks up the renewed files without a restart (and
+/// can be checked to have done so); `None`: it is restarted.
+fn reloads(layout: &Layout, opts: &Options, component: &str) -> Option<&'static str> {
+    let text = store::read_optional(&manifest_of(opts, component)?)
+        .ok()
+        .flatten()?;
+    health::probe_for(component, &text, layout)?;
+    reloads_by_itself(component, &text)
 }
 
 fn manifest_of(opts: &Options, component: &str) -> Option<PathBuf> {

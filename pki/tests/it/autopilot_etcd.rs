@@ -1,6 +1,9 @@
-//! `pki autopilot` against a real etcd member (Debian `etcd-server`) run from a kubeadm-shaped
-//! static pod manifest by [`crate::static_pod::Supervisor`], which restarts it when the manifest
-//! changes, as the kubelet does. Certificates are issued for two hours, so every leaf is due.
+//! `pki autopilot` against a real etcd member (3.4, from .ci/provision-etcd.sh) run from a
+//! kubeadm-shaped static pod manifest by [`crate::static_pod::Supervisor`], which restarts it
+//! when the manifest changes, as the kubelet does. Certificates are issued for two hours, so
+//! every leaf is due. The manifest's image tag decides what autopilot expects: etcd 3.4 to 3.7
+//! read a renewed pair again at every handshake and are left running; a version it has not
+//! checked (tagged `3.3.27-0` here) is restarted.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -12,8 +15,11 @@ use crate::etcd_support::{self, ClientTls};
 use crate::rotate_support::snapshot;
 use crate::static_pod::Supervisor;
 
-/// etcd's static pod manifest as kubeadm writes it, with this test's paths and ports.
-fn etcd_manifest(pki: &Path, data: &Path, client: u16, peer: u16) -> String {
+/// An etcd image autopilot has not checked: it restarts such a member.
+const UNCHECKED: &str = "3.3.27-0";
+
+/// etcd's static pod manifest as kubeadm writes it, with this test's paths, ports and image tag.
+fn etcd_manifest(pki: &Path, data: &Path, client: u16, peer: u16, tag: &str) -> String {
     let p = |f: &str| pki.join(f).display().to_string();
     format!(
         "apiVersion: v1
@@ -45,7 +51,7 @@ spec:
     - --peer-key-file={}
     - --peer-trusted-ca-file={}
     - --trusted-ca-file={}
-    image: registry.k8s.io/etcd:3.5.21-0
+    image: registry.k8s.io/etcd:{tag}
     name: etcd
   hostNetwork: true
 ",
@@ -66,8 +72,9 @@ struct Member {
 }
 
 impl Member {
-    /// A short-lived PKI, the etcd manifest, the member running with key `foo` = `bar`.
-    fn start() -> Member {
+    /// A short-lived PKI, the etcd manifest (image tag `tag`), the member running with key
+    /// `foo` = `bar`.
+    fn start(tag: &str) -> Member {
         let c = Cluster::initialized_with(&["--certificate-validity-period", "2h"]);
         let manifests = c.root().join("manifests");
         std::fs::create_dir_all(&manifests).unwrap();
@@ -75,7 +82,7 @@ impl Member {
         let manifest = manifests.join("etcd.yaml");
         std::fs::write(
             &manifest,
-            etcd_manifest(&c.pki(), &c.root().join("etcd-data"), client, peer),
+            etcd_manifest(&c.pki(), &c.root().join("etcd-data"), client, peer, tag),
         )
         .unwrap();
         let supervisor = Supervisor::start(&manifest, &c.root().join("etcd.log"));
@@ -140,7 +147,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn one_pass_renews_and_restarts_etcd_through_its_manifest_and_a_second_pass_does_nothing() {
-    let m = Member::start();
+    let m = Member::start(UNCHECKED);
     let before = snapshot(&m.c);
     let out = m.autopilot(&[]);
     let t = text(&out);
@@ -191,7 +198,7 @@ fn one_pass_renews_and_restarts_etcd_through_its_manifest_and_a_second_pass_does
 
 #[test]
 fn a_renewed_certificate_etcd_cannot_load_is_rolled_back_and_etcd_is_healthy_again() {
-    let m = Member::start();
+    let m = Member::start(UNCHECKED);
     let before = snapshot(&m.c);
     let out = m.autopilot(&[("PKI_AUTOPILOT_BREAK_RENEWED", "etcd-server")]);
     let t = text(&out);
@@ -262,4 +269,69 @@ fn a_renewed_certificate_etcd_cannot_load_is_rolled_back_and_etcd_is_healthy_aga
         ],
     );
     m.assert_data_readable();
+}
+
+/// The certificate the member presents to a new connection (openssl, not our TLS client).
+fn served(m: &Member) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("openssl s_client -connect \"127.0.0.1:$1\" </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256")
+        .arg("sh")
+        .arg(m.client.to_string())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fingerprint(path: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn etcd_that_reloads_its_certificates_is_renewed_without_a_restart() {
+    let m = Member::start("3.5.21-0");
+    let manifest_before = std::fs::read(m.c.root().join("manifests/etcd.yaml")).unwrap();
+    let server_before = fingerprint(&m.c.path("etcd/server.crt"));
+    let out = m.autopilot(&[]);
+    let t = text(&out);
+    assert!(out.status.success(), "{t}");
+    for name in ["etcd-server", "etcd-peer", "etcd-healthcheck-client"] {
+        assert!(t.contains(&format!("renewed {name} (")), "{name}:\n{t}");
+    }
+    assert_mentions(
+        &t,
+        &[
+            "etcd not restarted: etcd 3.4 to 3.7 reads its serving and peer certificates again at every TLS handshake; it serves the renewed certificate",
+        ],
+    );
+    assert!(!t.contains("restarted etcd"), "{t}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(m.supervisor.starts(), 1, "the same process kept running");
+    assert_eq!(
+        std::fs::read(m.c.root().join("manifests/etcd.yaml")).unwrap(),
+        manifest_before,
+        "the manifest is untouched"
+    );
+    let renewed = fingerprint(&m.c.path("etcd/server.crt"));
+    assert_ne!(renewed, server_before);
+    assert_eq!(
+        served(&m),
+        renewed,
+        "the running member serves the renewed certificate"
+    );
+    m.assert_data_readable();
+    let prom = std::fs::read_to_string(m.c.root().join("pki.prom")).unwrap();
+    assert_mentions(
+        &prom,
+        &["pki_autopilot_renewed_total{certificate=\"etcd-server\"} 1"],
+    );
+    assert!(
+        !prom.contains("pki_autopilot_restarts_total{component=\"etcd\"} 1"),
+        "{prom}"
+    );
 }
