@@ -170,6 +170,7 @@ metadata: {name: l$i, labels: {node-role.kubernetes.io/control-plane: ""}}
 YAML
         self_signed "$lv" "kubelet-l$i"
         kubelet_serves "l$i" "$(serve_tls "kubelet-l$i" "$lv/kubelet-l$i.crt" "$lv/kubelet-l$i.key")" kc 1 1
+        apiserver_pod "l$i" "127.0.2.$i:${api[$i]}" kc 1 1
     done
     kc 1 1 create serviceaccount rotator >/dev/null || fail "creating the service account"
     kcm_healthy() { [ "$(curl -sk --max-time 5 "https://127.0.0.1:$kcm_port/healthz")" = ok ]; }

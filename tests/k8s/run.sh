@@ -224,6 +224,25 @@ kubelet_serves() {
     "${@:-kubectl}" patch node "$node" --subresource=status --type=merge \
         -p "{\"status\":{\"addresses\":[{\"type\":\"InternalIP\",\"address\":\"127.0.0.1\"}],\"daemonEndpoints\":{\"kubeletEndpoint\":{\"Port\":$port}}}}" >/dev/null
 }
+# apiserver_pod NODE HOST:PORT [KUBECTL...]: the mirror pod of NODE's kube-apiserver static pod
+# as the kubelet posts it, with kubeadm's annotation saying where it serves.
+apiserver_pod() {
+    local node=$1 at=$2
+    shift 2
+    "${@:-kubectl}" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: kube-apiserver-$node
+  namespace: kube-system
+  labels: {component: kube-apiserver, tier: control-plane}
+  annotations: {kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint: "$at", kubernetes.io/config.mirror: stand-in}
+spec:
+  nodeName: $node
+  automountServiceAccountToken: false
+  containers: [{name: kube-apiserver, image: registry.k8s.io/kube-apiserver:v1.37.2}]
+YAML
+}
 # self_signed DIR NAME: a kubelet's own serving certificate (no cluster CA), DIR/NAME.crt and .key.
 self_signed() {
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$2@$(date +%s)" -days 1 \
@@ -537,11 +556,18 @@ kind: Node
 metadata: {name: $n}
 YAML
     done
-    # Each node's kubelet serves its own self-signed certificate (the kubelet's default).
+    # Each node's kubelet serves its own self-signed certificate (the kubelet's default); each
+    # control-plane node's kube-apiserver (a TLS stand-in, restarted where the real one would be)
+    # serves that node's apiserver.crt, where its mirror pod's kubeadm annotation says.
     for n in cp1 cp2 cp3 w1 w2; do
         self_signed "$nodes" "kubelet-$n"
         kubelet_serves "$n" "$(serve_tls "kubelet-$n" "$nodes/kubelet-$n.crt" "$nodes/kubelet-$n.key")"
     done
+    restart_apiserver_of() { # restart_apiserver_of NODE: its stand-in serves its apiserver.crt as it is now
+        [ ! -f "$scratch/pids/apiserver-$1" ] || stop "apiserver-$1" TERM
+        apiserver_pod "$1" "127.0.0.1:$(serve_tls "apiserver-$1" "$nodes/$1/pki/apiserver.crt" "$nodes/$1/pki/apiserver.key")"
+    }
+    for n in cp1 cp2 cp3; do restart_apiserver_of "$n"; done
     # kube-controller-manager as before the rotation, and kubeadm's discovery: a bootstrap token
     # and kube-public/cluster-info, made by the real kubeadm and signed by the bootstrap signer.
     start_controller_manager "$pki_dir/ca.crt"
@@ -586,7 +612,8 @@ YAML
     [ "$(cluster_info_cas)" = 2 ] || fail "kube-public/cluster-info does not hand out old and new CA: $(cluster_info_cas)"
     # The workers run every command with the narrow identity deploy/README.md lists for them
     # (group pki:rotation-workers): read the rotation records, update this rotation's object
-    # only, list Nodes. Nothing more is allowed, and nothing more is needed.
+    # only, list Nodes and the kube-system pods. Nothing more is allowed, and nothing more is
+    # needed.
     local record
     record=$(kubectl -n kube-system get configmap -l pki.kubernetes.io/rotation-target=ca -o jsonpath='{.items[0].metadata.name}')
     kubectl apply -f - >/dev/null <<YAML
@@ -596,6 +623,7 @@ metadata: {name: pki-rotation-worker, namespace: kube-system}
 rules:
 - {apiGroups: [""], resources: [configmaps], verbs: [get, list]}
 - {apiGroups: [""], resources: [configmaps], resourceNames: [$record], verbs: [update]}
+- {apiGroups: [""], resources: [pods], verbs: [list]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -682,6 +710,8 @@ YAML
     refused every-control-plane-node-switched "cp2 (control-plane)" -- r w1 ca finish --worker
     r cp2 ca switch >/dev/null || fail "cp2 switch"
     r cp3 ca switch >/dev/null || fail "cp3 switch"
+    restart_apiserver_of cp1
+    restart_apiserver_of cp2
     refused kubelet-client-certificates-from-the-new-ca "w1:" "w2:" -- r cp1 ca finish
     # w1's kubelet renews through a CSR the new CA signs; w2's kubelet.conf gets a new-CA client
     # certificate (from cp1's, re-issued at switch) and w2 publishes it by rerunning its start.
@@ -722,6 +752,11 @@ YAML
     serving_from w2-new "$staged/new.crt" "$staged/new.key"
     stop kubelet-w2 TERM
     kubelet_serves w2 "$(serve_tls kubelet-w2 "$nodes/w2-new.crt" "$nodes/w2-new.key")"
+    # cp3's kube-apiserver was not restarted after its switch: it still serves the old CA's
+    # certificate, which the nodes will no longer trust after finish.
+    refused kube-apiservers-serve-the-new-ca "cp3: its kube-apiserver at 127.0.0.1:" "not from the new CA" -- r cp1 ca finish
+    refused kube-apiservers-serve-the-new-ca "cp3: its kube-apiserver at 127.0.0.1:" -- r w1 ca finish --worker
+    restart_apiserver_of cp3
     r cp1 ca finish >/dev/null || fail "cp1 finish once every gate is open"
     for n in cp2 cp3; do r "$n" ca finish >/dev/null || fail "$n finish"; done
     for n in w1 w2; do r "$n" ca finish --worker >/dev/null || fail "$n finish --worker"; done

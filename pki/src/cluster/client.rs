@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -19,6 +19,11 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The label kubeadm puts on control-plane Nodes.
 pub const CONTROL_PLANE_LABEL: &str = "node-role.kubernetes.io/control-plane";
+
+/// The annotation kubeadm puts on each kube-apiserver static pod (its mirror pod in the API):
+/// where that API server serves, `host:port`.
+pub const APISERVER_ENDPOINT_ANNOTATION: &str =
+    "kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint";
 
 /// The signer of kubelets' client certificates.
 const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
@@ -133,6 +138,27 @@ impl Cluster {
             .collect();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(nodes)
+    }
+
+    /// Per node name, where its kube-apiserver serves: kubeadm's endpoint annotation on the
+    /// mirror pods `kube-system/kube-apiserver-<node>` (label `component=kube-apiserver`), as
+    /// kubeadm itself finds the API servers of a cluster.
+    pub fn apiserver_endpoints(&self) -> Result<BTreeMap<String, String>> {
+        let api: Api<Pod> = Api::namespaced(self.client(), "kube-system");
+        let lp = ListParams::default().labels("component=kube-apiserver");
+        let list = self.call("list kube-system pods", api.list(&lp))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|p| {
+                let node = p.spec?.node_name?;
+                let at = p
+                    .metadata
+                    .annotations?
+                    .remove(APISERVER_ENDPOINT_ANNOTATION)?;
+                Some((node, at))
+            })
+            .collect())
     }
 
     /// Per node name, the newest kubelet client certificate issued through a CSR (signer

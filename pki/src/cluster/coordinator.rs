@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
 use super::client::{Cluster, NodeInfo};
-use super::gate::{Gate, Served, View, gates_for};
+use super::gate::{Gate, Served, ServedAt, View, gates_for};
 use super::record::{self, NodeEntry, Record, Role};
 use super::serving::presented_chain;
 use crate::error::{Error, Result};
@@ -49,6 +49,7 @@ impl ClusterCoordinator {
             other_active: &reads.other_active,
             kubelet_csrs: &reads.kubelet_csrs,
             kubelet_serving: reads.kubelet_serving.as_ref(),
+            apiserver_serving: reads.apiserver_serving.as_ref(),
             me: Some(&self.node),
             worker: me.worker,
             new_ca: me.new_anchor.as_deref(),
@@ -119,6 +120,7 @@ struct Reads {
     other_active: Vec<Record>,
     kubelet_csrs: BTreeMap<String, super::client::KubeletClientCsr>,
     kubelet_serving: Option<BTreeMap<String, Served>>,
+    apiserver_serving: Option<BTreeMap<String, ServedAt>>,
     handout: Option<super::handout::Handout>,
 }
 
@@ -126,8 +128,14 @@ impl Coordinator for ClusterCoordinator {
     fn begin(&mut self, target: Target, step: Move, me: &NodeReport) -> Result<Vec<String>> {
         let ca_finish = target == Target::Ca && step == Move::Finish && !me.worker;
         let nodes = self.cluster.nodes()?;
+        let apiserver_serving = if target == Target::Ca && step == Move::Finish {
+            Some(read_servers(self.cluster.apiserver_endpoints()?))
+        } else {
+            None
+        };
         let reads = Reads {
             kubelet_serving: ca_finish.then(|| read_kubelets(&nodes)),
+            apiserver_serving,
             nodes,
             other_active: if step == Move::Start {
                 record::list(&self.cluster, target)?
@@ -194,24 +202,37 @@ impl Coordinator for ClusterCoordinator {
     }
 }
 
-/// How many kubelets are read at once.
-const KUBELETS_AT_ONCE: usize = 16;
+/// How many servers are read at once.
+const SERVERS_AT_ONCE: usize = 16;
 
-/// The chain each node's kubelet serves, read a few at a time (each read is bounded in time).
+/// The chain each node's kubelet serves (where its Node status says it serves).
 fn read_kubelets(nodes: &[NodeInfo]) -> BTreeMap<String, Served> {
+    let endpoints = nodes
+        .iter()
+        .filter_map(|n| Some((n.name.clone(), n.kubelet_endpoint.clone()?)))
+        .collect();
+    read_servers(endpoints)
+        .into_iter()
+        .map(|(name, (_, served))| (name, served))
+        .collect()
+}
+
+/// The chain presented at each endpoint (by node name), read a few at a time (each read is
+/// bounded in time).
+fn read_servers(endpoints: BTreeMap<String, String>) -> BTreeMap<String, ServedAt> {
+    let endpoints: Vec<(String, String)> = endpoints.into_iter().collect();
     let mut out = BTreeMap::new();
-    for batch in nodes.chunks(KUBELETS_AT_ONCE) {
+    for batch in endpoints.chunks(SERVERS_AT_ONCE) {
         std::thread::scope(|scope| {
             let reads: Vec<_> = batch
                 .iter()
-                .filter_map(|n| Some((n, n.kubelet_endpoint.as_deref()?)))
-                .map(|(n, at)| (n, scope.spawn(move || presented_chain(at))))
+                .map(|(name, at)| (name, at, scope.spawn(move || presented_chain(at))))
                 .collect();
-            for (n, read) in reads {
+            for (name, at, read) in reads {
                 let served = read
                     .join()
                     .unwrap_or_else(|_| Err("the read failed".into()));
-                out.insert(n.name.clone(), served);
+                out.insert(name.clone(), (at.clone(), served));
             }
         });
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 
-use super::client::{KubeletClientCsr, NodeInfo};
+use super::client::{APISERVER_ENDPOINT_ANNOTATION, KubeletClientCsr, NodeInfo};
 use super::handout::{Handout, ROOT_CA_CONFIGMAP, SERVING_SIGNER};
 use super::record::{NodeEntry, Record, Role};
 use crate::inspect::{Cert, parse_bundle};
@@ -44,6 +44,9 @@ pub struct View<'a> {
     /// The chain each node's kubelet serves, by Node name (read for `ca finish` on a
     /// control-plane node only; `None`: not read, and the gate is left out).
     pub kubelet_serving: Option<&'a BTreeMap<String, Served>>,
+    /// Where each control-plane node's kube-apiserver serves and what it presented, by Node
+    /// name (read for `ca finish` only; `None`: not read, and the gate is left out).
+    pub apiserver_serving: Option<&'a BTreeMap<String, ServedAt>>,
     /// The node running the command (`None`: the view of `status`).
     pub me: Option<&'a str>,
     /// Whether the command runs on a worker.
@@ -62,6 +65,9 @@ pub struct View<'a> {
 
 /// What a server presented: its chain, leaf first, or why it could not be read.
 pub type Served = std::result::Result<Vec<Cert>, String>;
+
+/// Where a server was read (`host:port`), and what it presented.
+pub type ServedAt = (String, Served);
 
 /// A node the gates expect to hear from: registered as a Node, or present in the record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +142,11 @@ pub fn gates_for(step: Move, v: &View<'_>) -> Vec<Gate> {
             }
             g
         }
-        (Move::Finish, true) => vec![every_control_plane_switched(v)],
+        (Move::Finish, true) => {
+            let mut g = vec![every_control_plane_switched(v)];
+            g.extend(v.apiserver_serving.map(|s| apiservers_serve_new_ca(v, s)));
+            g
+        }
         (Move::Finish, false) => {
             let mut g = vec![every_control_plane_switched(v)];
             match v.record.target {
@@ -146,6 +156,7 @@ pub fn gates_for(step: Move, v: &View<'_>) -> Vec<Gate> {
                     if let Some(served) = v.kubelet_serving {
                         g.push(kubelet_serving_from_new_ca(v, served));
                     }
+                    g.extend(v.apiserver_serving.map(|s| apiservers_serve_new_ca(v, s)));
                 }
                 Target::Sa => g.push(old_tokens_expired(v)),
                 Target::FrontProxyCa | Target::EtcdCa => {}
@@ -389,6 +400,42 @@ fn kubelet_serving_from_new_ca(v: &View<'_>, served: &BTreeMap<String, Served>) 
     }
 }
 
+/// `ca finish`, also on a worker: every control-plane Node's kube-apiserver serves a certificate
+/// of the new CA (re-issued at that node's `switch`, and loaded by a restart or, from 1.34, by
+/// itself): a client left trusting the new CA alone could not reach one that serves the old. The
+/// endpoints are kubeadm's annotation on the kube-apiserver mirror pods; a control-plane node
+/// without one blocks, since nothing then shows what its API server serves.
+fn apiservers_serve_new_ca(v: &View<'_>, served: &BTreeMap<String, ServedAt>) -> Gate {
+    let new_cas = new_ca_certs(v);
+    let blockers = v
+        .nodes
+        .iter()
+        .filter(|n| n.control_plane)
+        .filter_map(|n| {
+            let words = match served.get(&n.name) {
+                None => format!(
+                    "has no kube-apiserver mirror pod with the annotation {APISERVER_ENDPOINT_ANNOTATION} (kube-system, label component=kube-apiserver), so what its API server serves cannot be read"
+                ),
+                Some((at, Err(e))) => format!("its kube-apiserver at {at} could not be read ({e})"),
+                Some((at, Ok(chain))) => match chain.first() {
+                    Some(leaf) if new_cas.iter().any(|ca| leaf.is_signed_by(ca)) => return None,
+                    Some(leaf) => format!(
+                        "its kube-apiserver at {at} serves a certificate that is not from the new CA (CN {:?}, until {}): restart kube-apiserver there once its switch is complete",
+                        leaf.info().common_name,
+                        format_rfc3339(leaf.info().not_after)
+                    ),
+                    None => format!("its kube-apiserver at {at} presented no certificate"),
+                },
+            };
+            Some(format!("{}: {words}", n.name))
+        })
+        .collect();
+    Gate {
+        name: "kube-apiservers-serve-the-new-ca",
+        blockers,
+    }
+}
+
 /// What stands in the way in a served chain: `None` when its leaf is from the new CA, or from
 /// neither the new nor the old CA (the kubelet's own certificate).
 fn serving_verdict(chain: &[Cert], new_cas: &[Cert], old_cas: &[Cert]) -> Option<String> {
@@ -504,6 +551,7 @@ mod tests {
             other_active: &[],
             kubelet_csrs: &csrs,
             kubelet_serving: None,
+            apiserver_serving: None,
             me: Some(me),
             worker: me.starts_with('w'),
             new_ca: Some("sha256:new"),
@@ -646,33 +694,55 @@ mod tests {
         assert!(b[0].1.is_empty(), "{b:?}");
     }
 
-    #[test]
-    fn ca_finish_waits_for_kubelets_that_serve_an_old_ca_certificate() {
-        use crate::issue::{CertSpec, issue, self_signed_ca};
-        use crate::key::{KeyAlgorithm, PrivateKey};
-        use crate::profile::{Sans, Usage};
-        use std::time::Duration;
-        let day = Duration::from_secs(86_400);
-        let key = || PrivateKey::generate(KeyAlgorithm::EcdsaP256).expect("key");
-        let (old_key, new_key, own_key) = (key(), key(), key());
-        let old = self_signed_ca(&CertSpec::ca("kubernetes", &[], day), &old_key).expect("old CA");
-        let new = self_signed_ca(&CertSpec::ca("kubernetes", &[], day), &new_key).expect("new CA");
-        let own =
-            self_signed_ca(&CertSpec::ca("w3-ca@1", &[], day), &own_key).expect("kubelet's CA");
-        let serving = |ca: &Cert, ca_key: &PrivateKey| {
+    use crate::key::PrivateKey;
+
+    /// A CA made for a test, and its key.
+    struct TestCa {
+        cert: Cert,
+        key: PrivateKey,
+    }
+
+    impl TestCa {
+        fn new(common_name: &str) -> TestCa {
+            use crate::issue::{CertSpec, self_signed_ca};
+            use crate::key::KeyAlgorithm;
+            let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).expect("key");
+            let spec = CertSpec::ca(common_name, &[], std::time::Duration::from_secs(86_400));
+            let cert = self_signed_ca(&spec, &key).expect("CA");
+            TestCa { cert, key }
+        }
+
+        /// A serving certificate signed by `ca`.
+        fn serving(ca: &Cert, ca_key: &PrivateKey) -> Cert {
+            use crate::issue::{CertSpec, issue};
+            use crate::key::KeyAlgorithm;
+            use crate::profile::{Sans, Usage};
             let spec = CertSpec::leaf(
                 "system:node:w",
                 &["system:nodes"],
                 Sans::default(),
                 Usage::Server,
-                day,
+                std::time::Duration::from_secs(86_400),
             );
-            issue(&spec, &key().public_key_der(), ca, ca_key).expect("serving certificate")
-        };
+            let key = PrivateKey::generate(KeyAlgorithm::EcdsaP256).expect("key");
+            issue(&spec, &key.public_key_der(), ca, ca_key).expect("serving certificate")
+        }
+    }
+
+    #[test]
+    fn ca_finish_waits_for_kubelets_that_serve_an_old_ca_certificate() {
+        let (old, new, own) = (
+            TestCa::new("kubernetes"),
+            TestCa::new("kubernetes"),
+            TestCa::new("w3-ca@1"),
+        );
         let served: BTreeMap<String, Served> = [
-            ("w1", Ok(vec![serving(&new, &new_key)])),
-            ("w2", Ok(vec![serving(&old, &old_key)])),
-            ("w3", Ok(vec![serving(&own, &own_key), own.clone()])),
+            ("w1", Ok(vec![TestCa::serving(&new.cert, &new.key)])),
+            ("w2", Ok(vec![TestCa::serving(&old.cert, &old.key)])),
+            (
+                "w3",
+                Ok(vec![TestCa::serving(&own.cert, &own.key), own.cert.clone()]),
+            ),
             ("w4", Err("connect: refused".to_owned())),
         ]
         .into_iter()
@@ -689,13 +759,14 @@ mod tests {
         nodes.push(node("w5", false));
         let r = Record::new(Target::Ca, "ab12");
         let csrs = BTreeMap::new();
-        let (new_pem, old_pem) = (new.pem(), old.pem());
+        let (new_pem, old_pem) = (new.cert.pem(), old.cert.pem());
         let view = |old_ca_pem| View {
             record: &r,
             nodes: &nodes,
             other_active: &[],
             kubelet_csrs: &csrs,
             kubelet_serving: Some(&served),
+            apiserver_serving: None,
             me: Some("cp1"),
             worker: false,
             new_ca: None,
@@ -749,5 +820,63 @@ mod tests {
                 .iter()
                 .all(|g| g.name != "kubelet-serving-certificates-from-the-new-ca")
         );
+    }
+
+    #[test]
+    fn ca_finish_waits_for_every_kube_apiserver_to_serve_the_new_ca() {
+        let (old, new) = (TestCa::new("kubernetes"), TestCa::new("kubernetes"));
+        let served: BTreeMap<String, ServedAt> = [
+            ("cp1", Ok(vec![TestCa::serving(&new.cert, &new.key)])),
+            ("cp2", Ok(vec![TestCa::serving(&old.cert, &old.key)])),
+            ("cp4", Err("connect: refused".to_owned())),
+        ]
+        .into_iter()
+        .map(|(n, s)| (n.to_owned(), (format!("10.0.0.1:6443{}", &n[2..]), s)))
+        .collect();
+        let nodes = [
+            node("cp1", true),
+            node("cp2", true),
+            node("cp3", true),
+            node("cp4", true),
+            node("w1", false),
+        ];
+        let r = Record::new(Target::Ca, "ab12");
+        let csrs = BTreeMap::new();
+        let new_pem = new.cert.pem();
+        for worker in [false, true] {
+            let v = View {
+                record: &r,
+                nodes: &nodes,
+                other_active: &[],
+                kubelet_csrs: &csrs,
+                kubelet_serving: None,
+                apiserver_serving: Some(&served),
+                me: Some(if worker { "w1" } else { "cp1" }),
+                worker,
+                new_ca: None,
+                new_ca_pem: Some(&new_pem),
+                old_ca_pem: None,
+                handout: None,
+                now: OffsetDateTime::now_utc(),
+            };
+            let g = gates_for(Move::Finish, &v)
+                .into_iter()
+                .find(|g| g.name == "kube-apiservers-serve-the-new-ca")
+                .expect("met at finish, on a worker too");
+            // cp1 serves the new CA's; the old CA's, no mirror pod and no answer block.
+            assert_eq!(g.blockers.len(), 3, "{:?}", g.blockers);
+            assert!(g.blockers[0].starts_with("cp2: its kube-apiserver at 10.0.0.1:64432 serves a certificate that is not from the new CA"), "{}", g.blockers[0]);
+            assert!(
+                g.blockers[1].starts_with("cp3: has no kube-apiserver mirror pod"),
+                "{}",
+                g.blockers[1]
+            );
+            assert!(
+                g.blockers[2]
+                    .starts_with("cp4: its kube-apiserver at 10.0.0.1:64434 could not be read"),
+                "{}",
+                g.blockers[2]
+            );
+        }
     }
 }

@@ -135,6 +135,7 @@ fn rotation(
         other_active: &[],
         kubelet_csrs: csrs,
         kubelet_serving: None,
+        apiserver_serving: None,
         me: None,
         worker: false,
         new_ca,
