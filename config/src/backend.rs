@@ -326,6 +326,9 @@ impl RawAwsBackend {
                 return Err(format!("{path}.aws.{field}: must be greater than zero"));
             }
         }
+        if let Some(endpoint) = &self.endpoint {
+            check_endpoint(endpoint).map_err(|e| format!("{path}.aws.endpoint: {e}"))?;
+        }
         if let Some(bad) = self.previous_key_ids.iter().find(|id| !is_kms_key_arn(id)) {
             return Err(format!(
                 "{path}.aws.previous_key_ids: {bad:?} is not a KMS key ARN (arn:aws:kms:<region>:<account>:key/<id>)"
@@ -400,4 +403,66 @@ fn default_aws_operation_timeout() -> HumanDuration {
 }
 fn default_aws_startup_timeout() -> HumanDuration {
     Duration::from_secs(30).into()
+}
+
+/// An endpoint override must be `https://`, or `http://` to this host's loopback (a local test
+/// server or proxy): in plain HTTP to anywhere else, the KEKs it wraps would cross the network
+/// in clear.
+fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return if endpoint.starts_with("https://") {
+            Ok(())
+        } else {
+            Err(format!(
+                "{endpoint:?} must start with https:// (or http:// to a loopback address)"
+            ))
+        };
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(format!(
+            "{endpoint:?}: plain http:// is accepted only to a loopback address (127.0.0.0/8, ::1, localhost): the wrapped KEKs would cross the network in clear; use https://"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod endpoint_tests {
+    use super::check_endpoint;
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        for ok in [
+            "https://kms.eu-west-1.amazonaws.com",
+            "https://vpce-1.kms.eu-west-1.vpce.amazonaws.com:443/",
+            "http://127.0.0.1:5000",
+            "http://127.8.9.10:5000/x",
+            "http://[::1]:5000",
+            "http://localhost:5000",
+            "http://LOCALHOST",
+        ] {
+            assert_eq!(check_endpoint(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://10.0.0.5:5000",
+            "http://kms.example.com",
+            "http://127.0.0.1.evil.example:80",
+            "http://[::2]:5000",
+            "http://user@10.0.0.1",
+            "ftp://127.0.0.1",
+            "127.0.0.1:5000",
+        ] {
+            assert!(check_endpoint(bad).is_err(), "{bad}");
+        }
+    }
 }

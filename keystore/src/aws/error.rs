@@ -7,11 +7,15 @@ use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 ///
 /// - `InvalidCiphertextException`, `IncorrectKeyException` → [`ErrorKind::Integrity`]
 /// - `NotFoundException` → [`ErrorKind::NotFound`]
-/// - `AccessDeniedException`, `DisabledException`, `KMSInvalidStateException`,
-///   `InvalidKeyUsageException` → [`ErrorKind::Denied`]
+/// - `AccessDeniedException`, `DisabledException`, `KMSInvalidStateException` →
+///   [`ErrorKind::Denied`]: the key itself is refused to this identity (a revocation)
 /// - timeouts, dispatch (connection) failures, throttling, `KMSInternalException`,
-///   `DependencyTimeoutException`, `KeyUnavailableException`, any 5xx → [`ErrorKind::Transient`]
-/// - anything else → [`ErrorKind::Configuration`]
+///   `DependencyTimeoutException`, `KeyUnavailableException`, any 5xx, and the errors of this
+///   side's credentials or clock (`UnrecognizedClientException`, `InvalidSignatureException`,
+///   `ExpiredTokenException`, …: expired or rotated credentials, a skewed clock) →
+///   [`ErrorKind::Transient`]: an outage of this node's access, not a verdict on the key
+/// - anything else (`InvalidKeyUsageException`: a key made for another use) →
+///   [`ErrorKind::Configuration`]
 ///
 /// [`ErrorKind::Integrity`]: crate::ErrorKind::Integrity
 /// [`ErrorKind::NotFound`]: crate::ErrorKind::NotFound
@@ -78,12 +82,20 @@ fn classify(code: Option<&str>, status: u16, text: String) -> KeyStoreError {
     match code.unwrap_or_default() {
         "InvalidCiphertextException" | "IncorrectKeyException" => KeyStoreError::integrity(text),
         "NotFoundException" => KeyStoreError::not_found(text),
-        "AccessDeniedException"
-        | "DisabledException"
-        | "KMSInvalidStateException"
-        | "InvalidKeyUsageException"
-        | "UnrecognizedClientException"
-        | "InvalidSignatureException" => KeyStoreError::denied(text),
+        "AccessDeniedException" | "DisabledException" | "KMSInvalidStateException" => {
+            KeyStoreError::denied(text)
+        }
+        // This node's credentials or clock: the request never reached a decision on the key.
+        "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "IncompleteSignatureException"
+        | "InvalidClientTokenId"
+        | "ExpiredTokenException"
+        | "ExpiredToken"
+        | "SignatureDoesNotMatch"
+        | "RequestExpired"
+        | "RequestTimeTooSkewed"
+        | "MissingAuthenticationTokenException" => KeyStoreError::transient(text),
         "ThrottlingException"
         | "ThrottledException"
         | "TooManyRequestsException"
@@ -112,6 +124,11 @@ mod tests {
             ("NotFoundException", 400, ErrorKind::NotFound),
             ("AccessDeniedException", 400, ErrorKind::Denied),
             ("DisabledException", 400, ErrorKind::Denied),
+            ("KMSInvalidStateException", 400, ErrorKind::Denied),
+            ("UnrecognizedClientException", 400, ErrorKind::Transient),
+            ("InvalidSignatureException", 400, ErrorKind::Transient),
+            ("ExpiredTokenException", 400, ErrorKind::Transient),
+            ("InvalidKeyUsageException", 400, ErrorKind::Configuration),
             ("ThrottlingException", 400, ErrorKind::Transient),
             ("SomethingNew", 503, ErrorKind::Transient),
             ("ValidationException", 400, ErrorKind::Configuration),

@@ -1,6 +1,12 @@
 //! The HTTP listener for Prometheus and health checks: `/metrics`, `/healthz`, `/livez`,
 //! `/readyz`. It answers from memory and never calls the root key. It serves whatever the plugin
 //! runs: the KMS v2 side, the JWT signer, or both, and the process metrics.
+//!
+//! Any local user can reach it (the static pod uses the host's network), so it is bounded: at
+//! most [`MAX_CONNECTIONS`] at once (beyond that a connection is answered 503 and closed at
+//! once, so this port never holds more descriptors than that), the request head must arrive
+//! within [`HEADER_READ_TIMEOUT`], a connection lasts at most [`CONNECTION_LIFETIME`], and
+//! failed accepts (out of descriptors) pause instead of spinning.
 
 use crate::envelope::Envelope;
 use crate::exposition;
@@ -13,11 +19,26 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Connections served at once; a scraper and a probe or two need a handful.
+pub(super) const MAX_CONNECTIONS: usize = 32;
+/// The request line and headers must arrive within this.
+pub(super) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection, keep-alive included, is closed after this.
+pub(super) const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// The answer beyond [`MAX_CONNECTIONS`].
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nbusy\n";
+/// The first and the longest pause after a failed accept.
+const ACCEPT_PAUSE: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 /// What the KMS v2 side shows: its metrics and the state they are read from.
 #[derive(Clone)]
@@ -128,12 +149,44 @@ pub(super) fn serve(
         });
     let address = listener.local_addr().ok();
     tracing::info!(address = ?address, "serving /metrics, /healthz, /livez, /readyz");
-    async move {
-        if let Err(error) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::warn!(%error, "metrics listener failed");
-        }
+    accept_loop(listener, app, shutdown)
+}
+
+/// Accepts until `shutdown`, each connection on a task of its own within the bounds above.
+async fn accept_loop(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut pause = ACCEPT_PAUSE.0;
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            () = &mut shutdown => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => {
+                pause = ACCEPT_PAUSE.0;
+                stream
+            }
+            Err(error) => {
+                tracing::warn!(%error, ?pause, "metrics listener: accept failed; pausing");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(ACCEPT_PAUSE.1);
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // Into the fresh socket's send buffer, then closed: nothing waits on the client.
+            let _ = stream.try_write(BUSY);
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
+        });
     }
 }

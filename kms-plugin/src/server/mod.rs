@@ -2,6 +2,7 @@
 //!
 //! One process serves the KMS v2 API, the external JWT signer, or both, each on its own socket.
 
+mod fds;
 mod http;
 pub mod listener;
 mod peers;
@@ -78,6 +79,13 @@ fn serve_on(
     let allowed = spec.allowed_peers;
     let limits = spec.limits;
     let incoming = UnixListenerStream::new(listener)
+        .then(move |conn| async move {
+            if let Err(error) = &conn {
+                tracing::warn!(%error, "{name}: accept failed; pausing");
+                tokio::time::sleep(fds::ACCEPT_ERROR_PAUSE).await;
+            }
+            conn
+        })
         .filter(move |conn| match conn {
             Ok(io) => peers::admit(name, allowed.as_ref(), io),
             Err(_) => true,
@@ -171,6 +179,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     for risk in config.risks() {
         tracing::warn!("risky setting: {risk}");
+    }
+    match fds::raise_limit() {
+        Ok((before, after)) if before != after => {
+            tracing::info!(
+                ?before,
+                ?after,
+                "raised the open-file limit to the hard limit"
+            )
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
     let (stop_tx, _) = watch::channel(false);
     let mut servers = Vec::new();

@@ -24,6 +24,7 @@ mod kek_outage;
 mod key_revocation;
 mod kms_v2;
 mod local_state_dir;
+mod metrics_flood;
 mod observability;
 mod peer_access;
 mod prometheus_rules;
