@@ -29,6 +29,11 @@ pub struct PluginConfig {
     /// admits when absent. Required for an abstract socket, which has no file mode.
     #[serde(default)]
     pub allowed_peers: Option<AllowedPeers>,
+    /// Serve on an abstract socket (`@name`) although nothing authenticates the server: a
+    /// process that binds the name first receives kube-apiserver's plaintext. Refused unless
+    /// set.
+    #[serde(default)]
+    pub allow_abstract_socket: bool,
     /// Largest decoded HTTP/2 header list a client may send on either socket, in bytes
     /// (name + value + 32 per field); 4096 to 1048576, default 16384 as h2's.
     #[serde(default)]
@@ -94,6 +99,11 @@ pub struct JwtSignerConfig {
     /// admits when absent. Required for an abstract socket, which has no file mode.
     #[serde(default)]
     pub allowed_peers: Option<AllowedPeers>,
+    /// Serve the signer on an abstract socket (`@name`) although nothing authenticates the
+    /// server: a process that binds the name first receives the signing requests and can answer
+    /// them with tokens of its own. Refused unless set.
+    #[serde(default)]
+    pub allow_abstract_socket: bool,
     /// Longest token lifetime kube-apiserver may request (at least 10 minutes).
     pub max_token_expiration: HumanDuration,
     /// The signing key.
@@ -265,6 +275,7 @@ impl PluginConfig {
             socket_uid: None,
             socket_gid: None,
             allowed_peers: None,
+            allow_abstract_socket: false,
             max_header_list_size: HeaderListSize::DEFAULT,
             shutdown_grace: default_shutdown_grace(),
             health_probe_interval: default_probe_interval(),
@@ -330,7 +341,13 @@ impl PluginConfig {
             _ => {}
         }
         if let Some(socket) = &self.socket {
-            check_socket_access(origin, "", socket, self.allowed_peers.as_ref())?;
+            check_socket_access(
+                origin,
+                "",
+                socket,
+                self.allowed_peers.as_ref(),
+                self.allow_abstract_socket,
+            )?;
         }
         if let Some(signer) = &self.jwt_signer {
             signer.validate(origin)?;
@@ -368,14 +385,31 @@ fn invalid_at(origin: &str, field: &str, reason: &str) -> ConfigError {
     }
 }
 
-/// An abstract socket has no file permissions, so only an allowlist restricts who connects;
-/// an allowlist that admits nobody is a mistake. `prefix` is `""` or `"jwt_signer."`.
+/// An abstract socket has no file permissions, so only an allowlist restricts who connects,
+/// and nothing restricts who binds the name first: it is refused unless `allow_abstract` says
+/// the operator accepts that. An allowlist that admits nobody is a mistake. `prefix` is `""` or
+/// `"jwt_signer."`.
 fn check_socket_access(
     origin: &str,
     prefix: &str,
     socket: &SocketAddress,
     allowed_peers: Option<&AllowedPeers>,
+    allow_abstract: bool,
 ) -> Result<(), ConfigError> {
+    if matches!(socket, SocketAddress::Abstract(_)) && !allow_abstract {
+        return Err(invalid_at(
+            origin,
+            &format!("{prefix}socket"),
+            &format!(
+                "abstract socket {socket}: nothing authenticates the server of an abstract \
+                 socket, so a local process that binds {socket} first would receive what \
+                 kube-apiserver sends (plaintext seeds; on the signer socket, the claims it then \
+                 answers with tokens of its own); use a socket path in a root-owned 0750 \
+                 directory, or set {prefix}allow_abstract_socket: true (with \
+                 {prefix}allowed_peers) to accept that risk"
+            ),
+        ));
+    }
     match allowed_peers {
         Some(peers) if peers.is_empty() => Err(invalid_at(
             origin,
@@ -402,6 +436,7 @@ impl JwtSignerConfig {
             "jwt_signer.",
             &self.socket,
             self.allowed_peers.as_ref(),
+            self.allow_abstract_socket,
         )?;
         if self.max_token_expiration.get() < Duration::from_secs(600) {
             return Err(invalid_at(

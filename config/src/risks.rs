@@ -11,7 +11,7 @@ pub const APISERVER_KMS_TIMEOUT: Duration = Duration::from_secs(3);
 pub const KEK_AGE_WARNING: Duration = Duration::from_secs(30 * 86_400);
 
 impl PluginConfig {
-    /// One sentence per risky setting: `metrics_address` reachable from other hosts,
+    /// One sentence per risky setting: an abstract socket, `metrics_address` reachable from other hosts,
     /// `backend_timeout` that leaves kube-apiserver's own deadline no room, and a
     /// `local_kek.max_age` beyond 30 days.
     pub fn risks(&self) -> Vec<String> {
@@ -23,6 +23,17 @@ impl PluginConfig {
                 "metrics_address {} is not a loopback address: /metrics, /healthz and /readyz are reachable from other hosts",
                 address.0
             ));
+        }
+        let abstract_sockets = [
+            self.socket.as_ref(),
+            self.jwt_signer.as_ref().map(|s| &s.socket),
+        ];
+        for socket in abstract_sockets.into_iter().flatten() {
+            if matches!(socket, crate::SocketAddress::Abstract(_)) {
+                risks.push(format!(
+                    "socket {socket} is abstract (allow_abstract_socket): nothing authenticates this server to its clients; a process that binds the name first would receive their requests"
+                ));
+            }
         }
         if self.backend.is_some() && self.backend_timeout.get() >= APISERVER_KMS_TIMEOUT {
             risks.push(format!(
@@ -79,5 +90,15 @@ mod tests {
                 "{needle}: {risks:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_abstract_socket_taken_with_the_opt_in_is_named() {
+        let yaml = "socket: '@kms'\nallow_abstract_socket: true\nallowed_peers: { uids: [0] }\nbackend: { kind: local, local: { state_dir: /var/lib/k } }\n";
+        let risks = PluginConfig::parse(yaml, std::path::Path::new("test.yaml"))
+            .expect("valid")
+            .risks();
+        assert_eq!(risks.len(), 1, "{risks:?}");
+        assert!(risks[0].contains("socket @kms is abstract"), "{risks:?}");
     }
 }

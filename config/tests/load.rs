@@ -192,21 +192,37 @@ const SIGNER: &str =
     "  max_token_expiration: 1h\n  key: { kind: local, local: { key_file: /k.pem } }\n";
 
 #[test]
-fn abstract_sockets_need_allowed_peers() {
-    let (field, reason) =
-        invalid("socket: '@kms'\nbackend: { kind: local, local: { state_dir: /tmp } }\n");
+fn abstract_sockets_need_the_opt_in_and_allowed_peers() {
+    // Refused by default: nothing authenticates the server of an abstract socket.
+    for yaml in [
+        "socket: '@kms'\nallowed_peers: { uids: [0] }\nbackend: { kind: local, local: { state_dir: /tmp } }\n".to_owned(),
+        format!("jwt_signer:\n  socket: '@sa'\n  allowed_peers: {{ uids: [0] }}\n{SIGNER}"),
+    ] {
+        let (field, reason) = invalid(&yaml);
+        assert!(field.ends_with("socket"), "{field}");
+        assert!(
+            reason.contains("nothing authenticates the server")
+                && reason.contains(&format!("{}allow_abstract_socket: true", field.trim_end_matches("socket"))),
+            "{reason}"
+        );
+    }
+    let (field, reason) = invalid(
+        "socket: '@kms'\nallow_abstract_socket: true\nbackend: { kind: local, local: { state_dir: /tmp } }\n",
+    );
     assert_eq!(field, "socket");
     assert!(reason.contains("allowed_peers"), "{reason}");
-    let (field, reason) = invalid(&format!("jwt_signer:\n  socket: '@sa'\n{SIGNER}"));
+    let (field, reason) = invalid(&format!(
+        "jwt_signer:\n  socket: '@sa'\n  allow_abstract_socket: true\n{SIGNER}"
+    ));
     assert_eq!(field, "jwt_signer.socket");
     assert!(reason.contains("jwt_signer.allowed_peers"), "{reason}");
     let (field, _) = invalid(
-        "socket: '@kms'\nallowed_peers: { uids: [] }\nbackend: { kind: local, local: { state_dir: /tmp } }\n",
+        "socket: '@kms'\nallow_abstract_socket: true\nallowed_peers: { uids: [] }\nbackend: { kind: local, local: { state_dir: /tmp } }\n",
     );
     assert_eq!(field, "allowed_peers");
 
     let file = write(&format!(
-        "socket: '@kms'\nallowed_peers: {{ uids: [0], gids: [5] }}\nbackend: {{ kind: local, local: {{ state_dir: /tmp }} }}\njwt_signer:\n  socket: '@sa'\n  allowed_peers: {{ gids: [7] }}\n{SIGNER}"
+        "socket: '@kms'\nallow_abstract_socket: true\nallowed_peers: {{ uids: [0], gids: [5] }}\nbackend: {{ kind: local, local: {{ state_dir: /tmp }} }}\njwt_signer:\n  socket: '@sa'\n  allow_abstract_socket: true\n  allowed_peers: {{ gids: [7] }}\n{SIGNER}"
     ));
     let config = PluginConfig::load(file.path()).expect("valid");
     let peers = config.allowed_peers.expect("kms peers");

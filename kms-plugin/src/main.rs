@@ -137,7 +137,8 @@ struct ServeArgs {
     /// YAML configuration; flags given here override its values.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Socket path, or `@name` for a Linux abstract socket [default: kms.sock].
+    /// Socket path [default: kms.sock]; `@name` (a Linux abstract socket) only with a --config
+    /// that sets allow_abstract_socket and allowed_peers.
     #[arg(long)]
     socket: Option<SocketAddress>,
     /// State directory of the local root key [default: kms-state].

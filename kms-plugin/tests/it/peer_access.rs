@@ -6,7 +6,7 @@ use crate::common;
 
 use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 /// The uid and gid of `nobody`, the "other user" of these tests (which run as root).
@@ -71,7 +71,7 @@ fn a_peer_in_allowed_peers_by_gid_is_served() {
 }
 
 #[test]
-fn abstract_sockets_without_allowed_peers_are_refused_at_startup() {
+fn abstract_sockets_are_refused_unless_the_operator_accepts_that_the_server_is_unauthenticated() {
     let temp = tempfile::tempdir().expect("tempdir");
     let name = format!("kms-plugin-test-{}", hex::encode(random_bytes(6)));
     let output = Command::new(BIN)
@@ -82,18 +82,73 @@ fn abstract_sockets_without_allowed_peers_are_refused_at_startup() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("no file permissions") && stderr.contains("allowed_peers"),
+        stderr.contains("nothing authenticates the server")
+            && stderr.contains("allow_abstract_socket: true"),
         "{stderr}"
     );
     let config = temp.path().join("signer.yaml");
     let stderr = refused_config(
         &config,
         &format!(
-            "jwt_signer:\n  socket: '@{name}'\n  max_token_expiration: 1h\n  key: {{ kind: local, local: {{ key_file: /nonexistent.pem }} }}\n"
+            "jwt_signer:\n  socket: '@{name}'\n  allowed_peers: {{ uids: [0] }}\n  max_token_expiration: 1h\n  key: {{ kind: local, local: {{ key_file: /nonexistent.pem }} }}\n"
+        ),
+    );
+    assert!(
+        stderr.contains("jwt_signer.socket")
+            && stderr.contains("jwt_signer.allow_abstract_socket: true"),
+        "{stderr}"
+    );
+    // With the opt-in, an allowlist is still required.
+    let stderr = refused_config(
+        &config,
+        &format!(
+            "jwt_signer:\n  socket: '@{name}'\n  allow_abstract_socket: true\n  max_token_expiration: 1h\n  key: {{ kind: local, local: {{ key_file: /nonexistent.pem }} }}\n"
         ),
     );
     assert!(
         stderr.contains("jwt_signer.socket") && stderr.contains("jwt_signer.allowed_peers"),
+        "{stderr}"
+    );
+}
+
+/// With the opt-in, a process that bound the abstract name first keeps it: the plugin refuses
+/// to start and says another process serves there (it cannot tell a squatter from a plugin).
+#[test]
+fn an_abstract_socket_bound_first_by_another_process_stops_the_plugin() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let name = format!("kms-plugin-test-{}", hex::encode(random_bytes(6)));
+    let mut squatter = Command::new("python3")
+        .args([
+            "-c",
+            "import socket, sys, time\ns = socket.socket(socket.AF_UNIX)\ns.bind('\\0' + sys.argv[1])\ns.listen()\nprint('bound', flush=True)\ntime.sleep(60)",
+            &name,
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(squatter.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("read");
+    assert_eq!(line.trim(), "bound");
+    let config = temp.path().join("kms.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket: '@{name}'\nallow_abstract_socket: true\nallowed_peers: {{ uids: [0] }}\nbackend: {{ kind: local, local: {{ state_dir: {} }} }}\n",
+            temp.path().join("state").display()
+        ),
+    )
+    .expect("config");
+    init_keyring(&config);
+    let stderr = serve_must_fail(&config, &[], Duration::from_secs(10));
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    assert!(
+        stderr.contains(&format!("@{name}"))
+            && stderr.contains("another process is serving on this socket"),
         "{stderr}"
     );
 }

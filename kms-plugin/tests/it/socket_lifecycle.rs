@@ -85,7 +85,7 @@ fn abstract_socket() {
     std::fs::write(
         &config,
         format!(
-            "socket: '@{name}'\nallowed_peers: {{ uids: [0] }}\nbackend: {{ kind: local, local: {{ state_dir: {} }} }}\n",
+            "socket: '@{name}'\nallow_abstract_socket: true\nallowed_peers: {{ uids: [0] }}\nbackend: {{ kind: local, local: {{ state_dir: {} }} }}\n",
             temp.path().join("state").display()
         ),
     )
