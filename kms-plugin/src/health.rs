@@ -500,10 +500,10 @@ pub fn spawn_background(
                     }
                     next_probe.as_mut().reset(tokio::time::Instant::now() + schedule.after(passed));
                 }
-                _ = refresh_tick.tick() => refresh(root.as_ref(), &health, timeout).await,
+                _ = refresh_tick.tick() => refresh(root.as_ref(), &health, &unwraps, timeout).await,
                 changed = refresh_now.changed() => {
                     if changed.is_err() { break; }
-                    refresh(root.as_ref(), &health, timeout).await;
+                    refresh(root.as_ref(), &health, &unwraps, timeout).await;
                 }
                 _ = stop.changed() => break,
             }
@@ -511,7 +511,7 @@ pub fn spawn_background(
     })
 }
 
-async fn refresh(root: &dyn RootKey, health: &Health, timeout: Duration) {
+async fn refresh(root: &dyn RootKey, health: &Health, unwraps: &UnwrapCache, timeout: Duration) {
     let before = root.primary_key_id();
     let outcome = tokio::time::timeout(timeout, root.refresh()).await;
     match &outcome {
@@ -525,6 +525,12 @@ async fn refresh(root: &dyn RootKey, health: &Health, timeout: Duration) {
             let after = root.primary_key_id();
             if after != before {
                 tracing::info!(old_key_id = %before, new_key_id = %after, "root key rotated; new data uses the new key id");
+            }
+            for key_id in unwraps.key_ids() {
+                if root.holds(&key_id) == Some(false) {
+                    let dropped = unwraps.forget(&key_id).await;
+                    tracing::warn!(%key_id, dropped, "root key version removed: dropped its cached unwraps; its data is refused from now on");
+                }
             }
         }
         Ok(Err(error)) => tracing::warn!(%error, "root key refresh failed"),

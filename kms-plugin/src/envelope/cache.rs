@@ -112,6 +112,17 @@ impl UnwrapCache {
         })
     }
 
+    /// The root key versions the cached KEKs were unwrapped under, each once.
+    pub fn key_ids(&self) -> Vec<KeyId> {
+        let mut ids: Vec<KeyId> = Vec::new();
+        for (entry, _) in self.entries.iter() {
+            if !ids.contains(&entry.0) {
+                ids.push(entry.0.clone());
+            }
+        }
+        ids
+    }
+
     /// Drops every cached KEK wrapped under `key_id`; returns how many were dropped.
     pub async fn forget(&self, key_id: &KeyId) -> usize {
         {

@@ -80,6 +80,10 @@ impl RootKey for Instrumented {
         self.inner.refresh_interval()
     }
 
+    fn holds(&self, key_id: &KeyId) -> Option<bool> {
+        self.inner.holds(key_id)
+    }
+
     async fn rotate(&self) -> Result<KeyId, RootKeyError> {
         let started = Instant::now();
         let result = self.inner.rotate().await;

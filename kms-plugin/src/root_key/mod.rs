@@ -60,6 +60,14 @@ pub trait RootKey: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether the version `key_id` names is still held, when this root key can tell from
+    /// memory (the local keyring after a refresh); `None`: only the backend can tell. A version
+    /// that is no longer held loses its cached unwraps, so this process refuses its data as a
+    /// restarted one would.
+    fn holds(&self, _key_id: &KeyId) -> Option<bool> {
+        None
+    }
+
     /// How often [`RootKey::refresh`] should run.
     fn refresh_interval(&self) -> Duration {
         Duration::from_secs(60)

@@ -8,7 +8,7 @@ use crate::common;
 use common::*;
 use kms_proto::kms_v2::{EncryptRequest, StatusResponse};
 use prost::Message;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_step_rotation_and_version_removal() {
@@ -71,8 +71,22 @@ async fn two_step_rotation_and_version_removal() {
     assert!(String::from_utf8_lossy(&refused.stderr).contains("primary"));
     let removed = plugin.admin(&["remove-version", "--version", "1"]);
     assert!(removed.status.success());
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    // The KEK stays cached in this process, so check a fresh process: v1 data no longer opens.
+    // The running plugin drops v1's cached unwraps at its next poll (200 ms here) and refuses v1
+    // data from then on, as a restarted plugin would: nodes never disagree about it.
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), async || decrypt(&mut client, &old)
+            .await
+            .is_err())
+        .await,
+        "the running plugin still decrypts data of the removed version"
+    );
+    eprintln!(
+        "v1 data refused {:?} after remove-version",
+        started.elapsed()
+    );
+    let logs = plugin.logs();
+    assert!(logs.contains("root key version removed"), "{logs}");
     let mut fresh = plugin.client().await;
     let listed = plugin.admin(&["versions"]);
     let listed = String::from_utf8_lossy(&listed.stdout).into_owned();

@@ -217,6 +217,10 @@ impl RootKey for LocalRootKey {
         self.poll_interval
     }
 
+    fn holds(&self, key_id: &KeyId) -> Option<bool> {
+        Some(self.current().find(key_id).is_some())
+    }
+
     async fn rotate(&self) -> Result<KeyId, RootKeyError> {
         self.changed()?;
         let info = Keyring::rotate(&self.dir).map_err(|e| RootKeyError::Backend(e.to_string()))?;
