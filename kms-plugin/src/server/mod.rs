@@ -47,11 +47,31 @@ fn limits(config: &PluginConfig) -> anyhow::Result<Limits> {
     .map_err(|e| anyhow::anyhow!("max_header_list_size: {e}"))
 }
 
-/// A tonic server advertising `limits`.
+/// Streams one connection may have open at once (kube-apiserver keeps a few in flight).
+const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Streams a client may reset before h2 answers GOAWAY (CVE-2023-44487, "rapid reset").
+const MAX_PENDING_RESET_STREAMS: usize = 20;
+/// Streams h2 may reset because of the client's errors before it answers GOAWAY ("MadeYouReset").
+const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Longest request: far above kube-apiserver's own deadlines (3 s for KMS calls by default).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// HTTP/2 PING interval on an idle connection, and how long the answer may take.
+const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(20));
+/// Largest request message decoded: a few times the largest legal one (an Encrypt of a 32 KiB
+/// plaintext, or a Decrypt with its annotations, stays well under this).
+pub(crate) const MAX_DECODING_MESSAGE_SIZE: usize = 256 * 1024;
+
+/// A tonic server advertising `limits`, with every per-connection bound set.
 fn server_builder(limits: Limits) -> tonic::transport::Server {
     tonic::transport::Server::builder()
         .max_frame_size(limits.max_frame_size())
         .http2_max_header_list_size(limits.max_header_list_size())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS))
+        .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
+        .timeout(REQUEST_TIMEOUT)
+        .http2_keepalive_interval(Some(KEEPALIVE.0))
+        .http2_keepalive_timeout(Some(KEEPALIVE.1))
 }
 
 /// Where and to whom one server listens.
@@ -154,7 +174,10 @@ async fn start_kms(
     };
     let service = KmsService::new(envelope, health, metrics);
     let limits = limits(config)?;
-    let router = server_builder(limits).add_service(KeyManagementServiceServer::new(service));
+    let router = server_builder(limits).add_service(
+        KeyManagementServiceServer::new(service)
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+    );
     let running = serve_on(
         "KMS v2",
         SocketSpec {
@@ -219,8 +242,14 @@ pub async fn run(
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         signer_health = Some(health_reporter);
         let router = server_builder(limits)
-            .add_service(SignerServerV1::new(SignerV1(signer.clone())))
-            .add_service(SignerServerV1Alpha1::new(SignerV1Alpha1(signer)))
+            .add_service(
+                SignerServerV1::new(SignerV1(signer.clone()))
+                    .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+            )
+            .add_service(
+                SignerServerV1Alpha1::new(SignerV1Alpha1(signer))
+                    .max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE),
+            )
             .add_service(health_service);
         servers.push(serve_on(
             "ExternalJWTSigner",

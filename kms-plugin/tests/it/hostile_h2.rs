@@ -1,5 +1,6 @@
 //! Hostile HTTP/2 clients against the real binary: header bombs, CONTINUATION floods, oversized
-//! frames and blocks cut off by EOF, on connections the `:authority` shim rewrites. Each gets
+//! frames, blocks cut off by EOF and floods of requests whose answers are never read, on
+//! connections the `:authority` shim rewrites. Each gets
 //! h2's own GOAWAY, the plugin's peak memory stays small with 64 such clients at once, honest
 //! callers keep being served, and SIGTERM still ends the process within `shutdown_grace`.
 
@@ -319,4 +320,82 @@ async fn the_header_list_cap_is_configurable() {
     status_with_metadata(&default, 6_000)
         .await
         .expect("the default 16 KiB cap serves a 6 KB header list");
+}
+
+/// One connection opens `streams` Status requests back to back (HEADERS with END_STREAM on
+/// streams 1, 3, 5, …) and never reads an answer: the answers must not pile up in the plugin.
+/// Returns the GOAWAY code received once it stopped writing, if any.
+fn stream_flood(socket: &Path, streams: u32) -> Option<u32> {
+    let mut stream = UnixStream::connect(socket).ok()?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    let block = request_start();
+    for i in 0..streams {
+        out.extend(frame(HEADERS, END_HEADERS | END_STREAM, 2 * i + 1, &block));
+        if out.len() > 1 << 16 {
+            // The plugin may stop reading (or close) once it has refused enough.
+            if stream.write_all(&out).is_err() {
+                break;
+            }
+            out.clear();
+        }
+    }
+    let _ = stream.write_all(&out);
+    read_goaway(&mut stream)
+}
+
+/// 64 connections each opening 20,000 Status requests without reading the answers: the plugin
+/// answers within its stream limits, its memory stays small, and Status keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_stream_floods_stay_under_64_mib() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let plugin = Plugin::start_local(temp.path());
+    let pid = plugin.pid();
+    let before = peak_rss_kib(pid);
+    let attackers: Vec<_> = (0..64)
+        .map(|_| {
+            let socket = plugin.socket.clone();
+            std::thread::spawn(move || stream_flood(&socket, 20_000))
+        })
+        .collect();
+    let mut client = plugin.client().await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        let answered = bounded(
+            "status under a stream flood",
+            Duration::from_secs(3),
+            async { status(&mut client).await },
+        )
+        .await;
+        assert_eq!(answered.healthz, "ok");
+    }
+    let goaways: Vec<Option<u32>> = attackers
+        .into_iter()
+        .map(|a| a.join().expect("attacker"))
+        .collect();
+    let peak = peak_rss_kib(pid);
+    eprintln!(
+        "peak RSS {peak} KiB (before {before} KiB); GOAWAY codes: {:?}",
+        goaways
+            .iter()
+            .flatten()
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    assert!(
+        peak < before + 64 * 1024,
+        "peak RSS {peak} KiB with 64 stream floods (before {before} KiB)"
+    );
+    let calmed = goaways
+        .iter()
+        .filter(|g| **g == Some(ENHANCE_YOUR_CALM))
+        .count();
+    assert_eq!(
+        calmed, 64,
+        "each flood ends with GOAWAY ENHANCE_YOUR_CALM: {goaways:?}"
+    );
+    assert_eq!(status(&mut client).await.healthz, "ok");
 }
