@@ -8,6 +8,7 @@
 //! within [`HEADER_READ_TIMEOUT`], a connection lasts at most [`CONNECTION_LIFETIME`], and
 //! failed accepts (out of descriptors) pause instead of spinning.
 
+use super::peers::SocketLabel;
 use crate::envelope::Envelope;
 use crate::exposition;
 use crate::health::Health;
@@ -21,6 +22,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -133,10 +136,16 @@ pub(super) fn serve(
     listener: TcpListener,
     kms: Option<KmsView>,
     signer: Option<Arc<SignerMetrics>>,
+    refused: Family<SocketLabel, Counter>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = ()> {
     let mut registry = Registry::default();
     let metrics = ProcessMetrics::register(&mut registry);
+    registry.register(
+        "kms_plugin_refused_connections",
+        "Connections refused by allowed_peers (or whose peer credentials could not be read), by socket",
+        refused,
+    );
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(ready))

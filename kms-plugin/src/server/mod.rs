@@ -82,6 +82,7 @@ struct SocketSpec<'a> {
     gid: Option<u32>,
     allowed_peers: Option<AllowedPeers>,
     limits: Limits,
+    refused: &'a peers::RefusedPeers,
 }
 
 /// Binds the socket and serves `router` on it behind the peer allowlist and the `:authority`
@@ -98,6 +99,7 @@ fn serve_on(
         .ok_or_else(|| anyhow::anyhow!("listener already taken"))?;
     let allowed = spec.allowed_peers;
     let limits = spec.limits;
+    let refusals = spec.refused.of(name);
     let incoming = UnixListenerStream::new(listener)
         .then(move |conn| async move {
             if let Err(error) = &conn {
@@ -107,7 +109,7 @@ fn serve_on(
             conn
         })
         .filter(move |conn| match conn {
-            Ok(io) => peers::admit(name, allowed.as_ref(), io),
+            Ok(io) => peers::admit(name, allowed.as_ref(), io, &refusals),
             Err(_) => true,
         })
         .map(move |conn| conn.map(|io| AuthorityShim::with(io, limits, Rewrite::WhenNeeded)));
@@ -131,6 +133,7 @@ async fn start_kms(
     backend_config: &BackendConfig,
     reload: watch::Receiver<u64>,
     stop: &watch::Sender<bool>,
+    refused: &peers::RefusedPeers,
 ) -> anyhow::Result<(Running, Vec<JoinHandle<()>>, http::KmsView)> {
     let backend = root_key::build(backend_config).await?;
     tracing::info!(backend = backend.kind(), key_id = %backend.primary_key_id(), "root key ready");
@@ -187,6 +190,7 @@ async fn start_kms(
             gid: config.socket_gid,
             allowed_peers: config.allowed_peers.clone(),
             limits,
+            refused,
         },
         router,
     )?;
@@ -215,6 +219,7 @@ pub async fn run(
         Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
     }
     let (stop_tx, _) = watch::channel(false);
+    let refused = peers::RefusedPeers::default();
     let mut servers = Vec::new();
     let mut tasks = Vec::new();
     // Bound first, so a port conflict fails startup before any socket serves.
@@ -226,8 +231,15 @@ pub async fn run(
     let mut signer_metrics = None;
     let mut signer_health = None;
     if let (Some(address), Some(backend)) = (&config.socket, &config.backend) {
-        let (running, background, view) =
-            start_kms(&config, address, backend, reload.clone(), &stop_tx).await?;
+        let (running, background, view) = start_kms(
+            &config,
+            address,
+            backend,
+            reload.clone(),
+            &stop_tx,
+            &refused,
+        )
+        .await?;
         servers.push(running);
         tasks.extend(background);
         kms_view = Some(view);
@@ -260,6 +272,7 @@ pub async fn run(
                 gid: signer_config.socket_gid,
                 allowed_peers: signer_config.allowed_peers.clone(),
                 limits,
+                refused: &refused,
             },
             router,
         )?);
@@ -271,6 +284,7 @@ pub async fn run(
             listener,
             kms_view,
             signer_metrics,
+            refused.family(),
             async move {
                 let _ = stopped.changed().await;
             },

@@ -226,3 +226,50 @@ async fn the_signer_socket_has_its_own_allowlist() {
         "{logs}"
     );
 }
+
+/// A refused peer reconnecting in a loop is counted every time
+/// (`kms_plugin_refused_connections_total`) but logged at most once a second, with how many
+/// refusals went unlogged: it cannot flood the log.
+#[test]
+fn a_refused_peer_reconnecting_in_a_loop_is_counted_but_logged_once_a_second() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let port = free_port();
+    let plugin = Plugin::start_with(
+        temp.path(),
+        &format!(
+            "socket_mode: '0660'\nsocket_gid: {NOBODY}\nallowed_peers: {{ uids: [0] }}\nmetrics_address: 127.0.0.1:{port}\n"
+        ),
+    );
+    let python = ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("a system python3 that uid 65534 can run");
+    let started = std::time::Instant::now();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", python, "-c"])
+        .arg(
+            "import socket, sys\nfor _ in range(300):\n    s = socket.socket(socket.AF_UNIX)\n    s.connect(sys.argv[1])\n    s.recv(1)\n    s.close()\nprint('done')",
+        )
+        .arg(&plugin.socket)
+        .output()
+        .expect("setpriv python3");
+    let took = started.elapsed();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("done"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let series = "kms_plugin_refused_connections_total{socket=\"KMS v2\"}";
+    assert_eq!(metric(port, series), 300.0, "every refusal is counted");
+    let logs = plugin.logs();
+    let lines = logs
+        .lines()
+        .filter(|l| l.contains("refused a connection from a peer not in allowed_peers"))
+        .count();
+    let allowed = usize::try_from(took.as_secs()).expect("seconds") + 2;
+    assert!(
+        (1..=allowed).contains(&lines),
+        "{lines} log lines for 300 refusals in {took:?}:\n{logs}"
+    );
+}
