@@ -62,8 +62,12 @@ async fn encrypts_on_an_aged_kek_never_wait_for_a_hung_kms() {
     let aged_kek = sealed[0].annotations[WRAPPED_KEK_ANNOTATION].clone();
     assert_eq!(wraps(metrics_port), 1.0, "the first KEK");
 
-    tokio::time::sleep(MAX_AGE + Duration::from_millis(200)).await;
+    // KMS hangs from just before the KEK ages: a probe passing right after it aged would
+    // otherwise resume the replacement and install a fresh KEK before the hang (a race the
+    // probe's phase usually avoids, but not on a loaded machine).
+    tokio::time::sleep(MAX_AGE - Duration::from_millis(300)).await;
     proxy.black_hole(true);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // First wave: the background replacement starts and hangs. Second wave: after it gave up
     // (the SDK's operation timeout, 1.5 s), while KMS still hangs.
     for round in ["hung, replacing", "hung, replacement failed"] {
