@@ -1,8 +1,9 @@
 //! Hostile HTTP/2 clients against the real binary: header bombs, CONTINUATION floods, oversized
-//! frames, blocks cut off by EOF and floods of requests whose answers are never read, on
-//! connections the `:authority` shim rewrites. Each gets
-//! h2's own GOAWAY, the plugin's peak memory stays small with 64 such clients at once, honest
-//! callers keep being served, and SIGTERM still ends the process within `shutdown_grace`.
+//! frames, blocks cut off by EOF, small blocks that expand through the HPACK table, malformed
+//! one-byte blocks and floods of requests whose answers are never read, on connections the
+//! `:authority` shim rewrites. Each gets h2's own GOAWAY, the plugin's peak memory stays small
+//! with 64 such clients at once, honest callers keep being served, and SIGTERM still ends the
+//! process within `shutdown_grace`.
 
 use crate::common;
 
@@ -78,16 +79,24 @@ enum Attack {
     ContinuationFlood,
     /// Half a header block, then the connection is closed.
     EofMidBlock,
+    /// 20,000 blocks of eight bytes, each within every per-block bound, that each expand to
+    /// 16 KB through the client's HPACK table: the shim's output across blocks (a 16 KiB read
+    /// holds 960 of them).
+    CrossBlock,
+    /// 400,000 one-byte header blocks (4 MB), each a request h2 resets as malformed.
+    MalformedBlocks,
     /// Half a header block, then silence with the connection open.
     HoldMidBlock,
 }
 
-const ATTACKS: [Attack; 6] = [
+const ATTACKS: [Attack; 8] = [
     Attack::Bomb,
     Attack::BombInOneFrame,
     Attack::MebibyteFrame,
     Attack::ContinuationFlood,
     Attack::EofMidBlock,
+    Attack::CrossBlock,
+    Attack::MalformedBlocks,
     Attack::HoldMidBlock,
 ];
 
@@ -112,6 +121,41 @@ impl Attack {
             Attack::EofMidBlock | Attack::HoldMidBlock => {
                 out.extend(frame(HEADERS, 0, 3, &request_start()))
             }
+            Attack::CrossBlock => {
+                // Stream 3 adds `:path`, `:authority` and a 3,900-byte field to the table
+                // (indices 64, 63, 62); each later block is eight bytes of references to them.
+                let path = b"/v2.KeyManagementService/Status";
+                let authority = b"/var/run/kms.sock";
+                let mut first = vec![0x83, 0x86, 0x44];
+                integer(&mut first, 0, 7, path.len());
+                first.extend_from_slice(path);
+                first.push(0x41);
+                integer(&mut first, 0, 7, authority.len());
+                first.extend_from_slice(authority);
+                first.extend_from_slice(&[0x40, 6]);
+                first.extend_from_slice(b"x-bomb");
+                integer(&mut first, 0, 7, 3900);
+                first.resize(first.len() + 3900, b'b');
+                out.extend(frames(3, &first));
+                let block = [
+                    0x83,
+                    0x86,
+                    0x80 | 64,
+                    0x80 | 63,
+                    0x80 | 62,
+                    0x80 | 62,
+                    0x80 | 62,
+                    0x80 | 62,
+                ];
+                for i in 0..20_000 {
+                    out.extend(frame(HEADERS, END_STREAM | END_HEADERS, 5 + 2 * i, &block));
+                }
+            }
+            Attack::MalformedBlocks => {
+                for i in 0..400_000 {
+                    out.extend(frame(HEADERS, END_STREAM | END_HEADERS, 3 + 2 * i, &[0x82]));
+                }
+            }
         }
         out
     }
@@ -122,6 +166,7 @@ impl Attack {
             Attack::Bomb | Attack::ContinuationFlood => Some(ENHANCE_YOUR_CALM),
             Attack::BombInOneFrame | Attack::MebibyteFrame => Some(FRAME_SIZE_ERROR),
             Attack::EofMidBlock | Attack::HoldMidBlock => None,
+            Attack::CrossBlock | Attack::MalformedBlocks => Some(ENHANCE_YOUR_CALM),
         }
     }
 
@@ -398,4 +443,59 @@ async fn sixty_four_stream_floods_stay_under_64_mib() {
         "each flood ends with GOAWAY ENHANCE_YOUR_CALM: {goaways:?}"
     );
     assert_eq!(status(&mut client).await.healthz, "ok");
+}
+
+/// 64 connections of one attack at once, each attacking once: the plugin's peak RSS over its
+/// resting figure, in KiB, and the GOAWAY codes received. Status answers throughout.
+async fn sixty_four_at_once(attack: Attack) -> (u64, Vec<Option<u32>>) {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let plugin = Plugin::start_local(temp.path());
+    let pid = plugin.pid();
+    let mut client = plugin.client().await;
+    assert_eq!(status(&mut client).await.healthz, "ok");
+    let before = peak_rss_kib(pid);
+    let start = Arc::new(std::sync::Barrier::new(64));
+    let attackers: Vec<_> = (0..64)
+        .map(|_| {
+            let (socket, start) = (plugin.socket.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                attack.run(&socket, &AtomicBool::new(false))
+            })
+        })
+        .collect();
+    while !attackers.iter().all(|a| a.is_finished()) {
+        let answered = bounded("status under attack", Duration::from_secs(5), async {
+            status(&mut client).await
+        })
+        .await;
+        assert_eq!(answered.healthz, "ok", "{attack:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let answers = attackers
+        .into_iter()
+        .map(|a| a.join().expect("attacker"))
+        .collect();
+    assert_eq!(status(&mut client).await.healthz, "ok", "after {attack:?}");
+    (peak_rss_kib(pid) - before, answers)
+}
+
+/// The amplifying attacks one kind at a time, 64 connections each: many small blocks that each
+/// expand through the client's HPACK table (the shim decodes only as fast as h2 reads), 4 MB of
+/// one-byte malformed blocks (h2's local reset cap), and the 254 KB header bomb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_amplifying_connections_of_each_kind_stay_under_64_mib_extra() {
+    for attack in [Attack::CrossBlock, Attack::MalformedBlocks, Attack::Bomb] {
+        let (extra, answers) = sixty_four_at_once(attack).await;
+        let codes: std::collections::BTreeSet<_> = answers.iter().collect();
+        eprintln!("{attack:?}: +{extra} KiB peak RSS; GOAWAY codes {codes:?}");
+        assert!(
+            extra < 64 * 1024,
+            "{attack:?}: peak RSS +{extra} KiB with 64 connections"
+        );
+        assert!(
+            answers.iter().all(|a| *a == attack.expected()),
+            "{attack:?}: each connection gets h2's answer: {answers:?}"
+        );
+    }
 }
