@@ -49,6 +49,14 @@ fn limits(config: &PluginConfig) -> anyhow::Result<Limits> {
 
 /// Streams one connection may have open at once (kube-apiserver keeps a few in flight).
 const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Calls of one connection handled at once; the others wait, their bytes held back by HTTP/2
+/// flow control. Together with the decoding limit and the connection window this bounds what
+/// one connection can make the plugin hold: 8 × 64 KiB + 128 KiB.
+const CALLS_PER_CONNECTION: usize = 8;
+/// Request bytes a connection may send that the plugin has not yet taken in.
+const CONNECTION_WINDOW: u32 = 128 * 1024;
+/// The same per stream: one largest message, with its gRPC frame header.
+const STREAM_WINDOW: u32 = MAX_DECODING_MESSAGE_SIZE as u32 + 5;
 /// Streams a client may reset before h2 answers GOAWAY (CVE-2023-44487, "rapid reset").
 const MAX_PENDING_RESET_STREAMS: usize = 20;
 /// Streams h2 may reset because of the client's errors before it answers GOAWAY ("MadeYouReset").
@@ -57,9 +65,10 @@ const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// HTTP/2 PING interval on an idle connection, and how long the answer may take.
 const KEEPALIVE: (Duration, Duration) = (Duration::from_secs(60), Duration::from_secs(20));
-/// Largest request message decoded: a few times the largest legal one (an Encrypt of a 32 KiB
-/// plaintext, or a Decrypt with its annotations, stays well under this).
-pub(crate) const MAX_DECODING_MESSAGE_SIZE: usize = 256 * 1024;
+/// Largest request message decoded: about twice the largest legal one (a Decrypt with 1 KiB
+/// of ciphertext, a 1 KiB key id and 32 KiB of annotations; Encrypt plaintexts and signer
+/// requests are far smaller).
+pub(crate) const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024;
 
 /// A tonic server advertising `limits`, with every per-connection bound set.
 fn server_builder(limits: Limits) -> tonic::transport::Server {
@@ -67,6 +76,9 @@ fn server_builder(limits: Limits) -> tonic::transport::Server {
         .max_frame_size(limits.max_frame_size())
         .http2_max_header_list_size(limits.max_header_list_size())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .concurrency_limit_per_connection(CALLS_PER_CONNECTION)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .initial_stream_window_size(STREAM_WINDOW)
         .http2_max_pending_accept_reset_streams(Some(MAX_PENDING_RESET_STREAMS))
         .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
         .timeout(REQUEST_TIMEOUT)

@@ -11,7 +11,7 @@ use common::raw_h2::{PREFACE, frame, integer};
 use common::*;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,6 +22,8 @@ const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const FRAME_SIZE_ERROR: u32 = 0x6;
 const ENHANCE_YOUR_CALM: u32 = 0xb;
+/// The plugin's largest request message.
+const MAX_DECODING_MESSAGE_SIZE: usize = 64 * 1024;
 
 /// `:method POST`, `:scheme http`, `:path` Status, and a socket-path `:authority` (rewritten).
 fn request_start() -> Vec<u8> {
@@ -498,4 +500,107 @@ async fn sixty_four_amplifying_connections_of_each_kind_stay_under_64_mib_extra(
             "{attack:?}: each connection gets h2's answer: {answers:?}"
         );
     }
+}
+
+/// One connection that opens `streams` Encrypt calls, each a gRPC message announcing
+/// `announced` bytes of which all but one are sent, and never finishes them; it stays open
+/// until `hold` clears. Returns how many calls the plugin let it open.
+async fn unfinished_messages(
+    socket: PathBuf,
+    streams: usize,
+    announced: usize,
+    hold: Arc<AtomicBool>,
+) -> usize {
+    let Ok(io) = tokio::net::UnixStream::connect(&socket).await else {
+        return 0;
+    };
+    let Ok((mut client, connection)) = h2::client::handshake(io).await else {
+        return 0;
+    };
+    let driver = tokio::spawn(connection);
+    let mut message = Vec::with_capacity(announced + 4);
+    message.push(0);
+    message.extend_from_slice(&(announced as u32).to_be_bytes());
+    message.resize(announced + 4, 0x0a);
+    let message = bytes::Bytes::from(message);
+    let mut open = Vec::new();
+    for _ in 0..streams {
+        let Ok(Ok(ready)) =
+            tokio::time::timeout(Duration::from_secs(2), client.clone().ready()).await
+        else {
+            break;
+        };
+        client = ready;
+        let request = http::Request::post("http://localhost/v2.KeyManagementService/Encrypt")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request");
+        let Ok((response, mut body)) = client.send_request(request, false) else {
+            break;
+        };
+        if body.send_data(message.clone(), false).is_err() {
+            break;
+        }
+        open.push((response, body));
+    }
+    let opened = open.len();
+    while hold.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(open);
+    driver.abort();
+    opened
+}
+
+/// 64 connections each holding as many unfinished Encrypt messages of just under the decoding
+/// limit as the plugin lets it open: what the plugin holds for them stays small, and Status
+/// keeps answering on a connection of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_connections_of_unfinished_messages_stay_under_64_mib_extra() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let plugin = Plugin::start_local(temp.path());
+    let pid = plugin.pid();
+    let mut client = plugin.client().await;
+    assert_eq!(status(&mut client).await.healthz, "ok");
+    let before = peak_rss_kib(pid);
+    let hold = Arc::new(AtomicBool::new(true));
+    let attackers: Vec<_> = (0..64)
+        .map(|_| {
+            tokio::spawn(unfinished_messages(
+                plugin.socket.clone(),
+                100,
+                MAX_DECODING_MESSAGE_SIZE - 1,
+                hold.clone(),
+            ))
+        })
+        .collect();
+    // Long enough for every connection to push all its window allows.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let answered = bounded(
+            "status beside unfinished messages",
+            Duration::from_secs(5),
+            async { status(&mut client).await },
+        )
+        .await;
+        assert_eq!(answered.healthz, "ok");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let extra = peak_rss_kib(pid) - before;
+    hold.store(false, Ordering::Relaxed);
+    let mut opened = Vec::new();
+    for attacker in attackers {
+        opened.push(attacker.await.expect("attacker"));
+    }
+    eprintln!("+{extra} KiB peak RSS; calls opened per connection: {opened:?}");
+    assert!(
+        opened.iter().all(|&n| n > 0),
+        "every connection opened calls: {opened:?}"
+    );
+    assert!(
+        extra < 64 * 1024,
+        "peak RSS +{extra} KiB with 64 connections of unfinished messages"
+    );
+    assert_eq!(status(&mut client).await.healthz, "ok");
 }
