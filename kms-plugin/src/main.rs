@@ -366,6 +366,7 @@ async fn hsm_init(path: &std::path::Path) -> anyhow::Result<()> {
     let outcome = kms_plugin::root_key::pkcs11::init_root_key(pkcs11).await?;
     let what = match outcome {
         kms_plugin::root_key::pkcs11::InitOutcome::Created(_) => "created",
+        kms_plugin::root_key::pkcs11::InitOutcome::Recorded(_) => "recorded as primary",
         _ => "already present",
     };
     println!("root key {what}: key_id {}", outcome.key_id());

@@ -215,11 +215,31 @@ async fn library_checks(config: &kms_config::Pkcs11Backend) {
         .await
         .expect_err("wrong version");
     assert!(matches!(swapped, RootKeyError::Integrity(_)), "{swapped:?}");
+
+    // A key the token generated, in the plugin's id format with a higher version, but that no
+    // `rotate` recorded: usable to unwrap (the token never let it out), never primary.
+    let unrecorded = format!("{:016x}{:016x}", 50, 0);
+    generate_unrecorded_key(&hex::decode(&unrecorded).expect("hex"));
+    root.refresh().await.expect("refresh");
+    assert_eq!(
+        root.primary_key_id(),
+        second,
+        "an unrecorded key became primary"
+    );
+    let reopened = Pkcs11RootKey::open(config).await.expect("reopen");
+    assert_eq!(reopened.primary_key_id(), second, "after reopening");
+    let third = other_process.rotate().await.expect("rotate past it");
+    assert!(
+        third.as_str().starts_with("pkcs11:root:0000000000000033"),
+        "{third}"
+    );
+    root.refresh().await.expect("refresh");
+    assert_eq!(root.primary_key_id(), third, "a rotation is recorded");
     println!("library checks passed");
 }
 
-/// Logs this process out of the token, as a token that drops its logins would.
-fn logout_everywhere() {
+/// A session logged in as the token's user, in this process.
+fn user_session() -> cryptoki::session::Session {
     use cryptoki::session::UserType;
     let ctx = cryptoki::context::Pkcs11::new(MODULE).expect("module");
     let slot = ctx
@@ -231,7 +251,7 @@ fn logout_everywhere() {
                 .is_ok_and(|t| t.label().trim_end() == TOKEN_LABEL)
         })
         .expect("token");
-    let session = ctx.open_ro_session(slot).expect("session");
+    let session = ctx.open_rw_session(slot).expect("session");
     let pin = secrecy::SecretBox::new(Box::new(PIN.as_bytes().to_vec()));
     match session.login_with_raw(UserType::User, &pin) {
         Ok(())
@@ -239,7 +259,34 @@ fn logout_everywhere() {
         }
         Err(e) => panic!("login: {e}"),
     }
-    session.logout().expect("logout");
+    session
+}
+
+/// Generates an AES-256 key labelled like the root key with `id` inside the token, as another
+/// program with the PIN could, without recording it as primary.
+fn generate_unrecorded_key(id: &[u8]) {
+    use cryptoki::mechanism::Mechanism;
+    use cryptoki::object::{Attribute, ObjectClass};
+    let template = [
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::ValueLen(32.into()),
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Encrypt(true),
+        Attribute::Decrypt(true),
+        Attribute::Label(b"root".to_vec()),
+        Attribute::Id(id.to_vec()),
+    ];
+    user_session()
+        .generate_key(&Mechanism::AesKeyGen, &template)
+        .expect("generate");
+}
+
+/// Logs this process out of the token, as a token that drops its logins would.
+fn logout_everywhere() {
+    user_session().logout().expect("logout");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -379,4 +426,66 @@ async fn liveness_passes_through_a_token_outage_while_readiness_fails() {
     })
     .await;
     assert!(probe(&live) && probe(&ready), "both pass again");
+}
+
+/// A root key version id in the plugin's own format: `version`, then eight bytes.
+fn plugin_format_id(version: u64) -> String {
+    format!("{version:016x}0000000000000000")
+}
+
+/// Key objects that appear in the token under the root key's label never become primary: one
+/// imported from a known value with `softhsm2-util --import --aes` (C_CreateObject) and an id in
+/// the plugin's own format with a higher version, and one with a one-byte id. The running
+/// plugin keeps its primary through refreshes and a restart, names what it ignores, and
+/// `kms-plugin rotate` still makes version 2 (the imported "version 99" counts for nothing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_objects_that_appear_in_the_token_never_become_primary() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let hsm = Hsm::new(temp.path());
+    let (config, yaml) = write_config(&hsm, "import", "1s", "1s");
+    hsm.init_root_key(&config);
+    let mut plugin = Plugin::launch(&hsm.dir, "import", &yaml, hsm.env());
+    let mut client = plugin.client().await;
+    let first = status(&mut client).await.key_id;
+    assert!(first.starts_with("pkcs11:root:0000000000000001"), "{first}");
+
+    let known = hsm.dir.join("known-key.bin");
+    fs::write(&known, [7u8; 32]).expect("key file");
+    for id in [plugin_format_id(99), "01".to_owned()] {
+        testkit::expect_success(
+            std::process::Command::new("softhsm2-util")
+                .args(["--import", known.to_str().expect("utf-8"), "--aes"])
+                .args(["--token", TOKEN_LABEL, "--label", "root", "--id", &id])
+                .args(["--pin", PIN])
+                .env("SOFTHSM2_CONF", &hsm.conf),
+        );
+    }
+    // Three refresh intervals, then a SIGHUP for good measure.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    plugin.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(status(&mut client).await.key_id, first);
+    assert_eq!(encrypt(&mut client, b"seed").await.key_id, first);
+    let logs = plugin.logs();
+    for id in [plugin_format_id(99), "01".to_owned()] {
+        assert!(
+            logs.contains("ignoring a key object labelled like the root key") && logs.contains(&id),
+            "the imported object {id} is not named:\n{logs}"
+        );
+    }
+    assert!(plugin.stop().success());
+
+    let mut plugin = Plugin::launch(&hsm.dir, "import", &yaml, hsm.env());
+    let mut client = plugin.client().await;
+    assert_eq!(status(&mut client).await.key_id, first, "after a restart");
+    hsm.cli(&["rotate", "--config", config.to_str().expect("utf-8")]);
+    let rotated = wait_status(&mut client, "rotation", Duration::from_secs(5), |h, k| {
+        h == "ok" && k != first
+    })
+    .await;
+    assert!(
+        rotated.starts_with("pkcs11:root:0000000000000002"),
+        "{rotated}"
+    );
+    assert!(plugin.stop().success());
 }

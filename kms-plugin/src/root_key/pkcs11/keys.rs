@@ -1,11 +1,18 @@
-//! Root key versions in the token: how they are named, ordered, listed and created.
+//! Root key versions in the token: how they are named, checked, listed and created.
 //!
 //! Every version is an AES-256 secret key object with the configured `CKA_LABEL` and its own
 //! `CKA_ID`. Versions made by this plugin carry a 16-byte `CKA_ID`: the version number as 8
 //! big-endian bytes, then 8 random bytes (so two hosts rotating at once never produce the same
-//! id). The primary version is the one with the greatest `CKA_ID` in byte order, i.e. the highest
-//! version number. The key id reported to kube-apiserver is `pkcs11:<key_label>:<hex CKA_ID>`.
+//! id). The key id reported to kube-apiserver is `pkcs11:<key_label>:<hex CKA_ID>`.
+//!
+//! A key object is used only when the token generated it and it never could leave
+//! (`CKA_LOCAL`, `CKA_NEVER_EXTRACTABLE`, `CKA_SENSITIVE`), it is AES-256 and its id has the
+//! format above; any other object with the label (say one made with `C_CreateObject` from a
+//! known value) is left alone and named in a warning. Which version is primary is what the
+//! primary record says ([`super::record`]); a token without one (set up by an earlier release)
+//! falls back to the highest version until `kms-plugin hsm init` records it.
 
+use super::record;
 use crate::root_key::KeyId;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
@@ -29,10 +36,12 @@ pub(super) struct KeyVersion {
     pub handle: ObjectHandle,
 }
 
-/// All versions of one key label, ordered by `CKA_ID`; the last one is primary.
+/// The usable versions of one key label, ordered by `CKA_ID`, and the primary record.
 #[derive(Debug)]
 pub(super) struct KeySet {
     versions: BTreeMap<Vec<u8>, KeyVersion>,
+    /// The `CKA_ID` the primary record names, if the token has a record.
+    pub recorded: Option<Vec<u8>>,
 }
 
 /// Formats the key id of version `id` of `label`.
@@ -59,9 +68,13 @@ fn version_of(id: &[u8]) -> u64 {
 }
 
 impl KeySet {
-    /// The version new local KEKs are wrapped under; `None` when the token holds none.
+    /// The version new local KEKs are wrapped under: the recorded one, or without a record the
+    /// highest. `None` when the token holds no usable version, or not the recorded one.
     pub(super) fn primary(&self) -> Option<&KeyVersion> {
-        self.versions.values().next_back()
+        match &self.recorded {
+            Some(id) => self.versions.get(id),
+            None => self.versions.values().next_back(),
+        }
     }
 
     /// The version with this `CKA_ID`.
@@ -86,11 +99,6 @@ impl KeySet {
     }
 }
 
-/// A root key object that is not protected the way a root key must be.
-fn unprotected(reason: String) -> KeyStoreError {
-    KeyStoreError::configuration(format!("root key {reason}"))
-}
-
 /// The token holds no root key labelled `label`.
 pub(super) fn no_root_key(label: &str) -> KeyStoreError {
     KeyStoreError::not_found(format!(
@@ -98,63 +106,107 @@ pub(super) fn no_root_key(label: &str) -> KeyStoreError {
     ))
 }
 
-/// Lists the AES root key objects labelled `label`, refusing any that could leave the token.
+/// The primary record names a version the token does not hold as a usable root key.
+pub(super) fn recorded_missing(label: &str, id: &[u8]) -> KeyStoreError {
+    KeyStoreError::not_found(format!(
+        "the token's primary record for {label:?} names version {}, which the token does not \
+         hold as a usable root key; restore that key (or the token), never a new one in its place",
+        hex::encode(id)
+    ))
+}
+
+/// What the token says about one key object.
+#[derive(Clone, Copy, Default)]
+struct Protection {
+    local: bool,
+    never_extractable: bool,
+    sensitive: bool,
+    extractable: bool,
+    len: usize,
+}
+
+/// Why an object labelled like the root key is not used as one, if it is not.
+fn unusable(id: &[u8], p: &Protection) -> Option<&'static str> {
+    if version_of(id) == 0 {
+        Some("its CKA_ID is not one this plugin makes (16 bytes: version, then random)")
+    } else if !p.local || !p.never_extractable {
+        Some(
+            "the token did not generate it, or it was once extractable (CKA_LOCAL and CKA_NEVER_EXTRACTABLE must be true)",
+        )
+    } else if !p.sensitive || p.extractable {
+        Some("it is not CKA_SENSITIVE=true and CKA_EXTRACTABLE=false")
+    } else if p.len != crate::secret::AES_KEY_LEN {
+        Some("it is not an AES-256 key")
+    } else {
+        None
+    }
+}
+
+/// Lists the usable root key versions labelled `label` and the primary record. Objects with the
+/// label that do not qualify as root keys are skipped, each named in a warning.
 pub(super) fn list(session: &Session, label: &str) -> Result<KeySet, KeyStoreError> {
     tracing::debug!(target: "kms_plugin::root_key::remote", backend = "pkcs11", op = "list", label, "remote call");
     let template = [
         Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::AES),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
     let wanted = [
         AttributeType::Id,
+        AttributeType::KeyType,
+        AttributeType::Local,
+        AttributeType::NeverExtractable,
         AttributeType::Sensitive,
         AttributeType::Extractable,
         AttributeType::ValueLen,
     ];
     let mut versions = BTreeMap::new();
     for handle in session.find_objects(&template)? {
-        let mut id = None;
-        let (mut sensitive, mut extractable, mut len) = (false, true, 0usize);
+        let mut id = Vec::new();
+        let mut aes = false;
+        let mut protection = Protection::default();
         for attribute in session.get_attributes(handle, &wanted)? {
             match attribute {
-                Attribute::Id(value) => id = Some(value),
-                Attribute::Sensitive(value) => sensitive = value,
-                Attribute::Extractable(value) => extractable = value,
-                Attribute::ValueLen(value) => len = value.into(),
+                Attribute::Id(value) => id = value,
+                Attribute::KeyType(kind) => aes = kind == KeyType::AES,
+                Attribute::Local(value) => protection.local = value,
+                Attribute::NeverExtractable(value) => protection.never_extractable = value,
+                Attribute::Sensitive(value) => protection.sensitive = value,
+                Attribute::Extractable(value) => protection.extractable = value,
+                Attribute::ValueLen(value) => protection.len = value.into(),
                 _ => {}
             }
         }
-        let id = id.filter(|id| !id.is_empty()).ok_or_else(|| {
-            unprotected(format!(
-                "object labelled {label:?} has no CKA_ID; give every version a distinct id"
-            ))
-        })?;
+        let reason = if aes {
+            unusable(&id, &protection)
+        } else {
+            Some("it is not an AES key")
+        };
+        if let Some(reason) = reason {
+            tracing::warn!(
+                label,
+                cka_id = %hex::encode(&id),
+                "ignoring a key object labelled like the root key: {reason}; remove it from the token"
+            );
+            continue;
+        }
         let key_id = key_id_for(label, &id).ok_or_else(|| {
-            unprotected(format!(
+            KeyStoreError::configuration(format!(
                 "label {label:?} makes a key id longer than 1024 bytes"
             ))
         })?;
-        if !sensitive || extractable {
-            return Err(unprotected(format!(
-                "{key_id} must be CKA_SENSITIVE=true and CKA_EXTRACTABLE=false"
-            )));
-        }
-        if len != crate::secret::AES_KEY_LEN {
-            return Err(unprotected(format!(
-                "{key_id} is {len} bytes long, not 32 (AES-256)"
-            )));
-        }
         let version = KeyVersion {
             id: id.clone(),
             key_id: key_id.clone(),
             handle,
         };
         if versions.insert(id, version).is_some() {
-            return Err(unprotected(format!("{key_id} exists twice in the token")));
+            return Err(KeyStoreError::configuration(format!(
+                "root key {key_id} exists twice in the token"
+            )));
         }
     }
-    Ok(KeySet { versions })
+    let recorded = record::read(session, label)?;
+    Ok(KeySet { versions, recorded })
 }
 
 /// Creates the next version of `label` in the token: AES-256, token object, private,
@@ -213,6 +265,39 @@ mod tests {
     }
 
     #[test]
+    fn only_aes_256_keys_the_token_generated_in_our_id_format_qualify() {
+        let mut ours = vec![0u8; 16];
+        ours[7] = 1;
+        let good = Protection {
+            local: true,
+            never_extractable: true,
+            sensitive: true,
+            extractable: false,
+            len: 32,
+        };
+        assert_eq!(unusable(&ours, &good), None);
+        for foreign in [&[1u8][..], &[0u8; 16], &[9u8; 17]] {
+            assert!(unusable(foreign, &good).is_some(), "{foreign:?}");
+        }
+        let imported = Protection {
+            local: false,
+            ..good
+        };
+        let once_extractable = Protection {
+            never_extractable: false,
+            ..good
+        };
+        let readable = Protection {
+            sensitive: false,
+            ..good
+        };
+        let short = Protection { len: 16, ..good };
+        for protection in [imported, once_extractable, readable, short] {
+            assert!(unusable(&ours, &protection).is_some());
+        }
+    }
+
+    #[test]
     fn versions_order_by_number_then_random_suffix() {
         let mut id = vec![0u8; 16];
         id[7] = 7;
@@ -220,6 +305,7 @@ mod tests {
         assert_eq!(version_of(&[1, 2, 3]), 0, "foreign ids count as version 0");
         let set = KeySet {
             versions: BTreeMap::new(),
+            recorded: None,
         };
         let first = set.next_id().expect("id");
         assert_eq!(version_of(&first), 1);

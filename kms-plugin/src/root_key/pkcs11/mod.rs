@@ -4,9 +4,12 @@
 //!   `pin_file` or `pin_env` and is held zeroized.
 //! - Root key versions share `key_label` and differ by `CKA_ID`. Versions created here get a
 //!   16-byte `CKA_ID`: the version number as 8 big-endian bytes, then 8 random bytes (two hosts
-//!   rotating at once still get distinct ids). The greatest `CKA_ID` in byte order, i.e. the
-//!   highest version, is primary. Key ids read `pkcs11:<key_label>:<hex CKA_ID>`; a new version
-//!   always gets a new one, and none is ever reused.
+//!   rotating at once still get distinct ids). Key ids read `pkcs11:<key_label>:<hex CKA_ID>`;
+//!   a new version always gets a new one, and none is ever reused.
+//! - Only keys the token generated and never let out (`CKA_LOCAL`, `CKA_NEVER_EXTRACTABLE`) with
+//!   such an id are used; an object imported under the same label is ignored with a warning. The
+//!   primary version is the one a record in the token names, written only by `hsm init` and
+//!   `rotate`: a key that appears in the token never becomes primary by itself.
 //! - A local KEK is wrapped with CKM_AES_GCM inside the token: a 12-byte IV drawn by the plugin,
 //!   AAD = a fixed label and the key id, the KEK as the data to C_Encrypt. Wrapped form:
 //!   `IV || ciphertext || tag` (60 bytes).
@@ -51,6 +54,7 @@
 mod gcm;
 mod init;
 mod keys;
+mod record;
 
 pub use init::{InitOutcome, init_root_key};
 
@@ -100,13 +104,14 @@ struct Primary {
 
 impl Current {
     fn new(keys: KeySet, label: &str) -> Result<Self, KeyStoreError> {
-        let primary = keys
-            .primary()
-            .map(|v| Primary {
-                key_id: v.key_id.clone(),
-                id: v.id.clone(),
-            })
-            .ok_or_else(|| keys::no_root_key(label))?;
+        let primary = match (keys.primary(), &keys.recorded) {
+            (Some(version), _) => Primary {
+                key_id: version.key_id.clone(),
+                id: version.id.clone(),
+            },
+            (None, Some(id)) => return Err(keys::recorded_missing(label, id)),
+            (None, None) => return Err(keys::no_root_key(label)),
+        };
         Ok(Self { keys, primary })
     }
 }
@@ -192,6 +197,13 @@ async fn open_inner(config: &Pkcs11Backend) -> Result<Inner, RootKeyError> {
         let session = token.take()?;
         let current = Current::new(keys::list(&session, &config.key_label)?, &config.key_label)?;
         token.give_back(session);
+        if current.keys.recorded.is_none() {
+            tracing::warn!(
+                key_id = %current.primary.key_id,
+                "the token has no primary record (set up by an earlier release): the highest \
+                 version is primary until `kms-plugin hsm init` records it"
+            );
+        }
         Ok::<_, KeyStoreError>(Inner {
             token,
             key_label: config.key_label.clone(),
@@ -284,7 +296,8 @@ impl RootKey for Pkcs11RootKey {
             .blocking(|inner| {
                 let current = inner.with_session(|session, _| {
                     let listed = keys::list(session, &inner.key_label)?;
-                    keys::generate(session, &inner.key_label, &listed)?;
+                    let id = keys::generate(session, &inner.key_label, &listed)?;
+                    record::write(session, &inner.key_label, &id)?;
                     inner.relist(session)
                 })?;
                 Ok(current.primary.key_id.clone())
