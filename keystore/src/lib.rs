@@ -8,6 +8,7 @@
 //! - [`pkcs11`]: loading the module, finding the token by label, reading the PIN from its
 //!   [`kms_config::SecretSource`], logging in, a pool of sessions, at most `max_sessions`
 //!   blocking calls at once, and recovery when the token drops a session or goes away.
+//! - [`private_file`]: reading a secret (PIN, signing key) from a file only its owner may read.
 //! - [`aws`]: building the KMS client (credential chain, region, endpoint, timeouts, retries),
 //!   retrying an unreachable KMS at startup, and classifying SDK errors.
 //!
@@ -23,5 +24,6 @@ mod error;
 pub mod aws;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
+pub mod private_file;
 
 pub use error::{ErrorKind, KeyStoreError};

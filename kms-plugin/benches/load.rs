@@ -175,6 +175,8 @@ fn write_signing_key(path: &Path) {
     .expect("generate key");
     let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", pkcs8.as_ref().to_vec()));
     std::fs::write(path, pem).expect("write key");
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod 0600");
 }
 
 fn start_plugin(dir: &Path) -> (Server, PathBuf) {

@@ -1,16 +1,17 @@
 //! The token user PIN: read once from a file or an environment variable, held zeroized.
 //!
 //! A PIN file is checked as the key files are: it must be readable by its owner only (no group
-//! or other bits) and owned by the plugin's user or root; otherwise it is refused, by name.
+//! or other bits) and owned by the plugin's user or root; otherwise it is refused, by name. It
+//! is read into one buffer sized from the file, so a long PIN leaves no reallocated copy.
 
 use crate::KeyStoreError;
+use crate::private_file::read_private;
 use cryptoki::types::RawAuthPin;
 use kms_config::SecretSource;
 use secrecy::SecretBox;
-use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+
+/// Longest PIN file read: PKCS#11 PINs are far shorter (a newline may follow).
+const MAX_PIN_FILE_LEN: usize = 258;
 
 fn pin_error(reason: String) -> KeyStoreError {
     KeyStoreError::configuration(format!("cannot read the PKCS#11 PIN: {reason}"))
@@ -23,12 +24,7 @@ fn pin_error(reason: String) -> KeyStoreError {
 pub fn read_pin(source: &SecretSource) -> Result<RawAuthPin, KeyStoreError> {
     let mut bytes = match source {
         SecretSource::File(path) => {
-            let mut file =
-                File::open(path).map_err(|e| pin_error(format!("{}: {e}", path.display())))?;
-            check_private(&file, path)?;
-            let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(64));
-            file.read_to_end(&mut bytes)
-                .map_err(|e| pin_error(format!("{}: {e}", path.display())))?;
+            let mut bytes = read_private(path, "PIN file", MAX_PIN_FILE_LEN).map_err(pin_error)?;
             // Move the buffer out without copying; ownership passes to the SecretBox below.
             std::mem::take(&mut *bytes)
         }
@@ -47,31 +43,6 @@ pub fn read_pin(source: &SecretSource) -> Result<RawAuthPin, KeyStoreError> {
         return Err(pin_error("the PIN is empty".into()));
     }
     Ok(SecretBox::new(Box::new(bytes)))
-}
-
-/// Refuses an open PIN file that its group or others may access, or that neither the plugin's
-/// user nor root owns (checked on the open file, so a swapped path cannot slip through).
-fn check_private(file: &File, path: &Path) -> Result<(), KeyStoreError> {
-    let metadata = file
-        .metadata()
-        .map_err(|e| pin_error(format!("{}: {e}", path.display())))?;
-    let mode = metadata.mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(pin_error(format!(
-            "{}: the PIN file is accessible to group or others (mode {mode:o}); expected 0600 or 0400",
-            path.display()
-        )));
-    }
-    let euid = rustix::process::geteuid();
-    if metadata.uid() != euid.as_raw() && metadata.uid() != 0 {
-        return Err(pin_error(format!(
-            "{}: the PIN file is owned by uid {}, neither the plugin's user (uid {}) nor root",
-            path.display(),
-            metadata.uid(),
-            euid.as_raw()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -108,6 +79,15 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let pin = read_pin(&SecretSource::File(path.clone())).expect("pin");
         assert_eq!(pin.expose_secret().as_slice(), b"1234");
+        let long = [b'9'; 200];
+        std::fs::write(&path, [&long[..], b"\n"].concat()).expect("write");
+        let pin = read_pin(&SecretSource::File(path.clone())).expect("a 200-byte PIN");
+        assert_eq!(pin.expose_secret().as_slice(), long);
+        assert_eq!(
+            pin.expose_secret().capacity(),
+            202,
+            "one buffer, never regrown"
+        );
         std::fs::write(&path, b"\n").expect("write");
         assert!(
             read_pin(&SecretSource::File(path)).is_err(),

@@ -8,6 +8,9 @@ use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use std::path::Path;
 use zeroize::Zeroizing;
 
+/// Largest signing key file read: an RSA-4096 key in PEM is about 3.3 KB.
+pub const MAX_KEY_FILE_LEN: usize = 64 * 1024;
+
 enum Inner {
     Rsa(RsaKeyPair),
     Ec(EcdsaKeyPair),
@@ -22,12 +25,11 @@ pub struct FileSigningKey {
 }
 
 impl FileSigningKey {
-    /// Loads the first private key in `path`.
+    /// Loads the first private key in `path`, a file only its owner may read (as kubeadm
+    /// writes `sa.key`), of at most [`MAX_KEY_FILE_LEN`] bytes.
     pub fn load(path: &Path) -> Result<Self, SigningKeyError> {
-        let text = Zeroizing::new(
-            std::fs::read(path)
-                .map_err(|e| SigningKeyError::Load(format!("{}: {e}", path.display())))?,
-        );
+        let text = keystore::private_file::read_private(path, "signing key file", MAX_KEY_FILE_LEN)
+            .map_err(SigningKeyError::Load)?;
         Self::from_pem(&text).map_err(|e| SigningKeyError::Load(format!("{}: {e}", path.display())))
     }
 
@@ -51,15 +53,24 @@ impl FileSigningKey {
 
     /// Parses a PEM private key.
     pub fn from_pem(text: &[u8]) -> Result<Self, String> {
-        let blocks = pem::parse_many(text).map_err(|e| format!("not PEM: {e}"))?;
-        let block = blocks
+        // Every decoded block's bytes are zeroized once parsed, the key's and any other's.
+        let blocks: Vec<(String, Zeroizing<Vec<u8>>)> = pem::parse_many(text)
+            .map_err(|e| format!("not PEM: {e}"))?
+            .into_iter()
+            .map(|block| {
+                (
+                    block.tag().to_owned(),
+                    Zeroizing::new(block.into_contents()),
+                )
+            })
+            .collect();
+        let (tag, der) = blocks
             .iter()
-            .find(|b| b.tag().ends_with("PRIVATE KEY"))
+            .find(|(tag, _)| tag.ends_with("PRIVATE KEY"))
             .ok_or("no private key block")?;
-        let der = Zeroizing::new(block.contents().to_vec());
-        let rsa = || match block.tag() {
-            "RSA PRIVATE KEY" => RsaKeyPair::from_der(&der).ok(),
-            "PRIVATE KEY" => RsaKeyPair::from_pkcs8(&der).ok(),
+        let rsa = || match tag.as_str() {
+            "RSA PRIVATE KEY" => RsaKeyPair::from_der(der).ok(),
+            "PRIVATE KEY" => RsaKeyPair::from_pkcs8(der).ok(),
             _ => None,
         };
         if let Some(pair) = rsa() {
@@ -78,13 +89,12 @@ impl FileSigningKey {
                 JwsAlgorithm::Es384,
             ),
         ] {
-            if let Ok(pair) = EcdsaKeyPair::from_private_key_der(alg, &der) {
+            if let Ok(pair) = EcdsaKeyPair::from_private_key_der(alg, der) {
                 return Self::from_pair(Inner::Ec(pair), jws);
             }
         }
         Err(format!(
-            "unsupported private key ({}): expected RSA ≥ 2048 bits or ECDSA P-256/P-384",
-            block.tag()
+            "unsupported private key ({tag}): expected RSA ≥ 2048 bits or ECDSA P-256/P-384"
         ))
     }
 }

@@ -17,6 +17,7 @@ fn make_key(path: &Path, kind: &str) {
     let rsa = |bits| {
         let p = path.to_str().expect("utf-8");
         openssl(&["genrsa", "-traditional", "-out", p, bits]);
+        common::jwt::owner_only(path);
     };
     match kind {
         "rsa" => rsa("2048"),
@@ -282,7 +283,15 @@ fn bad_configuration_is_refused_with_a_clear_error() {
     make_key(&weak, "rsa1024");
     let good = dir.join("good.key");
     make_key(&good, "ec");
+    let shared = dir.join("shared.key");
+    make_key(&shared, "ec");
+    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
     let cases = [
+        (
+            config_text(dir, &shared, &[]),
+            "shared.key: the signing key file is accessible to group or others (mode 644)",
+        ),
         (
             config_text(dir, &dir.join("missing.key"), &[]),
             "missing.key",

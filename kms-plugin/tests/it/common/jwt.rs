@@ -169,10 +169,18 @@ pub(crate) fn openssl(args: &[&str]) -> Vec<u8> {
     testkit::expect_success(Command::new("openssl").args(args)).stdout
 }
 
-/// Writes a kubeadm-style EC SEC1 private key (`EC PRIVATE KEY`) on openssl's `curve` to `path`.
+/// Writes a kubeadm-style EC SEC1 private key (`EC PRIVATE KEY`) on openssl's `curve` to `path`,
+/// mode 0600 as kubeadm writes it.
 pub(crate) fn make_ec_key(path: &Path, curve: &str) {
-    let path = path.to_str().expect("utf-8");
-    openssl(&["ecparam", "-name", curve, "-genkey", "-noout", "-out", path]);
+    let name = path.to_str().expect("utf-8");
+    openssl(&["ecparam", "-name", curve, "-genkey", "-noout", "-out", name]);
+    owner_only(path);
+}
+
+/// Makes `path` readable by its owner only, as the signer requires of its key file.
+pub(crate) fn owner_only(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).expect("chmod 0600");
 }
 
 /// `token` is an ES256 token of `kid`, header exactly alg, kid, typ, that verifies
