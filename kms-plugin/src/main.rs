@@ -452,14 +452,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// How long the process waits at exit for work still running in the runtime.
+const EXIT_WAIT: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
-        Ok(code) => code,
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("kms-plugin: {error:#}");
-            ExitCode::from(2)
+            eprintln!("kms-plugin: cannot start the async runtime: {error}");
+            return ExitCode::from(2);
         }
-    }
+    };
+    let code = runtime.block_on(async {
+        match run(cli).await {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("kms-plugin: {error:#}");
+                ExitCode::from(2)
+            }
+        }
+    });
+    // A key store call that never returns (a hung HSM) must not keep the process alive past
+    // its shutdown grace: blocking work still running now is abandoned with the process.
+    runtime.shutdown_timeout(EXIT_WAIT);
+    code
 }

@@ -489,3 +489,51 @@ async fn key_objects_that_appear_in_the_token_never_become_primary() {
     );
     assert!(plugin.stop().success());
 }
+
+/// A token call that never returns does not keep the process alive: with SoftHSM2's token files
+/// locked by another process, a SIGHUP refresh hangs inside the module, and SIGTERM still ends
+/// the plugin within `shutdown_grace` (1 s) and the second it waits at exit (before: it stayed
+/// up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_process_while_a_token_call_hangs() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let hsm = Hsm::new(temp.path());
+    let (config, yaml) = write_config(&hsm, "hang", "1h", "1h");
+    hsm.init_root_key(&config);
+    let mut plugin = Plugin::launch(&hsm.dir, "hang", &yaml, hsm.env());
+    let mut client = plugin.client().await;
+    assert_eq!(status(&mut client).await.healthz, "ok");
+    let locked = hsm.dir.join("locked");
+    let mut locker = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import fcntl, glob, sys, time\n\
+             files = [open(f, 'r+b') for f in glob.glob(sys.argv[1] + '/*/*')]\n\
+             [fcntl.lockf(f, fcntl.LOCK_EX) for f in files]\n\
+             open(sys.argv[2], 'w').close()\n\
+             time.sleep(60)\n",
+        ])
+        .arg(&hsm.tokens)
+        .arg(&locked)
+        .spawn()
+        .expect("python3");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !locked.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the token files were never locked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    plugin.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopping = Instant::now();
+    plugin.signal("TERM");
+    let exit = plugin.wait_exit(Duration::from_secs(10));
+    let took = stopping.elapsed();
+    let _ = locker.kill();
+    let _ = locker.wait();
+    println!("SIGTERM to exit with a hung token call: {took:?}");
+    assert!(exit.success(), "{exit}");
+    assert!(took < Duration::from_secs(4), "exit took {took:?}");
+}
