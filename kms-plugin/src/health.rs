@@ -522,6 +522,8 @@ async fn refresh(root: &dyn RootKey, health: &Health, unwraps: &UnwrapCache, tim
     match outcome {
         Ok(Err(RootKeyError::Changed(_))) => {}
         Ok(Ok(())) => {
+            // A version refused as unknown a moment ago may be here now.
+            unwraps.forget_failures();
             let after = root.primary_key_id();
             if after != before {
                 tracing::info!(old_key_id = %before, new_key_id = %after, "root key rotated; new data uses the new key id");

@@ -4,17 +4,55 @@
 //! most Decrypt calls open what this node sealed recently, and the slot answers them with one
 //! comparison instead of a hashed lookup. The slot obeys the same time to live and the same
 //! [`UnwrapCache::forget`].
+//!
+//! Unwraps that failed for good (the wrapped bytes did not authenticate, or the key id names no
+//! root key) are remembered for [`FAILURE_TTL`], by key id and a hash of the wrapped bytes, so a
+//! bogus ciphertext sent again costs no root key call (a KMS request, a token call or a state
+//! directory rescan). Outages are never remembered: the next call tries again.
 
 use super::{EnvelopeError, shared_error};
-use crate::root_key::{KeyId, RootKey};
+use crate::root_key::{KeyId, RootKey, RootKeyError};
 use aes_gcm::{Aes256Gcm, KeyInit};
 use moka::future::Cache;
+use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Cache key: the root key id and the wrapped KEK bytes.
 type Entry = (KeyId, Arc<[u8]>);
+/// Failure key: the root key id and the SHA-256 of the wrapped bytes.
+type Failure = (KeyId, [u8; 32]);
+
+/// How long a failed unwrap is remembered.
+pub(super) const FAILURE_TTL: Duration = Duration::from_secs(5);
+/// Most failed unwraps remembered at once (each holds a key id of at most 1 KiB and a hash).
+const MAX_FAILURES: u64 = 1024;
+
+/// An unwrap failure that says the data is bad, not that the root key is unreachable.
+#[derive(Clone, Copy)]
+enum Definitive {
+    UnknownKey,
+    Integrity,
+}
+
+impl Definitive {
+    fn of(error: &EnvelopeError) -> Option<Self> {
+        match error {
+            EnvelopeError::RootKey(RootKeyError::UnknownKey(_)) => Some(Self::UnknownKey),
+            EnvelopeError::RootKey(RootKeyError::Integrity(_)) => Some(Self::Integrity),
+            _ => None,
+        }
+    }
+
+    fn error(self, key_id: &KeyId) -> EnvelopeError {
+        let id = key_id.to_string();
+        match self {
+            Self::UnknownKey => RootKeyError::UnknownKey(id).into(),
+            Self::Integrity => RootKeyError::Integrity(id).into(),
+        }
+    }
+}
 
 /// The KEK this process wrapped last, and when it was put in the slot.
 struct Newest {
@@ -27,6 +65,7 @@ struct Newest {
 /// Bounded, expiring cache of unwrapped local KEKs with single-flight misses.
 pub struct UnwrapCache {
     entries: Cache<Entry, Arc<Aes256Gcm>>,
+    failures: Cache<Failure, Definitive>,
     newest: RwLock<Option<Arc<Newest>>>,
     ttl: Duration,
     timeout: Duration,
@@ -42,6 +81,10 @@ impl UnwrapCache {
             entries: Cache::builder()
                 .max_capacity(max_entries)
                 .time_to_live(ttl)
+                .build(),
+            failures: Cache::builder()
+                .max_capacity(MAX_FAILURES)
+                .time_to_live(FAILURE_TTL)
                 .build(),
             newest: RwLock::new(None),
             ttl,
@@ -79,7 +122,8 @@ impl UnwrapCache {
     }
 
     /// The cipher of the KEK `wrapped` under `key_id`, unwrapping it through `root` on a miss.
-    /// Concurrent misses for the same entry wait on one unwrap; failures are not cached.
+    /// Concurrent misses for the same entry wait on one unwrap; a definitive failure is
+    /// remembered for [`FAILURE_TTL`].
     pub async fn get_or_unwrap(
         &self,
         root: &Arc<dyn RootKey>,
@@ -95,6 +139,10 @@ impl UnwrapCache {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(cipher);
         }
+        let failure: Failure = (key_id.clone(), Sha256::digest(wrapped).into());
+        if let Some(known) = self.failures.get(&failure).await {
+            return Err(known.error(key_id));
+        }
         let timeout = self.timeout;
         let result = self
             .entries
@@ -106,10 +154,17 @@ impl UnwrapCache {
                 Ok::<_, EnvelopeError>(Arc::new(Aes256Gcm::new(key.expose().into())))
             })
             .await;
-        result.map_err(|shared| match Arc::try_unwrap(shared) {
-            Ok(error) => error,
-            Err(shared) => shared_error(&shared),
-        })
+        let error = match result {
+            Ok(cipher) => return Ok(cipher),
+            Err(shared) => match Arc::try_unwrap(shared) {
+                Ok(error) => error,
+                Err(shared) => shared_error(&shared),
+            },
+        };
+        if let Some(definitive) = Definitive::of(&error) {
+            self.failures.insert(failure, definitive).await;
+        }
+        Err(error)
     }
 
     /// The root key versions the cached KEKs were unwrapped under, each once.
@@ -140,7 +195,14 @@ impl UnwrapCache {
         for entry in &doomed {
             self.entries.invalidate(entry.as_ref()).await;
         }
+        self.forget_failures();
         doomed.len()
+    }
+
+    /// Forgets every remembered failure (the root key's versions changed: a version that was
+    /// unknown may exist now).
+    pub fn forget_failures(&self) {
+        self.failures.invalidate_all();
     }
 
     /// Applies pending bookkeeping so [`UnwrapCache::len`] is exact (for metrics scrapes).

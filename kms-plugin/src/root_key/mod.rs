@@ -12,6 +12,7 @@ pub mod fake;
 pub mod instrumented;
 mod key_id;
 pub mod local;
+mod miss_throttle;
 #[cfg(feature = "pkcs11")]
 pub mod pkcs11;
 

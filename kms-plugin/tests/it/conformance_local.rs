@@ -7,4 +7,4 @@ use crate::conformance;
 
 conformance::suite!(conformance::local::Local:
     contract_limits, round_trips, tamper, restart_durability, rotation_while_serving,
-    concurrency, remote_call_economy, startup_refusal);
+    concurrency, failed_unwraps_are_remembered, remote_call_economy, startup_refusal);

@@ -6,4 +6,4 @@ use crate::conformance;
 
 conformance::suite!(conformance::pkcs11::Pkcs11:
     contract_limits, round_trips, tamper, restart_durability, rotation_while_serving,
-    concurrency, remote_call_economy, startup_refusal, fault_cases);
+    concurrency, failed_unwraps_are_remembered, remote_call_economy, startup_refusal, fault_cases);

@@ -16,6 +16,7 @@ pub mod state_dir;
 
 pub use keyring::{Keyring, KeyringError, VersionInfo};
 
+use super::miss_throttle::MissThrottle;
 use super::{KeyId, RootKey, RootKeyError, WrappedKey};
 use crate::secret::AesKey;
 use aes_gcm::aead::{Aead, KeyInit, Payload};
@@ -40,6 +41,7 @@ pub struct LocalRootKey {
     poll_interval: Duration,
     keyring: RwLock<Arc<Keyring>>,
     changed: RwLock<Option<String>>,
+    misses: MissThrottle,
 }
 
 impl LocalRootKey {
@@ -66,6 +68,7 @@ impl LocalRootKey {
             poll_interval,
             keyring: RwLock::new(Arc::new(keyring)),
             changed: RwLock::new(None),
+            misses: MissThrottle::default(),
         })
     }
 
@@ -177,7 +180,7 @@ impl RootKey for LocalRootKey {
 
     async fn unwrap_kek(&self, key_id: &KeyId, wrapped: &[u8]) -> Result<AesKey, RootKeyError> {
         let mut keyring = self.current();
-        if keyring.find(key_id).is_none() {
+        if keyring.find(key_id).is_none() && self.misses.allow() {
             // A version carried over from another node may have arrived since the last poll.
             self.reload()?;
             keyring = self.current();

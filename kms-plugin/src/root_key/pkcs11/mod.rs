@@ -58,6 +58,7 @@ mod record;
 
 pub use init::{InitOutcome, init_root_key};
 
+use super::miss_throttle::MissThrottle;
 use super::{KeyId, RootKey, RootKeyError, WrappedKey};
 use crate::secret::AesKey;
 use async_trait::async_trait;
@@ -67,11 +68,8 @@ use keys::KeySet;
 use keystore::pkcs11::{Token, Workers, blocking};
 use keystore::{ErrorKind, KeyStoreError};
 use kms_config::Pkcs11Backend;
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
-
-/// Least time between two re-listings caused by unwraps naming an unknown version.
-const MISS_RELIST_INTERVAL: Duration = Duration::from_secs(1);
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 /// Root keys held in a PKCS#11 token.
 pub struct Pkcs11RootKey {
@@ -84,9 +82,8 @@ struct Inner {
     token: Token,
     key_label: String,
     current: RwLock<Arc<Current>>,
-    /// When an unwrap for an unknown version last re-listed the token (at most once a second,
-    /// so Decrypts naming made-up versions cannot keep the token busy).
-    last_miss_relist: Mutex<Option<Instant>>,
+    /// Unwraps naming an unknown version re-list the token at most once a second.
+    misses: MissThrottle,
 }
 
 /// The versions last listed, with the primary one picked out (never an empty set).
@@ -136,19 +133,6 @@ impl Inner {
         };
         *guard = fresh.clone();
         Ok(fresh)
-    }
-
-    /// True when an unwrap for an unknown version may re-list the token now.
-    fn may_relist_on_miss(&self) -> bool {
-        let mut last = match self.last_miss_relist.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if last.is_some_and(|at| at.elapsed() < MISS_RELIST_INTERVAL) {
-            return false;
-        }
-        *last = Some(Instant::now());
-        true
     }
 
     /// Runs `op` on a pooled session with the current versions; when the token dropped the
@@ -208,7 +192,7 @@ async fn open_inner(config: &Pkcs11Backend) -> Result<Inner, RootKeyError> {
             token,
             key_label: config.key_label.clone(),
             current: RwLock::new(Arc::new(current)),
-            last_miss_relist: Mutex::new(None),
+            misses: MissThrottle::default(),
         })
     })
     .await
@@ -258,7 +242,7 @@ impl RootKey for Pkcs11RootKey {
         let key_id = key_id.clone();
         let wrapped = wrapped.to_vec();
         self.blocking(move |inner| {
-            if inner.current().keys.get(&id).is_none() && inner.may_relist_on_miss() {
+            if inner.current().keys.get(&id).is_none() && inner.misses.allow() {
                 // A version created by another process since the last refresh.
                 inner.with_session(|session, _| inner.relist(session).map(drop))?;
             }

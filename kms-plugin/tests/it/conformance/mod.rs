@@ -8,7 +8,8 @@
 //! (the module, `conformance_<backend>`) and the scenario (the test).
 //!
 //! Scenarios: [`contract_limits`], [`round_trips`], [`tamper`], [`restart_durability`],
-//! [`rotation_while_serving`], [`concurrency`], [`remote_call_economy`], [`startup_refusal`] and
+//! [`rotation_while_serving`], [`concurrency`], [`failed_unwraps_are_remembered`],
+//! [`remote_call_economy`], [`startup_refusal`] and
 //! [`fault_cases`] (only for backends with a remote side: the local backend has none).
 
 #[cfg(feature = "aws")]
@@ -611,6 +612,57 @@ pub(crate) async fn concurrency<B: Backend>() {
 /// and 10,000 Decrypts after a restart exactly one unwrap, counted by the plugin's `/metrics`
 /// and, where there is a remote side, by the token or KMS emulator. A tampered wrapped KEK
 /// costs one unwrap, not retried.
+/// Root key unwraps of every outcome so far.
+fn unwraps(plugin: &Served) -> u64 {
+    [
+        "ok",
+        "unavailable",
+        "integrity",
+        "unknown_key",
+        "denied",
+        "error",
+    ]
+    .iter()
+    .map(|outcome| plugin.root_key_ops("unwrap", outcome))
+    .sum()
+}
+
+/// A bogus Decrypt sent again costs no further root key unwrap: a key id naming no root key and
+/// a wrapped KEK that fails authentication are each remembered for a few seconds (the second
+/// only where the emulator rejects it as the real service does). The sealed data still decrypts.
+pub(crate) async fn failed_unwraps_are_remembered<B: Backend>() {
+    let fixture = Fixture::<B>::new().await;
+    let plugin = fixture.start("failures", "1h");
+    let mut client = plugin.client().await;
+    let sealed = encrypt(&mut client, b"seed").await;
+    let good = decrypt_request(&sealed);
+    let mut unknown = good.clone();
+    unknown.key_id = fixture.backend.unknown_key_id();
+    let mut cases = vec![("a key id naming no root key", unknown)];
+    if fixture.backend.emulator_deviation().is_none() {
+        let mut tampered = good.clone();
+        tampered
+            .annotations
+            .get_mut(WRAPPED_KEK_ANNOTATION)
+            .expect("wrapped KEK")[20] ^= 1;
+        cases.push(("a tampered wrapped KEK", tampered));
+    }
+    for (what, request) in cases {
+        let before = unwraps(&plugin);
+        for _ in 0..20 {
+            let refused = client.decrypt(request.clone()).await.expect_err(what);
+            assert!(is_opaque(&refused), "{what}: {refused:?}");
+        }
+        let spent = unwraps(&plugin) - before;
+        println!("{what}: 20 identical Decrypts, {spent} root key unwraps");
+        assert!(
+            (1..=2).contains(&spent),
+            "{what}: 20 identical Decrypts cost {spent} root key unwraps"
+        );
+    }
+    assert_eq!(decrypt(&mut client, &sealed).await.expect("good"), b"seed");
+}
+
 pub(crate) async fn remote_call_economy<B: Backend>() {
     const N: usize = 10_000;
     let fixture = Fixture::<B>::new().await;
