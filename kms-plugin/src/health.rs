@@ -151,6 +151,8 @@ pub struct Health {
     keyring_changed: AtomicBool,
     revocation_stops_encrypt: bool,
     revoked: RwLock<Option<KeyId>>,
+    /// Older (non-primary) versions the backend reported revoked at a refresh.
+    older_revoked: RwLock<std::collections::BTreeSet<KeyId>>,
     outage_policy: OutagePolicy,
     /// The first failed probe of the current outage.
     outage_since: RwLock<Option<SystemTime>>,
@@ -178,6 +180,7 @@ impl Health {
             keyring_changed: AtomicBool::new(false),
             revocation_stops_encrypt,
             revoked: RwLock::new(None),
+            older_revoked: RwLock::new(Default::default()),
             outage_policy: OutagePolicy::default(),
             outage_since: RwLock::new(None),
             outage_logged: std::sync::atomic::AtomicU8::new(0),
@@ -310,9 +313,46 @@ impl Health {
         }
     }
 
-    /// True when `key_id` is the revoked root key: nothing is sealed or opened under it.
+    /// True when `key_id` is the revoked root key, or an older version reported revoked:
+    /// nothing is sealed or opened under it.
     pub fn is_revoked(&self, key_id: &KeyId) -> bool {
         self.revoked_key().as_ref() == Some(key_id)
+            || self
+                .older_revoked
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(key_id)
+    }
+
+    /// Older versions reported revoked, still checked at each refresh in case they return.
+    fn older_revoked(&self) -> Vec<KeyId> {
+        let older = self.older_revoked.read().unwrap_or_else(|p| p.into_inner());
+        older.iter().cloned().collect()
+    }
+
+    /// Records what the backend says about the older version `key_id`; returns true when it
+    /// newly marked that version revoked. Outages change nothing.
+    fn record_older(&self, key_id: &KeyId, state: &Result<(), RootKeyError>) -> bool {
+        let mut older = self
+            .older_revoked
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match state {
+            Ok(()) => {
+                if older.remove(key_id) {
+                    tracing::info!(%key_id, "the older root key version answers again; no longer revoked");
+                }
+                false
+            }
+            Err(error) if error.is_revocation() && self.revocation_stops_encrypt => {
+                let newly = older.insert(key_id.clone());
+                if newly {
+                    tracing::error!(%key_id, %error, "the backend reports an older root key version revoked: its data is refused and its cached unwraps are dropped");
+                }
+                newly
+            }
+            Err(_) => false,
+        }
     }
 
     /// Records a probe of `key_id`; returns true when it newly marked that key revoked.
@@ -534,9 +574,39 @@ async fn refresh(root: &dyn RootKey, health: &Health, unwraps: &UnwrapCache, tim
                     tracing::warn!(%key_id, dropped, "root key version removed: dropped its cached unwraps; its data is refused from now on");
                 }
             }
+            check_older_versions(root, health, unwraps, timeout).await;
         }
         Ok(Err(error)) => tracing::warn!(%error, "root key refresh failed"),
         Err(_) => tracing::warn!(?timeout, "root key refresh timed out"),
+    }
+}
+
+/// Asks the backend about every older version with cached unwraps, and those already found
+/// revoked: one newly revoked loses its cached unwraps, and its data is refused until the
+/// backend reports it usable again. Runs at each refresh, so less often than the primary's
+/// probe; the primary is the probe's business.
+async fn check_older_versions(
+    root: &dyn RootKey,
+    health: &Health,
+    unwraps: &UnwrapCache,
+    timeout: Duration,
+) {
+    let primary = root.primary_key_id();
+    let mut versions = unwraps.key_ids();
+    for revoked in health.older_revoked() {
+        if !versions.contains(&revoked) {
+            versions.push(revoked);
+        }
+    }
+    for key_id in versions.into_iter().filter(|k| *k != primary) {
+        let state = match tokio::time::timeout(timeout, root.version_state(&key_id)).await {
+            Ok(state) => state,
+            Err(_) => continue,
+        };
+        if health.record_older(&key_id, &state) {
+            let dropped = unwraps.forget(&key_id).await;
+            tracing::warn!(%key_id, dropped, "dropped the cached unwraps of the revoked older root key version");
+        }
     }
 }
 

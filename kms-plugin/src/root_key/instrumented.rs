@@ -80,6 +80,13 @@ impl RootKey for Instrumented {
         self.inner.refresh_interval()
     }
 
+    async fn version_state(&self, key_id: &KeyId) -> Result<(), RootKeyError> {
+        let started = Instant::now();
+        let result = self.inner.version_state(key_id).await;
+        self.record("version_state", started, &result);
+        result
+    }
+
     fn holds(&self, key_id: &KeyId) -> Option<bool> {
         self.inner.holds(key_id)
     }

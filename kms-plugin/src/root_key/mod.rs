@@ -61,6 +61,14 @@ pub trait RootKey: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Asks the backend whether the older (non-primary) version `key_id` is still usable (AWS:
+    /// DescribeKey's `KeyState` of that key); a revoked one is [`RootKeyError::Denied`] or
+    /// [`RootKeyError::UnknownKey`]. Called at each refresh for versions with cached unwraps,
+    /// so less often than the primary's probe.
+    async fn version_state(&self, _key_id: &KeyId) -> Result<(), RootKeyError> {
+        Ok(())
+    }
+
     /// Whether the version `key_id` names is still held, when this root key can tell from
     /// memory (the local keyring after a refresh); `None`: only the backend can tell. A version
     /// that is no longer held loses its cached unwraps, so this process refuses its data as a

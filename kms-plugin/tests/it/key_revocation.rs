@@ -214,3 +214,82 @@ async fn only_known_key_arns_reach_kms_decrypt() {
         b"mine"
     );
 }
+
+/// An older key (the alias moved on) that is disabled: at the next key refresh (2 s here) the
+/// plugin asks KMS about it, drops its cached unwraps and refuses its data, while the primary
+/// keeps serving; enabled again, its data decrypts again. moto keeps decrypting under a
+/// disabled key, so only the plugin's own check can refuse it here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_older_key_is_refused_after_the_next_refresh() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (moto, kms, first) = Moto::start_with_key(dir.path()).await;
+    let backend = backend_yaml(&moto.endpoint(), "older")
+        .replace("key_refresh_interval: 1h", "key_refresh_interval: 2s");
+    let plugin = common::moto::launch_plugin(dir.path(), "older", "1s", "", &backend);
+    let mut client = plugin.client().await;
+    let sealed = encrypt(&mut client, b"under the first key").await;
+    assert_eq!(sealed.key_id, first);
+
+    let second = common::moto::create_key(&kms).await;
+    common::moto::point_alias(&kms, &second, false).await;
+    wait_status(
+        &mut client,
+        "the alias moved",
+        Duration::from_secs(6),
+        |h, k| h == "ok" && k == second,
+    )
+    .await;
+    assert_eq!(
+        decrypt(&mut client, &sealed).await.expect("cached"),
+        b"under the first key"
+    );
+
+    kms.disable_key()
+        .key_id(bare_key_id(&first))
+        .send()
+        .await
+        .expect("DisableKey");
+    let disabled = Instant::now();
+    while decrypt(&mut client, &sealed).await.is_ok() {
+        assert!(
+            disabled.elapsed() < Duration::from_secs(6),
+            "the disabled older key's data still decrypts"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "older key disabled: its data refused after {:?}",
+        disabled.elapsed()
+    );
+    let logs = plugin.logs();
+    assert!(
+        logs.contains("dropped the cached unwraps of the revoked older root key version"),
+        "{logs}"
+    );
+    assert_eq!(
+        status(&mut client).await.healthz,
+        "ok",
+        "the primary serves on"
+    );
+    assert_eq!(encrypt(&mut client, b"new").await.key_id, second);
+
+    kms.enable_key()
+        .key_id(bare_key_id(&first))
+        .send()
+        .await
+        .expect("EnableKey");
+    let enabled = Instant::now();
+    loop {
+        match decrypt(&mut client, &sealed).await {
+            Ok(plaintext) => {
+                assert_eq!(plaintext, b"under the first key");
+                break;
+            }
+            Err(_) => assert!(
+                enabled.elapsed() < Duration::from_secs(6),
+                "the enabled older key's data is still refused"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -257,11 +257,15 @@ impl RootKey for AwsRootKey {
     }
 
     async fn key_state(&self) -> Result<(), RootKeyError> {
-        let arn = self.primary_key_id();
-        describe(&self.client, arn.as_str())
+        self.version_state(&self.primary_key_id()).await
+    }
+
+    async fn version_state(&self, key_id: &KeyId) -> Result<(), RootKeyError> {
+        remote_call("describe", key_id.as_str());
+        describe(&self.client, key_id.as_str())
             .await
             .map(|_| ())
-            .map_err(|e| root_key_error(arn.as_str(), e))
+            .map_err(|e| root_key_error(key_id.as_str(), e))
     }
 }
 
