@@ -293,3 +293,69 @@ async fn a_disabled_older_key_is_refused_after_the_next_refresh() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The node's own credentials stop working (moto starts checking them after a number of
+/// requests, and the plugin's are unknown to its IAM: `403 InvalidClientTokenId`): that says
+/// nothing about the key, so it is an outage, not a revocation. Status turns unhealthy without
+/// `root key revoked`, cached Decrypts and the current KEK's Encrypts go on. (moto answers in
+/// XML, so the SDK sees no error code here and the plugin judges by the status alone; real KMS
+/// answers `UnrecognizedClientException`, classified as an outage by its code: see keystore's
+/// `aws::error` tests.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_credentials_are_an_outage_not_a_revocation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let moto = Moto::start_with_env(dir.path(), &[("INITIAL_NO_AUTH_ACTION_COUNT", "200")]);
+    let kms = moto.sdk();
+    let key = common::moto::create_key(&kms).await;
+    common::moto::point_alias(&kms, &key, true).await;
+    let backend = backend_yaml(&moto.endpoint(), "credentials");
+    let plugin = common::moto::launch_plugin(
+        dir.path(),
+        "credentials",
+        "1s",
+        "health:\n  backend_outage: report\n",
+        &backend,
+    );
+    let mut client = plugin.client().await;
+    let sealed = encrypt(&mut client, b"sealed before").await;
+    assert_eq!(
+        decrypt(&mut client, &sealed).await.expect("first decrypt"),
+        b"sealed before"
+    );
+    // Spend moto's unchecked requests until credentials are checked.
+    let mut spent = 0;
+    while kms.list_keys().send().await.is_ok() {
+        spent += 1;
+        assert!(spent <= 200, "moto never started checking credentials");
+    }
+    let refused = kms.list_keys().send().await.expect_err("checked now");
+    assert_eq!(
+        refused.raw_response().map(|r| r.status().as_u16()),
+        Some(403),
+        "{refused:?}"
+    );
+    wait_status(
+        &mut client,
+        "the probe meets the rejected credentials",
+        Duration::from_secs(6),
+        |healthz, _| healthz != "ok",
+    )
+    .await;
+    let healthz = status(&mut client).await.healthz;
+    println!("with rejected credentials: healthz {healthz:?}");
+    assert_ne!(healthz, ROOT_KEY_REVOKED, "credentials are no revocation");
+    assert_eq!(
+        decrypt(&mut client, &sealed).await.expect("cached"),
+        b"sealed before"
+    );
+    assert!(encrypt_works(&client).await, "the current KEK seals on");
+    let logs = plugin.logs();
+    assert!(
+        logs.contains("root key probe failed") && logs.contains("KMS DescribeKey"),
+        "the probe never met the rejected credentials:\n{logs}"
+    );
+    assert!(
+        !logs.contains("dropped the cached unwraps"),
+        "the cache was dropped:\n{logs}"
+    );
+}

@@ -24,6 +24,12 @@ pub(crate) struct Moto {
 impl Moto {
     /// Starts moto; fails (never skips) when it is not installed, saying how to provision it.
     pub(crate) fn start(dir: &Path) -> Self {
+        Self::start_with_env(dir, &[])
+    }
+
+    /// [`Moto::start`] with extra environment for the server (e.g. moto's
+    /// `INITIAL_NO_AUTH_ACTION_COUNT`, after which it checks every request's credentials).
+    pub(crate) fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> Self {
         let found = Command::new("moto_server")
             .arg("--help")
             .stdout(Stdio::null())
@@ -37,6 +43,7 @@ impl Moto {
         let log = dir.join(format!("moto-{port}.log"));
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(fs::File::create(dir.join("moto.out")).expect("moto stdout"))
             .stderr(fs::File::create(&log).expect("moto log"))
