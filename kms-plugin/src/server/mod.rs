@@ -7,6 +7,7 @@ mod http;
 pub mod listener;
 mod peers;
 mod service;
+mod slots;
 
 pub use service::{API_VERSION, KmsService};
 
@@ -112,6 +113,7 @@ fn serve_on(
     let allowed = spec.allowed_peers;
     let limits = spec.limits;
     let refusals = spec.refused.of(name);
+    let slots = slots::Slots::new(slots::MAX_CONNECTIONS);
     let incoming = UnixListenerStream::new(listener)
         .then(move |conn| async move {
             if let Err(error) = &conn {
@@ -120,9 +122,12 @@ fn serve_on(
             }
             conn
         })
-        .filter(move |conn| match conn {
-            Ok(io) => peers::admit(name, allowed.as_ref(), io, &refusals),
-            Err(_) => true,
+        .filter_map(move |conn| match conn {
+            Ok(io) if peers::admit(name, allowed.as_ref(), &io, &refusals) => {
+                slots.take(name, io, &refusals).map(Ok)
+            }
+            Ok(_) => None,
+            Err(error) => Some(Err(error)),
         })
         .map(move |conn| conn.map(|io| AuthorityShim::with(io, limits, Rewrite::WhenNeeded)));
     let (drain, drained) = oneshot::channel::<()>();

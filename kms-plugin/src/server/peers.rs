@@ -52,7 +52,7 @@ pub(super) struct Refusals {
 impl Refusals {
     /// Counts one refusal; `Some(unlogged)` when this one is to be logged, with the number of
     /// refusals left unlogged since the last line.
-    fn refuse(&self) -> Option<u64> {
+    pub(super) fn refuse(&self) -> Option<u64> {
         self.count.inc();
         let mut quiet = self.quiet.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();

@@ -273,3 +273,48 @@ fn a_refused_peer_reconnecting_in_a_loop_is_counted_but_logged_once_a_second() {
         "{lines} log lines for 300 refusals in {took:?}:\n{logs}"
     );
 }
+
+/// A socket serves at most 128 connections at once: with 128 open (the test's own client and 127
+/// idle ones), the next is closed before any HTTP/2 byte, counted and logged; the open client
+/// keeps being served, and once some close a new connection is served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_serves_at_most_128_connections_at_once() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    let temp = tempfile::tempdir().expect("tempdir");
+    let plugin = Plugin::start_local(temp.path());
+    let mut client = plugin.client().await;
+    assert_eq!(status(&mut client).await.healthz, "ok");
+    let mut idle: Vec<UnixStream> = (0..127)
+        .map(|_| UnixStream::connect(&plugin.socket).expect("connect"))
+        .collect();
+    // Let the plugin take them all in before the one over the cap.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut over = UnixStream::connect(&plugin.socket).expect("connect");
+    over.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        over.read(&mut byte).expect("closed, not timed out"),
+        0,
+        "the connection over the cap is closed unanswered"
+    );
+    assert_eq!(
+        status(&mut client).await.healthz,
+        "ok",
+        "the open client is served"
+    );
+    let logs = plugin.logs();
+    assert!(
+        logs.contains("refused a connection: the socket already serves its maximum"),
+        "{logs}"
+    );
+    idle.truncate(100);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut again = plugin.client().await;
+    assert_eq!(
+        status(&mut again).await.healthz,
+        "ok",
+        "served once slots are free"
+    );
+}
