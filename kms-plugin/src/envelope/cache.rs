@@ -195,7 +195,6 @@ impl UnwrapCache {
         for entry in &doomed {
             self.entries.invalidate(entry.as_ref()).await;
         }
-        self.forget_failures();
         doomed.len()
     }
 

@@ -143,7 +143,7 @@ pub(super) fn serve(
     let metrics = ProcessMetrics::register(&mut registry);
     registry.register(
         "kms_plugin_refused_connections",
-        "Connections refused by allowed_peers (or whose peer credentials could not be read), by socket",
+        "Connections refused by socket: peers not in allowed_peers (or whose credentials could not be read) and connections over the socket's cap",
         refused,
     );
     let app = Router::new()
